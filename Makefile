@@ -1,0 +1,38 @@
+# make demo: set up and run the demo (loopback hub, demo services, both units).
+# make test: set up and run the test suite (installs openssh-server when sshd is missing).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench venv sshd clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,fast]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/sop-console demo
+
+sshd:
+	@if [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing openssh-server (the tests talk to a real sshd)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; \
+	else \
+		echo "sshd is missing: install the package openssh-server (e.g. sudo apt-get install openssh-server)"; exit 1; \
+	fi
+
+test: $(STAMP) sshd
+	$(PY) -m pytest -q
+
+bench: $(STAMP) sshd
+	$(PY) bench/recovery.py
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

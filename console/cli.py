@@ -1,0 +1,290 @@
+"""`sop-console`: the command line. Thin clients of the daemon's control socket, plus the few commands that
+work on files alone (check, key show, key install, log).
+
+Exit codes: 0 ok, 1 operation failed, 2 usage or configuration error, 3 daemon not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from console import __version__
+from console.core.config import Config, load_config
+from console.core.errors import (EXIT_FAILED, EXIT_OK, ConfigError, ConsoleError, DaemonNotRunning, UsageError)
+from console.core.paths import StatePaths, config_path, state_dir
+
+EPILOG = """\
+commands that need the daemon: start, stop, restart, status, trust (exit 3 when it is not running)
+commands that work without it: check, key show, key install, log, daemon, demo
+
+examples:
+  sop-console check                      validate the configuration
+  sop-console daemon                     run the tunnels (foreground; systemd-friendly)
+  sop-console key show master            print master's public key and fingerprint
+  sop-console key install master         put master's key on its server (asks the password once)
+  sop-console status --json              units and forwards, machine-readable
+  sop-console log -n 50 --follow         the tunnel log
+  sop-console demo                       a loopback hub, demo services and both units
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="config file (default: $SOP_CONSOLE_CONFIG, else $XDG_CONFIG_HOME/sop-console/console.yaml)")
+    common.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS,
+                        help="keys, known_hosts, store, log, control socket "
+                             "(default: $SOP_CONSOLE_STATE, else $XDG_STATE_HOME/sop-console)")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="more logging")
+
+    parser = argparse.ArgumentParser(
+        prog="sop-console", parents=[common], epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Keep appliance units reachable over reverse SSH tunnels, and run them.")
+    parser.add_argument("--version", action="version", version=f"sop-console {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    command("check", "validate the configuration; one line per problem, exit 2 when there are any")
+    command("daemon", "run the engine in the foreground: tunnels, control socket (SIGHUP reloads the config)")
+    p = command("status", "units, forwards, counters (from the daemon)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    for name, text in (("start", "start a unit's tunnels (both units when none is named)"),
+                       ("stop", "stop a unit's tunnels; it stays stopped across daemon restarts"),
+                       ("restart", "stop and start a unit's tunnels")):
+        p = command(name, text)
+        p.add_argument("unit", nargs="?", metavar="UNIT", help="master or clone")
+    p = command("log", "the tunnel log (works without the daemon)")
+    p.add_argument("-n", "--lines", type=int, default=20, metavar="N", help="show the last N lines (default 20)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C ends)")
+    p = command("trust", "record the host key the unit's server presents (after you have verified it)")
+    p.add_argument("unit", metavar="UNIT")
+    p.add_argument("--fingerprint", metavar="SHA256:...", help="refuse unless the server presents this key")
+    p.add_argument("--replace", action="store_true", help="replace a key we hold that the server no longer shows")
+    key = command("key", "the units' SSH keys")
+    key_sub = key.add_subparsers(dest="key_command", metavar="ACTION")
+    p = key_sub.add_parser("show", parents=[common], help="print a unit's public key and SHA256 fingerprint")
+    p.add_argument("unit", nargs="?", metavar="UNIT")
+    p = key_sub.add_parser("install", parents=[common],
+                           help="install a unit's key on its server with the user's password")
+    p.add_argument("unit", nargs="?", metavar="UNIT")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--trust-host-key", metavar="SHA256:...",
+                   help="accept this server host key fingerprint if the server is not known yet")
+    p = command("demo", "run a loopback hub, demo services and both units in this process")
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+    return parser
+
+
+class _Context:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.config_path = config_path(getattr(args, "config", None))
+        self.paths = StatePaths(state_dir(getattr(args, "state_dir", None)))
+
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def units(self, config: Config, name: str | None) -> list[str]:
+        if name is not None:
+            config.unit(name)
+            return [name]
+        if not config.units:
+            raise UsageError(f"no units configured in {config.source}")
+        return list(config.units)
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_check(ctx: _Context) -> int:
+    config = ctx.config()
+    forwards = sum(len(u.forwards) for u in config.units.values())
+    units = ", ".join(f"{u.name} ({u.username}@{u.server.address}, {len(u.forwards)} forwards)"
+                      for u in config.units.values()) or "no units (hub-only)"
+    print(f"{config.source}: ok: {units}; {forwards} forwards in all")
+    return EXIT_OK
+
+
+def cmd_daemon(ctx: _Context) -> int:
+    from console.daemon import Daemon, setup_logging
+
+    config = ctx.config()
+    setup_logging()
+
+    async def run() -> None:
+        daemon = Daemon(config, ctx.paths, ctx.config_path)
+        await daemon.run()
+
+    asyncio.run(run())
+    return EXIT_OK
+
+
+async def _request(ctx: _Context, op: str, **args: Any) -> Any:
+    from console.control.client import ControlClient
+
+    async with ControlClient(ctx.paths.control_socket) as client:
+        return await client.request(op, **args)
+
+
+def cmd_status(ctx: _Context) -> int:
+    status = asyncio.run(_request(ctx, "status"))
+    if ctx.args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    from console.demo import render_status
+
+    print(render_status(status) if status["units"] else "no units configured")
+    return EXIT_OK
+
+
+def cmd_unit_action(ctx: _Context) -> int:
+    op = ctx.args.command
+    done = asyncio.run(_request(ctx, op, unit=ctx.args.unit))
+    past = {"start": "started", "stop": "stopped", "restart": "restarted"}[op]
+    for name in done:
+        print(f"{name}: {past}")
+    return EXIT_OK
+
+
+def cmd_trust(ctx: _Context) -> int:
+    result = asyncio.run(_request(ctx, "trust", unit=ctx.args.unit, fingerprint=ctx.args.fingerprint,
+                                  replace=ctx.args.replace or None))
+    print(f"{result['unit']}: host key {result['fingerprint']} of {result['server']}: {result['outcome']}")
+    return EXIT_OK
+
+
+def cmd_log(ctx: _Context) -> int:
+    from console.core.tunnel_log import follow, tail
+
+    path = ctx.paths.tunnel_log
+    if ctx.args.lines < 0:
+        raise UsageError("-n must be 0 or more")
+    if not path.exists() and not ctx.args.follow:
+        print(f"no tunnel log yet at {path}", file=sys.stderr)
+        return EXIT_OK
+    for line in tail(path, ctx.args.lines):
+        print(line)
+    if ctx.args.follow:
+        sys.stdout.flush()
+        try:
+            for line in follow(path):
+                print(line, flush=True)
+        except KeyboardInterrupt:
+            pass
+    return EXIT_OK
+
+
+def cmd_key_show(ctx: _Context) -> int:
+    from console.core.keys import unit_public_key
+
+    config = ctx.config()
+    for name in ctx.units(config, ctx.args.unit):
+        unit = config.units[name]
+        info = unit_public_key(ctx.paths, name)
+        print(f"# {name}: {info.fingerprint} (user {unit.username} on {unit.server.address})")
+        print(info.line)
+    return EXIT_OK
+
+
+def cmd_key_install(ctx: _Context) -> int:
+    config = ctx.config()
+    names = ctx.units(config, ctx.args.unit)
+    if not ctx.args.password_stdin and not sys.stdin.isatty():
+        raise UsageError("no terminal to ask the password on: pipe it in with --password-stdin")
+    return asyncio.run(_key_install(ctx, config, names))
+
+
+async def _key_install(ctx: _Context, config: Config, names: list[str]) -> int:
+    from console.control.client import ControlClient
+    from console.core.store import Store
+    from console.tunnel.key_install import INSTALLED, install_key
+
+    failed = 0
+    for name in names:
+        unit = config.units[name]
+
+        async def password(unit=unit) -> str:
+            if ctx.args.password_stdin:
+                line = await asyncio.to_thread(sys.stdin.readline)
+                if not line:
+                    raise UsageError("--password-stdin: no password on standard input")
+                return line.rstrip("\r\n")
+            return await asyncio.to_thread(getpass.getpass, f"Password for {unit.username}@{unit.server.address}: ")
+
+        try:
+            result = await install_key(ctx.paths, unit, config.tunnel, password,
+                                       trust_fingerprint=ctx.args.trust_host_key)
+        except ConsoleError as exc:
+            if isinstance(exc, UsageError):
+                raise
+            print(f"{name}: key install failed: {exc.message}", file=sys.stderr)
+            failed += 1
+            continue
+        what = f"installed key {result.key.fingerprint}" if result.outcome == INSTALLED else "already authorized"
+        print(f"{name}: {what} for {result.username} on {result.server}")
+        detail = f"{result.outcome} {result.key.fingerprint} {result.username}@{result.server}"
+        try:  # tell the daemon, so the unit retries at once
+            async with ControlClient(ctx.paths.control_socket) as client:
+                await client.request("kick", unit=name, reason="key installed", record="key install", detail=detail)
+        except DaemonNotRunning:
+            store = Store(ctx.paths.prepare().database)
+            store.record("key install", getpass.getuser(), name, detail)
+            store.close()
+        except ConsoleError as exc:
+            print(f"{name}: could not tell the daemon: {exc.message}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_demo(ctx: _Context) -> int:
+    from console.daemon import setup_logging
+    from console.demo import run_demo
+
+    setup_logging()
+    explicit = getattr(ctx.args, "state_dir", None) or os.environ.get("SOP_CONSOLE_STATE")
+    paths = StatePaths(Path(explicit) if explicit else ctx.paths.root / "demo")
+    return asyncio.run(run_demo(paths, duration=ctx.args.duration))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    ctx = _Context(args)
+    handlers = {
+        "check": cmd_check, "daemon": cmd_daemon, "status": cmd_status, "start": cmd_unit_action,
+        "stop": cmd_unit_action, "restart": cmd_unit_action, "trust": cmd_trust, "log": cmd_log,
+        "demo": cmd_demo,
+    }
+    try:
+        if args.command == "key":
+            if args.key_command == "show":
+                return cmd_key_show(ctx)
+            if args.key_command == "install":
+                return cmd_key_install(ctx)
+            parser.parse_args(["key", "--help"])
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return handlers[args.command](ctx)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return exc.exit_code
+    except ConsoleError as exc:
+        print(f"sop-console: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # never a traceback for an operator; -v shows one
+        if getattr(args, "verbose", False):
+            raise
+        print(f"sop-console: internal error: {type(exc).__name__}: {exc} (run with -v for details)", file=sys.stderr)
+        return EXIT_FAILED

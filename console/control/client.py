@@ -1,0 +1,93 @@
+"""The CLI's and the console's side of the control socket."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from console.core.errors import ConsoleError, DaemonNotRunning, OperationFailed
+from console.core.events import Event, event_from_dict
+
+MAX_LINE = 1 << 20
+
+
+class ControlClient:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._ids = itertools.count(1)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> "ControlClient":
+        try:
+            self._reader, self._writer = await asyncio.open_unix_connection(str(self.path), limit=MAX_LINE)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise DaemonNotRunning(
+                f"the daemon is not running (no control socket at {self.path}): start it with `sop-console daemon`"
+            ) from None
+        except PermissionError:
+            raise OperationFailed(f"no permission to use the control socket {self.path}") from None
+        return self
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except (ConnectionError, BrokenPipeError):
+                pass
+            self._writer = None
+
+    async def __aenter__(self) -> "ControlClient":
+        return await self.connect()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def _exchange(self, op: str, args: dict[str, Any]) -> Any:
+        assert self._reader is not None and self._writer is not None, "connect() first"
+        rid = next(self._ids)
+        self._writer.write(json.dumps({"id": rid, "op": op, "args": args}).encode() + b"\n")
+        try:
+            await self._writer.drain()
+            line = await self._reader.readline()
+        except ConnectionError:
+            line = b""
+        if not line:
+            raise DaemonNotRunning("the daemon closed the control connection (is it shutting down?)")
+        answer = json.loads(line)
+        if not answer.get("ok"):
+            raise ConsoleError(answer.get("error", "request failed"), exit_code=answer.get("code", 1))
+        return answer.get("result")
+
+    async def request(self, op: str, **args: Any) -> Any:
+        return await self._exchange(op, {k: v for k, v in args.items() if v is not None})
+
+    async def subscribe(self) -> tuple[dict, AsyncIterator[Event]]:
+        """The current status, then every event as it happens."""
+        status = await self._exchange("subscribe", {})
+
+        async def events() -> AsyncIterator[Event]:
+            assert self._reader is not None
+            while True:
+                line = await self._reader.readline()
+                if not line:
+                    return
+                data = json.loads(line)
+                if data.get("event") == "Overflow":
+                    raise OperationFailed("event stream fell behind and was cut; reconnect")
+                yield event_from_dict(data)
+
+        return status, events()
+
+
+async def daemon_running(path: Path) -> bool:
+    try:
+        async with ControlClient(path) as client:
+            await client.request("ping")
+        return True
+    except ConsoleError:
+        return False

@@ -1,0 +1,142 @@
+"""The daemon's side of the control socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pwd
+import socket
+import struct
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from console.core.errors import ConsoleError, UsageError
+from console.engine import Engine
+
+log = logging.getLogger("console.control")
+MAX_LINE = 1 << 20
+
+
+def _peer_name(writer: asyncio.StreamWriter) -> str:
+    """Who is on the other end (SO_PEERCRED), for the operation record."""
+    sock = writer.get_extra_info("socket")
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        return pwd.getpwuid(uid).pw_name
+    except (OSError, KeyError, AttributeError):
+        return "unknown"
+
+
+class ControlServer:
+    def __init__(self, engine: Engine, path: Path, reload: Callable[[], Awaitable[list[str]]]) -> None:
+        self.engine = engine
+        self.path = path
+        self._reload = reload
+        self._server: asyncio.AbstractServer | None = None
+        self._streams: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        old_umask = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._handle, path=str(self.path), limit=MAX_LINE)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._streams):
+                writer.close()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        who = _peer_name(writer)
+        self._streams.add(writer)
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await _send(writer, {"id": None, "ok": False, "error": "request too long", "code": 2})
+                    return
+                if not line:
+                    return
+                try:
+                    request = json.loads(line)
+                    rid, op, args = request.get("id"), request["op"], request.get("args") or {}
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    await _send(writer, {"id": None, "ok": False, "error": "malformed request", "code": 2})
+                    continue
+                if op == "subscribe":
+                    await self._stream(rid, writer)
+                    return
+                await _send(writer, await self._answer(rid, op, args, who))
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._streams.discard(writer)
+            writer.close()
+
+    async def _answer(self, rid: Any, op: str, args: dict, who: str) -> dict:
+        engine = self.engine
+        unit = args.get("unit")
+        try:
+            if op == "status":
+                result: Any = engine.status()
+            elif op == "start":
+                result = await engine.start_units(unit, who)
+            elif op == "stop":
+                result = await engine.stop_units(unit, who)
+            elif op == "restart":
+                result = await engine.restart_units(unit, who)
+            elif op == "kick":
+                result = engine.kick(unit, who, args.get("reason") or f"asked by {who}")
+                if args.get("record"):
+                    engine.store.record(args["record"], who, unit, args.get("detail"))
+            elif op == "trust":
+                result = await engine.trust(unit, who, args.get("fingerprint"), bool(args.get("replace")))
+            elif op == "reload":
+                result = await self._reload()
+            elif op == "ping":
+                result = {"pid": os.getpid()}
+            else:
+                raise UsageError(f"unknown request {op!r}")
+        except ConsoleError as exc:
+            return {"id": rid, "ok": False, "error": exc.message, "code": exc.exit_code}
+        except Exception as exc:  # a bug must not take the daemon down: report it, keep serving
+            log.exception("control request %s failed", op)
+            return {"id": rid, "ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "code": 1}
+        return {"id": rid, "ok": True, "result": result}
+
+    async def _stream(self, rid: Any, writer: asyncio.StreamWriter) -> None:
+        sub = self.engine.bus.subscribe()
+        try:
+            await _send(writer, {"id": rid, "ok": True, "result": self.engine.status()})
+            while True:
+                event = await sub.get()
+                if event is None:  # too slow: the client is told and may reconnect
+                    await _send(writer, {"event": "Overflow"})
+                    return
+                await _send(writer, event.to_dict())
+        finally:
+            sub.close()
+
+
+async def _send(writer: asyncio.StreamWriter, message: dict) -> None:
+    writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+    await writer.drain()

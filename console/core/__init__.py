@@ -1,0 +1,1 @@
+"""The layer under everything: configuration, store, keys, known hosts, events, tunnel log."""

@@ -1,0 +1,453 @@
+"""Configuration: YAML in, typed and validated dataclasses out.
+
+Every problem is reported as one line, ``FILE:LINE: PATH: message``, and all problems are reported at
+once (`ConfigError.problems`). The YAML is composed to nodes first so each value keeps its line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from console.core.errors import ConfigError
+
+UNIT_NAMES = ("master", "clone")
+HOST_KEY_POLICIES = ("strict", "accept-new")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+_FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
+# The seed's per-unit shorthand: key -> (forward name, local port or the key holding it).
+_SHORTHAND = {"ssh_port": ("ssh", 22), "http_port": ("http", 80), "app_port": ("app", "app_target_port")}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str
+    port: int = 22
+    host_key_policy: str = "strict"
+    host_key: str | None = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TunnelConfig:
+    keepalive_interval: float = 5.0
+    keepalive_count_max: int = 3
+    retry_min: float = 0.1
+    retry_max: float = 30.0
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    max_bytes: int = 1_048_576
+    backups: int = 3
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    name: str
+    remote_port: int
+    local_host: str
+    local_port: int
+    remote_bind: str = ""
+
+    @property
+    def local(self) -> str:
+        return join_host_port(self.local_host, self.local_port)
+
+
+@dataclass(frozen=True)
+class UnitConfig:
+    name: str
+    username: str
+    server: ServerConfig
+    forwards: tuple[ForwardConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    units: dict[str, UnitConfig] = field(default_factory=dict)
+    server: ServerConfig | None = None
+    tunnel: TunnelConfig = TunnelConfig()
+    log: LogConfig = LogConfig()
+    source: str = "<defaults>"
+
+    def unit(self, name: str) -> UnitConfig:
+        from console.core.errors import UsageError
+
+        if name not in self.units:
+            configured = ", ".join(self.units) or "none"
+            raise UsageError(f"no unit named {name!r} in {self.source} (configured: {configured})")
+        return self.units[name]
+
+
+def join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_host_port(text: str) -> tuple[str, int] | None:
+    """'127.0.0.1:22' or '[::1]:22' -> (host, port); None when it is not host:port."""
+    match = re.fullmatch(r"\[([^\]]+)\]:(\d{1,5})|([^:\s\[\]]+):(\d{1,5})", text)
+    if not match:
+        return None
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 1 <= port <= 65535:
+        return None
+    return host, port
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+class _Located:
+    """Plain Python values from YAML nodes, plus the line each path came from."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, int] = {}
+        self.duplicates: list[tuple[str, int]] = []
+
+    def build(self, node: yaml.Node, path: str, loader: yaml.SafeLoader) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            loader.flatten_mapping(node)
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)
+                child = f"{path}.{key}" if path else str(key)
+                self.lines[child] = key_node.start_mark.line + 1
+                if key in result:
+                    self.duplicates.append((child, key_node.start_mark.line + 1))
+                result[key] = self.build(value_node, child, loader)
+                self.lines[child] = key_node.start_mark.line + 1
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, f"{path}[{i}]", loader) for i, item in enumerate(node.value)]
+        return loader.construct_object(node, deep=True)
+
+
+def _compose(text: str, source: str) -> tuple[Any, dict[str, int], list[str]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}, {}, []
+        located = _Located()
+        data = located.build(node, "", loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        reason = exc.problem or exc.context or "invalid YAML"
+        return None, {}, [f"{source}:{line}: YAML syntax: {reason}"]
+    except yaml.YAMLError as exc:
+        return None, {}, [f"{source}:1: YAML syntax: {exc}"]
+    finally:
+        loader.dispose()
+    problems = [f"{source}:{line}: {path}: duplicate key" for path, line in located.duplicates]
+    return data, located.lines, problems
+
+
+# --------------------------------------------------------------------------- validation
+
+
+class _Checker:
+    def __init__(self, source: str, lines: dict[str, int]) -> None:
+        self.source = source
+        self.lines = lines
+        self.problems: list[tuple[int, str]] = []
+        self.forward_paths: dict[tuple[str, str], str] = {}
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append((self._line(path), f"{path}: {message}"))
+
+    def _line(self, path: str) -> int:
+        probe = path
+        while probe:
+            if probe in self.lines:
+                return self.lines[probe]
+            probe = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", probe)
+        return 1
+
+    def formatted(self) -> list[str]:
+        return [f"{self.source}:{line}: {text}" for line, text in sorted(self.problems, key=lambda p: p[0])]
+
+    # -- typed readers: each returns the value, or the default after recording a problem
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"must be a mapping, got {_kind(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                known = f"did you mean {hint[0]!r}?" if hint else "known keys: " + ", ".join(allowed)
+                self.problem(_join(path, key), f"unknown key ({known})")
+        return {k: v for k, v in value.items() if k in allowed}
+
+    def string(self, data: dict, key: str, path: str, default: str | None, *, required: bool = False) -> str | None:
+        where = _join(path, key)
+        if key not in data or data[key] is None:
+            if required:
+                self.problem(where, "required")
+            return default
+        value = data[key]
+        if not isinstance(value, str):
+            self.problem(where, f"must be a string, got {_kind(value)}")
+            return default
+        return value
+
+    def integer(self, data: dict, key: str, path: str, default: int, lo: int, hi: int, *, zero_ok: bool = False) -> int:
+        where = _join(path, key)
+        value = data.get(key)
+        if value is None:
+            return default
+        rule = f"{lo}-{hi} or 0" if zero_ok else f"{lo}-{hi}"
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(where, f"must be a whole number {rule}, got {_kind(value)} {value!r}")
+            return default
+        if not (lo <= value <= hi or (zero_ok and value == 0)):
+            self.problem(where, f"must be {rule}, got {value}")
+            return default
+        return value
+
+    def number(self, data: dict, key: str, path: str, default: float, lo: float, hi: float) -> float:
+        where = _join(path, key)
+        value = data.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problem(where, f"must be a number of seconds, got {_kind(value)} {value!r}")
+            return default
+        if not lo <= value <= hi:
+            self.problem(where, f"must be between {lo:g} and {hi:g}, got {value:g}")
+            return default
+        return float(value)
+
+    def choice(self, data: dict, key: str, path: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.string(data, key, path, default)
+        if value not in choices:
+            self.problem(_join(path, key), f"must be one of {', '.join(choices)}, got {value!r}")
+            return default
+        return value
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _check_host(check: _Checker, value: str | None, path: str) -> str | None:
+    if value is None:
+        return None
+    if not value or any(c.isspace() for c in value) or "/" in value:
+        check.problem(path, f"must be a host name or address, got {value!r}")
+        return None
+    return value
+
+
+def _check_host_key(check: _Checker, value: str | None, path: str) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if value.startswith("SHA256:"):
+        if not _FINGERPRINT_RE.match(value):
+            check.problem(path, "a fingerprint pin must look like SHA256: followed by 43 base64 characters")
+            return None
+        return value
+    from console.core.keys import parse_public_key  # local: keeps config importable without asyncssh work
+
+    if parse_public_key(value) is None:
+        check.problem(path, "must be an OpenSSH public key line (ssh-ed25519 AAAA...) or a SHA256:... fingerprint")
+        return None
+    return value
+
+
+def _server(check: _Checker, raw: Any, path: str, base: ServerConfig | None) -> tuple[dict, ServerConfig | None]:
+    data = check.mapping(raw, path, ("host", "port", "host_key_policy", "host_key"))
+    host = _check_host(check, check.string(data, "host", path, None), f"{path}.host")
+    host = host if host is not None else (base.host if base else None)
+    port = check.integer(data, "port", path, base.port if base else 22, 1, 65535)
+    policy = check.choice(data, "host_key_policy", path, base.host_key_policy if base else "strict", HOST_KEY_POLICIES)
+    pin = _check_host_key(check, check.string(data, "host_key", path, None), f"{path}.host_key")
+    if pin is None and base is not None and "host_key" not in data:
+        pin = base.host_key
+    if host is None:
+        return data, None
+    return data, ServerConfig(host=host, port=port, host_key_policy=policy, host_key=pin)
+
+
+def _forward(check: _Checker, raw: Any, path: str) -> ForwardConfig | None:
+    data = check.mapping(raw, path, ("name", "remote_port", "remote_bind", "local"))
+    if not isinstance(raw, dict):
+        return None
+    name = check.string(data, "name", path, None, required=True)
+    if name is not None and not _NAME_RE.match(name):
+        check.problem(f"{path}.name", f"must be 1-32 letters, digits, '_', '.' or '-', got {name!r}")
+        name = None
+    if "remote_port" not in data or data["remote_port"] is None:
+        check.problem(f"{path}.remote_port", "required (0 lets the server choose)")
+    remote_port = check.integer(data, "remote_port", path, -1, 1, 65535, zero_ok=True)
+    bind = check.string(data, "remote_bind", path, "") or ""
+    if bind and (any(c.isspace() for c in bind) or "/" in bind):
+        check.problem(f"{path}.remote_bind", f"must be \"\" or an address such as 127.0.0.1, got {bind!r}")
+    local_text = check.string(data, "local", path, None, required=True)
+    local = split_host_port(local_text) if local_text is not None else None
+    if local_text is not None and local is None:
+        check.problem(f"{path}.local", f"must be host:port (port 1-65535), such as 127.0.0.1:22, got {local_text!r}")
+    if name is None or remote_port < 0 or local is None:
+        return None
+    return ForwardConfig(name=name, remote_port=remote_port, remote_bind=bind, local_host=local[0], local_port=local[1])
+
+
+def _unit(check: _Checker, name: str, raw: Any, path: str, server: ServerConfig | None) -> UnitConfig | None:
+    allowed = ("username", "server", "forwards", "target", *_SHORTHAND, "app_target_port")
+    data = check.mapping(raw, path, allowed)
+    username = check.string(data, "username", path, "root") or "root"
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}", username):
+        check.problem(f"{path}.username", f"must be a login name, got {username!r}")
+    unit_server = server
+    if "server" in data:
+        _, unit_server = _server(check, data["server"], f"{path}.server", server)
+    if unit_server is None:
+        check.problem("server.host" if "server" not in data else f"{path}.server.host",
+                      f"required: the SSH server unit {name} connects to")
+
+    forwards: list[tuple[str, ForwardConfig]] = []
+    raw_forwards = data.get("forwards")
+    if raw_forwards is not None and not isinstance(raw_forwards, list):
+        check.problem(f"{path}.forwards", f"must be a list, got {_kind(raw_forwards)}")
+    elif raw_forwards:
+        for i, item in enumerate(raw_forwards):
+            forward = _forward(check, item, f"{path}.forwards[{i}]")
+            if forward is not None:
+                forwards.append((f"{path}.forwards[{i}]", forward))
+
+    # The seed's shorthand: target + ssh_port/http_port/app_port(+app_target_port).
+    target = _check_host(check, check.string(data, "target", path, "127.0.0.1"), f"{path}.target") or "127.0.0.1"
+    for key, (fwd_name, local_port) in _SHORTHAND.items():
+        if data.get(key) is None:
+            continue
+        port = check.integer(data, key, path, -1, 1, 65535, zero_ok=True)
+        if isinstance(local_port, str):
+            if data.get(local_port) is None:
+                check.problem(f"{path}.{local_port}", f"required with {key}: the port the app listens on at {target}")
+                continue
+            local_port = check.integer(data, local_port, path, -1, 1, 65535)
+        if port >= 0 and local_port > 0:
+            forwards.append((f"{path}.{key}", ForwardConfig(fwd_name, port, target, local_port)))
+    if data.get("app_target_port") is not None and data.get("app_port") is None:
+        check.problem(f"{path}.app_target_port", "only means something with app_port")
+
+    seen: dict[str, str] = {}
+    for where, forward in forwards:
+        if forward.name in seen:
+            check.problem(where, f"duplicate forward name {forward.name!r} (also at {seen[forward.name]})")
+        seen.setdefault(forward.name, where)
+        check.forward_paths.setdefault((name, forward.name), where)
+    if unit_server is None:
+        return None
+    return UnitConfig(name=name, username=username, server=unit_server, forwards=tuple(f for _, f in forwards))
+
+
+def parse_config(text: str, source: str = "console.yaml") -> Config:
+    """Validate YAML text; raise ConfigError with every problem, one line each."""
+    data, lines, syntax = _compose(text, source)
+    if data is None:
+        raise ConfigError(syntax)
+    check = _Checker(source, lines)
+    top = check.mapping(data, "", ("server", "tunnel", "units", "log"))
+
+    server = None
+    if top.get("server") is not None:
+        _, server = _server(check, top["server"], "server", None)
+        if server is None:
+            check.problem("server.host", "required")
+
+    t = check.mapping(top.get("tunnel"), "tunnel", tuple(TunnelConfig.__dataclass_fields__))
+    tunnel = TunnelConfig(
+        keepalive_interval=check.number(t, "keepalive_interval", "tunnel", 5.0, 0, 3600),
+        keepalive_count_max=check.integer(t, "keepalive_count_max", "tunnel", 3, 1, 100),
+        retry_min=check.number(t, "retry_min", "tunnel", 0.1, 0.01, 3600),
+        retry_max=check.number(t, "retry_max", "tunnel", 30.0, 0.01, 86400),
+        connect_timeout=check.number(t, "connect_timeout", "tunnel", 10.0, 0.1, 600),
+    )
+    if tunnel.retry_min > tunnel.retry_max:
+        check.problem("tunnel.retry_min", f"must not exceed retry_max ({tunnel.retry_max:g}), got {tunnel.retry_min:g}")
+
+    lg = check.mapping(top.get("log"), "log", ("max_bytes", "backups"))
+    log = LogConfig(
+        max_bytes=check.integer(lg, "max_bytes", "log", 1_048_576, 4096, 1 << 40),
+        backups=check.integer(lg, "backups", "log", 3, 0, 100, zero_ok=True),
+    )
+
+    units: dict[str, UnitConfig] = {}
+    raw_units = top.get("units")
+    if raw_units is not None and not isinstance(raw_units, dict):
+        check.problem("units", f"must be a mapping of master and/or clone, got {_kind(raw_units)}")
+    elif raw_units:
+        for name, raw in raw_units.items():
+            if name not in UNIT_NAMES:
+                check.problem(f"units.{name}", "unknown unit (units are master and clone)")
+                continue
+            unit = _unit(check, name, raw, f"units.{name}", server)
+            if unit is not None:
+                units[name] = unit
+        units = {n: units[n] for n in UNIT_NAMES if n in units}
+
+    _check_port_clash(check, units)
+    problems = syntax + check.formatted()
+    if problems:
+        raise ConfigError(problems)
+    return Config(units=units, server=server, tunnel=tunnel, log=log, source=source)
+
+
+def _check_port_clash(check: _Checker, units: dict[str, UnitConfig]) -> None:
+    """Two forwards asking one server for the same port can never both listen."""
+    asked: dict[tuple[str, int, int], str] = {}
+    for unit in units.values():
+        for forward in unit.forwards:
+            if forward.remote_port == 0:
+                continue
+            key = (unit.server.host.lower(), unit.server.port, forward.remote_port)
+            where = check.forward_paths[(unit.name, forward.name)]
+            if key in asked:
+                path = f"{where}.remote_port" if where.endswith("]") else where
+                check.problem(path, f"{forward.remote_port} is already asked of {unit.server.address} by {asked[key]}")
+            else:
+                asked[key] = where
+
+
+def load_config(path: Path, *, display: str | None = None) -> Config:
+    """Read and validate a config file. A missing file is a configuration error (exit 2)."""
+    name = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{name}: no configuration file (copy config/console.example.yaml there, or pass --config)"])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{name}: cannot read: {getattr(exc, 'strerror', None) or exc}"])
+    return parse_config(text, name)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -1,0 +1,48 @@
+"""One family of operator-facing failures, each with a message and an exit code.
+
+Exit codes: 0 ok, 1 operation failed, 2 usage or configuration error, 3 daemon not running.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3
+
+
+class ConsoleError(Exception):
+    """A failure an operator sees: the message is printed, never a traceback."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class OperationFailed(ConsoleError):
+    exit_code = EXIT_FAILED
+
+
+class UsageError(ConsoleError):
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(ConsoleError):
+    """A configuration that does not validate; `problems` holds one line per problem."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class DaemonNotRunning(ConsoleError):
+    exit_code = EXIT_NO_DAEMON

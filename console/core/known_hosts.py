@@ -1,0 +1,90 @@
+"""The state dir's known_hosts: OpenSSH format, so `ssh -o UserKnownHostsFile=...` reads it too.
+
+A host is written as OpenSSH writes it: ``host`` for port 22, ``[host]:port`` otherwise.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+from console.core.config import ServerConfig
+from console.core.keys import fingerprint, parse_public_key, public_line
+from console.core.paths import atomic_write
+
+
+class Verdict(enum.Enum):
+    TRUSTED = "trusted"
+    UNKNOWN = "unknown"
+    MISMATCH = "mismatch"
+
+
+@dataclass(frozen=True)
+class HostKeyCheck:
+    verdict: Verdict
+    presented: str                  # fingerprint of the key the server showed
+    expected: tuple[str, ...] = ()  # fingerprints we hold for that server (pin or known_hosts)
+
+
+def host_pattern(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+class KnownHosts:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _lines(self) -> list[str]:
+        try:
+            return self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+
+    def keys_for(self, host: str, port: int) -> list[asyncssh.SSHKey]:
+        pattern = host_pattern(host, port).lower()
+        found = []
+        for line in self._lines():
+            fields = line.split()
+            if len(fields) < 3 or line.lstrip().startswith(("#", "@")):
+                continue
+            if pattern in (p.lower() for p in fields[0].split(",")):
+                key = parse_public_key(" ".join(fields[1:3]))
+                if key is not None:
+                    found.append(key)
+        return found
+
+    def add(self, host: str, port: int, key: asyncssh.SSHKey, *, replace: bool = False) -> None:
+        pattern = host_pattern(host, port)
+        kept = []
+        for line in self._lines():
+            fields = line.split()
+            if replace and fields and pattern.lower() in (p.lower() for p in fields[0].split(",")):
+                continue
+            kept.append(line)
+        kept.append(f"{pattern} {public_line(key)}")
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(self.path, ("\n".join(kept) + "\n").encode(), mode=0o600)
+
+
+def check_host_key(server: ServerConfig, known: KnownHosts, key: asyncssh.SSHKey) -> HostKeyCheck:
+    """Decide on a presented host key: a pin wins over known_hosts; a differing key is a mismatch."""
+    presented = fingerprint(key)
+    if server.host_key:
+        pin = server.host_key.strip()
+        if pin.startswith("SHA256:"):
+            expected = pin.rstrip("=")
+            ok = presented.rstrip("=") == expected
+        else:
+            pinned = parse_public_key(pin)
+            expected = fingerprint(pinned) if pinned else pin
+            ok = pinned is not None and pinned.public_data == key.public_data
+        return HostKeyCheck(Verdict.TRUSTED if ok else Verdict.MISMATCH, presented, (expected,))
+    held = known.keys_for(server.host, server.port)
+    if not held:
+        return HostKeyCheck(Verdict.UNKNOWN, presented)
+    if any(k.public_data == key.public_data for k in held):
+        return HostKeyCheck(Verdict.TRUSTED, presented, tuple(fingerprint(k) for k in held))
+    return HostKeyCheck(Verdict.MISMATCH, presented, tuple(fingerprint(k) for k in held))

@@ -1,0 +1,112 @@
+"""Where the configuration and the runtime files live.
+
+Config: --config PATH, else $SOP_CONSOLE_CONFIG, else $XDG_CONFIG_HOME/sop-console/console.yaml.
+State:  --state-dir DIR, else $SOP_CONSOLE_STATE, else $XDG_STATE_HOME/sop-console.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from console.core.errors import OperationFailed
+
+APP_DIR = "sop-console"
+CONFIG_NAME = "console.yaml"
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path.home() / fallback
+
+
+def config_path(explicit: str | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("SOP_CONSOLE_CONFIG")
+    if env:
+        return Path(env)
+    return _xdg("XDG_CONFIG_HOME", ".config") / APP_DIR / CONFIG_NAME
+
+
+def state_dir(explicit: str | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("SOP_CONSOLE_STATE")
+    if env:
+        return Path(env)
+    return _xdg("XDG_STATE_HOME", ".local/state") / APP_DIR
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) and make sure only its owner can enter it (0700)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != 0o700:
+            os.chmod(path, 0o700)
+    except OSError as exc:
+        raise OperationFailed(f"cannot prepare private directory {path}: {exc.strerror or exc}") from None
+    return path
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """Every runtime file under one state dir (0700)."""
+
+    root: Path
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.root / "keys"
+
+    def unit_key(self, unit: str) -> Path:
+        return self.keys_dir / f"{unit}_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "known_hosts"
+
+    @property
+    def database(self) -> Path:
+        return self.root / "store.json"
+
+    @property
+    def tunnel_log(self) -> Path:
+        return self.root / "tunnel.log"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.root / "control.sock"
+
+    @property
+    def daemon_lock(self) -> Path:
+        return self.root / "daemon.lock"
+
+    def prepare(self) -> "StatePaths":
+        ensure_private_dir(self.root)
+        ensure_private_dir(self.keys_dir)
+        return self
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

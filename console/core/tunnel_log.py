@@ -1,0 +1,115 @@
+"""The tunnel log: one line per event, ``2026-11-22T10:00:00Z master <event>``, rotated by size.
+
+Writing uses logging's RotatingFileHandler (rotation done right, by the standard library); reading
+(`tail`, `follow`) works on the file alone, so `sop-console log` needs no daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable, Iterator
+
+from console.core.clock import utc_iso
+
+
+class TunnelLog:
+    def __init__(self, path: Path, max_bytes: int = 1_048_576, backups: int = 3,
+                 on_line: Callable[[str], None] | None = None) -> None:
+        self.path = path
+        self._on_line = on_line
+        self._logger = logging.Logger(f"tunnel-log:{path}")
+        self._logger.propagate = False
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups,
+                                                       encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        self._handler = handler
+        self._logger.addHandler(handler)
+        try:
+            os.chmod(path, 0o600)
+        except OSError:
+            pass
+
+    def write(self, unit: str, event: str) -> str:
+        line = f"{utc_iso()} {unit} {' '.join(event.splitlines())}"
+        self._logger.info(line)
+        if self._on_line is not None:
+            self._on_line(line)
+        return line
+
+    def close(self) -> None:
+        self._handler.close()
+        self._logger.removeHandler(self._handler)
+
+
+def tail(path: Path, n: int) -> list[str]:
+    """The last n lines, read backwards from the end in blocks (a large log costs what the lines cost)."""
+    if n <= 0:
+        return []
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return []
+    with handle:
+        handle.seek(0, os.SEEK_END)
+        pos = handle.tell()
+        data = b""
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(65536, pos)
+            pos -= step
+            handle.seek(pos)
+            data = handle.read(step) + data
+    lines = data.decode("utf-8", "replace").splitlines()
+    return lines[-n:]
+
+
+def follow(path: Path, interval: float = 0.2, stop: Callable[[], bool] = lambda: False) -> Iterator[str]:
+    """Lines appended after now, `tail -F` style: survives rotation (new inode) and truncation."""
+    handle = None
+    inode = None
+    buffer = b""
+
+    def reopen(at_end: bool):
+        nonlocal handle, inode
+        if handle:
+            handle.close()
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            handle, inode = None, None
+            return
+        inode = os.fstat(handle.fileno()).st_ino
+        if at_end:
+            handle.seek(0, os.SEEK_END)
+
+    reopen(at_end=True)
+    while not stop():
+        if handle is not None:
+            chunk = handle.read()
+            if chunk:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", "replace")
+                continue
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            info = None
+        if handle is None:
+            if info is not None:
+                reopen(at_end=False)
+        elif info is None or info.st_ino != inode:
+            rest = handle.read()  # what was written before the rotation
+            if rest:
+                buffer += rest
+                continue
+            reopen(at_end=False)
+        elif info.st_size < handle.tell():  # truncated in place
+            handle.seek(0)
+            buffer = b""
+        time.sleep(interval)

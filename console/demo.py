@@ -1,0 +1,164 @@
+"""`sop-console demo`: everything on loopback in one process, with no setup.
+
+A hub (our asyncssh server) that knows the demo units' keys, two demo services (a small web page and an
+echo "app" port), and the daemon with master and clone forwarding both through the hub. Until the console
+exists it prints the live status and the tunnel log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from dataclasses import dataclass
+from typing import Callable, TextIO
+
+from console.core.config import Config, ForwardConfig, ServerConfig, TunnelConfig, UnitConfig
+from console.core.keys import load_or_create_key, load_or_create_unit_key, public_line
+from console.core.paths import StatePaths
+from console.daemon import Daemon
+from console.hub.server import Hub, HubConfig
+
+DEMO_USERS = {"master": "sop001", "clone": "sop002"}
+TRAFFIC_INTERVAL = 2.0
+
+
+async def _http_service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b"SOP demo unit: filemanager, netDesktop\n"
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _echo_service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+@dataclass
+class DemoWorld:
+    hub: Hub
+    daemon: Daemon
+    services: list[asyncio.AbstractServer]
+    config: Config
+
+    async def close(self) -> None:
+        await self.daemon.close()
+        await self.hub.close()
+        for server in self.services:
+            server.close()
+
+
+async def build_demo(paths: StatePaths, *, echo_log: bool = False) -> DemoWorld:
+    """Start the hub, the services and the daemon; return once they run (the units connect on their own)."""
+    paths.prepare()
+    web = await asyncio.start_server(_http_service, "127.0.0.1", 0)
+    app = await asyncio.start_server(_echo_service, "127.0.0.1", 0)
+    web_port = web.sockets[0].getsockname()[1]
+    app_port = app.sockets[0].getsockname()[1]
+
+    host_key = await asyncio.to_thread(load_or_create_key, paths.keys_dir / "demo_hub_ed25519", "sop-console-demo-hub")
+    unit_keys = {unit: await asyncio.to_thread(load_or_create_unit_key, paths, unit) for unit in DEMO_USERS}
+    hub = Hub(HubConfig(users={DEMO_USERS[u]: [k] for u, k in unit_keys.items()}), host_key)
+    await hub.start()
+
+    server = ServerConfig(host="127.0.0.1", port=hub.port, host_key=public_line(host_key))
+    units = {
+        unit: UnitConfig(unit, user, server, (
+            ForwardConfig("http", 0, "127.0.0.1", web_port),
+            ForwardConfig("app", 0, "127.0.0.1", app_port),
+        ))
+        for unit, user in DEMO_USERS.items()
+    }
+    config = Config(units=units, server=server,
+                    tunnel=TunnelConfig(keepalive_interval=5, keepalive_count_max=3, retry_min=0.1, retry_max=5),
+                    source="<demo>")
+    daemon = Daemon(config, paths, None, echo_log=echo_log)
+    await daemon.start()
+    return DemoWorld(hub, daemon, [web, app], config)
+
+
+async def demo_traffic(world: DemoWorld) -> None:
+    """Touch every listening forward now and then, so the counters move."""
+    while True:
+        for unit in world.daemon.engine.status()["units"]:
+            for fwd in unit["forwards"]:
+                if fwd["state"] != "listening":
+                    continue
+                port = int(fwd["remote"].rsplit(":", 1)[1])
+                with contextlib.suppress(OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+                    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+                    writer.write(b"GET / HTTP/1.0\r\n\r\n" if fwd["name"] == "http" else b"ping\n")
+                    await asyncio.wait_for(reader.read(4096), 2)
+                    writer.close()
+        await asyncio.sleep(TRAFFIC_INTERVAL)
+
+
+def render_status(status: dict) -> str:
+    from console.core.states import human_bytes, label
+
+    lines = []
+    for unit in status["units"]:
+        lines.append(f"{unit['name']:<7} {label(unit['state']):<20} {unit['username']}@{unit['server']}")
+        for fwd in unit["forwards"]:
+            lines.append(f"  {fwd['name']:<6} {label(fwd['state']):<13} {fwd['remote']:>16} -> {fwd['local']:<16}"
+                         f" open {fwd['open']} total {fwd['total']} in {human_bytes(fwd['bytes_in'])}"
+                         f" out {human_bytes(fwd['bytes_out'])}")
+            if fwd["error"]:
+                lines.append(f"         {fwd['error']}")
+        if unit["last_error"]:
+            lines.append(f"  last error: {unit['last_error']}")
+    return "\n".join(lines)
+
+
+async def run_demo(paths: StatePaths, *, duration: float | None = None, out: TextIO = sys.stdout,
+                   on_ready: Callable[[DemoWorld], None] | None = None) -> int:
+    world = await build_demo(paths)
+    engine = world.daemon.engine
+    sub = engine.bus.subscribe()
+    print(f"SOP Console demo: hub on 127.0.0.1:{world.hub.port}, state in {paths.root}", file=out)
+    print(f"Attach from another terminal: sop-console --state-dir {paths.root} status", file=out)
+    print("Ctrl-C stops the demo.\n", file=out, flush=True)
+    if on_ready:
+        on_ready(world)
+    traffic = asyncio.create_task(demo_traffic(world))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+    last = ""
+    try:
+        while not stop.is_set():
+            try:
+                event = await asyncio.wait_for(sub.get(), 1.0)
+            except asyncio.TimeoutError:
+                event = None
+            if event is not None and type(event).__name__ == "LogLine":
+                print(event.line, file=out, flush=True)  # type: ignore[attr-defined]
+            text = render_status(engine.status())
+            if text != last and (event is None or type(event).__name__ != "ForwardTraffic"):
+                print("\n" + text + "\n", file=out, flush=True)
+                last = text
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        traffic.cancel()
+        sub.close()
+        print("\n" + render_status(engine.status()), file=out, flush=True)
+        await world.close()
+    return 0

@@ -1,0 +1,190 @@
+"""The engine owns everything that runs: unit workers, the store, the tunnel log and the event bus.
+
+The console and the CLI see it only through snapshots and events (the control socket); they keep no
+tunnel state of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncssh
+
+from console.core.config import Config, UnitConfig
+from console.core.errors import OperationFailed, UsageError
+from console.core.events import EventBus, LogLine
+from console.core.keys import fingerprint
+from console.core.known_hosts import KnownHosts, Verdict, check_host_key
+from console.core.paths import StatePaths
+from console.core.store import Store
+from console.core.tunnel_log import TunnelLog
+from console.tunnel.worker import UnitWorker, WorkerEnv
+
+log = logging.getLogger("console.engine")
+STOP_DEADLINE = 1.5  # seconds every unit gets to close cleanly on shutdown (SIGTERM must finish within 2 s)
+
+
+class Engine:
+    def __init__(self, config: Config, paths: StatePaths, *, echo_log: bool = False) -> None:
+        self.config = config
+        self.paths = paths.prepare()
+        self.bus = EventBus()
+        self.store = Store(paths.database)
+        self._echo = echo_log
+        self.tunnel_log = TunnelLog(paths.tunnel_log, config.log.max_bytes, config.log.backups,
+                                    on_line=self._on_log_line)
+        self.known_hosts = KnownHosts(paths.known_hosts)
+        self.env = WorkerEnv(paths, self.bus, self.tunnel_log, self.store, self.known_hosts)
+        self.workers: dict[str, UnitWorker] = {}
+
+    def _on_log_line(self, line: str) -> None:
+        if self._echo:
+            log.info("%s", line)
+        self.bus.publish(LogLine(line))
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        for name, unit in self.config.units.items():
+            self._add_worker(unit)
+        self.tunnel_log.write("engine", f"engine up with {len(self.workers)} unit(s): {', '.join(self.workers) or 'none'}")
+
+    def _add_worker(self, unit: UnitConfig) -> UnitWorker:
+        worker = UnitWorker(unit, self.config.tunnel, self.env)
+        self.workers[unit.name] = worker
+        if self.store.desired(unit.name) == "started":
+            worker.start()
+        else:
+            worker._log("kept stopped (stopped by an operator)")
+        return worker
+
+    async def shutdown(self) -> None:
+        workers = list(self.workers.values())
+        if workers:
+            await asyncio.wait([asyncio.create_task(w.stop("Stopped: daemon shutting down")) for w in workers],
+                               timeout=STOP_DEADLINE)
+        self.tunnel_log.write("engine", "engine stopped")
+        self.tunnel_log.close()
+        self.store.close()
+
+    async def reload(self, config: Config) -> list[str]:
+        """Apply a new config; unchanged units and forwards keep running. Returns what changed."""
+        changes = []
+        old = self.config
+        self.config = config
+        for name in list(self.workers):
+            if name not in config.units:
+                await self.workers.pop(name).stop("Stopped: removed from the configuration")
+                changes.append(f"{name} removed")
+        for name, unit in config.units.items():
+            worker = self.workers.get(name)
+            if worker is None:
+                self._add_worker(unit)
+                changes.append(f"{name} added")
+                continue
+            same_link = (worker.config.server, worker.config.username) == (unit.server, unit.username) \
+                and old.tunnel == config.tunnel
+            if not same_link:
+                was_running = worker.running
+                await worker.stop("Stopped: server, user or tunnel settings changed")
+                new = UnitWorker(unit, config.tunnel, self.env)
+                self.workers[name] = new
+                if was_running:
+                    new.start()
+                changes.append(f"{name} reconnecting with new settings")
+            elif worker.config.forwards != unit.forwards:
+                await worker.update_forwards(unit.forwards)
+                changes.append(f"{name} forwards updated")
+        summary = "; ".join(changes) or "nothing changed"
+        self.tunnel_log.write("engine", f"configuration reloaded: {summary}")
+        return changes
+
+    # ------------------------------------------------------------------ operator requests
+
+    def worker(self, name: str | None) -> list[UnitWorker]:
+        if name is None:
+            return list(self.workers.values())
+        if name not in self.workers:
+            known = ", ".join(self.workers) or "none configured"
+            raise UsageError(f"no unit named {name!r} (units: {known})")
+        return [self.workers[name]]
+
+    async def start_units(self, name: str | None, who: str) -> list[str]:
+        done = []
+        for worker in self.worker(name):
+            self.store.set_desired(worker.name, "started")
+            self.store.record("start", who, worker.name)
+            if not worker.running:
+                worker._log(f"start requested by {who}")
+                worker.start()
+            else:
+                worker.kick()
+            done.append(worker.name)
+        return done
+
+    async def stop_units(self, name: str | None, who: str) -> list[str]:
+        done = []
+        for worker in self.worker(name):
+            self.store.set_desired(worker.name, "stopped")
+            self.store.record("stop", who, worker.name)
+            await worker.stop(f"Stopped by {who}")
+            done.append(worker.name)
+        return done
+
+    async def restart_units(self, name: str | None, who: str) -> list[str]:
+        done = []
+        for worker in self.worker(name):
+            self.store.set_desired(worker.name, "started")
+            self.store.record("restart", who, worker.name)
+            await worker.stop(f"Stopped for a restart by {who}")
+            worker.start()
+            done.append(worker.name)
+        return done
+
+    def kick(self, name: str | None, who: str, reason: str) -> list[str]:
+        done = []
+        for worker in self.worker(name):
+            worker._log(f"retrying now: {reason}")
+            worker.kick()
+            done.append(worker.name)
+        return done
+
+    async def trust(self, name: str, who: str, expect: str | None = None, replace: bool = False) -> dict:
+        """Record the host key the unit's server presents now, after the operator has seen it."""
+        (worker,) = self.worker(name)
+        server = worker.config.server
+        try:
+            key = await asyncio.wait_for(asyncssh.get_server_host_key(server.host, server.port),
+                                         self.config.tunnel.connect_timeout)
+        except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+            raise OperationFailed(f"cannot fetch the host key of {server.address}: "
+                                  f"{getattr(exc, 'strerror', None) or exc or 'timed out'}") from None
+        if key is None:
+            raise OperationFailed(f"{server.address} presented no host key")
+        presented = fingerprint(key)
+        expect = expect or worker.server_key  # what the operator was shown, so a swapped key is not recorded
+        if expect and expect.rstrip("=") != presented.rstrip("="):
+            raise OperationFailed(f"{server.address} presents {presented}, not the {expect} you expected: "
+                                  "nothing recorded")
+        check = check_host_key(server, self.known_hosts, key)
+        if check.verdict is Verdict.TRUSTED:
+            outcome = "already trusted"
+        elif server.host_key:
+            raise OperationFailed(f"{server.address} presents {presented} but the config pins "
+                                  f"{server.host_key}: fix the pin in the config; nothing recorded")
+        elif check.verdict is Verdict.MISMATCH and not replace:
+            raise OperationFailed(f"HOST KEY MISMATCH: {server.address} presents {presented}, we hold "
+                                  f"{', '.join(check.expected)}. If the server's key really changed, verify it "
+                                  f"and run `sop-console trust {name} --replace`")
+        else:
+            self.known_hosts.add(server.host, server.port, key, replace=check.verdict is Verdict.MISMATCH)
+            outcome = "replaced" if check.verdict is Verdict.MISMATCH else "trusted"
+            self.store.record_host_key(server.address, presented, "trust", who)
+            self.store.record("trust", who, name, f"{server.address} {presented} ({outcome})")
+            worker._log(f"host key {presented} of {server.address} {outcome} by {who}")
+        worker.kick()
+        return {"unit": name, "server": server.address, "fingerprint": presented, "outcome": outcome}
+
+    def status(self) -> dict:
+        return {"units": [w.snapshot() for w in self.workers.values()]}

@@ -1,0 +1,1 @@
+"""The unit side: asyncssh client workers that keep reverse tunnels up, key install, host-key checks."""

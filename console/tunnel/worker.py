@@ -1,0 +1,466 @@
+"""One supervised SSH connection per unit, keeping every configured reverse forward up.
+
+Unit states: stopped, connecting, up, degraded, retrying, auth-failed, host-key-unknown, host-key-mismatch.
+Forward states: listening, pending, refused, stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import asyncssh
+
+from console.core.clock import utc_iso
+from console.core.config import ForwardConfig, TunnelConfig, UnitConfig, join_host_port
+from console.core.events import EventBus, ForwardChanged, ForwardTraffic, UnitStateChanged
+from console.core.keys import load_or_create_unit_key
+from console.core.known_hosts import HostKeyCheck, KnownHosts, Verdict, check_host_key
+from console.core.paths import StatePaths
+from console.core.store import Store
+from console.core.tunnel_log import TunnelLog
+from console.tunnel import relay
+
+log = logging.getLogger("console.tunnel")
+
+UNIT_STATES = ("stopped", "connecting", "up", "degraded", "retrying", "auth-failed",
+               "host-key-unknown", "host-key-mismatch")
+FORWARD_STATES = ("listening", "pending", "refused", "stopped")
+TRAFFIC_INTERVAL = 1.0
+# A connection that ends sooner than this after it came up counts as a failure, not a clean close, so a
+# server that accepts and drops at once is met with backoff instead of a tight loop.
+MIN_HEALTHY_SECONDS = 2.0
+# The order we offer ciphers in: AES-GCM first (AES-NI makes it the fastest on x86), then asyncssh's own.
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+                     "aes128-ctr", "aes192-ctr", "aes256-ctr")
+
+
+def backoff(attempt: int, low: float, high: float) -> float:
+    """Exponential backoff with jitter: the attempt-th delay lies in [d/2, d], d = min(high, low * 2**attempt)."""
+    ceiling = min(high, low * (2 ** min(attempt, 32)))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class WorkerEnv:
+    """What a worker needs from the engine."""
+
+    paths: StatePaths
+    bus: EventBus
+    tunnel_log: TunnelLog
+    store: Store
+    known_hosts: KnownHosts
+
+
+@dataclass
+class ForwardRuntime:
+    config: ForwardConfig
+    state: str = "stopped"
+    error: str | None = None
+    port: int | None = None
+    stats: relay.ForwardStats = field(default_factory=relay.ForwardStats)
+    listener: asyncssh.SSHListener | None = None
+    retry_task: asyncio.Task | None = None
+    reported: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    @property
+    def remote(self) -> str:
+        bind = self.config.remote_bind or "*"
+        return join_host_port(bind, self.port if self.port is not None else self.config.remote_port)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.config.name, "remote": self.remote, "local": self.config.local, "state": self.state,
+            "error": self.error, "open": self.stats.open, "total": self.stats.total,
+            "bytes_in": self.stats.bytes_in, "bytes_out": self.stats.bytes_out,
+        }
+
+
+class _HostKeyRefused(Exception):
+    def __init__(self, check: HostKeyCheck) -> None:
+        self.check = check
+
+
+class _UnitClient(asyncssh.SSHClient):
+    def __init__(self, worker: "UnitWorker") -> None:
+        self._worker = worker
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        return self._worker._validate_host_key(key)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._worker._lost_reason = exc
+
+
+def describe_error(exc: BaseException, server: str, timeout: float) -> str:
+    """Turn an exception from connect or a dropped connection into one plain sentence."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return f"no answer from {server} within {timeout:g}s"
+    if isinstance(exc, asyncssh.ConnectionLost):
+        reason = str(exc) or "connection lost"
+        if "keepalive" in reason.lower():
+            return f"server {server} stopped answering keepalives (dead peer detected)"
+        return f"connection to {server} lost: {reason}"
+    if isinstance(exc, asyncssh.DisconnectError):
+        return f"server {server} disconnected: {exc.reason or exc}"
+    if isinstance(exc, OSError):
+        return f"cannot reach {server}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class UnitWorker:
+    def __init__(self, config: UnitConfig, tunnel: TunnelConfig, env: WorkerEnv) -> None:
+        self.config = config
+        self.tunnel = tunnel
+        self.env = env
+        self.name = config.name
+        self.state = "stopped"
+        self.since = utc_iso()
+        self.last_error: str | None = None
+        self.next_retry: float | None = None
+        self.server_key: str | None = None       # fingerprint presented when the key is unknown or changed
+        self.presented_key: asyncssh.SSHKey | None = None
+        self.forwards: dict[str, ForwardRuntime] = {f.name: ForwardRuntime(f) for f in config.forwards}
+        self._task: asyncio.Task | None = None
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._wake = asyncio.Event()
+        self._host_check: HostKeyCheck | None = None
+        self._lost_reason: Exception | None = None
+        self._traffic_task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ public surface
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def server(self) -> str:
+        return self.config.server.address
+
+    def start(self) -> None:
+        if not self.running:
+            self._task = asyncio.create_task(self._run(), name=f"unit-{self.name}")
+
+    async def stop(self, reason: str = "Stopped") -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        await self._close_connection()
+        for fr in self.forwards.values():
+            self._set_forward(fr, "stopped", None)
+        self.next_retry = None
+        if self.state != "stopped":
+            self._set_state("stopped", error=None)
+            self._log(reason)
+
+    def kick(self) -> None:
+        """Retry now (after key install or trust): skips the current backoff wait."""
+        self._wake.set()
+
+    def snapshot(self) -> dict:
+        return {
+            "name": self.name, "state": self.state, "since": self.since, "server": self.server,
+            "username": self.config.username, "last_error": self.last_error,
+            "next_retry": utc_iso(self.next_retry) if self.next_retry else None,
+            "server_key": self.server_key,
+            "forwards": [fr.to_dict() for fr in self.forwards.values()],
+        }
+
+    async def update_forwards(self, forwards: tuple[ForwardConfig, ...]) -> None:
+        """Apply a new forward list without dropping the connection or the unchanged forwards."""
+        wanted = {f.name: f for f in forwards}
+        for name, fr in list(self.forwards.items()):
+            if wanted.get(name) != fr.config:
+                await self._drop_forward(fr)
+                del self.forwards[name]
+                self._log(f"forward {name} removed")
+        conn = self._conn
+        for name, forward in wanted.items():
+            if name not in self.forwards:
+                fr = ForwardRuntime(forward)
+                self.forwards[name] = fr
+                self._log(f"forward {name} added")
+                if conn is not None:
+                    self._set_forward(fr, "pending", None)
+                    fr.retry_task = asyncio.create_task(self._keep_forward(conn, fr, first_try=True))
+        self.forwards = {name: self.forwards[name] for name in wanted}
+        self.config = UnitConfig(self.config.name, self.config.username, self.config.server, forwards)
+        if conn is not None:
+            self._update_connected_state()
+
+    # ------------------------------------------------------------------ state and events
+
+    def _log(self, event: str) -> None:
+        self.env.tunnel_log.write(self.name, event)
+
+    def _set_state(self, state: str, *, error: str | None = None, next_retry: float | None = None) -> None:
+        changed = state != self.state
+        self.state = state
+        if changed:
+            self.since = utc_iso()
+        self.last_error = error
+        self.next_retry = next_retry
+        self.env.bus.publish(UnitStateChanged(
+            unit=self.name, state=state, since=self.since, last_error=error,
+            next_retry=utc_iso(next_retry) if next_retry else None, server_key=self.server_key))
+
+    def _set_forward(self, fr: ForwardRuntime, state: str, error: str | None) -> None:
+        if fr.state == state and fr.error == error:
+            return
+        fr.state, fr.error = state, error
+        self.env.bus.publish(ForwardChanged(unit=self.name, forward=fr.config.name, state=state,
+                                            remote=fr.remote, error=error))
+
+    def _publish_traffic(self, fr: ForwardRuntime) -> None:
+        snap = fr.stats.snapshot()
+        if snap != fr.reported:
+            fr.reported = snap
+            self.env.bus.publish(ForwardTraffic(self.name, fr.config.name, *snap))
+
+    def _update_connected_state(self) -> None:
+        down = [fr for fr in self.forwards.values() if fr.state != "listening"]
+        if not down:
+            if self.state != "up":
+                self._set_state("up")
+        else:
+            reason = "; ".join(f"{fr.config.name} {fr.state}" + (f": {fr.error}" if fr.error else "") for fr in down)
+            if self.state != "degraded" or self.last_error != reason:
+                self._set_state("degraded", error=reason)
+
+    # ------------------------------------------------------------------ host keys
+
+    def _validate_host_key(self, key: asyncssh.SSHKey) -> bool:
+        server = self.config.server
+        check = check_host_key(server, self.env.known_hosts, key)
+        if check.verdict is Verdict.UNKNOWN and server.host_key_policy == "accept-new":
+            self.env.known_hosts.add(server.host, server.port, key)
+            self.env.store.record_host_key(server.address, check.presented, "accept-new", "daemon")
+            self._log(f"host key {check.presented} of {server.address} recorded on first contact (accept-new)")
+            check = HostKeyCheck(Verdict.TRUSTED, check.presented, (check.presented,))
+        self._host_check = check
+        self.presented_key = key if check.verdict is not Verdict.TRUSTED else None
+        return check.verdict is Verdict.TRUSTED
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        key = await asyncio.to_thread(load_or_create_unit_key, self.env.paths, self.name)
+        server = self.config.server
+        self._host_check = None
+        self._lost_reason = None
+        return await asyncssh.connect(
+            server.host, server.port,
+            username=self.config.username,
+            client_factory=lambda: _UnitClient(self),
+            client_keys=[key],
+            known_hosts=([], [], []),  # trust nothing by itself: every key goes to _validate_host_key
+            config=None, agent_path=None, password=None, kbdint_auth=False, gss_auth=False,
+            preferred_auth="publickey",
+            keepalive_interval=self.tunnel.keepalive_interval or None,
+            keepalive_count_max=self.tunnel.keepalive_count_max,
+            connect_timeout=self.tunnel.connect_timeout,
+            login_timeout=self.tunnel.connect_timeout,
+            encryption_algs=_ciphers(),
+            compression_algs=None,
+        )
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            self._set_state("connecting", error=self.last_error)
+            delay: float
+            try:
+                conn = await self._connect()
+            except asyncssh.HostKeyNotVerifiable:
+                delay = self.tunnel.retry_max
+                self._host_key_refused()
+            except asyncssh.PermissionDenied:
+                delay = self.tunnel.retry_max
+                error = (f"server {self.server} refused the key of unit {self.name} for user "
+                         f"{self.config.username}: run `sop-console key install {self.name}`")
+                if self.state != "auth-failed" or self.last_error != error:
+                    self._log(f"auth failed: {error}")
+                self.server_key = None
+                self._set_state("auth-failed", error=error, next_retry=time.time() + delay)
+            except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+                delay = backoff(attempt, self.tunnel.retry_min, self.tunnel.retry_max)
+                attempt += 1
+                self._retrying(describe_error(exc, self.server, self.tunnel.connect_timeout), delay)
+            else:
+                self.server_key = None
+                started = time.monotonic()
+                error = await self._serve(conn)
+                healthy = time.monotonic() - started >= MIN_HEALTHY_SECONDS
+                if healthy:
+                    attempt = 0
+                if error is None and healthy:
+                    delay = 0.0  # a clean close: come straight back
+                    self._retrying(f"server {self.server} closed the connection", delay)
+                else:
+                    delay = backoff(attempt, self.tunnel.retry_min, self.tunnel.retry_max)
+                    attempt += 1
+                    self._retrying(error or f"server {self.server} closed the connection at once", delay)
+            await self._sleep(delay)
+
+    def _retrying(self, error: str, delay: float) -> None:
+        self._log(f"{error}; retrying in {delay:.1f}s")
+        self._set_state("retrying", error=error, next_retry=time.time() + delay)
+
+    def _host_key_refused(self) -> None:
+        check = self._host_check
+        server = self.config.server
+        delay = self.tunnel.retry_max
+        if check is None:
+            self._retrying("host key could not be verified", delay)
+            return
+        self.server_key = check.presented
+        if check.verdict is Verdict.MISMATCH:
+            expected = ", ".join(check.expected)
+            error = (f"HOST KEY MISMATCH: {server.address} presented {check.presented}, expected {expected}. "
+                     f"Refusing to connect: this may be an attack. If the server's key really changed, verify it "
+                     f"and run `sop-console trust {self.name} --replace`")
+            if self.state != "host-key-mismatch":
+                log.error("unit %s: %s", self.name, error)
+                self._log(error)
+            self._set_state("host-key-mismatch", error=error, next_retry=time.time() + delay)
+        else:
+            error = (f"host key {check.presented} of {server.address} is not trusted yet: "
+                     f"verify it and run `sop-console trust {self.name}`")
+            if self.state != "host-key-unknown":
+                self._log(error)
+            self._set_state("host-key-unknown", error=error, next_retry=time.time() + delay)
+
+    async def _sleep(self, delay: float) -> None:
+        self._wake.clear()
+        if delay <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _serve(self, conn: asyncssh.SSHClientConnection) -> str | None:
+        """Open every forward, keep the refused ones retrying, wait for the connection to end.
+
+        Returns None after a clean close, else the reason the connection ended."""
+        self._conn = conn
+        try:
+            results = await asyncio.gather(*(self._open_forward(conn, fr) for fr in self.forwards.values()))
+            up = sum(results)
+            total = len(results)
+            refused = [fr for fr in self.forwards.values() if fr.state == "refused"]
+            detail = "".join(f"; {fr.config.name} refused: {fr.error}" for fr in refused)
+            count = f"{up} forward{'s' if up != 1 else ''}" if up == total else f"{up} of {total} forwards"
+            self._log(f"Starting: {count} up on {self.server} as {self.config.username}{detail}")
+            for fr in refused:
+                fr.retry_task = asyncio.create_task(self._keep_forward(conn, fr, first_try=False))
+            self._update_connected_state()
+            self._traffic_task = asyncio.create_task(self._traffic_loop())
+            await conn.wait_closed()
+        finally:
+            await self._close_connection()
+        reason = self._lost_reason
+        if reason is None:
+            return None
+        return describe_error(reason, self.server, self.tunnel.connect_timeout)
+
+    async def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        for task in [self._traffic_task, *(fr.retry_task for fr in self.forwards.values())]:
+            if task is not None and not task.done():
+                task.cancel()
+        self._traffic_task = None
+        for fr in self.forwards.values():
+            fr.retry_task = None
+            fr.listener = None
+            self._publish_traffic(fr)
+            if fr.state != "stopped":
+                self._set_forward(fr, "pending", None)
+        if conn is not None:
+            conn.close()
+            try:
+                await asyncio.wait_for(conn.wait_closed(), 1.0)
+            except (asyncio.TimeoutError, Exception):
+                pass
+
+    async def _open_forward(self, conn: asyncssh.SSHClientConnection, fr: ForwardRuntime) -> bool:
+        cfg = fr.config
+        self._set_forward(fr, "pending", None)
+        factory = relay.session_factory(
+            cfg.local_host, cfg.local_port, fr.stats,
+            on_change=lambda: self._publish_traffic(fr),
+            on_refused=lambda reason: self._log(f"forward {cfg.name}: {reason}"))
+        try:
+            listener = await conn.create_server(factory, cfg.remote_bind, cfg.remote_port,
+                                                window=relay.WINDOW, max_pktsize=relay.MAX_PACKET)
+        except asyncssh.ChannelListenError as exc:
+            listener, detail = None, str(exc)
+        except (asyncssh.Error, OSError) as exc:
+            listener, detail = None, str(exc)
+        else:
+            detail = ""
+        if listener is None:
+            where = join_host_port(cfg.remote_bind or "*", cfg.remote_port)
+            error = (f"server refused to listen on {where}"
+                     + (f" ({detail})" if detail else "")
+                     + ": the port is held by another session (often a dead one of ours), in use, or not allowed "
+                       "(PermitListen, AllowTcpForwarding)")
+            if fr.error != error:
+                self._log(f"forward {cfg.name} refused: {error}")
+            self._set_forward(fr, "refused", error)
+            return False
+        fr.listener = listener
+        fr.port = listener.get_port()
+        self._set_forward(fr, "listening", None)
+        self._log(f"forward {cfg.name} listening on {self.config.server.host} {fr.remote} -> {cfg.local}")
+        return True
+
+    async def _keep_forward(self, conn: asyncssh.SSHClientConnection, fr: ForwardRuntime, first_try: bool) -> None:
+        """Retry one refused forward on its own, with backoff, while the others stay up."""
+        attempt = 0
+        if first_try and await self._open_forward(conn, fr):
+            self._update_connected_state()
+            return
+        self._update_connected_state()
+        while True:
+            await asyncio.sleep(backoff(attempt, self.tunnel.retry_min, self.tunnel.retry_max))
+            attempt += 1
+            if await self._open_forward(conn, fr):
+                self._log(f"forward {fr.config.name} recovered after {attempt} retr{'y' if attempt == 1 else 'ies'}")
+                self._update_connected_state()
+                return
+
+    async def _drop_forward(self, fr: ForwardRuntime) -> None:
+        if fr.retry_task is not None and not fr.retry_task.done():
+            fr.retry_task.cancel()
+        fr.retry_task = None
+        if fr.listener is not None:
+            fr.listener.close()
+            fr.listener = None
+        self._set_forward(fr, "stopped", None)
+
+    async def _traffic_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TRAFFIC_INTERVAL)
+            for fr in self.forwards.values():
+                self._publish_traffic(fr)
+
+
+def _ciphers() -> list[str]:
+    supported = asyncssh.encryption.get_encryption_algs()
+    names = [a.decode() for a in supported]
+    ordered = [c for c in PREFERRED_CIPHERS if c in names]
+    return ordered + [c for c in names if c not in ordered]
+
+
+def make_worker_factory(env: WorkerEnv) -> Callable[[UnitConfig, TunnelConfig], UnitWorker]:
+    return lambda unit, tunnel: UnitWorker(unit, tunnel, env)
