@@ -4,8 +4,10 @@ import asyncio
 import getpass
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -63,7 +65,7 @@ def state(tmp_path) -> StatePaths:
 
 
 @pytest.fixture
-def local_user(tmp_path_factory):
+def local_user():
     """A real local user with a password and its own home, for key install (needs root)."""
     if os.geteuid() != 0:
         if IN_CI:
@@ -71,11 +73,16 @@ def local_user(tmp_path_factory):
         pytest.skip("creating a local user needs root")
     name = f"sopt{secrets.token_hex(3)}"
     password = secrets.token_urlsafe(12)
-    home = tmp_path_factory.mktemp("home") / name
+    base = Path(tempfile.mkdtemp(prefix="sop-home-"))  # pytest's tmp dirs are root-only: the user must enter
+    os.chmod(base, 0o755)
+    home = base / name
     subprocess.run(["useradd", "-m", "-d", str(home), "-s", "/bin/sh", name], check=True)
     subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
-    yield name, password, home
-    subprocess.run(["userdel", "-r", "-f", name], stderr=subprocess.DEVNULL)
+    try:
+        yield name, password, home
+    finally:
+        subprocess.run(["userdel", "-r", "-f", name], stderr=subprocess.DEVNULL)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def me() -> str:

@@ -175,7 +175,10 @@ class _Checker:
         while probe:
             if probe in self.lines:
                 return self.lines[probe]
-            probe = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", probe)
+            parent = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", probe)
+            if parent == probe:
+                break
+            probe = parent
         return 1
 
     def formatted(self) -> list[str]:
@@ -326,8 +329,7 @@ def _unit(check: _Checker, name: str, raw: Any, path: str, server: ServerConfig 
     if "server" in data:
         _, unit_server = _server(check, data["server"], f"{path}.server", server)
     if unit_server is None:
-        check.problem("server.host" if "server" not in data else f"{path}.server.host",
-                      f"required: the SSH server unit {name} connects to")
+        check.problem(path, f"no server to connect to: set server.host (or {path}.server.host)")
 
     forwards: list[tuple[str, ForwardConfig]] = []
     raw_forwards = data.get("forwards")
@@ -347,7 +349,7 @@ def _unit(check: _Checker, name: str, raw: Any, path: str, server: ServerConfig 
         port = check.integer(data, key, path, -1, 1, 65535, zero_ok=True)
         if isinstance(local_port, str):
             if data.get(local_port) is None:
-                check.problem(f"{path}.{local_port}", f"required with {key}: the port the app listens on at {target}")
+                check.problem(f"{path}.{key}", f"needs {local_port}: the port the app listens on at {target}")
                 continue
             local_port = check.integer(data, local_port, path, -1, 1, 65535)
         if port >= 0 and local_port > 0:

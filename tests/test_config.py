@@ -1,0 +1,289 @@
+"""Configuration: canonical form, the seed's shorthand, and every documented error with its line."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from console.core.config import ForwardConfig, load_config, parse_config
+from console.core.errors import ConfigError
+
+CANONICAL = """\
+server:
+  host: 203.0.113.7
+  port: 2222
+  host_key_policy: strict
+  host_key: null
+tunnel:
+  keepalive_interval: 5
+  keepalive_count_max: 3
+  retry_min: 0.1
+  retry_max: 30
+units:
+  master:
+    username: sop001
+    forwards:
+      - name: ssh
+        remote_port: 10022
+        remote_bind: ""
+        local: 127.0.0.1:22
+      - name: http
+        remote_port: 10080
+        local: 127.0.0.1:80
+  clone:
+    username: sop002
+    forwards:
+      - name: ssh
+        remote_port: 10023
+        local: 127.0.0.1:22
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(textwrap.dedent(text), "console.yaml")
+    return info.value.problems
+
+
+def test_canonical_form():
+    cfg = parse_config(CANONICAL, "console.yaml")
+    assert list(cfg.units) == ["master", "clone"]
+    master = cfg.units["master"]
+    assert master.username == "sop001"
+    assert master.server.address == "203.0.113.7:2222" and master.server.host_key_policy == "strict"
+    assert master.forwards[0] == ForwardConfig("ssh", 10022, "127.0.0.1", 22, "")
+    assert cfg.tunnel.keepalive_interval == 5 and cfg.tunnel.retry_max == 30
+
+
+def test_example_config_is_valid_and_documents_every_option():
+    example = Path(__file__).parent.parent / "config" / "console.example.yaml"
+    cfg = load_config(example)
+    assert set(cfg.units) == {"master", "clone"}
+    text = example.read_text()
+    for option in ("host:", "port:", "host_key_policy:", "host_key:", "keepalive_interval:", "keepalive_count_max:",
+                   "retry_min:", "retry_max:", "connect_timeout:", "username:", "remote_port:", "remote_bind:",
+                   "local:", "target:", "ssh_port:", "http_port:", "app_port:", "app_target_port:", "max_bytes:",
+                   "backups:"):
+        assert option in text, option
+
+
+def test_empty_and_unitless_configs_are_valid():
+    assert parse_config("", "c.yaml").units == {}
+    assert parse_config("server: {host: example.net}\n", "c.yaml").units == {}
+
+
+def test_defaults_port_22_user_root_strict():
+    cfg = parse_config("server: {host: h}\nunits:\n  master:\n    ssh_port: 10022\n", "c.yaml")
+    unit = cfg.units["master"]
+    assert unit.username == "root" and unit.server.port == 22 and unit.server.host_key_policy == "strict"
+
+
+def test_seed_shorthand_expands_to_canonical_forwards():
+    cfg = parse_config(textwrap.dedent("""\
+        server: {host: 234.56.78.90, port: 2222}
+        units:
+          master:
+            username: sop001
+            target: 10.0.0.5
+            ssh_port: 10022
+            http_port: 10080
+            app_port: 10090
+            app_target_port: 8443
+          clone:
+            username: sop002
+            ssh_port: 10023
+        """), "c.yaml")
+    assert cfg.units["master"].forwards == (
+        ForwardConfig("ssh", 10022, "10.0.0.5", 22), ForwardConfig("http", 10080, "10.0.0.5", 80),
+        ForwardConfig("app", 10090, "10.0.0.5", 8443))
+    assert cfg.units["clone"].forwards == (ForwardConfig("ssh", 10023, "127.0.0.1", 22),)
+
+
+def test_per_unit_server_override():
+    cfg = parse_config(textwrap.dedent("""\
+        server: {host: a.example, port: 2222, host_key_policy: accept-new}
+        units:
+          master: {ssh_port: 10022}
+          clone:
+            server: {host: b.example}
+            ssh_port: 10022
+        """), "c.yaml")
+    assert cfg.units["master"].server.address == "a.example:2222"
+    clone = cfg.units["clone"].server
+    assert clone.host == "b.example" and clone.port == 2222 and clone.host_key_policy == "accept-new"
+
+
+def test_override_alone_needs_no_global_server():
+    cfg = parse_config("units:\n  clone:\n    server: {host: b.example}\n    ssh_port: 1\n", "c.yaml")
+    assert cfg.units["clone"].server.host == "b.example"
+
+
+def test_range_error_has_file_line_and_path():
+    text = CANONICAL.replace("remote_port: 10080", "remote_port: 70000")
+    assert problems(text) == [
+        "console.yaml:20: units.master.forwards[1].remote_port: must be 1-65535 or 0, got 70000"]
+
+
+def test_yaml_syntax_error_has_its_line():
+    (line,) = problems("server:\n  host: [oops\nunits: {}\n")
+    assert line.startswith("console.yaml:3: YAML syntax:") or line.startswith("console.yaml:2: YAML syntax:")
+
+
+def test_unknown_keys_are_typos_with_a_hint():
+    found = problems("""\
+        server:
+          hots: example.net
+        tunnel:
+          keepalive_intervall: 5
+        """)
+    assert "console.yaml:2: server.hots: unknown key (did you mean 'host'?)" in found
+    assert "console.yaml:4: tunnel.keepalive_intervall: unknown key (did you mean 'keepalive_interval'?)" in found
+
+
+def test_wrong_types():
+    found = problems("""\
+        server: {host: h, port: "22"}
+        tunnel: {retry_max: soon}
+        units:
+          master:
+            username: [a]
+            forwards: {name: ssh}
+        """)
+    assert any("server.port: must be a whole number 1-65535, got a string '22'" in p for p in found)
+    assert any("tunnel.retry_max: must be a number of seconds" in p for p in found)
+    assert any("units.master.username: must be a string" in p for p in found)
+    assert any("units.master.forwards: must be a list" in p for p in found)
+
+
+def test_booleans_are_not_numbers():
+    assert any("keepalive_count_max: must be a whole number" in p
+               for p in problems("tunnel: {keepalive_count_max: true}\n"))
+
+
+def test_ranges_and_choices():
+    found = problems("""\
+        server: {host: h, port: 0, host_key_policy: yolo}
+        tunnel: {retry_min: 60, retry_max: 30, keepalive_count_max: 0}
+        """)
+    assert "console.yaml:1: server.port: must be 1-65535, got 0" in found
+    assert "console.yaml:1: server.host_key_policy: must be one of strict, accept-new, got 'yolo'" in found
+    assert any("tunnel.keepalive_count_max: must be 1-100, got 0" in p for p in found)
+    assert any("tunnel.retry_min: must not exceed retry_max (30), got 60" in p for p in found)
+
+
+def test_local_must_be_host_port():
+    found = problems("""\
+        server: {host: h}
+        units:
+          master:
+            forwards:
+              - {name: ssh, remote_port: 1, local: "22"}
+              - {name: web, remote_port: 2, local: "127.0.0.1:99999"}
+              - {name: v6, remote_port: 3, local: "[::1]:22"}
+        """)
+    assert "console.yaml:5: units.master.forwards[0].local: must be host:port (port 1-65535), such as " \
+           "127.0.0.1:22, got '22'" in found
+    assert any(p.startswith("console.yaml:6: units.master.forwards[1].local:") for p in found)
+    assert not any("forwards[2]" in p for p in found)
+
+
+def test_duplicate_forward_names_in_a_unit():
+    found = problems("""\
+        server: {host: h}
+        units:
+          master:
+            ssh_port: 10022
+            forwards:
+              - {name: ssh, remote_port: 10023, local: "127.0.0.1:22"}
+              - {name: ssh, remote_port: 10024, local: "127.0.0.1:22"}
+        """)
+    assert "console.yaml:7: units.master.forwards[1]: duplicate forward name 'ssh' (also at " \
+           "units.master.forwards[0])" in found
+    assert any(p.startswith("console.yaml:4: units.master.ssh_port: duplicate forward name 'ssh'") for p in found)
+
+
+def test_two_forwards_asking_one_server_for_the_same_port():
+    found = problems("""\
+        server: {host: h, port: 2222}
+        units:
+          master:
+            forwards:
+              - {name: ssh, remote_port: 10022, local: "127.0.0.1:22"}
+          clone:
+            ssh_port: 10022
+        """)
+    assert found == ["console.yaml:7: units.clone.ssh_port: 10022 is already asked of h:2222 by "
+                     "units.master.forwards[0]"]
+
+
+def test_same_port_on_different_servers_is_fine():
+    parse_config(textwrap.dedent("""\
+        units:
+          master: {server: {host: a}, ssh_port: 10022}
+          clone: {server: {host: b}, ssh_port: 10022}
+        """), "c.yaml")
+
+
+def test_port_zero_may_repeat():
+    parse_config("server: {host: h}\nunits:\n  master: {ssh_port: 0, http_port: 0}\n  clone: {ssh_port: 0}\n", "c")
+
+
+def test_unit_names_other_than_master_and_clone():
+    assert problems("server: {host: h}\nunits:\n  primary: {ssh_port: 1}\n") == [
+        "console.yaml:3: units.primary: unknown unit (units are master and clone)"]
+
+
+def test_units_need_a_server():
+    assert problems("units:\n  master: {ssh_port: 1}\n") == [
+        "console.yaml:2: units.master: no server to connect to: set server.host (or units.master.server.host)"]
+
+
+def test_forward_required_fields_and_names():
+    found = problems("""\
+        server: {host: h}
+        units:
+          master:
+            forwards:
+              - {local: "127.0.0.1:22"}
+              - {name: "bad name", remote_port: 1, local: "127.0.0.1:22"}
+        """)
+    assert "console.yaml:5: units.master.forwards[0].name: required" in found
+    assert "console.yaml:5: units.master.forwards[0].remote_port: required (0 lets the server choose)" in found
+    assert any("forwards[1].name: must be 1-32 letters" in p for p in found)
+
+
+def test_app_port_needs_app_target_port():
+    found = problems("server: {host: h}\nunits:\n  master:\n    app_port: 10090\n")
+    assert found == ["console.yaml:4: units.master.app_port: needs app_target_port: the port the app "
+                     "listens on at 127.0.0.1"]
+
+
+def test_host_key_pin_format():
+    found = problems("server: {host: h, host_key: 'SHA256:short'}\n")
+    assert any("server.host_key: a fingerprint pin must look like SHA256:" in p for p in found)
+    found = problems("server: {host: h, host_key: 'not a key'}\n")
+    assert any("server.host_key: must be an OpenSSH public key line" in p for p in found)
+
+
+def test_duplicate_yaml_keys():
+    assert "console.yaml:3: server.host: duplicate key" in problems("server:\n  host: a\n  host: b\n")
+
+
+def test_all_problems_at_once_in_line_order():
+    found = problems("""\
+        server: {host: h, port: 99999}
+        units:
+          master:
+            forwards:
+              - {name: ssh, remote_port: -1, local: nowhere}
+        """)
+    assert [p.split(":")[1] for p in found] == sorted(p.split(":")[1] for p in found)
+    assert len(found) == 3
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.yaml")
+    assert "no configuration file" in info.value.problems[0]

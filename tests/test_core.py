@@ -1,0 +1,131 @@
+"""Store, tunnel log, events and layering: the pieces under the engine."""
+
+from __future__ import annotations
+
+import ast
+import threading
+import time
+from pathlib import Path
+
+from conftest import run
+
+from console.core.events import EventBus, UnitStateChanged, event_from_dict
+from console.core.store import Store
+from console.core.tunnel_log import TunnelLog, follow, tail
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_store_survives_a_corrupt_file(tmp_path, caplog):
+    path = tmp_path / "store.json"
+    store = Store(path)
+    store.set_desired("master", "stopped")
+    store.close()
+    assert Store(path).desired("master") == "stopped"
+    path.write_text('{"units": {"1": {"unit": "mas')  # a torn write by something else
+    store = Store(path)
+    assert store.desired("master") == "started"  # carries on from the config's default
+    aside = list(tmp_path.glob("store.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_text().startswith('{"units"')
+    assert "is corrupt" in caplog.text
+    store.set_desired("clone", "stopped")
+    assert Store(path).desired("clone") == "stopped"
+    assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_store_writes_leave_no_temp_files(tmp_path):
+    (tmp_path / "s").mkdir()
+    store = Store(tmp_path / "s" / "store.json")
+    for i in range(20):
+        store.record("start", "op", "master", str(i))
+    assert [p.name for p in (tmp_path / "s").iterdir()] == ["store.json"]
+    assert len(store.operations(limit=5)) == 5
+
+
+def test_tunnel_log_format_rotation_and_tail(tmp_path):
+    (tmp_path / "log").mkdir()
+    path = tmp_path / "log" / "tunnel.log"
+    log = TunnelLog(path, max_bytes=4096, backups=2)
+    for i in range(400):
+        log.write("master", f"event {i}\nwith a newline")
+    log.close()
+    last = tail(path, 3)
+    assert len(last) == 3 and last[-1].endswith("master event 399 with a newline")
+    stamp, unit, _ = last[-1].split(" ", 2)
+    assert len(stamp) == 20 and stamp.endswith("Z") and stamp[10] == "T" and unit == "master"
+    assert path.stat().st_size <= 4096
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tunnel.log", "tunnel.log.1", "tunnel.log.2"]
+    assert tail(tmp_path / "missing.log", 5) == []
+
+
+def test_follow_survives_rotation_and_truncation(tmp_path):
+    path = tmp_path / "tunnel.log"
+    path.write_text("old line\n")
+    seen: list[str] = []
+    done = threading.Event()
+
+    def reader():
+        for line in follow(path, interval=0.01, stop=done.is_set):
+            seen.append(line)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        time.sleep(0.1)
+        with open(path, "a") as handle:
+            handle.write("one\n")
+        _wait(lambda: seen == ["one"])
+        path.rename(tmp_path / "tunnel.log.1")  # rotation
+        path.write_text("two\n")
+        _wait(lambda: seen == ["one", "two"])
+        path.write_text("")  # truncation
+        time.sleep(0.05)
+        path.write_text("three\n")
+        _wait(lambda: seen[-1:] == ["three"])
+    finally:
+        done.set()
+        thread.join(2)
+    assert "old line" not in seen
+
+
+def _wait(predicate, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_event_bus_drops_a_slow_subscriber_not_the_engine():
+    async def body():
+        bus = EventBus()
+        slow = bus.subscribe(maxsize=3)
+        fast = bus.subscribe()
+        for i in range(10):
+            bus.publish(UnitStateChanged("master", "up", str(i)))
+        assert slow.overflowed
+        got = [await slow.get() for _ in range(3)]
+        assert got[-1] is None  # told it ended
+        assert fast.queue.qsize() == 10
+        event = await fast.get()
+        assert event_from_dict(event.to_dict()) == event
+    run(body())
+
+
+def test_nothing_below_the_ui_imports_textual():
+    """DESIGN.md layers: core, tunnel, hub, control and the engine never import Textual or console.ui."""
+    below = [ROOT / "console" / part for part in ("core", "tunnel", "hub", "control")]
+    files = [f for d in below for f in d.rglob("*.py")]
+    files += [ROOT / "console" / name for name in ("engine.py", "daemon.py", "demo.py")]
+    assert len(files) > 10
+    offenders = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] == "textual" or name.startswith("console.ui"):
+                    offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert offenders == []
