@@ -5,12 +5,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv sshd clean
+.PHONY: demo test bench venv sshd autossh clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,fast]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -27,10 +27,19 @@ sshd:
 		echo "sshd is missing: install the package openssh-server (e.g. sudo apt-get install openssh-server)"; exit 1; \
 	fi
 
+autossh:
+	@if command -v autossh >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing autossh (bench/recovery.py compares against it)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq autossh >/dev/null; \
+	else \
+		echo "autossh is missing: install the package autossh to compare against it"; \
+	fi
+
 test: $(STAMP) sshd
 	$(PY) -m pytest -q
 
-bench: $(STAMP) sshd
+bench: $(STAMP) sshd autossh
 	$(PY) bench/recovery.py
 	$(PY) bench/throughput.py
 

@@ -129,3 +129,13 @@ def test_nothing_below_the_ui_imports_textual():
                 if name.split(".")[0] == "textual" or name.startswith("console.ui"):
                     offenders.append(f"{path.relative_to(ROOT)} imports {name}")
     assert offenders == []
+
+
+def test_backoff_probes_fast_first_then_doubles_to_the_ceiling():
+    from console.tunnel.worker import FAST_RETRIES, backoff
+
+    for attempt in range(FAST_RETRIES):
+        assert 0.05 <= backoff(attempt, 0.1, 30) <= 0.1
+    assert 0.1 <= backoff(FAST_RETRIES, 0.1, 30) <= 0.2
+    assert 0.2 <= backoff(FAST_RETRIES + 1, 0.1, 30) <= 0.4
+    assert 15 <= backoff(10_000, 0.1, 30) <= 30  # capped, no overflow

@@ -13,8 +13,9 @@ from typing import Callable
 
 import asyncssh
 
-# SSH flow control for each forwarded connection. asyncssh's defaults are a 2 MiB window and 32 KiB
-# packets; bench/throughput.py measures the alternatives.
+# SSH flow control for each forwarded connection. asyncssh's defaults are a 2 MiB window and 32 KiB packets.
+# On loopback bench/throughput.py finds no difference (the cost is asyncssh's per-packet work), but one
+# window is all one connection can have in flight: at 50 ms RTT 2 MiB caps it near 40 MB/s, 8 MiB near 160.
 WINDOW = 8 * 1024 * 1024
 MAX_PACKET = 256 * 1024
 LOCAL_READ_LIMIT = 4 * 1024 * 1024

@@ -11,8 +11,6 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
-
 import asyncssh
 
 from console.core.clock import utc_iso
@@ -39,9 +37,15 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha
                      "aes128-ctr", "aes192-ctr", "aes256-ctr")
 
 
+# The first retries after a failure all come at retry_min: a server restart takes a fraction of a second and a
+# refused TCP connect costs nothing, so probing fast at first is what makes recovery quick. Then it doubles.
+FAST_RETRIES = 8
+
+
 def backoff(attempt: int, low: float, high: float) -> float:
-    """Exponential backoff with jitter: the attempt-th delay lies in [d/2, d], d = min(high, low * 2**attempt)."""
-    ceiling = min(high, low * (2 ** min(attempt, 32)))
+    """Delay before retry number `attempt` (0-based): in [d/2, d] with d = low for the first FAST_RETRIES,
+    then low * 2, 4, 8 ... capped at high. The jitter keeps many units from retrying in step."""
+    ceiling = min(high, low * (2 ** min(max(0, attempt - FAST_RETRIES + 1), 32)))
     return random.uniform(ceiling / 2, ceiling)
 
 
@@ -421,7 +425,7 @@ class UnitWorker:
         fr.listener = listener
         fr.port = listener.get_port()
         self._set_forward(fr, "listening", None)
-        self._log(f"forward {cfg.name} listening on {self.config.server.host} {fr.remote} -> {cfg.local}")
+        self._log(f"forward {cfg.name} listening on the server at {fr.remote} -> {cfg.local}")
         return True
 
     async def _keep_forward(self, conn: asyncssh.SSHClientConnection, fr: ForwardRuntime, first_try: bool) -> None:
@@ -461,6 +465,3 @@ def _ciphers() -> list[str]:
     ordered = [c for c in PREFERRED_CIPHERS if c in names]
     return ordered + [c for c in names if c not in ordered]
 
-
-def make_worker_factory(env: WorkerEnv) -> Callable[[UnitConfig, TunnelConfig], UnitWorker]:
-    return lambda unit, tunnel: UnitWorker(unit, tunnel, env)
