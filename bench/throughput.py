@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import ROOT, USER, Sshd, echo_ok, env_without_agent, free_port, make_client_key, table, unit_config
+from common import ROOT, USER, Sshd, env_without_agent, free_port, make_client_key, table, unit_config
 
 CHUNK = 1 << 20
 
@@ -42,12 +42,7 @@ class Service(threading.Thread):
                 first = conn.recv(1)  # 's' = sink test, 'o' = source test, 'p' = probe; then 8 bytes of size
                 size = int.from_bytes(_recv_exact(conn, 8), "big") if first in (b"s", b"o") else 0
                 if first == b"s":
-                    got = 0
-                    while got < size:
-                        n = conn.recv_into(buf)
-                        if not n:
-                            break
-                        got += n
+                    drain(conn, size, buf)
                     conn.sendall(b"k")
                 elif first == b"o":
                     left = size
@@ -56,6 +51,17 @@ class Service(threading.Thread):
                         left -= n
                 elif first == b"p":
                     conn.sendall(b"p")
+
+
+def drain(conn: socket.socket, size: int, buf: bytearray) -> int:
+    """Read and drop up to `size` bytes; how many arrived."""
+    got = 0
+    while got < size:
+        n = conn.recv_into(buf)
+        if not n:
+            break
+        got += n
+    return got
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes:
@@ -89,13 +95,7 @@ def one_run(port: int, size: int, direction: str) -> float:
             assert s.recv(1) == b"k"
         else:
             s.sendall(b"o" + size.to_bytes(8, "big"))
-            buf = bytearray(CHUNK)
-            got = 0
-            while got < size:
-                n = s.recv_into(buf)
-                if not n:
-                    break
-                got += n
+            got = drain(s, size, bytearray(CHUNK))
             assert got == size, got
         return size / (time.perf_counter() - start) / 1e6
 

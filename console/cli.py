@@ -13,7 +13,8 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from console import __version__
 from console.core.config import Config, load_config
@@ -140,7 +141,7 @@ def cmd_status(ctx: _Context) -> int:
     if ctx.args.json:
         print(json.dumps(status, indent=2))
         return EXIT_OK
-    from console.demo import render_status
+    from console.core.states import render_status
 
     print(render_status(status) if status["units"] else "no units configured")
     return EXIT_OK

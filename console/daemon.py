@@ -60,6 +60,7 @@ class Daemon:
         self.engine = Engine(config, paths, echo_log=echo_log)
         self.control = ControlServer(self.engine, paths.control_socket, self.reload)
         self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()  # signal-started work, held so the loop cannot drop it
 
     async def reload(self) -> list[str]:
         if self.config_path is None:
@@ -81,7 +82,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_quietly()))
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
             await self.start()
             await self._stopping.wait()
@@ -100,6 +101,11 @@ class Daemon:
         await self.engine.shutdown()
         self.lock.release()
         log.info("daemon stopped")
+
+    def _on_sighup(self) -> None:
+        task = asyncio.create_task(self._reload_quietly())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _reload_quietly(self) -> None:
         try:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import TextIO
+from collections.abc import Callable
 
 from console.core.config import Config, ForwardConfig, ServerConfig, TunnelConfig, UnitConfig
+from console.core.events import ForwardTraffic, LogLine
 from console.core.keys import load_or_create_key, load_or_create_unit_key, public_line
 from console.core.paths import StatePaths
+from console.core.states import render_status
 from console.daemon import Daemon
 from console.hub.server import Hub, HubConfig
 
@@ -105,23 +109,6 @@ async def demo_traffic(world: DemoWorld) -> None:
         await asyncio.sleep(TRAFFIC_INTERVAL)
 
 
-def render_status(status: dict) -> str:
-    from console.core.states import human_bytes, label
-
-    lines = []
-    for unit in status["units"]:
-        lines.append(f"{unit['name']:<7} {label(unit['state']):<20} {unit['username']}@{unit['server']}")
-        for fwd in unit["forwards"]:
-            lines.append(f"  {fwd['name']:<6} {label(fwd['state']):<13} {fwd['remote']:>16} -> {fwd['local']:<16}"
-                         f" open {fwd['open']} total {fwd['total']} in {human_bytes(fwd['bytes_in'])}"
-                         f" out {human_bytes(fwd['bytes_out'])}")
-            if fwd["error"]:
-                lines.append(f"         {fwd['error']}")
-        if unit["last_error"]:
-            lines.append(f"  last error: {unit['last_error']}")
-    return "\n".join(lines)
-
-
 async def run_demo(paths: StatePaths, *, duration: float | None = None, out: TextIO = sys.stdout,
                    on_ready: Callable[[DemoWorld], None] | None = None) -> int:
     world = await build_demo(paths)
@@ -135,8 +122,6 @@ async def run_demo(paths: StatePaths, *, duration: float | None = None, out: Tex
     traffic = asyncio.create_task(demo_traffic(world))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    import signal
-
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if duration is not None:
@@ -146,12 +131,12 @@ async def run_demo(paths: StatePaths, *, duration: float | None = None, out: Tex
         while not stop.is_set():
             try:
                 event = await asyncio.wait_for(sub.get(), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 event = None
-            if event is not None and type(event).__name__ == "LogLine":
-                print(event.line, file=out, flush=True)  # type: ignore[attr-defined]
+            if isinstance(event, LogLine):
+                print(event.line, file=out, flush=True)
             text = render_status(engine.status())
-            if text != last and (event is None or type(event).__name__ != "ForwardTraffic"):
+            if text != last and not isinstance(event, ForwardTraffic):
                 print("\n" + text + "\n", file=out, flush=True)
                 last = text
     finally:

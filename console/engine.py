@@ -46,7 +46,7 @@ class Engine:
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        for name, unit in self.config.units.items():
+        for unit in self.config.units.values():
             self._add_worker(unit)
         self.tunnel_log.write("engine", f"engine up with {len(self.workers)} unit(s): {', '.join(self.workers) or 'none'}")
 
@@ -56,7 +56,7 @@ class Engine:
         if self.store.desired(unit.name) == "started":
             worker.start()
         else:
-            worker._log("kept stopped (stopped by an operator)")
+            worker.log_event("kept stopped (stopped by an operator)")
         return worker
 
     async def shutdown(self) -> None:
@@ -116,7 +116,7 @@ class Engine:
             self.store.set_desired(worker.name, "started")
             self.store.record("start", who, worker.name)
             if not worker.running:
-                worker._log(f"start requested by {who}")
+                worker.log_event(f"start requested by {who}")
                 worker.start()
             else:
                 worker.kick()
@@ -145,7 +145,7 @@ class Engine:
     def kick(self, name: str | None, who: str, reason: str) -> list[str]:
         done = []
         for worker in self.worker(name):
-            worker._log(f"retrying now: {reason}")
+            worker.log_event(f"retrying now: {reason}")
             worker.kick()
             done.append(worker.name)
         return done
@@ -157,7 +157,7 @@ class Engine:
         try:
             key = await asyncio.wait_for(asyncssh.get_server_host_key(server.host, server.port),
                                          self.config.tunnel.connect_timeout)
-        except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
             raise OperationFailed(f"cannot fetch the host key of {server.address}: "
                                   f"{getattr(exc, 'strerror', None) or exc or 'timed out'}") from None
         if key is None:
@@ -182,7 +182,7 @@ class Engine:
             outcome = "replaced" if check.verdict is Verdict.MISMATCH else "trusted"
             self.store.record_host_key(server.address, presented, "trust", who)
             self.store.record("trust", who, name, f"{server.address} {presented} ({outcome})")
-            worker._log(f"host key {presented} of {server.address} {outcome} by {who}")
+            worker.log_event(f"host key {presented} of {server.address} {outcome} by {who}")
         worker.kick()
         return {"unit": name, "server": server.address, "fingerprint": presented, "outcome": outcome}
 

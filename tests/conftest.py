@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import os
 import secrets
@@ -10,7 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -89,12 +90,13 @@ def me() -> str:
     return getpass.getuser()
 
 
-def unit_yaml(sshd: Sshd, forwards: dict[str, list[str]], *, policy: str | None = None, pin: bool = True,
+def unit_yaml(sshd: Sshd, forwards: dict[str, list[str]], *, policy: str | None = None, pin: bool | str = True,
               tunnel: str = "", users: dict[str, str] | None = None) -> str:
-    """A config for units talking to the test sshd. forwards: unit -> ["name remote_port local", ...]."""
+    """A config for units talking to the test sshd. forwards: unit -> ["name remote_port local", ...].
+    pin: True pins the sshd's real host key, False pins nothing, a string pins that."""
     server = f"server:\n  host: 127.0.0.1\n  port: {sshd.port}\n"
     if pin:
-        server += f"  host_key: {sshd.host_public_key}\n"
+        server += f"  host_key: {sshd.host_public_key if pin is True else pin}\n"
     if policy:
         server += f"  host_key_policy: {policy}\n"
     text = server + "tunnel:\n  keepalive_interval: 1\n  keepalive_count_max: 2\n  retry_min: 0.05\n" \
@@ -110,6 +112,23 @@ def unit_yaml(sshd: Sshd, forwards: dict[str, list[str]], *, policy: str | None 
 def authorize_units(sshd: Sshd, state: StatePaths, units, user: str | None = None) -> None:
     for unit in units:
         sshd.authorize(user or me(), unit_public_key(state, unit).line)
+
+
+@contextlib.asynccontextmanager
+async def running_engine(sshd: Sshd, state: StatePaths, forwards: dict[str, list[str]], *, authorize: bool = True,
+                         **yaml_options):
+    """An engine with units for the test sshd (see unit_yaml), shut down however the test ends."""
+    from console.engine import Engine
+
+    cfg = config_of(unit_yaml(sshd, forwards, **yaml_options))
+    if authorize:
+        authorize_units(sshd, state, cfg.units)
+    engine = Engine(cfg, state)
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.shutdown()
 
 
 def run(coro: Awaitable, timeout: float = 60):
@@ -136,7 +155,7 @@ class EchoServer:
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
 
-    async def __aenter__(self) -> "EchoServer":
+    async def __aenter__(self) -> EchoServer:
         async def echo(reader, writer):
             try:
                 while data := await reader.read(65536):

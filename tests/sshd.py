@@ -126,7 +126,7 @@ LogLevel VERBOSE
             handle.write(public_line.strip() + "\n")
         os.chmod(path, 0o600)
 
-    def start(self) -> "Sshd":
+    def start(self) -> Sshd:
         self.write_config()
         self.proc = subprocess.Popen([self.binary, "-D", "-e", "-f", str(self.config_path)],
                                      stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
@@ -135,7 +135,7 @@ LogLevel VERBOSE
             wait_port(self.port)
         except TimeoutError:
             self.stop()
-            raise RuntimeError(f"sshd did not start: {self.log_path.read_text()[-2000:]}")
+            raise RuntimeError(f"sshd did not start: {self.log_path.read_text()[-2000:]}") from None
         return self
 
     def session_pids(self) -> list[int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import stat
 import subprocess
@@ -12,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import authorize_units, config_of, unit_yaml
-from sshd import free_port, wait_port
+from conftest import authorize_units, unit_yaml
+from sshd import free_port
 
 from console.core.paths import StatePaths
 

@@ -5,132 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import time
 
 import pytest
 from conftest import (EchoServer, authorize_units, config_of, eventually, forward_port, fwd_of, me, roundtrip, run,
-                      unit_of, unit_yaml)
+                      running_engine, unit_of, unit_yaml)
 from sshd import free_port
 
 from console.core.known_hosts import KnownHosts
-from console.engine import Engine
-
-
-def test_bytes_relay_both_ways_through_every_forward(sshd, state):
-    async def body():
-        async with EchoServer() as echo1, EchoServer() as echo2:
-            cfg = config_of(unit_yaml(sshd, {
-                "master": [f"ssh 0 127.0.0.1:{echo1.port}", f"http 0 127.0.0.1:{echo2.port}"],
-                "clone": [f"ssh 0 127.0.0.1:{echo2.port}"],
-            }))
-            authorize_units(sshd, state, cfg.units)
-            engine = Engine(cfg, state)
-            await engine.start()
-            try:
-                await eventually(lambda: all(u["state"] == "up" for u in engine.status()["units"]), what="units up")
-                payload = os.urandom(3 * 1024 * 1024 + 17)  # more than one SSH window: flow control must work
-                for unit, name in (("master", "ssh"), ("master", "http"), ("clone", "ssh")):
-                    port = forward_port(engine, unit, name)
-                    assert port > 0
-                    assert await roundtrip(port, payload) == payload
-                    await eventually(lambda: fwd_of(engine, unit, name)["bytes_in"] == len(payload)
-                                     and fwd_of(engine, unit, name)["bytes_out"] == len(payload)
-                                     and fwd_of(engine, unit, name)["open"] == 0, what="counters")
-                    assert fwd_of(engine, unit, name)["total"] == 1
-                # The log says Starting, as the appliance's does.
-                text = state.tunnel_log.read_text()
-                assert f"master Starting: 2 forwards up on 127.0.0.1:{sshd.port}" in text
-                assert f"clone Starting: 1 forward up on 127.0.0.1:{sshd.port}" in text
-            finally:
-                await engine.shutdown()
-    run(body())
-
-
-def test_local_service_down_refuses_that_connection_and_tunnel_stays_up(sshd, state):
-    async def body():
-        dead_port = free_port()  # nothing listens here
-        async with EchoServer() as echo:
-            cfg = config_of(unit_yaml(sshd, {"master": [f"app 0 127.0.0.1:{dead_port}",
-                                                        f"ssh 0 127.0.0.1:{echo.port}"]}))
-            authorize_units(sshd, state, cfg.units)
-            engine = Engine(cfg, state)
-            await engine.start()
-            try:
-                await eventually(lambda: unit_of(engine, "master")["state"] == "up")
-                reader, writer = await asyncio.open_connection("127.0.0.1", forward_port(engine, "master", "app"))
-                assert await asyncio.wait_for(reader.read(), 5) == b""  # the one connection is closed
-                writer.close()
-                await eventually(lambda: "refused a connection" in state.tunnel_log.read_text(), what="log line")
-                assert unit_of(engine, "master")["state"] == "up"
-                assert await roundtrip(forward_port(engine, "master", "ssh"), b"still here") == b"still here"
-            finally:
-                await engine.shutdown()
-    run(body())
-
-
-def test_sshd_restart_and_the_tunnels_return(sshd, state):
-    async def body():
-        async with EchoServer() as echo:
-            remote = free_port()
-            cfg = config_of(unit_yaml(sshd, {"master": [f"ssh {remote} 127.0.0.1:{echo.port}"]}))
-            authorize_units(sshd, state, cfg.units)
-            engine = Engine(cfg, state)
-            await engine.start()
-            try:
-                await eventually(lambda: unit_of(engine, "master")["state"] == "up")
-                assert await roundtrip(remote, b"before") == b"before"
-                await asyncio.to_thread(sshd.restart)
-                await eventually(lambda: unit_of(engine, "master")["state"] != "up", timeout=5, what="drop seen")
-                await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=10, what="back up")
-                assert await roundtrip(remote, b"after") == b"after"
-                assert "retrying" in state.tunnel_log.read_text()
-            finally:
-                await engine.shutdown()
-    run(body())
-
-
-def test_port_held_by_another_session_is_refused_alone_and_recovers(sshd, state, tmp_path):
-    async def body():
-        async with EchoServer() as echo:
-            held, free = free_port(), free_port()
-            # The real OpenSSH client holds one port, as a dead session of ours would.
-            client_key = tmp_path / "holder"
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(client_key)], check=True)
-            sshd.authorize(me(), client_key.with_suffix(".pub").read_text())
-            holder = subprocess.Popen(
-                ["ssh", "-N", "-i", str(client_key), "-p", str(sshd.port), "-o", "BatchMode=yes",
-                 "-o", f"UserKnownHostsFile={tmp_path}/kh", "-o", "StrictHostKeyChecking=accept-new",
-                 "-o", "ExitOnForwardFailure=yes", "-R", f"127.0.0.1:{held}:127.0.0.1:9", f"{me()}@127.0.0.1"],
-                stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                await eventually(lambda: _listening(held), timeout=10, what="holder's forward")
-                cfg = config_of(unit_yaml(sshd, {"master": [f"ssh {held} 127.0.0.1:{echo.port}",
-                                                            f"http {free} 127.0.0.1:{echo.port}"]}))
-                authorize_units(sshd, state, cfg.units)
-                engine = Engine(cfg, state)
-                await engine.start()
-                await eventually(lambda: unit_of(engine, "master")["state"] == "degraded", what="degraded")
-                ssh = fwd_of(engine, "master", "ssh")
-                assert ssh["state"] == "refused"
-                assert f"127.0.0.1:{held}" in ssh["error"] and "held by another session" in ssh["error"]
-                assert fwd_of(engine, "master", "http")["state"] == "listening"
-                assert await roundtrip(free, b"the rest stays up") == b"the rest stays up"
-                assert "ssh refused" in unit_of(engine, "master")["last_error"]
-            finally:
-                holder.terminate()
-                holder.wait(5)
-            try:
-                await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=10, what="recovery")
-                assert await roundtrip(held, b"freed") == b"freed"
-                assert "forward ssh recovered" in state.tunnel_log.read_text()
-            finally:
-                await engine.shutdown()
-    run(body())
 
 
 def _listening(port: int) -> bool:
-    import socket
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
@@ -138,42 +25,123 @@ def _listening(port: int) -> bool:
         return False
 
 
+def test_bytes_relay_both_ways_through_every_forward(sshd, state):
+    async def body():
+        async with EchoServer() as echo1, EchoServer() as echo2, running_engine(sshd, state, {
+            "master": [f"ssh 0 127.0.0.1:{echo1.port}", f"http 0 127.0.0.1:{echo2.port}"],
+            "clone": [f"ssh 0 127.0.0.1:{echo2.port}"],
+        }) as engine:
+            await eventually(lambda: all(u["state"] == "up" for u in engine.status()["units"]), what="units up")
+            payload = os.urandom(3 * 1024 * 1024 + 17)  # more than one SSH window: flow control must work
+            for unit, name in (("master", "ssh"), ("master", "http"), ("clone", "ssh")):
+                port = forward_port(engine, unit, name)
+                assert port > 0
+                assert await roundtrip(port, payload) == payload
+                await eventually(lambda: fwd_of(engine, unit, name)["bytes_in"] == len(payload)
+                                 and fwd_of(engine, unit, name)["bytes_out"] == len(payload)
+                                 and fwd_of(engine, unit, name)["open"] == 0, what="counters")
+                assert fwd_of(engine, unit, name)["total"] == 1
+            # The log says Starting, as the appliance's does.
+            text = state.tunnel_log.read_text()
+            assert f"master Starting: 2 forwards up on 127.0.0.1:{sshd.port}" in text
+            assert f"clone Starting: 1 forward up on 127.0.0.1:{sshd.port}" in text
+    run(body())
+
+
+def test_local_service_down_refuses_that_connection_and_tunnel_stays_up(sshd, state):
+    async def body():
+        dead_port = free_port()  # nothing listens here
+        async with EchoServer() as echo, running_engine(sshd, state, {
+                "master": [f"app 0 127.0.0.1:{dead_port}", f"ssh 0 127.0.0.1:{echo.port}"]}) as engine:
+            await eventually(lambda: unit_of(engine, "master")["state"] == "up")
+            reader, writer = await asyncio.open_connection("127.0.0.1", forward_port(engine, "master", "app"))
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # the one connection is closed
+            writer.close()
+            await eventually(lambda: "refused a connection" in state.tunnel_log.read_text(), what="log line")
+            assert unit_of(engine, "master")["state"] == "up"
+            assert await roundtrip(forward_port(engine, "master", "ssh"), b"still here") == b"still here"
+    run(body())
+
+
+def test_sshd_restart_and_the_tunnels_return(sshd, state):
+    async def body():
+        remote = free_port()
+        async with EchoServer() as echo, running_engine(sshd, state, {
+                "master": [f"ssh {remote} 127.0.0.1:{echo.port}"]}) as engine:
+            await eventually(lambda: unit_of(engine, "master")["state"] == "up")
+            assert await roundtrip(remote, b"before") == b"before"
+            await asyncio.to_thread(sshd.restart)
+            await eventually(lambda: unit_of(engine, "master")["state"] != "up", timeout=5, what="drop seen")
+            await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=10, what="back up")
+            assert await roundtrip(remote, b"after") == b"after"
+            assert "retrying" in state.tunnel_log.read_text()
+    run(body())
+
+
+def test_port_held_by_another_session_is_refused_alone_and_recovers(sshd, state, tmp_path):
+    async def body():
+        held, free = free_port(), free_port()
+        # The real OpenSSH client holds one port, as a dead session of ours would.
+        client_key = tmp_path / "holder"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(client_key)], check=True)
+        sshd.authorize(me(), client_key.with_suffix(".pub").read_text())
+        holder = subprocess.Popen(
+            ["ssh", "-N", "-i", str(client_key), "-p", str(sshd.port), "-o", "BatchMode=yes",
+             "-o", f"UserKnownHostsFile={tmp_path}/kh", "-o", "StrictHostKeyChecking=accept-new",
+             "-o", "ExitOnForwardFailure=yes", "-R", f"127.0.0.1:{held}:127.0.0.1:9", f"{me()}@127.0.0.1"],
+            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            await eventually(lambda: _listening(held), timeout=10, what="holder's forward")
+            async with EchoServer() as echo, running_engine(sshd, state, {
+                    "master": [f"ssh {held} 127.0.0.1:{echo.port}", f"http {free} 127.0.0.1:{echo.port}"]}) as engine:
+                await eventually(lambda: unit_of(engine, "master")["state"] == "degraded", what="degraded")
+                ssh = fwd_of(engine, "master", "ssh")
+                assert ssh["state"] == "refused"
+                assert f"127.0.0.1:{held}" in ssh["error"] and "held by another session" in ssh["error"]
+                assert fwd_of(engine, "master", "http")["state"] == "listening"
+                assert await roundtrip(free, b"the rest stays up") == b"the rest stays up"
+                assert "ssh refused" in unit_of(engine, "master")["last_error"]
+
+                holder.terminate()
+                holder.wait(5)
+                await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=10, what="recovery")
+                assert await roundtrip(held, b"freed") == b"freed"
+                assert "forward ssh recovered" in state.tunnel_log.read_text()
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+            holder.wait(5)
+    run(body())
+
+
 def test_stop_and_start_and_stopped_survives_restart(sshd, state):
     async def body():
+        remote = free_port()
         async with EchoServer() as echo:
-            remote = free_port()
-            cfg = config_of(unit_yaml(sshd, {"master": [f"ssh {remote} 127.0.0.1:{echo.port}"]}))
-            authorize_units(sshd, state, cfg.units)
-            engine = Engine(cfg, state)
-            await engine.start()
-            await eventually(lambda: unit_of(engine, "master")["state"] == "up")
-            await engine.stop_units("master", "tester")
-            snap = unit_of(engine, "master")
-            assert snap["state"] == "stopped" and fwd_of(engine, "master", "ssh")["state"] == "stopped"
-            await eventually(lambda: not _listening(remote), timeout=5, what="port closed on the server")
-            await engine.shutdown()
+            forwards = {"master": [f"ssh {remote} 127.0.0.1:{echo.port}"]}
+            async with running_engine(sshd, state, forwards) as engine:
+                await eventually(lambda: unit_of(engine, "master")["state"] == "up")
+                await engine.stop_units("master", "tester")
+                assert unit_of(engine, "master")["state"] == "stopped"
+                assert fwd_of(engine, "master", "ssh")["state"] == "stopped"
+                await eventually(lambda: not _listening(remote), timeout=5, what="port closed on the server")
 
-            engine = Engine(cfg, state)  # a daemon restart: the unit stays stopped
-            await engine.start()
-            await asyncio.sleep(0.3)
-            assert unit_of(engine, "master")["state"] == "stopped"
-            assert not _listening(remote)
-            await engine.start_units("master", "tester")
-            await eventually(lambda: unit_of(engine, "master")["state"] == "up")
-            assert await roundtrip(remote, b"again") == b"again"
-            ops = [(o["action"], o["who"]) for o in engine.store.operations()]
-            assert ("stop", "tester") in ops and ("start", "tester") in ops
-            await engine.shutdown()
+            async with running_engine(sshd, state, forwards, authorize=False) as engine:  # a daemon restart
+                await asyncio.sleep(0.3)
+                assert unit_of(engine, "master")["state"] == "stopped"  # stays stopped
+                assert not _listening(remote)
+                await engine.start_units("master", "tester")
+                await eventually(lambda: unit_of(engine, "master")["state"] == "up")
+                assert await roundtrip(remote, b"again") == b"again"
+                ops = [(o["action"], o["who"]) for o in engine.store.operations()]
+                assert ("stop", "tester") in ops and ("start", "tester") in ops
     run(body())
 
 
 def test_frozen_server_is_detected_by_keepalive(sshd, state):
     async def body():
-        async with EchoServer() as echo:
-            cfg = config_of(unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]}))
-            authorize_units(sshd, state, cfg.units)
-            engine = Engine(cfg, state)
-            await engine.start()
+        async with EchoServer() as echo, running_engine(sshd, state, {
+                "master": [f"ssh 0 127.0.0.1:{echo.port}"]}) as engine:
             frozen: list[int] = []
             try:
                 await eventually(lambda: unit_of(engine, "master")["state"] == "up")
@@ -183,10 +151,10 @@ def test_frozen_server_is_detected_by_keepalive(sshd, state):
                     os.kill(pid, signal.SIGSTOP)
                 started = time.monotonic()
                 # keepalive 1 s x 2: found dead within a few seconds, not the hours TCP alone takes
-                await eventually(lambda: unit_of(engine, "master")["state"] not in ("up",), timeout=8,
+                await eventually(lambda: unit_of(engine, "master")["state"] != "up", timeout=8,
                                  what="dead peer detected")
                 assert time.monotonic() - started < 6
-                await eventually(lambda: "keepalive" in (state.tunnel_log.read_text()), timeout=3)
+                await eventually(lambda: "keepalive" in state.tunnel_log.read_text(), timeout=3)
             finally:
                 for pid in frozen:
                     try:
@@ -195,17 +163,12 @@ def test_frozen_server_is_detected_by_keepalive(sshd, state):
                         pass
             # The frozen session is gone now: the unit comes back on its own.
             await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=10, what="back up")
-            await engine.shutdown()
     run(body())
 
 
 def test_strict_host_key_unknown_then_trusted(sshd, state):
     async def body():
-        cfg = config_of(unit_yaml(sshd, {"master": []}, pin=False))
-        authorize_units(sshd, state, cfg.units)
-        engine = Engine(cfg, state)
-        await engine.start()
-        try:
+        async with running_engine(sshd, state, {"master": []}, pin=False) as engine:
             await eventually(lambda: unit_of(engine, "master")["state"] == "host-key-unknown")
             snap = unit_of(engine, "master")
             assert snap["server_key"].startswith("SHA256:")
@@ -214,18 +177,12 @@ def test_strict_host_key_unknown_then_trusted(sshd, state):
             assert result["outcome"] == "trusted" and result["fingerprint"] == snap["server_key"]
             await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=5, what="up after trust")
             assert KnownHosts(state.known_hosts).keys_for("127.0.0.1", sshd.port)
-        finally:
-            await engine.shutdown()
     run(body())
 
 
 def test_changed_host_key_is_refused_and_never_accepted_silently(sshd, state):
     async def body():
-        cfg = config_of(unit_yaml(sshd, {"master": []}, pin=False, policy="accept-new"))
-        authorize_units(sshd, state, cfg.units)
-        engine = Engine(cfg, state)
-        await engine.start()
-        try:
+        async with running_engine(sshd, state, {"master": []}, pin=False, policy="accept-new") as engine:
             await eventually(lambda: unit_of(engine, "master")["state"] == "up")
             assert "recorded on first contact" in state.tunnel_log.read_text()
             # The server's key changes (a re-install, or someone in the middle).
@@ -242,64 +199,44 @@ def test_changed_host_key_is_refused_and_never_accepted_silently(sshd, state):
             result = await engine.trust("master", "tester", replace=True)
             assert result["outcome"] == "replaced"
             await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=5)
-        finally:
-            await engine.shutdown()
     run(body())
 
 
 def test_pinned_host_key_mismatch(sshd, state):
     async def body():
-        text = unit_yaml(sshd, {"master": []}, pin=False).replace(
-            f"port: {sshd.port}\n", f"port: {sshd.port}\n  host_key: SHA256:{'A' * 43}\n", 1)
-        cfg = config_of(text)
-        authorize_units(sshd, state, cfg.units)
-        engine = Engine(cfg, state)
-        await engine.start()
-        try:
+        pin = f"SHA256:{'A' * 43}"
+        async with running_engine(sshd, state, {"master": []}, pin=pin) as engine:
             await eventually(lambda: unit_of(engine, "master")["state"] == "host-key-mismatch")
-        finally:
-            await engine.shutdown()
+            assert pin in unit_of(engine, "master")["last_error"]
     run(body())
 
 
 def test_unauthorized_key_is_auth_failed_then_recovers_on_kick(sshd, state):
     async def body():
-        cfg = config_of(unit_yaml(sshd, {"master": []}))
-        engine = Engine(cfg, state)
-        await engine.start()
-        try:
+        async with running_engine(sshd, state, {"master": []}, authorize=False) as engine:
             await eventually(lambda: unit_of(engine, "master")["state"] == "auth-failed")
             assert "key install master" in unit_of(engine, "master")["last_error"]
             authorize_units(sshd, state, ["master"])
             engine.kick("master", "tester", "key installed")  # retry_max is 1 s in tests; kick is at once
             await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=3)
-        finally:
-            await engine.shutdown()
     run(body())
 
 
 def test_reload_keeps_unchanged_forwards_and_adds_new(sshd, state):
     async def body():
-        async with EchoServer() as echo:
-            a, b = free_port(), free_port()
-            cfg = config_of(unit_yaml(sshd, {"master": [f"ssh {a} 127.0.0.1:{echo.port}"]}))
-            authorize_units(sshd, state, cfg.units)
-            engine = Engine(cfg, state)
-            await engine.start()
-            try:
-                await eventually(lambda: unit_of(engine, "master")["state"] == "up")
-                reader, writer = await asyncio.open_connection("127.0.0.1", a)  # an open connection survives
-                writer.write(b"x")
-                assert await reader.readexactly(1) == b"x"
-                new = config_of(unit_yaml(sshd, {"master": [f"ssh {a} 127.0.0.1:{echo.port}",
-                                                            f"http {b} 127.0.0.1:{echo.port}"]}))
-                changes = await engine.reload(new)
-                assert changes == ["master forwards updated"]
-                await eventually(lambda: fwd_of(engine, "master", "http")["state"] == "listening")
-                writer.write(b"y")
-                assert await reader.readexactly(1) == b"y"
-                assert await roundtrip(b, b"new") == b"new"
-                writer.close()
-            finally:
-                await engine.shutdown()
+        a, b = free_port(), free_port()
+        async with EchoServer() as echo, running_engine(sshd, state, {
+                "master": [f"ssh {a} 127.0.0.1:{echo.port}"]}) as engine:
+            await eventually(lambda: unit_of(engine, "master")["state"] == "up")
+            reader, writer = await asyncio.open_connection("127.0.0.1", a)  # an open connection survives
+            writer.write(b"x")
+            assert await reader.readexactly(1) == b"x"
+            new = config_of(unit_yaml(sshd, {"master": [f"ssh {a} 127.0.0.1:{echo.port}",
+                                                        f"http {b} 127.0.0.1:{echo.port}"]}))
+            assert await engine.reload(new) == ["master forwards updated"]
+            await eventually(lambda: fwd_of(engine, "master", "http")["state"] == "listening")
+            writer.write(b"y")
+            assert await reader.readexactly(1) == b"y"
+            assert await roundtrip(b, b"new") == b"new"
+            writer.close()
     run(body())

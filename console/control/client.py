@@ -6,7 +6,8 @@ import asyncio
 import itertools
 import json
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
+from collections.abc import AsyncIterator
 
 from console.core.errors import ConsoleError, DaemonNotRunning, OperationFailed
 from console.core.events import Event, event_from_dict
@@ -21,7 +22,7 @@ class ControlClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    async def connect(self) -> "ControlClient":
+    async def connect(self) -> ControlClient:
         try:
             self._reader, self._writer = await asyncio.open_unix_connection(str(self.path), limit=MAX_LINE)
         except (FileNotFoundError, ConnectionRefusedError):
@@ -41,7 +42,7 @@ class ControlClient:
                 pass
             self._writer = None
 
-    async def __aenter__(self) -> "ControlClient":
+    async def __aenter__(self) -> ControlClient:
         return await self.connect()
 
     async def __aexit__(self, *exc) -> None:

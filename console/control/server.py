@@ -10,7 +10,8 @@ import pwd
 import socket
 import struct
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
+from collections.abc import Awaitable, Callable
 
 from console.core.errors import ConsoleError, UsageError
 from console.engine import Engine
@@ -57,7 +58,7 @@ class ControlServer:
                 writer.close()
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         try:
             self.path.unlink()

@@ -7,7 +7,6 @@ once (`ConfigError.problems`). The YAML is composed to nodes first so each value
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from console.core.errors import ConfigError
+from console.core.errors import ConfigError, UsageError
 
 UNIT_NAMES = ("master", "clone")
 HOST_KEY_POLICIES = ("strict", "accept-new")
@@ -83,8 +82,6 @@ class Config:
     source: str = "<defaults>"
 
     def unit(self, name: str) -> UnitConfig:
-        from console.core.errors import UsageError
-
         if name not in self.units:
             configured = ", ".join(self.units) or "none"
             raise UsageError(f"no unit named {name!r} in {self.source} (configured: {configured})")
@@ -442,14 +439,9 @@ def load_config(path: Path, *, display: str | None = None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"{name}: no configuration file (copy config/console.example.yaml there, or pass --config)"])
+        raise ConfigError([f"{name}: no configuration file (copy config/console.example.yaml there, or pass --config)"]
+                          ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{name}: cannot read: {getattr(exc, 'strerror', None) or exc}"])
+        raise ConfigError([f"{name}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
     return parse_config(text, name)
 
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"

@@ -62,7 +62,7 @@ def event_from_dict(data: dict[str, Any]) -> Event:
 class Subscription:
     """One listener's queue. A listener too slow to keep up is dropped, never the engine slowed."""
 
-    def __init__(self, bus: "EventBus", maxsize: int) -> None:
+    def __init__(self, bus: EventBus, maxsize: int) -> None:
         self._bus = bus
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
         self.overflowed = False

@@ -87,7 +87,7 @@ class StatePaths:
     def daemon_lock(self) -> Path:
         return self.root / "daemon.lock"
 
-    def prepare(self) -> "StatePaths":
+    def prepare(self) -> StatePaths:
         ensure_private_dir(self.root)
         ensure_private_dir(self.keys_dir)
         return self

@@ -10,9 +10,8 @@ import logging
 import logging.handlers
 import os
 import time
-from collections import deque
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from console.core.clock import utc_iso
 

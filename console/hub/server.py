@@ -25,7 +25,7 @@ class HubConfig:
 
 
 class _HubSession(asyncssh.SSHServer):
-    def __init__(self, hub: "Hub") -> None:
+    def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.conn: asyncssh.SSHServerConnection | None = None
         self.user = "?"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncssh
 
@@ -74,7 +74,7 @@ async def _login(unit: UnitConfig, tunnel: TunnelConfig, verifier: _Verifier, **
             connect_timeout=tunnel.connect_timeout, login_timeout=tunnel.connect_timeout, **auth)
     except asyncssh.HostKeyNotVerifiable:
         raise OperationFailed(verifier.problem or f"host key of {server.address} could not be verified") from None
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
         raise OperationFailed(f"cannot reach {server.address}: {reason}") from None
 
@@ -118,7 +118,7 @@ async def install_key(paths: StatePaths, unit: UnitConfig, tunnel: TunnelConfig,
     try:
         script = _SCRIPT.format(body=shlex.quote(info.key_body), line=shlex.quote(info.line))
         done = await conn.run(script, check=False, timeout=tunnel.connect_timeout)
-    except (asyncssh.Error, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, asyncssh.Error, OSError) as exc:
         raise OperationFailed(f"{server.address}: could not update authorized_keys: {exc}") from None
     finally:
         conn.close()

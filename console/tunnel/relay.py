@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import asyncssh
 
@@ -34,7 +34,7 @@ class ForwardStats:
 
 
 class _LocalSide(asyncio.Protocol):
-    def __init__(self, relay: "RelaySession") -> None:
+    def __init__(self, relay: RelaySession) -> None:
         self.relay = relay
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

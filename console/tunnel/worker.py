@@ -90,7 +90,7 @@ class _HostKeyRefused(Exception):
 
 
 class _UnitClient(asyncssh.SSHClient):
-    def __init__(self, worker: "UnitWorker") -> None:
+    def __init__(self, worker: UnitWorker) -> None:
         self._worker = worker
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
@@ -164,7 +164,7 @@ class UnitWorker:
         self.next_retry = None
         if self.state != "stopped":
             self._set_state("stopped", error=None)
-            self._log(reason)
+            self.log_event(reason)
 
     def kick(self) -> None:
         """Retry now (after key install or trust): skips the current backoff wait."""
@@ -186,13 +186,13 @@ class UnitWorker:
             if wanted.get(name) != fr.config:
                 await self._drop_forward(fr)
                 del self.forwards[name]
-                self._log(f"forward {name} removed")
+                self.log_event(f"forward {name} removed")
         conn = self._conn
         for name, forward in wanted.items():
             if name not in self.forwards:
                 fr = ForwardRuntime(forward)
                 self.forwards[name] = fr
-                self._log(f"forward {name} added")
+                self.log_event(f"forward {name} added")
                 if conn is not None:
                     self._set_forward(fr, "pending", None)
                     fr.retry_task = asyncio.create_task(self._keep_forward(conn, fr, first_try=True))
@@ -203,7 +203,7 @@ class UnitWorker:
 
     # ------------------------------------------------------------------ state and events
 
-    def _log(self, event: str) -> None:
+    def log_event(self, event: str) -> None:
         self.env.tunnel_log.write(self.name, event)
 
     def _set_state(self, state: str, *, error: str | None = None, next_retry: float | None = None) -> None:
@@ -248,7 +248,7 @@ class UnitWorker:
         if check.verdict is Verdict.UNKNOWN and server.host_key_policy == "accept-new":
             self.env.known_hosts.add(server.host, server.port, key)
             self.env.store.record_host_key(server.address, check.presented, "accept-new", "daemon")
-            self._log(f"host key {check.presented} of {server.address} recorded on first contact (accept-new)")
+            self.log_event(f"host key {check.presented} of {server.address} recorded on first contact (accept-new)")
             check = HostKeyCheck(Verdict.TRUSTED, check.presented, (check.presented,))
         self._host_check = check
         self.presented_key = key if check.verdict is not Verdict.TRUSTED else None
@@ -292,10 +292,10 @@ class UnitWorker:
                 error = (f"server {self.server} refused the key of unit {self.name} for user "
                          f"{self.config.username}: run `sop-console key install {self.name}`")
                 if self.state != "auth-failed" or self.last_error != error:
-                    self._log(f"auth failed: {error}")
+                    self.log_event(f"auth failed: {error}")
                 self.server_key = None
                 self._set_state("auth-failed", error=error, next_retry=time.time() + delay)
-            except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncssh.Error) as exc:
                 delay = backoff(attempt, self.tunnel.retry_min, self.tunnel.retry_max)
                 attempt += 1
                 self._retrying(describe_error(exc, self.server, self.tunnel.connect_timeout), delay)
@@ -316,7 +316,7 @@ class UnitWorker:
             await self._sleep(delay)
 
     def _retrying(self, error: str, delay: float) -> None:
-        self._log(f"{error}; retrying in {delay:.1f}s")
+        self.log_event(f"{error}; retrying in {delay:.1f}s")
         self._set_state("retrying", error=error, next_retry=time.time() + delay)
 
     def _host_key_refused(self) -> None:
@@ -334,13 +334,13 @@ class UnitWorker:
                      f"and run `sop-console trust {self.name} --replace`")
             if self.state != "host-key-mismatch":
                 log.error("unit %s: %s", self.name, error)
-                self._log(error)
+                self.log_event(error)
             self._set_state("host-key-mismatch", error=error, next_retry=time.time() + delay)
         else:
             error = (f"host key {check.presented} of {server.address} is not trusted yet: "
                      f"verify it and run `sop-console trust {self.name}`")
             if self.state != "host-key-unknown":
-                self._log(error)
+                self.log_event(error)
             self._set_state("host-key-unknown", error=error, next_retry=time.time() + delay)
 
     async def _sleep(self, delay: float) -> None:
@@ -349,7 +349,7 @@ class UnitWorker:
             return
         try:
             await asyncio.wait_for(self._wake.wait(), delay)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _serve(self, conn: asyncssh.SSHClientConnection) -> str | None:
@@ -364,7 +364,7 @@ class UnitWorker:
             refused = [fr for fr in self.forwards.values() if fr.state == "refused"]
             detail = "".join(f"; {fr.config.name} refused: {fr.error}" for fr in refused)
             count = f"{up} forward{'s' if up != 1 else ''}" if up == total else f"{up} of {total} forwards"
-            self._log(f"Starting: {count} up on {self.server} as {self.config.username}{detail}")
+            self.log_event(f"Starting: {count} up on {self.server} as {self.config.username}{detail}")
             for fr in refused:
                 fr.retry_task = asyncio.create_task(self._keep_forward(conn, fr, first_try=False))
             self._update_connected_state()
@@ -393,7 +393,7 @@ class UnitWorker:
             conn.close()
             try:
                 await asyncio.wait_for(conn.wait_closed(), 1.0)
-            except (asyncio.TimeoutError, Exception):
+            except (TimeoutError, Exception):
                 pass
 
     async def _open_forward(self, conn: asyncssh.SSHClientConnection, fr: ForwardRuntime) -> bool:
@@ -402,7 +402,7 @@ class UnitWorker:
         factory = relay.session_factory(
             cfg.local_host, cfg.local_port, fr.stats,
             on_change=lambda: self._publish_traffic(fr),
-            on_refused=lambda reason: self._log(f"forward {cfg.name}: {reason}"))
+            on_refused=lambda reason: self.log_event(f"forward {cfg.name}: {reason}"))
         try:
             listener = await conn.create_server(factory, cfg.remote_bind, cfg.remote_port,
                                                 window=relay.WINDOW, max_pktsize=relay.MAX_PACKET)
@@ -419,13 +419,13 @@ class UnitWorker:
                      + ": the port is held by another session (often a dead one of ours), in use, or not allowed "
                        "(PermitListen, AllowTcpForwarding)")
             if fr.error != error:
-                self._log(f"forward {cfg.name} refused: {error}")
+                self.log_event(f"forward {cfg.name} refused: {error}")
             self._set_forward(fr, "refused", error)
             return False
         fr.listener = listener
         fr.port = listener.get_port()
         self._set_forward(fr, "listening", None)
-        self._log(f"forward {cfg.name} listening on the server at {fr.remote} -> {cfg.local}")
+        self.log_event(f"forward {cfg.name} listening on the server at {fr.remote} -> {cfg.local}")
         return True
 
     async def _keep_forward(self, conn: asyncssh.SSHClientConnection, fr: ForwardRuntime, first_try: bool) -> None:
@@ -439,7 +439,7 @@ class UnitWorker:
             await asyncio.sleep(backoff(attempt, self.tunnel.retry_min, self.tunnel.retry_max))
             attempt += 1
             if await self._open_forward(conn, fr):
-                self._log(f"forward {fr.config.name} recovered after {attempt} retr{'y' if attempt == 1 else 'ies'}")
+                self.log_event(f"forward {fr.config.name} recovered after {attempt} retr{'y' if attempt == 1 else 'ies'}")
                 self._update_connected_state()
                 return
 
