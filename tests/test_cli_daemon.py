@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import authorize_units, unit_yaml
+from conftest import authorize_units, me, unit_yaml
 from sshd import free_port
 
 from console.core.paths import StatePaths
@@ -248,3 +248,39 @@ def test_demo_command_comes_up(tmp_path):
     assert "master Starting: 2 forwards up" in done.stdout
     assert "clone Starting: 2 forwards up" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_event_stream_sees_a_stop_within_a_second(daemon):
+    """The control socket's subscribe: a snapshot first, then events as they happen (what the console uses)."""
+    import asyncio
+
+    from console.control.client import ControlClient
+    from console.core.events import ForwardChanged, LogLine, UnitStateChanged
+
+    proc, state, config, remote = daemon
+
+    async def body():
+        async with ControlClient(state.control_socket) as watcher:
+            status, events = await watcher.subscribe()
+            assert status["units"][0]["state"] == "up"
+            async with ControlClient(state.control_socket) as operator:
+                started = time.monotonic()
+                assert await operator.request("stop", unit="master") == ["master"]
+            seen = []
+
+            def done() -> bool:
+                stopped = any(isinstance(e, UnitStateChanged) and e.state == "stopped" for e in seen)
+                logged = any(isinstance(e, LogLine) and e.line.endswith(f"master Stopped by {me()}") for e in seen)
+                return stopped and logged
+
+            async def collect():
+                async for event in events:
+                    seen.append(event)
+                    if done():
+                        return
+
+            await asyncio.wait_for(collect(), 5)
+            assert time.monotonic() - started < 1.0
+            assert any(isinstance(e, ForwardChanged) and e.forward == "ssh" and e.state == "stopped" for e in seen)
+
+    asyncio.run(body())
