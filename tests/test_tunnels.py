@@ -240,3 +240,27 @@ def test_reload_keeps_unchanged_forwards_and_adds_new(sshd, state):
             assert await roundtrip(b, b"new") == b"new"
             writer.close()
     run(body())
+
+
+def test_a_failing_unit_keeps_its_since_and_does_not_flood_the_log(state):
+    async def body():
+        from console.engine import Engine
+
+        dead = free_port()  # no server at all
+        cfg = config_of(f"server: {{host: 127.0.0.1, port: {dead}, host_key: 'SHA256:{'A' * 43}'}}\n"
+                        "tunnel: {retry_min: 0.02, retry_max: 0.1, connect_timeout: 1}\n"
+                        "units:\n  master: {username: nobody, ssh_port: 0}\n")
+        engine = Engine(cfg, state)
+        await engine.start()
+        try:
+            await eventually(lambda: unit_of(engine, "master")["state"] == "retrying")
+            since = unit_of(engine, "master")["since"]
+            assert "cannot reach" in unit_of(engine, "master")["last_error"]
+            await asyncio.sleep(1.5)  # a dozen or more attempts
+            assert unit_of(engine, "master")["state"] == "retrying"
+            assert unit_of(engine, "master")["since"] == since
+            assert unit_of(engine, "master")["next_retry"] is not None
+            assert state.tunnel_log.read_text().count("cannot reach") == 1
+        finally:
+            await engine.shutdown()
+    run(body())

@@ -29,6 +29,7 @@ UNIT_STATES = ("stopped", "connecting", "up", "degraded", "retrying", "auth-fail
                "host-key-unknown", "host-key-mismatch")
 FORWARD_STATES = ("listening", "pending", "refused", "stopped")
 TRAFFIC_INTERVAL = 1.0
+RETRY_LOG_EVERY = 60.0  # seconds between repeated "retrying" lines for the same reason
 # A connection that ends sooner than this after it came up counts as a failure, not a clean close, so a
 # server that accepts and drops at once is met with backoff instead of a tight loop.
 MIN_HEALTHY_SECONDS = 2.0
@@ -127,7 +128,6 @@ class UnitWorker:
         self.last_error: str | None = None
         self.next_retry: float | None = None
         self.server_key: str | None = None       # fingerprint presented when the key is unknown or changed
-        self.presented_key: asyncssh.SSHKey | None = None
         self.forwards: dict[str, ForwardRuntime] = {f.name: ForwardRuntime(f) for f in config.forwards}
         self._task: asyncio.Task | None = None
         self._conn: asyncssh.SSHClientConnection | None = None
@@ -135,6 +135,9 @@ class UnitWorker:
         self._host_check: HostKeyCheck | None = None
         self._lost_reason: Exception | None = None
         self._traffic_task: asyncio.Task | None = None
+        self._retries = 0
+        self._logged_error: str | None = None
+        self._logged_at = 0.0
 
     # ------------------------------------------------------------------ public surface
 
@@ -231,6 +234,7 @@ class UnitWorker:
             self.env.bus.publish(ForwardTraffic(self.name, fr.config.name, *snap))
 
     def _update_connected_state(self) -> None:
+        self._retries, self._logged_error = 0, None
         down = [fr for fr in self.forwards.values() if fr.state != "listening"]
         if not down:
             if self.state != "up":
@@ -251,7 +255,6 @@ class UnitWorker:
             self.log_event(f"host key {check.presented} of {server.address} recorded on first contact (accept-new)")
             check = HostKeyCheck(Verdict.TRUSTED, check.presented, (check.presented,))
         self._host_check = check
-        self.presented_key = key if check.verdict is not Verdict.TRUSTED else None
         return check.verdict is Verdict.TRUSTED
 
     # ------------------------------------------------------------------ the loop
@@ -280,7 +283,9 @@ class UnitWorker:
     async def _run(self) -> None:
         attempt = 0
         while True:
-            self._set_state("connecting", error=self.last_error)
+            if self.state in ("stopped", "up", "degraded"):
+                # A unit that is failing keeps its state (and its `since`) while it tries again.
+                self._set_state("connecting", error=self.last_error)
             delay: float
             try:
                 conn = await self._connect()
@@ -316,7 +321,13 @@ class UnitWorker:
             await self._sleep(delay)
 
     def _retrying(self, error: str, delay: float) -> None:
-        self.log_event(f"{error}; retrying in {delay:.1f}s")
+        """A line when the reason changes, then at most one a minute while the same reason lasts."""
+        now = time.monotonic()
+        self._retries += 1
+        if error != self._logged_error or now - self._logged_at >= RETRY_LOG_EVERY:
+            repeat = f" (attempt {self._retries})" if error == self._logged_error else ""
+            self.log_event(f"{error}; retrying in {delay:.1f}s{repeat}")
+            self._logged_error, self._logged_at = error, now
         self._set_state("retrying", error=error, next_retry=time.time() + delay)
 
     def _host_key_refused(self) -> None:
