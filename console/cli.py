@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from console import __version__
 from console.core.config import Config, load_config
-from console.core.errors import (EXIT_FAILED, EXIT_OK, ConfigError, ConsoleError, DaemonNotRunning, UsageError)
+from console.core.errors import EXIT_FAILED, EXIT_OK, ConfigError, ConsoleError, UsageError
 from console.core.paths import StatePaths, config_path, state_dir
 
 EPILOG = """\
@@ -32,7 +32,8 @@ examples:
   sop-console key install master         put master's key on its server (asks the password once)
   sop-console status --json              units and forwards, machine-readable
   sop-console log -n 50 --follow         the tunnel log
-  sop-console demo                       a loopback hub, demo services and both units
+  sop-console demo                       a loopback hub, demo services and both units, in the console
+  sop-console                            the console: menu, units, ports, log (needs a terminal)
 """
 
 
@@ -80,8 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.add_argument("--trust-host-key", metavar="SHA256:...",
                    help="accept this server host key fingerprint if the server is not known yet")
-    p = command("demo", "run a loopback hub, demo services and both units in this process")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+    p = command("demo", "run a loopback hub, demo services and both units in this process, with the console")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="print status and log instead of the console, and stop after this long")
+    p.add_argument("--plain", action="store_true", help="print status and log instead of opening the console")
+    p = command("console", "open the console (also what `sop-console` with no command does)")
+    p.add_argument("--theme", choices=("sop", "dark", "light"), help="override console.theme from the config")
     return parser
 
 
@@ -205,8 +210,7 @@ def cmd_key_install(ctx: _Context) -> int:
 
 
 async def _key_install(ctx: _Context, config: Config, names: list[str]) -> int:
-    from console.control.client import ControlClient
-    from console.core.store import Store
+    from console.control.client import report_key_install
     from console.tunnel.key_install import INSTALLED, install_key
 
     failed = 0
@@ -233,26 +237,63 @@ async def _key_install(ctx: _Context, config: Config, names: list[str]) -> int:
         what = f"installed key {result.key.fingerprint}" if result.outcome == INSTALLED else "already authorized"
         print(f"{name}: {what} for {result.username} on {result.server}")
         detail = f"{result.outcome} {result.key.fingerprint} {result.username}@{result.server}"
-        try:  # tell the daemon, so the unit retries at once
-            async with ControlClient(ctx.paths.control_socket) as client:
-                await client.request("kick", unit=name, reason="key installed", record="key install", detail=detail)
-        except DaemonNotRunning:
-            store = Store(ctx.paths.prepare().database)
-            store.record("key install", getpass.getuser(), name, detail)
-            store.close()
-        except ConsoleError as exc:
-            print(f"{name}: could not tell the daemon: {exc.message}", file=sys.stderr)
+        warning = await report_key_install(ctx.paths, name, detail, getpass.getuser())
+        if warning:
+            print(f"{name}: {warning}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _need_terminal() -> None:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()) and not os.environ.get("TEXTUAL_DRIVER"):
+        raise UsageError("the console needs a terminal; for scripts use `sop-console status --json`")
+
+
+def cmd_console(ctx: _Context) -> int:
+    from console.ui.app import SopConsole
+
+    _need_terminal()
+    config_path = ctx.config_path if ctx.config_path.exists() else None
+    theme = getattr(ctx.args, "theme", None)
+    if theme is None and config_path is not None:
+        theme = ctx.config().console.theme
+    app = SopConsole(ctx.paths, config_path=config_path, theme_name=theme or "sop")
+    app.run()
+    if app.engine_here is not None:
+        print("console closed; the engine it ran has stopped, and its tunnels with it")
+    else:
+        print("console closed; the tunnels keep running in the daemon")
+    return app.return_code or EXIT_OK
+
+
+async def _demo_console(paths: StatePaths) -> int:
+    """The demo with the console on top, in one process: quitting the console ends the demo."""
+    from console.demo import build_demo, demo_traffic
+    from console.ui.app import SopConsole
+    from console.ui.backend import DaemonBackend
+
+    world = await build_demo(paths)
+    traffic = asyncio.create_task(demo_traffic(world))
+    try:
+        app = SopConsole(paths, config=world.config, backend=DaemonBackend(paths.control_socket))
+        app.sub_title = "demo: everything on loopback; quitting ends it"
+        await app.run_async()
+    finally:
+        traffic.cancel()
+        await world.close()
+    return 0
+
+
 def cmd_demo(ctx: _Context) -> int:
-    from console.daemon import setup_logging
     from console.demo import run_demo
 
-    setup_logging()
     explicit = getattr(ctx.args, "state_dir", None) or os.environ.get("SOP_CONSOLE_STATE")
     paths = StatePaths(Path(explicit) if explicit else ctx.paths.root / "demo")
-    return asyncio.run(run_demo(paths, duration=ctx.args.duration))
+    if ctx.args.plain or ctx.args.duration is not None or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        from console.daemon import setup_logging
+
+        setup_logging()
+        return asyncio.run(run_demo(paths, duration=ctx.args.duration))
+    return asyncio.run(_demo_console(paths))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "check": cmd_check, "daemon": cmd_daemon, "status": cmd_status, "start": cmd_unit_action,
         "stop": cmd_unit_action, "restart": cmd_unit_action, "trust": cmd_trust, "log": cmd_log,
-        "demo": cmd_demo,
+        "demo": cmd_demo, "console": cmd_console,
     }
     try:
         if args.command == "key":
@@ -272,8 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cmd_key_install(ctx)
             parser.parse_args(["key", "--help"])
         if args.command is None:
-            parser.print_help()
-            return 2
+            return cmd_console(ctx)
         return handlers[args.command](ctx)
     except ConfigError as exc:
         for problem in exc.problems:

@@ -23,6 +23,7 @@ from console.core.keys import unit_public_key  # noqa: E402
 from console.core.paths import StatePaths  # noqa: E402
 
 IN_CI = bool(os.environ.get("CI"))
+os.environ["TEXTUAL_ANIMATIONS"] = "none"  # console tests and snapshots must not depend on animation timing
 
 
 @pytest.fixture(autouse=True)

@@ -63,7 +63,7 @@ def test_example_config_is_valid_and_documents_every_option():
     assert set(cfg.units) == {"master", "clone"}
     text = example.read_text()
     for option in ("host:", "port:", "host_key_policy:", "host_key:", "keepalive_interval:", "keepalive_count_max:",
-                   "retry_min:", "retry_max:", "connect_timeout:", "username:", "remote_port:", "remote_bind:",
+                   "retry_min:", "retry_max:", "connect_timeout:", "theme:", "username:", "remote_port:", "remote_bind:",
                    "local:", "target:", "ssh_port:", "http_port:", "app_port:", "app_target_port:", "max_bytes:",
                    "backups:"):
         assert option in text, option

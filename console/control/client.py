@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from console.core.errors import ConsoleError, DaemonNotRunning, OperationFailed
 from console.core.events import Event, event_from_dict
+from console.core.paths import StatePaths
 
 MAX_LINE = 1 << 20
 
@@ -85,10 +86,18 @@ class ControlClient:
         return status, events()
 
 
-async def daemon_running(path: Path) -> bool:
+async def report_key_install(paths: StatePaths, unit: str, detail: str, who: str) -> str | None:
+    """Tell a running daemon a unit's key was installed (it retries at once and records it); without a
+    daemon, record it in the store directly. Returns a warning to show, or None."""
     try:
-        async with ControlClient(path) as client:
-            await client.request("ping")
-        return True
-    except ConsoleError:
-        return False
+        async with ControlClient(paths.control_socket) as client:
+            await client.request("kick", unit=unit, reason="key installed", record="key install", detail=detail)
+    except DaemonNotRunning:
+        from console.core.store import Store
+
+        store = Store(paths.prepare().database)
+        store.record("key install", who, unit, detail)
+        store.close()
+    except ConsoleError as exc:
+        return f"could not tell the daemon: {exc.message}"
+    return None

@@ -18,6 +18,7 @@ from console.core.errors import ConfigError, UsageError
 
 UNIT_NAMES = ("master", "clone")
 HOST_KEY_POLICIES = ("strict", "accept-new")
+THEMES = ("sop", "dark", "light")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
 # The seed's per-unit shorthand: key -> (forward name, local port or the key holding it).
@@ -53,6 +54,11 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    theme: str = "sop"
+
+
+@dataclass(frozen=True)
 class ForwardConfig:
     name: str
     remote_port: int
@@ -79,6 +85,7 @@ class Config:
     server: ServerConfig | None = None
     tunnel: TunnelConfig = TunnelConfig()
     log: LogConfig = LogConfig()
+    console: ConsoleSettings = ConsoleSettings()
     source: str = "<defaults>"
 
     def unit(self, name: str) -> UnitConfig:
@@ -371,7 +378,7 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
     if data is None:
         raise ConfigError(syntax)
     check = _Checker(source, lines)
-    top = check.mapping(data, "", ("server", "tunnel", "units", "log"))
+    top = check.mapping(data, "", ("server", "tunnel", "units", "log", "console"))
 
     server = None
     if top.get("server") is not None:
@@ -396,6 +403,9 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
         backups=check.integer(lg, "backups", "log", 3, 0, 100, zero_ok=True),
     )
 
+    cs = check.mapping(top.get("console"), "console", ("theme",))
+    console = ConsoleSettings(theme=check.choice(cs, "theme", "console", "sop", THEMES))
+
     units: dict[str, UnitConfig] = {}
     raw_units = top.get("units")
     if raw_units is not None and not isinstance(raw_units, dict):
@@ -414,7 +424,7 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
     problems = syntax + check.formatted()
     if problems:
         raise ConfigError(problems)
-    return Config(units=units, server=server, tunnel=tunnel, log=log, source=source)
+    return Config(units=units, server=server, tunnel=tunnel, log=log, console=console, source=source)
 
 
 def _check_port_clash(check: _Checker, units: dict[str, UnitConfig]) -> None:

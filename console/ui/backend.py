@@ -1,0 +1,86 @@
+"""Where the console's data comes from: the daemon's control socket, or fixed data for snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from console.control.client import ControlClient
+from console.core.events import Event, ForwardChanged, ForwardTraffic, UnitStateChanged
+
+
+class DaemonBackend:
+    """Two connections to the daemon: one for requests, one for the event stream."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self._requests = ControlClient(socket_path)
+        self._stream = ControlClient(socket_path)
+        self._events: AsyncIterator[Event] | None = None
+
+    async def connect(self) -> dict:
+        await self._requests.connect()
+        await self._stream.connect()
+        status, self._events = await self._stream.subscribe()
+        return status
+
+    async def events(self) -> AsyncIterator[Event]:
+        assert self._events is not None, "connect() first"
+        async for event in self._events:
+            yield event
+
+    async def request(self, op: str, **args: Any) -> Any:
+        return await self._requests.request(op, **args)
+
+    async def close(self) -> None:
+        await self._requests.close()
+        await self._stream.close()
+
+
+class StaticBackend:
+    """A fixed status and no events: for snapshot tests and for looking at the console without an engine.
+    Requests are recorded, not carried out."""
+
+    def __init__(self, status: dict) -> None:
+        self.status = copy.deepcopy(status)
+        self.requests: list[tuple[str, dict]] = []
+
+    async def connect(self) -> dict:
+        return copy.deepcopy(self.status)
+
+    async def events(self) -> AsyncIterator[Event]:
+        await asyncio.Event().wait()  # nothing ever happens
+        yield  # pragma: no cover
+
+    async def request(self, op: str, **args: Any) -> Any:
+        self.requests.append((op, args))
+        return []
+
+    async def close(self) -> None:
+        pass
+
+
+def apply_event(status: dict, event: Event) -> bool:
+    """Fold one engine event into a status snapshot; True if anything on screen may change."""
+    units = {u["name"]: u for u in status.get("units", [])}
+    if isinstance(event, UnitStateChanged):
+        unit = units.get(event.unit)
+        if unit is None:
+            return False
+        unit.update(state=event.state, since=event.since, last_error=event.last_error,
+                    next_retry=event.next_retry, server_key=event.server_key)
+        return True
+    if isinstance(event, (ForwardChanged, ForwardTraffic)):
+        unit = units.get(event.unit)
+        forward = next((f for f in unit["forwards"] if f["name"] == event.forward), None) if unit else None
+        if forward is None:
+            return False
+        if isinstance(event, ForwardChanged):
+            forward.update(state=event.state, error=event.error, remote=event.remote)
+        else:
+            forward.update(open=event.open, total=event.total, bytes_in=event.bytes_in, bytes_out=event.bytes_out)
+        return True
+    return False

@@ -1,0 +1,397 @@
+"""The console's screens: the subsystem menu with units and ports, and the dialogs behind each item."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, DataTable, Footer, Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+from console.core.errors import ConsoleError
+from console.core.states import human_bytes, label
+from console.ui.log_view import LogView
+
+if TYPE_CHECKING:
+    from console.ui.app import SopConsole
+
+MENU = (
+    ("1", "install_key", "Install ssh key"),
+    ("2", "start", "Start"),
+    ("3", "stop", "Stop"),
+    ("4", "view_log", "View log"),
+    ("5", "configure", "Configure"),
+    ("6", "trust", "Trust host key"),
+)
+QUIT_NOTE = "q quits the console; the tunnels keep running"
+
+
+class MainScreen(Screen):
+    """SOP Shell > Subsystems > 3rd Party Connection, with the units and their ports, live."""
+
+    BINDINGS = [
+        *(Binding(key, f"menu('{action}')", text, show=False, id=f"menu.{action}") for key, action, text in MENU),
+        Binding("u", "next_unit", "Unit", id="main.unit"),
+        Binding("slash", "filter", "Filter", id="main.filter"),
+        Binding("escape", "clear_filter", "Clear", show=False, id="main.clear"),
+        Binding("j", "cursor('down')", "Down", show=False, id="main.down"),
+        Binding("k", "cursor('up')", "Up", show=False, id="main.up"),
+    ]
+
+    app: SopConsole
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="body"):
+            with Vertical(id="menu-box"):
+                yield Static("", id="menu-title")
+                yield OptionList(*(Option(f"{key} {text}", id=action) for key, action, text in MENU), id="menu")
+            with Vertical(id="tables"):
+                yield DataTable(id="units", cursor_type="row", zebra_stripes=False)
+                yield Static("", id="unit-detail")
+                yield DataTable(id="ports", cursor_type="row")
+                yield Input(placeholder="filter ports (esc clears)", id="port-filter", classes="hidden")
+        yield Static(QUIT_NOTE, id="quit-note")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        units = self.query_one("#units", DataTable)
+        units.add_columns("unit", "state", "since", "next retry")
+        ports = self.query_one("#ports", DataTable)
+        ports.add_columns("unit", "fwd", "state", "remote", "local", "open", "total", "in", "out", "reason")
+        self.render_status()
+        self.query_one("#menu", OptionList).focus()
+
+    # ------------------------------------------------------------------ rendering
+
+    def render_status(self) -> None:
+        status = self.app.status
+        selected = self.app.selected_unit
+        self.query_one("#menu-title", Static).update(f"3rd Party Connection\nunit: {selected or 'none'}")
+        unit_rows = {unit["name"]: (unit["name"], label(unit["state"]), _time(unit["since"]),
+                                    _time(unit.get("next_retry")) or "-") for unit in status.get("units", [])}
+        units = self.query_one("#units", DataTable)
+        if _fill(units, unit_rows) and selected in unit_rows:
+            units.move_cursor(row=list(unit_rows).index(selected))
+        unit = self.app.unit_status(selected)
+        detail = ""
+        if unit is not None:
+            detail = f"{unit['name']}: {unit['username']}@{unit['server']}  "
+            if unit.get("server_key"):
+                detail += f"server key {unit['server_key']}: "
+            detail += unit["last_error"] or "no error"
+        self.query_one("#unit-detail", Static).update(detail)
+        self._render_ports()
+
+    def _render_ports(self) -> None:
+        needle = self.query_one("#port-filter", Input).value.strip().lower()
+        port_rows = {}
+        for unit in self.app.status.get("units", []):
+            for fwd in unit["forwards"]:
+                cells = (unit["name"], fwd["name"], label(fwd["state"]), fwd["remote"], fwd["local"],
+                         str(fwd["open"]), str(fwd["total"]), human_bytes(fwd["bytes_in"]),
+                         human_bytes(fwd["bytes_out"]), fwd["error"] or "")
+                if not needle or any(needle in c.lower() for c in cells):
+                    port_rows[f"{unit['name']}/{fwd['name']}"] = cells
+        _fill(self.query_one("#ports", DataTable), port_rows)
+
+    # ------------------------------------------------------------------ actions
+
+    @on(DataTable.RowHighlighted, "#units")
+    def _unit_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value != self.app.selected_unit:
+            self.app.selected_unit = event.row_key.value
+            self.render_status()
+
+    @on(OptionList.OptionSelected, "#menu")
+    def _menu_selected(self, event: OptionList.OptionSelected) -> None:
+        self.action_menu(event.option.id or "")
+
+    def action_menu(self, action: str) -> None:
+        self.app.run_menu_action(action)
+
+    def action_next_unit(self) -> None:
+        names = [u["name"] for u in self.app.status.get("units", [])]
+        if names:
+            current = self.app.selected_unit
+            self.app.selected_unit = names[(names.index(current) + 1) % len(names)] if current in names else names[0]
+            self.render_status()
+
+    def action_cursor(self, direction: str) -> None:
+        widget = self.focused
+        method = getattr(widget, f"action_cursor_{direction}", None)
+        if method is not None:
+            method()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#port-filter", Input)
+        box.remove_class("hidden")
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#port-filter", Input)
+        box.value = ""
+        box.add_class("hidden")
+        self._render_ports()
+        self.query_one("#menu", OptionList).focus()
+
+    @on(Input.Changed, "#port-filter")
+    def _filter_changed(self) -> None:
+        self._render_ports()
+
+    @on(Input.Submitted, "#port-filter")
+    def _filter_done(self) -> None:
+        self.query_one("#ports", DataTable).focus()
+
+
+def _fill(table: DataTable, wanted: dict[str, tuple[str, ...]]) -> bool:
+    """Show `wanted` (row key -> cells). Cells change in place while the rows stay the same, so the cursor
+    (and with it the operator's selection) never moves because of an update. True if rows were rebuilt."""
+    keys = [row.key.value for row in table.ordered_rows]
+    if keys == list(wanted):
+        columns = [column.key for column in table.ordered_columns]
+        for key, cells in wanted.items():
+            for column, value in zip(columns, cells, strict=True):
+                if table.get_cell(key, column) != value:
+                    table.update_cell(key, column, value)
+        return False
+    row = table.cursor_row
+    table.clear()
+    for key, cells in wanted.items():
+        table.add_row(*cells, key=key)
+    if table.row_count:
+        table.move_cursor(row=min(row, table.row_count - 1))
+    return True
+
+
+def _time(stamp: str | None) -> str:
+    """'2026-11-22T10:00:00Z' -> '11-22 10:00:00': the date matters after a weekend, the year rarely."""
+    if not stamp:
+        return ""
+    return f"{stamp[5:10]} {stamp[11:19]}"
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; No is the default (focused, and what esc answers)."""
+
+    BINDINGS = [Binding("y", "answer(True)", "Yes", id="confirm.yes"),
+                Binding("n,escape", "answer(False)", "No", id="confirm.no")]
+
+    def __init__(self, question: str, detail: str = "") -> None:
+        super().__init__()
+        self.question = question
+        self.detail = detail
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="dialog-title")
+            if self.detail:
+                yield Static(self.detail, classes="dialog-text")
+            with Horizontal(classes="buttons"):
+                yield Button("No", id="no", variant="primary")
+                yield Button("Yes", id="yes", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class InstallKeyScreen(ModalScreen[None]):
+    """Install ssh key: the public key and fingerprint, a masked password, progress and the outcome."""
+
+    BINDINGS = [Binding("escape", "close", "Close", id="install.close")]
+    app: SopConsole
+
+    def __init__(self, unit: str, key_line: str, fingerprint: str, target: str) -> None:
+        super().__init__()
+        self.unit = unit
+        self.key_line = key_line
+        self.fingerprint = fingerprint
+        self.target = target
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label(f"Install ssh key: {self.unit} -> {self.target}", classes="dialog-title")
+            yield Static(f"{self.fingerprint}\n{self.key_line}", id="key-text", classes="dialog-text")
+            yield Input(placeholder="password on the server (not shown)", password=True, id="password")
+            yield Static("Enter installs; if the key already works, no password is needed.", id="install-state")
+            with Horizontal(classes="buttons"):
+                yield Button("Close", id="close")
+                yield Button("Install", id="install", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#password", Input).focus()
+
+    @on(Input.Submitted, "#password")
+    @on(Button.Pressed, "#install")
+    def _install(self) -> None:
+        box = self.query_one("#password", Input)
+        password = box.value
+        box.value = ""  # the secret lives no longer than the call that needs it
+        self.query_one("#install-state", Static).update("◌ installing ...")
+        self.query_one("#install", Button).disabled = True
+        self._run_install(password)
+
+    @work(exclusive=True, group="install")
+    async def _run_install(self, password: str) -> None:
+        try:
+            outcome = await self.app.install_key(self.unit, password)
+        except ConsoleError as exc:
+            text = f"✖ failed: {exc.message}"
+        else:
+            text = f"● {outcome}"
+        finally:
+            password = ""
+        self.query_one("#install-state", Static).update(text)
+        self.query_one("#install", Button).disabled = False
+
+    @on(Button.Pressed, "#close")
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class TrustScreen(ModalScreen[bool]):
+    """Trust host key: the fingerprint the server presented, recorded only on confirmation."""
+
+    BINDINGS = [Binding("y", "answer(True)", "Trust", id="trust.yes"),
+                Binding("n,escape", "answer(False)", "Cancel", id="trust.no")]
+
+    def __init__(self, unit: str, server: str, fingerprint: str | None, mismatch: bool) -> None:
+        super().__init__()
+        self.unit, self.server, self.fingerprint, self.mismatch = unit, server, fingerprint, mismatch
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            title = "HOST KEY CHANGED" if self.mismatch else "Trust host key"
+            yield Label(f"{title}: {self.unit} -> {self.server}", classes="dialog-title")
+            if self.fingerprint:
+                text = f"The server presents\n  {self.fingerprint}\nCompare it with the server's own " \
+                       "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) before you trust it."
+                if self.mismatch:
+                    text += "\nA changed key can mean an attack. Replace the recorded key only if you know why."
+            else:
+                text = "The unit has not been shown an untrusted key. Trusting fetches the key the server shows now."
+            yield Static(text, classes="dialog-text")
+            with Horizontal(classes="buttons"):
+                yield Button("Cancel", id="no", variant="primary")
+                yield Button("Replace key" if self.mismatch else "Trust", id="yes", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class LogScreen(Screen):
+    """View log: follow (FOLLOW / PAUSED badge), / filter (esc clears), ? search with n / N."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="log.back"),
+        Binding("slash", "filter", "Filter", id="log.filter"),
+        Binding("question_mark", "search", "Search", show=False, id="log.search"),
+    ]
+    app: SopConsole
+    _mode = "filter"  # what the input line asks for: "filter" or "search"
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="log-bar"):
+            yield Static("tunnel log", id="log-title")
+            yield Static("", id="log-badge")
+        yield LogView(self.app.paths.tunnel_log, poll=self.app.poll_log, id="log")
+        yield Input(placeholder="", id="log-input", classes="hidden")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._badge(True)
+        self.query_one(LogView).focus()
+
+    def _badge(self, following: bool) -> None:
+        view = self.query_one(LogView)
+        text = "FOLLOW" if following else "PAUSED"
+        if view.filter_text:
+            text += f"  filter: {view.filter_text}"
+        self.query_one("#log-badge", Static).update(text)
+
+    @on(LogView.FollowChanged)
+    def _follow_changed(self, event: LogView.FollowChanged) -> None:
+        self._badge(event.following)
+
+    def _ask(self, mode: str) -> None:
+        box = self.query_one("#log-input", Input)
+        box.placeholder = "show only lines containing (empty: all)" if mode == "filter" else "search for"
+        self._mode = mode
+        box.value = self.query_one(LogView).filter_text if mode == "filter" else ""
+        box.remove_class("hidden")
+        box.focus()
+
+    def action_filter(self) -> None:
+        self._ask("filter")
+
+    def action_search(self) -> None:
+        self._ask("search")
+
+    @on(Input.Submitted, "#log-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        view = self.query_one(LogView)
+        if self._mode == "filter":
+            view.set_filter(event.value.strip())
+        else:
+            view.set_search(event.value.strip())
+        event.input.add_class("hidden")
+        view.focus()
+        self._badge(view.following)
+
+    def action_back(self) -> None:
+        box = self.query_one("#log-input", Input)
+        view = self.query_one(LogView)
+        if not box.has_class("hidden"):
+            box.add_class("hidden")
+            view.focus()
+        elif view.filter_text:
+            view.set_filter("")  # esc clears the filter first, then leaves
+            self._badge(view.following)
+        else:
+            self.app.pop_screen()
+
+
+class NoDaemonScreen(Screen[bool]):
+    """Shown when no daemon runs: offer to run the engine inside the console, clearly labelled."""
+
+    BINDINGS = [Binding("s", "start_here", "Start engine here", id="nodaemon.start"),
+                Binding("q,escape", "app.quit", "Quit", id="nodaemon.quit")]
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label("No daemon is running", classes="dialog-title")
+            yield Static(f"{self.reason}\n\nStart it as a service (`sop-console daemon`), or press s to run the "
+                         "engine inside this console.\nCareful: then the tunnels end when you quit the console.",
+                         classes="dialog-text")
+            with Horizontal(classes="buttons"):
+                yield Button("Quit", id="quit", variant="primary")
+                yield Button("Start engine here", id="start", variant="warning")
+
+    @on(Button.Pressed, "#start")
+    def action_start_here(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#quit")
+    def _quit(self) -> None:
+        self.app.exit()

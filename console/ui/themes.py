@@ -1,0 +1,25 @@
+"""Themes as data (themes/*.yaml, shipped in the wheel as console.themes) turned into Textual themes."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import yaml
+from textual.theme import Theme
+
+THEME_NAMES = ("sop", "dark", "light")
+_FIELDS = ("name", "dark", "primary", "secondary", "accent", "foreground", "background", "surface", "panel",
+           "success", "warning", "error")
+
+
+def load_themes() -> list[Theme]:
+    package = resources.files("console.themes")
+    themes = []
+    for name in THEME_NAMES:
+        data = yaml.safe_load(package.joinpath(f"{name}.yaml").read_text(encoding="utf-8"))
+        themes.append(Theme(**{k: data[k] for k in _FIELDS if k in data}))
+    return themes
+
+
+def stylesheet() -> str:
+    return resources.files("console.themes").joinpath("console.tcss").read_text(encoding="utf-8")

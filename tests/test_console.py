@@ -1,0 +1,198 @@
+"""The console, driven by keys at 80x24 against a real engine (daemon in-process) and a real sshd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+from conftest import EchoServer, authorize_units, config_of, eventually, run, unit_yaml
+from textual.widgets import DataTable, Input, Static
+
+from console.core.paths import StatePaths
+from console.daemon import Daemon
+from console.ui.app import SopConsole
+from console.ui.log_view import LogView
+from console.ui.screens import ConfirmScreen, InstallKeyScreen, LogScreen, MainScreen, NoDaemonScreen, TrustScreen
+
+SIZE = (80, 24)
+
+
+def rows(app: SopConsole, table: str) -> list[list[str]]:
+    grid = app.screen.query_one(f"#{table}", DataTable)
+    return [[str(c) for c in grid.get_row_at(i)] for i in range(grid.row_count)]
+
+
+def unit_row(app: SopConsole, unit: str) -> list[str]:
+    return next((r for r in rows(app, "units") if r[0] == unit), [""] * 4)
+
+
+def port_row(app: SopConsole, unit: str, fwd: str) -> list[str]:
+    return next((r for r in rows(app, "ports") if r[0] == unit and r[1] == fwd), [""] * 10)
+
+
+async def start_daemon(sshd, state: StatePaths, text: str, *, authorize: bool = True) -> Daemon:
+    cfg = config_of(text)
+    if authorize:
+        authorize_units(sshd, state, cfg.units)
+    daemon = Daemon(cfg, state, None, echo_log=False)
+    await daemon.start()
+    return daemon
+
+
+def app_for(state: StatePaths, **kwargs) -> SopConsole:
+    return SopConsole(state, poll_log=True, watch_terminal=False, **kwargs)
+
+
+def test_menu_drives_stop_start_and_the_log(sshd, state):
+    async def body():
+        async with EchoServer() as echo:
+            daemon = await start_daemon(sshd, state, unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"],
+                                                                      "clone": [f"ssh 0 127.0.0.1:{echo.port}"]}))
+            try:
+                app = app_for(state)
+                async with app.run_test(size=SIZE) as pilot:
+                    await eventually(lambda: isinstance(app.screen, MainScreen))
+                    await eventually(lambda: unit_row(app, "master")[1] == "● up" and unit_row(app, "clone")[1] == "● up")
+                    assert port_row(app, "master", "ssh")[2] == "● listening"
+                    assert "unit: master" in str(app.screen.query_one("#menu-title", Static).render())
+
+                    await pilot.press("3")  # Stop asks first; No is the default
+                    await eventually(lambda: isinstance(app.screen, ConfirmScreen))
+                    await pilot.press("enter")
+                    await eventually(lambda: isinstance(app.screen, MainScreen))
+                    await pilot.pause(0.3)
+                    assert unit_row(app, "master")[1] == "● up"
+
+                    await pilot.press("3", "y")  # yes: the daemon stops it, the screen says so from the event
+                    await eventually(lambda: unit_row(app, "master")[1] == "■ stopped", timeout=3)
+                    assert daemon.engine.status()["units"][0]["state"] == "stopped"
+                    assert port_row(app, "master", "ssh")[2] == "■ stopped"
+
+                    await pilot.press("2")
+                    await eventually(lambda: unit_row(app, "master")[1] == "● up", timeout=5)
+
+                    await pilot.press("u")  # actions follow the selected unit, named in the menu's title
+                    await eventually(lambda: "unit: clone" in str(app.screen.query_one("#menu-title", Static).render()))
+                    # Idle means idle: table updates once made the two unit rows select each other forever.
+                    cpu = time.process_time()
+                    await asyncio.sleep(1.0)
+                    assert time.process_time() - cpu < 0.3, "the console burns CPU while nothing happens"
+                    assert app.selected_unit == "clone"
+                    await pilot.press("3", "y")
+                    await eventually(lambda: unit_row(app, "clone")[1] == "■ stopped", timeout=3)
+                    assert unit_row(app, "master")[1] == "● up"
+
+                    await pilot.press("4")
+                    await eventually(lambda: isinstance(app.screen, LogScreen))
+                    badge = app.screen.query_one("#log-badge", Static)
+                    view = app.screen.query_one(LogView)
+                    await eventually(lambda: view.index.count > 3)
+                    assert str(badge.render()).startswith("FOLLOW")
+                    await pilot.press("k")
+                    await eventually(lambda: str(badge.render()).startswith("PAUSED"))
+                    await pilot.press("end")
+                    await eventually(lambda: str(badge.render()).startswith("FOLLOW"))
+                    await pilot.press("slash")
+                    await pilot.press(*"Starting", "enter")
+                    await eventually(lambda: view.row_count >= 1 and view.filter_text == "Starting")
+                    assert all("Starting" in view.index.line(view._line_of_row(r)) for r in range(view.row_count))
+                    await pilot.press("escape")  # clears the filter
+                    assert view.filter_text == "" and view.row_count == view.index.count
+                    await pilot.press("escape")  # back
+                    await eventually(lambda: isinstance(app.screen, MainScreen))
+                    await pilot.press("q")
+            finally:
+                await daemon.close()
+    run(body())
+
+
+def test_a_forward_killed_on_the_server_shows_down_within_a_second(sshd, state):
+    async def body():
+        async with EchoServer() as echo:
+            daemon = await start_daemon(sshd, state, unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]}))
+            try:
+                app = app_for(state)
+                async with app.run_test(size=SIZE):
+                    await eventually(lambda: isinstance(app.screen, MainScreen)
+                                     and port_row(app, "master", "ssh")[2] == "● listening")
+                    for pid in sshd.session_pids():
+                        os.kill(pid, signal.SIGKILL)
+                    started = time.monotonic()
+                    await eventually(lambda: port_row(app, "master", "ssh")[2] != "● listening", timeout=1.0,
+                                     what="forward shown down")
+                    assert time.monotonic() - started < 1.0
+                    assert unit_row(app, "master")[1] != "● up"
+            finally:
+                await daemon.close()
+    run(body())
+
+
+def test_install_key_dialog_against_a_real_sshd(password_sshd, local_user, state):
+    user, password, home = local_user
+
+    async def body():
+        text = unit_yaml(password_sshd, {"master": []}, users={"master": user})
+        daemon = await start_daemon(password_sshd, state, text, authorize=False)
+        try:
+            app = app_for(state, config=config_of(text))
+            async with app.run_test(size=SIZE) as pilot:
+                await eventually(lambda: isinstance(app.screen, MainScreen)
+                                 and unit_row(app, "master")[1] == "✖ auth-failed", timeout=5)
+                await pilot.press("1")
+                await eventually(lambda: isinstance(app.screen, InstallKeyScreen))
+                key_text = str(app.screen.query_one("#key-text", Static).render())
+                assert key_text.startswith("SHA256:") and "ssh-ed25519 " in key_text
+                box = app.screen.query_one("#password", Input)
+                assert box.password  # masked
+                await pilot.press(*"wrong-one", "enter")
+                state_line = app.screen.query_one("#install-state", Static)
+                await eventually(lambda: "failed" in str(state_line.render()), timeout=10)
+                assert "refused the password" in str(state_line.render())
+                await pilot.press(*password, "enter")
+                await eventually(lambda: "● installed SHA256:" in str(state_line.render()), timeout=10)
+                assert box.value == ""
+                await pilot.press("escape")
+                # The daemon was told: the unit connects at once, not after retry_max.
+                await eventually(lambda: unit_row(app, "master")[1] == "● up", timeout=5)
+                assert (home / ".ssh" / "authorized_keys").read_text().count("ssh-ed25519") == 1
+        finally:
+            await daemon.close()
+    run(body())
+
+
+def test_trust_host_key_from_the_menu(sshd, state):
+    async def body():
+        daemon = await start_daemon(sshd, state, unit_yaml(sshd, {"master": []}, pin=False))
+        try:
+            app = app_for(state)
+            async with app.run_test(size=SIZE) as pilot:
+                await eventually(lambda: isinstance(app.screen, MainScreen)
+                                 and unit_row(app, "master")[1] == "? host-key-unknown", timeout=5)
+                shown = daemon.engine.status()["units"][0]["server_key"]
+                await pilot.press("6")
+                await eventually(lambda: isinstance(app.screen, TrustScreen))
+                assert shown in str(app.screen.query_one(".dialog-text", Static).render())
+                await pilot.press("y")
+                await eventually(lambda: unit_row(app, "master")[1] == "● up", timeout=5)
+        finally:
+            await daemon.close()
+    run(body())
+
+
+def test_no_daemon_offers_the_engine_inside_the_console(sshd, state, tmp_path):
+    async def body():
+        config = tmp_path / "console.yaml"
+        config.write_text(unit_yaml(sshd, {"master": []}))
+        authorize_units(sshd, state, ["master"])
+        app = app_for(state, config_path=config)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, NoDaemonScreen))
+            assert "tunnels end when you quit" in str(app.screen.query_one(".dialog-text", Static).render())
+            await pilot.press("s")
+            await eventually(lambda: isinstance(app.screen, MainScreen)
+                             and unit_row(app, "master")[1] == "● up", timeout=5)
+            assert app.engine_here is not None
+        assert not state.control_socket.exists()  # the engine ended with the console
+    run(body())
