@@ -90,6 +90,8 @@ def test_menu_drives_stop_start_and_the_log(sshd, state):
                     view = app.screen.query_one(LogView)
                     await eventually(lambda: view.index.count > 3)
                     assert str(badge.render()).startswith("FOLLOW")
+                    # Following shows the tail: the last line on screen is the log's last line.
+                    await eventually(lambda: view.bottom_row == view.index.count - 1, what="tail on screen")
                     await pilot.press("k")
                     await eventually(lambda: str(badge.render()).startswith("PAUSED"))
                     await pilot.press("end")
@@ -195,4 +197,22 @@ def test_no_daemon_offers_the_engine_inside_the_console(sshd, state, tmp_path):
                              and unit_row(app, "master")[1] == "● up", timeout=5)
             assert app.engine_here is not None
         assert not state.control_socket.exists()  # the engine ended with the console
+    run(body())
+
+
+def test_log_view_opens_on_the_tail_of_a_large_log(state):
+    """No polling, so nothing but the first layout can bring the tail into view."""
+    from console.ui.backend import StaticBackend
+
+    state.tunnel_log.write_text("".join(f"2026-11-22T10:00:00Z master event {i}\n" for i in range(50_000)))
+
+    async def body():
+        app = SopConsole(state, backend=StaticBackend({"units": []}), poll_log=False, watch_terminal=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("4")
+            await eventually(lambda: isinstance(app.screen, LogScreen))
+            view = app.screen.query_one(LogView)
+            await eventually(lambda: view.index.complete and view.bottom_row == view.index.count - 1,
+                             what="tail on screen")
+            assert view.index.line(view.bottom_row) == "2026-11-22T10:00:00Z master event 49999"
     run(body())

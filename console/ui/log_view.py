@@ -49,10 +49,17 @@ class LogView(ScrollView, can_focus=True):
 
     def on_mount(self) -> None:
         self.index.open()
-        self._sync()
         self._index_head()
         if self._poll:
             self.set_interval(POLL_SECONDS, self._tick)
+
+    def on_resize(self) -> None:
+        self._sync()  # also the first sync: before the first layout the view has no size to scroll in
+
+    @property
+    def bottom_row(self) -> int:
+        """The last row on screen."""
+        return min(int(self.scroll_offset.y) + self.size.height, self.row_count) - 1
 
     def on_unmount(self) -> None:
         self.index.close()
@@ -86,8 +93,8 @@ class LogView(ScrollView, can_focus=True):
     def _sync(self) -> None:
         width = max((len(self.index.line(self._line_of_row(r))) for r in self._visible_rows()), default=0)
         self.virtual_size = Size(max(width, self.size.width), self.row_count)
-        if self.following:
-            self.scroll_end(animate=False, immediate=True)
+        if self.following:  # after the refresh: the new virtual size sets how far down "end" is
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
         self.refresh()
 
     def _visible_rows(self) -> range:

@@ -53,6 +53,7 @@ class MainScreen(Screen):
                 yield DataTable(id="units", cursor_type="row", zebra_stripes=False)
                 yield Static("", id="unit-detail")
                 yield DataTable(id="ports", cursor_type="row")
+                yield Static("", id="port-detail")
                 yield Input(placeholder="filter ports (esc clears)", id="port-filter", classes="hidden")
         yield Static(QUIT_NOTE, id="quit-note")
         yield Footer()
@@ -96,7 +97,23 @@ class MainScreen(Screen):
                          human_bytes(fwd["bytes_out"]), fwd["error"] or "")
                 if not needle or any(needle in c.lower() for c in cells):
                     port_rows[f"{unit['name']}/{fwd['name']}"] = cells
-        _fill(self.query_one("#ports", DataTable), port_rows)
+        ports = self.query_one("#ports", DataTable)
+        _fill(ports, port_rows)
+        self._render_port_detail(ports)
+
+    def _render_port_detail(self, ports: DataTable) -> None:
+        """The highlighted forward in full: at 80 columns its counters and reason are off the table's edge."""
+        text = ""
+        if ports.row_count:
+            cells = ports.get_row_at(ports.cursor_row)
+            unit, fwd, state, remote, local, open_, total, bytes_in, bytes_out, reason = cells
+            text = (f"{unit}/{fwd} {state} {remote} -> {local}  open {open_} total {total} "
+                    f"in {bytes_in} out {bytes_out}" + (f"\n{reason}" if reason else ""))
+        self.query_one("#port-detail", Static).update(text)
+
+    @on(DataTable.RowHighlighted, "#ports")
+    def _port_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._render_port_detail(event.data_table)
 
     # ------------------------------------------------------------------ actions
 

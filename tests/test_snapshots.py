@@ -1,0 +1,92 @@
+"""Snapshots (pytest-textual-snapshot) of the console's screens, at 80x24 and 120x40, in every theme.
+
+Deterministic by construction: a fixed status (StaticBackend), a fixed log, a key derived from a fixed seed;
+no clocks, hostnames, temp paths or random ports reach the screen. Update with `pytest --snapshot-update`
+after a deliberate change, and look at the SVGs before committing them."""
+
+from __future__ import annotations
+
+import os
+
+import asyncssh
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from console.core.config import parse_config
+from console.core.paths import StatePaths
+from console.ui.app import SopConsole
+from console.ui.backend import StaticBackend
+
+SIZES = [(80, 24), (120, 40)]
+THEMES = ["sop", "dark", "light"]
+
+CONFIG = """\
+server: {host: 203.0.113.7, port: 2222}
+units:
+  master: {username: sop001, ssh_port: 10022, http_port: 10080, app_port: 10090, app_target_port: 8443}
+  clone: {username: sop002, ssh_port: 10023, http_port: 10081}
+"""
+
+
+def _fwd(name, remote, local, state="listening", error=None, open_=0, total=0, bytes_in=0, bytes_out=0):
+    return {"name": name, "remote": remote, "local": local, "state": state, "error": error, "open": open_,
+            "total": total, "bytes_in": bytes_in, "bytes_out": bytes_out}
+
+
+STATUS = {"units": [
+    {"name": "master", "state": "up", "since": "2026-11-22T10:00:00Z", "server": "203.0.113.7:2222",
+     "username": "sop001", "last_error": None, "next_retry": None, "server_key": None,
+     "forwards": [_fwd("ssh", "*:10022", "127.0.0.1:22", open_=1, total=14, bytes_in=48_213, bytes_out=1_204_551),
+                  _fwd("http", "*:10080", "127.0.0.1:80", total=3, bytes_in=1_200, bytes_out=5_400),
+                  _fwd("app", "*:10090", "127.0.0.1:8443")]},
+    {"name": "clone", "state": "degraded", "since": "2026-11-22T09:58:12Z", "server": "203.0.113.7:2222",
+     "username": "sop002", "last_error": "http refused: server refused to listen on *:10081",
+     "next_retry": None, "server_key": None,
+     "forwards": [_fwd("ssh", "*:10023", "127.0.0.1:22", total=2, bytes_in=900, bytes_out=4_100),
+                  _fwd("http", "*:10081", "127.0.0.1:80", state="refused",
+                       error="server refused to listen on *:10081: the port is held by another session")]},
+]}
+
+LOG = "".join(
+    f"2026-11-22T10:{m:02d}:00Z {unit} {event}\n" for m, (unit, event) in enumerate([
+        ("engine", "engine up with 2 unit(s): master, clone"),
+        ("master", "forward ssh listening on the server at *:10022 -> 127.0.0.1:22"),
+        ("master", "forward http listening on the server at *:10080 -> 127.0.0.1:80"),
+        ("master", "Starting: 2 forwards up on 203.0.113.7:2222 as sop001"),
+        ("clone", "forward http refused: server refused to listen on *:10081"),
+        ("clone", "Starting: 1 of 2 forwards up on 203.0.113.7:2222 as sop002"),
+        ("master", "server 203.0.113.7:2222 stopped answering keepalives (dead peer detected); retrying in 0.1s"),
+        ("master", "Starting: 2 forwards up on 203.0.113.7:2222 as sop001"),
+    ] * 6))
+
+
+def _app(tmp_path, theme: str) -> SopConsole:
+    state = StatePaths(tmp_path / "state").prepare()
+    seed = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    pem = seed.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                             serialization.NoEncryption())
+    key_path = state.unit_key("master")
+    key_path.write_bytes(asyncssh.import_private_key(pem).export_private_key("openssh"))
+    os.chmod(key_path, 0o600)
+    state.tunnel_log.write_text(LOG)
+    return SopConsole(state, config=parse_config(CONFIG, "snapshot.yaml"), backend=StaticBackend(STATUS),
+                      theme_name=theme, poll_log=False, watch_terminal=False)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("theme", THEMES)
+def test_main_screen(snap_compare, tmp_path, theme, size):
+    assert snap_compare(_app(tmp_path, theme), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("theme", THEMES)
+def test_install_key_dialog(snap_compare, tmp_path, theme, size):
+    assert snap_compare(_app(tmp_path, theme), terminal_size=size, press=["1"])
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("theme", THEMES)
+def test_log_view(snap_compare, tmp_path, theme, size):
+    assert snap_compare(_app(tmp_path, theme), terminal_size=size, press=["4"])
