@@ -216,3 +216,35 @@ def test_log_view_opens_on_the_tail_of_a_large_log(state):
                              what="tail on screen")
             assert view.index.line(view.bottom_row) == "2026-11-22T10:00:00Z master event 49999"
     run(body())
+
+
+def test_help_palette_and_no_color(state, monkeypatch):
+    """? shows the bindings; ctrl+p finds every menu action and the themes; NO_COLOR still shows states."""
+    from textual.command import CommandPalette
+
+    from console.ui.backend import StaticBackend
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    status = {"units": [{"name": "master", "state": "degraded", "since": "2026-11-22T10:00:00Z",
+                         "server": "203.0.113.7:22", "username": "root", "last_error": "ssh refused: held",
+                         "next_retry": None, "server_key": None, "forwards": []}]}
+    backend = StaticBackend(status)
+
+    async def body():
+        app = SopConsole(state, backend=backend, poll_log=False, watch_terminal=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[1])
+            assert unit_row(app, "master")[1] == "◐ degraded"  # a word and a glyph, not a colour alone
+            await pilot.press("question_mark")
+            await eventually(lambda: bool(app.screen.query("HelpPanel")))
+            await pilot.press("question_mark")
+            await eventually(lambda: not app.screen.query("HelpPanel"))
+            titles = [c.title for c in app.get_system_commands(app.screen)]
+            for wanted in ("1 Install ssh key", "2 Start", "3 Stop", "4 View log", "5 Configure",
+                           "6 Trust host key", "Theme: sop", "Theme: dark", "Theme: light"):
+                assert wanted in titles
+            await pilot.press("ctrl+p")
+            await eventually(lambda: isinstance(app.screen, CommandPalette))
+            await pilot.press(*"Start", "enter")
+            await eventually(lambda: ("start", {"unit": "master"}) in backend.requests)
+    run(body())

@@ -18,7 +18,6 @@ from textual.screen import Screen
 from console.control.client import report_key_install
 from console.core.config import Config, load_config
 from console.core.errors import ConsoleError, DaemonNotRunning
-from console.core.keys import unit_public_key
 from console.core.paths import StatePaths
 from console.ui.backend import DaemonBackend, StaticBackend, apply_event
 from console.ui.screens import (ConfirmScreen, InstallKeyScreen, LogScreen, MainScreen, NoDaemonScreen,
@@ -160,6 +159,8 @@ class SopConsole(App):
         if config is None or unit not in config.units:
             self.notify(f"no configuration for unit {unit}", severity="error")
             return
+        from console.core.keys import unit_public_key  # asyncssh: 0.2 s of imports the first screen does not need
+
         info = await asyncio.to_thread(unit_public_key, self.paths, unit)
         target = f"{config.units[unit].username}@{config.units[unit].server.address}"
         await self.push_screen_wait(InstallKeyScreen(unit, info.line, info.fingerprint, target))

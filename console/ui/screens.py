@@ -43,6 +43,7 @@ class MainScreen(Screen):
     ]
 
     app: SopConsole
+    _ready = False  # set once the tables have their columns: events may arrive before that
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="body"):
@@ -63,12 +64,15 @@ class MainScreen(Screen):
         units.add_columns("unit", "state", "since", "next retry")
         ports = self.query_one("#ports", DataTable)
         ports.add_columns("unit", "fwd", "state", "remote", "local", "open", "total", "in", "out", "reason")
+        self._ready = True
         self.render_status()
         self.query_one("#menu", OptionList).focus()
 
     # ------------------------------------------------------------------ rendering
 
     def render_status(self) -> None:
+        if not self._ready:
+            return  # on_mount renders what the app has by then
         status = self.app.status
         selected = self.app.selected_unit
         self.query_one("#menu-title", Static).update(f"3rd Party Connection\nunit: {selected or 'none'}")
