@@ -13,7 +13,7 @@ import asyncssh
 
 from console.core.config import Config, UnitConfig
 from console.core.errors import OperationFailed, UsageError
-from console.core.events import EventBus, LogLine
+from console.core.events import EventBus, LogLine, Reloaded
 from console.core.keys import fingerprint
 from console.core.known_hosts import KnownHosts, Verdict, check_host_key
 from console.core.paths import StatePaths
@@ -98,6 +98,7 @@ class Engine:
                 changes.append(f"{name} forwards updated")
         summary = "; ".join(changes) or "nothing changed"
         self.tunnel_log.write("engine", f"configuration reloaded: {summary}")
+        self.bus.publish(Reloaded(summary))
         return changes
 
     # ------------------------------------------------------------------ operator requests

@@ -250,3 +250,45 @@ def test_help_palette_and_no_color(state, monkeypatch):
             await pilot.press(*"Start", "enter")
             await eventually(lambda: ("start", {"unit": "master"}) in backend.requests)
     run(body())
+
+
+def test_configure_checks_saves_keeps_a_backup_and_reloads(sshd, state, tmp_path):
+    from sshd import free_port
+
+    async def body():
+        async with EchoServer() as echo:
+            path = tmp_path / "console.yaml"
+            original = unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]})
+            path.write_text(original)
+            cfg = config_of(original)
+            authorize_units(sshd, state, cfg.units)
+            daemon = Daemon(cfg, state, path, echo_log=False)
+            await daemon.start()
+            try:
+                app = app_for(state, config_path=path)
+                async with app.run_test(size=SIZE) as pilot:
+                    await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[1] == "● up")
+                    await pilot.press("5")
+                    await eventually(lambda: type(app.screen).__name__ == "ConfigureScreen")
+                    http = app.screen.query_one("#master-http_port", Input)
+                    http.value = "70000"
+                    await pilot.press("ctrl+s")
+                    errors = app.screen.query_one("#form-errors", Static)
+                    await eventually(lambda: "not saved" in str(errors.render()))
+                    assert "units.master.http.remote_port: must be 1-65535 or 0, got 70000" in str(errors.render())
+                    assert path.read_text() == original and not (tmp_path / "console.yaml.bak").exists()
+                    port = free_port()
+                    http.value = str(port)
+                    app.screen.query_one("#master-target", Input).value = "127.0.0.1"
+                    await pilot.press("ctrl+s")
+                    await eventually(lambda: isinstance(app.screen, MainScreen), what="form closed")
+                    assert (tmp_path / "console.yaml.bak").read_text() == original
+                    # The daemon reloaded: the new forward listens, and the screen shows it.
+                    await eventually(lambda: port_row(app, "master", "http")[2] == "● listening", timeout=5)
+                    assert port_row(app, "master", "http")[3] == f"*:{port}"
+                    # The forward the form did not touch kept its local service and its bind.
+                    assert port_row(app, "master", "ssh")[4] == f"127.0.0.1:{echo.port}"
+                    assert "remote_bind: 127.0.0.1" in path.read_text()
+            finally:
+                await daemon.close()
+    run(body())

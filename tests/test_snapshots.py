@@ -90,3 +90,9 @@ def test_install_key_dialog(snap_compare, tmp_path, theme, size):
 @pytest.mark.parametrize("theme", THEMES)
 def test_log_view(snap_compare, tmp_path, theme, size):
     assert snap_compare(_app(tmp_path, theme), terminal_size=size, press=["4"])
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("theme", THEMES)
+def test_configure_form(snap_compare, tmp_path, theme, size):
+    assert snap_compare(_app(tmp_path, theme), terminal_size=size, press=["5"])

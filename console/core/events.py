@@ -50,7 +50,14 @@ class LogLine(Event):
     line: str
 
 
-EVENT_TYPES = {cls.__name__: cls for cls in (UnitStateChanged, ForwardChanged, ForwardTraffic, LogLine)}
+@dataclass(frozen=True)
+class Reloaded(Event):
+    """The configuration was reloaded: units or forwards may have come or gone; fetch a fresh status."""
+
+    summary: str
+
+
+EVENT_TYPES = {cls.__name__: cls for cls in (UnitStateChanged, ForwardChanged, ForwardTraffic, LogLine, Reloaded)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

@@ -18,10 +18,11 @@ from textual.screen import Screen
 from console.control.client import report_key_install
 from console.core.config import Config, load_config
 from console.core.errors import ConsoleError, DaemonNotRunning
+from console.core.events import Reloaded
 from console.core.paths import StatePaths
 from console.ui.backend import DaemonBackend, StaticBackend, apply_event
-from console.ui.screens import (ConfirmScreen, InstallKeyScreen, LogScreen, MainScreen, NoDaemonScreen,
-                                TrustScreen)
+from console.ui.screens import (ConfigureScreen, ConfirmScreen, InstallKeyScreen, LogScreen, MainScreen,
+                                NoDaemonScreen, TrustScreen)
 from console.ui.themes import THEME_NAMES, load_themes, stylesheet
 
 TERMINAL_CHECK_SECONDS = 2.0
@@ -96,17 +97,19 @@ class SopConsole(App):
         names = [u["name"] for u in status.get("units", [])]
         if self.selected_unit not in names:
             self.selected_unit = names[0] if names else None
-        if not isinstance(self.screen, MainScreen):
+        if not any(isinstance(screen, MainScreen) for screen in self.screen_stack):
             self.push_screen(MainScreen())
         else:
-            self.screen.render_status()
+            self._refresh_main()
 
     @work(exclusive=True, group="events")
     async def _pump(self) -> None:
         """Engine events, as they happen: a number on screen changes because an event said so."""
         try:
             async for event in self.backend.events():
-                if apply_event(self.status, event):
+                if isinstance(event, Reloaded):  # units or forwards may have changed: take a fresh snapshot
+                    self._show(await self.backend.request("status"))
+                elif apply_event(self.status, event):
                     self._refresh_main()
         except ConsoleError as exc:
             self.notify(f"lost the daemon: {exc.message}", severity="error", timeout=10)
@@ -125,7 +128,7 @@ class SopConsole(App):
 
     def run_menu_action(self, action: str) -> None:
         unit = self.selected_unit
-        if unit is None and action != "view_log":
+        if unit is None and action not in ("view_log", "configure"):
             self.notify("no units configured", severity="warning")
             return
         handler: Callable[[str], Any] = getattr(self, f"_menu_{action}")
@@ -194,10 +197,26 @@ class SopConsole(App):
         if result:
             self.notify(f"{unit}: {result['fingerprint']} {result['outcome']}")
 
-    def _menu_configure(self, unit: str) -> None:
-        where = self.config_path or "the configuration file"
-        self.notify(f"Configure is not in the console yet: edit {where}, run `sop-console check`, then reload "
-                    "the daemon (kill -HUP).", timeout=10)
+    def _menu_configure(self, unit: str | None) -> None:
+        from console.core.config_form import form_from_config
+
+        self.push_screen(ConfigureScreen(form_from_config(self._config()),
+                                         str(self.config_path) if self.config_path else None))
+
+    async def save_configuration(self, form) -> None:
+        """Check as `check` does, write atomically (previous file kept as .bak), ask the daemon to reload."""
+        from console.core.config_form import save_form
+
+        assert self.config_path is not None
+        self.config = await asyncio.to_thread(save_form, self.config_path, form)
+        try:
+            changes = await self.backend.request("reload")
+        except ConsoleError as exc:
+            self.notify(f"saved {self.config_path}, but the daemon did not reload: {exc.message}",
+                        severity="warning", timeout=15)
+            return
+        summary = "; ".join(changes) if changes else "nothing changed"
+        self.notify(f"saved {self.config_path} (previous kept as .bak); daemon reloaded: {summary}", timeout=10)
 
     def _config(self) -> Config | None:
         if self.config is None and self.config_path is not None:
