@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from array import array
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from textual.strip import Strip
 from console.core.log_index import LogIndex
 
 POLL_SECONDS = 0.25
+HEAD_CHUNK = 2 * 1024 * 1024  # bytes indexed between two yields to the UI thread
 
 
 class LogView(ScrollView, can_focus=True):
@@ -49,7 +51,7 @@ class LogView(ScrollView, can_focus=True):
 
     def on_mount(self) -> None:
         self.index.open()
-        self._index_head()
+        self.call_after_refresh(self._index_head)  # the tail is on screen first, then the head is indexed
         if self._poll:
             self.set_interval(POLL_SECONDS, self._tick)
 
@@ -66,9 +68,9 @@ class LogView(ScrollView, can_focus=True):
 
     @work(thread=True, exclusive=True, group="log-index")
     def _index_head(self) -> None:
-        """Index the rest of the file off the UI thread, a chunk at a time."""
-        while not self.index.index_more():
-            pass
+        """Index the rest of the file off the UI thread, a chunk at a time, letting the UI run in between."""
+        while not self.index.index_more(budget=HEAD_CHUNK):
+            time.sleep(0.001)
         self.app.call_from_thread(self._sync)
 
     def _tick(self) -> None:
