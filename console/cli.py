@@ -276,6 +276,7 @@ async def _demo_console(paths: StatePaths) -> int:
     try:
         app = SopConsole(paths, config=world.config, backend=DaemonBackend(paths.control_socket))
         app.sub_title = "demo: everything on loopback; quitting ends it"
+        app.on_close.append(world.close)  # also when the terminal hangs up
         await app.run_async()
     finally:
         traffic.cancel()

@@ -56,8 +56,13 @@ class DemoWorld:
     daemon: Daemon
     services: list[asyncio.AbstractServer]
     config: Config
+    closed: bool = False
 
     async def close(self) -> None:
+        """Idempotent: the console's own cleanup and the demo's may both call it."""
+        if self.closed:
+            return
+        self.closed = True
         await self.daemon.close()
         await self.hub.close()
         for server in self.services:

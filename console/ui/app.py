@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,6 +27,7 @@ from console.ui.screens import (ConfigureScreen, ConfirmScreen, InstallKeyScreen
 from console.ui.themes import THEME_NAMES, load_themes, stylesheet
 
 TERMINAL_CHECK_SECONDS = 2.0
+HANGUP_CLEANUP_SECONDS = 1.5
 
 
 class SopConsole(App):
@@ -49,6 +51,7 @@ class SopConsole(App):
         self.selected_unit: str | None = None
         self.poll_log = poll_log
         self.engine_here = None  # a Daemon run inside the console when no daemon was running
+        self.on_close: list = []  # async callables run when the console ends (the demo closes its world here)
         self._theme_name = theme_name
         self._watch_terminal = (sys.__stdin__ is not None and sys.__stdin__.isatty()
                                 and not os.environ.get("TEXTUAL_DRIVER")) if watch_terminal is None else watch_terminal
@@ -61,6 +64,9 @@ class SopConsole(App):
         self.theme = self._theme_name if self._theme_name in THEME_NAMES else "sop"
         if self._watch_terminal:
             self.set_interval(TERMINAL_CHECK_SECONDS, self._check_terminal)
+            # The operator's SSH session closing hangs up the terminal: clean up (an engine run inside the console
+            # stops its tunnels properly) instead of dying of the signal.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
         self._attach()
 
     @work(exclusive=True, group="attach")
@@ -246,6 +252,28 @@ class SopConsole(App):
             yield SystemCommand(f"Theme: {name}", f"switch to the {name} theme",
                                 lambda name=name: setattr(self, "theme", name))
 
+    def _hangup(self) -> None:
+        self._hangup_task = asyncio.create_task(self._leave_dead_terminal())
+
+    async def _leave_dead_terminal(self) -> None:
+        """No terminal is left to restore, and Textual 8.2.8's shutdown blocks for ever on one that hung up
+        (its writer thread's queue fills): do our own cleanup within a deadline, then leave at once."""
+        try:
+            await asyncio.wait_for(self._cleanup(), HANGUP_CLEANUP_SECONDS)
+        except Exception:  # noqa: BLE001 - leaving is all that is left to do
+            pass
+        finally:
+            os._exit(1)
+
+    async def _cleanup(self) -> None:
+        await self.backend.close()
+        if self.engine_here is not None:
+            await self.engine_here.close()
+            self.engine_here = None
+        for hook in self.on_close:
+            await hook()
+        self.on_close = []
+
     def _check_terminal(self) -> None:
         """Leave when the operator's terminal is gone (Textual 8.2.8 would spin on a dead stdin)."""
         stdin = sys.__stdin__
@@ -260,6 +288,4 @@ class SopConsole(App):
         self.exit()
 
     async def on_unmount(self) -> None:
-        await self.backend.close()
-        if self.engine_here is not None:
-            await self.engine_here.close()
+        await self._cleanup()
