@@ -201,19 +201,20 @@ class ConfirmScreen(ModalScreen[bool]):
     BINDINGS = [Binding("y", "answer(True)", "Yes", id="confirm.yes"),
                 Binding("n,escape", "answer(False)", "No", id="confirm.no")]
 
-    def __init__(self, question: str, detail: str = "") -> None:
+    def __init__(self, question: str, detail: str = "", *, yes: str = "Yes", no: str = "No",
+                 wide: bool = False) -> None:
         super().__init__()
-        self.question = question
-        self.detail = detail
+        self.question, self.detail = question, detail
+        self.yes_label, self.no_label, self.wide = yes, no, wide
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
+        with Vertical(classes="dialog wide" if self.wide else "dialog"):
             yield Label(self.question, classes="dialog-title")
             if self.detail:
                 yield Static(self.detail, classes="dialog-text")
             with Horizontal(classes="buttons"):
-                yield Button("No", id="no", variant="primary")
-                yield Button("Yes", id="yes", variant="error")
+                yield Button(self.no_label, id="no", variant="primary")
+                yield Button(self.yes_label, id="yes", variant="error")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -280,41 +281,21 @@ class InstallKeyScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-class TrustScreen(ModalScreen[bool]):
-    """Trust host key: the fingerprint the server presented, recorded only on confirmation."""
-
-    BINDINGS = [Binding("y", "answer(True)", "Trust", id="trust.yes"),
-                Binding("n,escape", "answer(False)", "Cancel", id="trust.no")]
+class TrustScreen(ConfirmScreen):
+    """Trust host key: the fingerprint the server presented, recorded only on confirmation (default Cancel)."""
 
     def __init__(self, unit: str, server: str, fingerprint: str | None, mismatch: bool) -> None:
-        super().__init__()
         self.unit, self.server, self.fingerprint, self.mismatch = unit, server, fingerprint, mismatch
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog wide"):
-            title = "HOST KEY CHANGED" if self.mismatch else "Trust host key"
-            yield Label(f"{title}: {self.unit} -> {self.server}", classes="dialog-title")
-            if self.fingerprint:
-                text = f"The server presents\n  {self.fingerprint}\nCompare it with the server's own " \
-                       "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) before you trust it."
-                if self.mismatch:
-                    text += "\nA changed key can mean an attack. Replace the recorded key only if you know why."
-            else:
-                text = "The unit has not been shown an untrusted key. Trusting fetches the key the server shows now."
-            yield Static(text, classes="dialog-text")
-            with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="no", variant="primary")
-                yield Button("Replace key" if self.mismatch else "Trust", id="yes", variant="error")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
+        if fingerprint:
+            text = f"The server presents\n  {fingerprint}\nCompare it with the server's own " \
+                   "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) before you trust it."
+            if mismatch:
+                text += "\nA changed key can mean an attack. Replace the recorded key only if you know why."
+        else:
+            text = "The unit has not been shown an untrusted key. Trusting fetches the key the server shows now."
+        title = "HOST KEY CHANGED" if mismatch else "Trust host key"
+        super().__init__(f"{title}: {unit} -> {server}", text, yes="Replace key" if mismatch else "Trust",
+                         no="Cancel", wide=True)
 
 
 class LogScreen(Screen):
