@@ -21,7 +21,9 @@ from console.core.keys import load_or_create_key, load_or_create_unit_key, publi
 from console.core.paths import StatePaths
 from console.core.states import render_status
 from console.daemon import Daemon
-from console.hub.server import Hub, HubConfig
+from console.core.store import Store
+from console.hub.registry import Registry
+from console.hub.server import Hub, HubSettings
 
 DEMO_USERS = {"master": "sop001", "clone": "sop002"}
 TRAFFIC_INTERVAL = 2.0
@@ -79,7 +81,13 @@ async def build_demo(paths: StatePaths, *, echo_log: bool = False) -> DemoWorld:
 
     host_key = await asyncio.to_thread(load_or_create_key, paths.keys_dir / "demo_hub_ed25519", "sop-console-demo-hub")
     unit_keys = {unit: await asyncio.to_thread(load_or_create_unit_key, paths, unit) for unit in DEMO_USERS}
-    hub = Hub(HubConfig(users={DEMO_USERS[u]: [k] for u, k in unit_keys.items()}), host_key)
+    # The units are the hub's clients, each with two ports (port 0 in their forwards: the hub picks).
+    registry = Registry(Store(paths.root / "demo-hub.json"), _free_range(16), default_quota=2)
+    for unit, key in unit_keys.items():
+        if registry.get(DEMO_USERS[unit]) is not None:
+            registry.remove(DEMO_USERS[unit])  # fresh ports from this run's range
+        registry.add(DEMO_USERS[unit], public_line(key))
+    hub = Hub(HubSettings(), registry, host_key)
     await hub.start()
 
     server = ServerConfig(host="127.0.0.1", port=hub.port, host_key=public_line(host_key))
@@ -96,6 +104,23 @@ async def build_demo(paths: StatePaths, *, echo_log: bool = False) -> DemoWorld:
     daemon = Daemon(config, paths, None, echo_log=echo_log)
     await daemon.start()
     return DemoWorld(hub, daemon, [web, app], config)
+
+
+def _free_range(count: int) -> tuple[int, int]:
+    """A block of `count` loopback ports that bind now, for the demo hub's client ports."""
+    import random
+    import socket
+
+    for _ in range(200):
+        low = random.randrange(20000, 60000 - count)
+        try:
+            for port in range(low, low + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return low, low + count - 1
+    raise OSError("no free block of loopback ports for the demo hub")
 
 
 async def demo_traffic(world: DemoWorld) -> None:

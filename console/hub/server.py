@@ -1,40 +1,70 @@
-"""A minimal hub: public-key logins for known users, reverse forwards bound on an address the hub chooses.
+"""The hub: an asyncssh SSH server where registered clients forward their own ports, and nothing else.
 
-This is the first form of the hub (the demo uses it). A client gets nothing but remote forwards: no
-shell, exec, subsystem or direct-tcpip. Quotas and the client registry come with the hub issue.
+- Public-key auth for registered, enabled clients only (the SSH user name is the client_id).
+- A client may only ask for its own ports (port 0: its next free one); the hub binds them on the address it
+  chooses (`bind`, loopback by default) and echoes the requested host and port back, as the client matches
+  incoming channels on that pair.
+- No shell, exec, subsystem, SFTP, agent, X11 or direct-tcpip. Every refusal is logged with client, address and
+  reason; repeated failed auth from one address is slowed down.
+- A client's newest session takes its ports over from an older one (a peer that died without a FIN), so the
+  client never waits for a TCP timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 import asyncssh
 from asyncssh.listener import create_tcp_forward_listener
 
+from console.core.keys import fingerprint
+from console.hub.registry import Registry
+
 log = logging.getLogger("console.hub")
+FAILURE_WINDOW = 60.0   # seconds a failed auth counts against its address
+MAX_AUTH_DELAY = 5.0
 
 
 @dataclass
-class HubConfig:
+class HubSettings:
     host: str = "127.0.0.1"
     port: int = 0
-    bind: str = "127.0.0.1"                      # where client ports are opened, whatever the client asks
-    users: dict[str, list[asyncssh.SSHKey]] = field(default_factory=dict)
+    bind: str = "127.0.0.1"   # where client ports are opened, whatever the client asks
+
+
+@dataclass
+class HubForward:
+    session: "_HubSession"
+    listener: asyncssh.SSHListener
+    port: int
+    requested: str            # the listen host the client asked for
+    total: int = 0            # connections relayed (bytes and open counts need the hub's own relay: not yet)
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    last: float = field(default_factory=time.monotonic)
 
 
 class _HubSession(asyncssh.SSHServer):
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: "Hub") -> None:
         self.hub = hub
         self.conn: asyncssh.SSHServerConnection | None = None
         self.user = "?"
         self.peer = "?"
+        self.authenticated = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.hub._detach(self)
 
     def begin_auth(self, username: str) -> bool:
         self.user = username
@@ -43,48 +73,40 @@ class _HubSession(asyncssh.SSHServer):
     def public_key_auth_supported(self) -> bool:
         return True
 
-    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        ok = any(k.public_data == key.public_data for k in self.hub.config.users.get(username, ()))
-        if not ok:
-            log.warning("hub refused key %s for %s from %s", key.get_fingerprint(), username, self.peer)
-        return ok
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        client = self.hub.registry.get(username)
+        body = " ".join(key.export_public_key("openssh").decode().split()[:2])
+        if client is not None and client.enabled and client.key == body:
+            return True
+        reason = ("unknown client" if client is None else "client disabled (quota 0)" if not client.enabled
+                  else "key is not the client's")
+        await self.hub._auth_failed(self, username, fingerprint(key), reason)
+        return False
+
+    def auth_completed(self) -> None:
+        self.authenticated = True
+        self.hub._attach(self)
 
     def session_requested(self):
-        log.warning("hub refused a session (shell/exec/subsystem) for %s from %s", self.user, self.peer)
+        self.hub._refuse(self, "a session (shell, exec, subsystem, sftp)")
         return False
 
     def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
-        log.warning("hub refused direct-tcpip to %s:%s for %s", dest_host, dest_port, self.user)
+        self.hub._refuse(self, f"a connection into the hub's network (direct-tcpip to {dest_host}:{dest_port})")
         return False
 
     def server_requested(self, listen_host: str, listen_port: int):
-        return self._listen(listen_host, listen_port)
-
-    async def _listen(self, listen_host: str, listen_port: int):
-        conn = self.conn
-        assert conn is not None
-        holder: dict[str, int] = {}
-
-        async def tunnel(session_factory, orig_host, orig_port):
-            # The client matches incoming channels on the exact host and port it asked for.
-            return await conn.create_connection(session_factory, listen_host, holder["port"], orig_host, orig_port)
-
-        try:
-            listener = await create_tcp_forward_listener(conn, asyncio.get_running_loop(), tunnel,
-                                                         self.hub.config.bind, listen_port)
-        except OSError as exc:
-            log.warning("hub could not listen on %s:%s for %s: %s", self.hub.config.bind, listen_port, self.user,
-                        exc.strerror or exc)
-            return False
-        holder["port"] = listener.get_port()
-        log.info("hub: %s forwards %s:%d", self.user, self.hub.config.bind, holder["port"])
-        return listener
+        return self.hub._listen(self, listen_host, listen_port)
 
 
 class Hub:
-    def __init__(self, config: HubConfig, host_key: asyncssh.SSHKey) -> None:
-        self.config = config
+    def __init__(self, settings: HubSettings, registry: Registry, host_key: asyncssh.SSHKey) -> None:
+        self.settings = settings
+        self.registry = registry
         self.host_key = host_key
+        self.sessions: dict[str, list[_HubSession]] = {}
+        self.forwards: dict[int, HubForward] = {}
+        self._failures: dict[str, _Failures] = {}
         self._server: asyncssh.SSHAcceptor | None = None
 
     @property
@@ -94,11 +116,125 @@ class Hub:
 
     async def start(self) -> None:
         self._server = await asyncssh.create_server(
-            lambda: _HubSession(self), self.config.host, self.config.port,
+            lambda: _HubSession(self), self.settings.host, self.settings.port,
             server_host_keys=[self.host_key], line_editor=False, keepalive_interval=15, keepalive_count_max=3,
-            allow_scp=False, agent_forwarding=False, x11_forwarding=False)
+            allow_scp=False, agent_forwarding=False, x11_forwarding=False, password_auth=False,
+            kbdint_auth=False, gss_host=None)
+        log.info("hub listening on %s:%d; client ports bind on %s", self.settings.host, self.port,
+                 self.settings.bind)
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        for sessions in list(self.sessions.values()):
+            for session in list(sessions):
+                if session.conn is not None:
+                    session.conn.close()
+
+    # ------------------------------------------------------------------ sessions
+
+    def _attach(self, session: _HubSession) -> None:
+        self.sessions.setdefault(session.user, []).append(session)
+        self.registry.seen(session.user)
+        log.info("hub: client %s connected from %s", session.user, session.peer)
+
+    def _detach(self, session: _HubSession) -> None:
+        for port, forward in list(self.forwards.items()):
+            if forward.session is session:
+                forward.listener.close()
+                del self.forwards[port]
+        if session in self.sessions.get(session.user, []):
+            self.sessions[session.user].remove(session)
+            log.info("hub: client %s from %s disconnected", session.user, session.peer)
+
+    def disconnect(self, client_id: str, reason: str) -> int:
+        """End every live session of a client at once (change 0, remove, a replaced key)."""
+        sessions = list(self.sessions.get(client_id, []))
+        for session in sessions:
+            log.warning("hub: ending session of %s from %s: %s", client_id, session.peer, reason)
+            if session.conn is not None:
+                session.conn.disconnect(asyncssh.DISC_BY_APPLICATION, reason)
+        return len(sessions)
+
+    def forwards_of(self, client_id: str) -> list[HubForward]:
+        return sorted((f for f in self.forwards.values() if f.session.user == client_id), key=lambda f: f.port)
+
+    # ------------------------------------------------------------------ policy
+
+    def _refuse(self, session: _HubSession, what: str) -> None:
+        log.warning("hub refused %s for client %s from %s", what, session.user, session.peer)
+
+    async def _auth_failed(self, session: _HubSession, username: str, key_fp: str, reason: str) -> None:
+        address = session.peer.rsplit(":", 1)[0]
+        record = self._failures.get(address)
+        now = time.monotonic()
+        if record is None or now - record.last > FAILURE_WINDOW:
+            record = self._failures[address] = _Failures()
+        record.count += 1
+        record.last = now
+        log.warning("hub refused auth for %s from %s with key %s: %s (failure %d)", username, session.peer,
+                    key_fp, reason, record.count)
+        if record.count > 3:  # slow down whoever keeps trying
+            await asyncio.sleep(min(MAX_AUTH_DELAY, 0.25 * 2 ** (record.count - 4)))
+
+    async def _listen(self, session: _HubSession, listen_host: str, listen_port: int):
+        client = self.registry.get(session.user)
+        if client is None or not client.enabled:
+            self._refuse(session, f"port {listen_port}: client no longer enabled")
+            return False
+        if listen_port == 0:
+            mine = {f.port for f in self.forwards_of(client.id)}
+            free = [p for p in client.ports if p not in mine]
+            if not free:
+                self._refuse(session, f"port 0: all {len(client.ports)} of its ports are forwarded already")
+                return False
+            port = free[0]
+        elif listen_port in client.ports:
+            port = listen_port
+        else:
+            self._refuse(session, f"port {listen_port}: not one of its ports "
+                                  f"({_ranges(client.ports) or 'none: quota 0'})")
+            return False
+        held = self.forwards.get(port)
+        if held is not None:
+            if held.session is session:
+                self._refuse(session, f"port {port}: already forwarded by this session")
+                return False
+            # The same client again: its newest session wins; the old one is most likely dead.
+            log.warning("hub: client %s from %s takes port %d over from its older session from %s",
+                        session.user, session.peer, port, held.session.peer)
+            old = held.session
+            self._detach(old)
+            if old.conn is not None:
+                old.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "replaced by a newer session of this client")
+        conn = session.conn
+        assert conn is not None
+        record: dict[str, HubForward] = {}
+
+        async def tunnel(session_factory, orig_host, orig_port):
+            record["forward"].total += 1
+            # The client matches incoming channels on the exact host and port it asked for (for port 0: the
+            # port it was given).
+            return await conn.create_connection(session_factory, listen_host, port, orig_host, orig_port)
+
+        try:
+            listener = await create_tcp_forward_listener(conn, asyncio.get_running_loop(), tunnel,
+                                                         self.settings.bind, port)
+        except OSError as exc:
+            self._refuse(session, f"port {port}: cannot listen on {self.settings.bind}: {exc.strerror or exc}")
+            return False
+        record["forward"] = self.forwards[port] = HubForward(session, listener, port, listen_host)
+        log.info("hub: client %s forwards %s:%d", session.user, self.settings.bind, port)
+        return listener
+
+
+def _ranges(ports: list[int]) -> str:
+    """[2200, 2201, 2202, 2210] -> '2200-2202, 2210'."""
+    runs: list[list[int]] = []
+    for port in sorted(ports):
+        if runs and runs[-1][1] == port - 1:
+            runs[-1][1] = port
+        else:
+            runs.append([port, port])
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs)

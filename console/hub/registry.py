@@ -1,0 +1,126 @@
+"""The hub's clients (tinydb, in the store): client_id, public key, quota and the ports reserved for it.
+
+Each client holds `quota` ports from the hub's range at once, so an operator can tell a customer its ports in
+advance. Quota 0 disables a client: its ports go back to the pool, its record and key stay.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+from tinydb import Query
+
+from console.core.clock import utc_iso
+from console.core.errors import OperationFailed, UsageError
+from console.core.keys import fingerprint, parse_public_key
+from console.core.store import Store
+
+CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass
+class Client:
+    id: str
+    key: str                      # "ssh-ed25519 AAAA..." (no comment)
+    fingerprint: str
+    quota: int
+    ports: list[int] = field(default_factory=list)
+    created: str = ""
+    last_seen: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.quota > 0
+
+
+class Registry:
+    def __init__(self, store: Store, port_range: tuple[int, int], default_quota: int = 20) -> None:
+        self.table = store.db.table("clients")
+        self.low, self.high = port_range
+        self.default_quota = default_quota
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, client_id: str) -> Client | None:
+        row = self.table.get(Query().id == client_id)
+        return Client(**row) if row else None
+
+    def require(self, client_id: str) -> Client:
+        client = self.get(client_id)
+        if client is None:
+            raise UsageError(f"no client {client_id!r} (see `sop-console clients list`)")
+        return client
+
+    def all(self) -> list[Client]:
+        return sorted((Client(**row) for row in self.table.all()), key=lambda c: c.id)
+
+    def by_key(self, key_body: str) -> Client | None:
+        row = self.table.get(Query().key == key_body)
+        return Client(**row) if row else None
+
+    # ------------------------------------------------------------------ changing
+
+    def _save(self, client: Client) -> None:
+        self.table.upsert(asdict(client), Query().id == client.id)
+
+    def _free_ports(self, count: int) -> list[int]:
+        taken = {p for c in self.all() for p in c.ports}
+        free = []
+        for port in range(self.low, self.high + 1):
+            if port not in taken:
+                free.append(port)
+                if len(free) == count:
+                    return free
+        raise OperationFailed(f"the port range {self.low}-{self.high} has only {len(free)} free port(s), "
+                              f"{count} needed: widen hub.ports or lower a quota")
+
+    def add(self, client_id: str, public_key: str, *, quota: int | None = None, replace: bool = False) -> Client:
+        if not CLIENT_ID.match(client_id):
+            raise UsageError(f"client_id must be 1-64 letters, digits, '_', '.', '-', got {client_id!r}")
+        key = parse_public_key(public_key)
+        if key is None:
+            raise UsageError("not an OpenSSH public key (expected a line like ssh-ed25519 AAAA...)")
+        body = " ".join(public_key.split()[:2])
+        other = self.by_key(body)
+        if other is not None and other.id != client_id:
+            raise UsageError(f"that key already belongs to client {other.id!r}: every client needs its own key")
+        existing = self.get(client_id)
+        if existing is not None and not replace:
+            raise UsageError(f"client {client_id!r} exists: pass -f to replace its key (its sessions end)")
+        if existing is not None:
+            existing.key, existing.fingerprint = body, fingerprint(key)
+            if quota is not None:
+                self._resize(existing, quota)
+            self._save(existing)
+            return existing
+        quota = self.default_quota if quota is None else quota
+        if quota < 0:
+            raise UsageError("quota must be 0 or more")
+        client = Client(client_id, body, fingerprint(key), quota, self._free_ports(quota) if quota else [],
+                        created=utc_iso())
+        self._save(client)
+        return client
+
+    def _resize(self, client: Client, quota: int) -> None:
+        if quota < 0:
+            raise UsageError("quota must be 0 or more")
+        if quota > len(client.ports):
+            client.ports = sorted(client.ports + self._free_ports(quota - len(client.ports)))
+        else:
+            client.ports = client.ports[:quota]  # the highest ports go back to the pool
+        client.quota = quota
+
+    def change(self, client_id: str, quota: int) -> Client:
+        client = self.require(client_id)
+        self._resize(client, quota)
+        self._save(client)
+        return client
+
+    def remove(self, client_id: str) -> Client:
+        client = self.require(client_id)
+        self.table.remove(Query().id == client_id)
+        return client
+
+    def seen(self, client_id: str) -> None:
+        self.table.update({"last_seen": utc_iso()}, Query().id == client_id)

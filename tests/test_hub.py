@@ -1,0 +1,189 @@
+"""The hub against the real OpenSSH client (ssh -N -R): a client gets its own ports and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import asyncssh
+import pytest
+from conftest import EchoServer, eventually, roundtrip, run
+
+from console.core.keys import load_or_create_key
+from console.core.paths import StatePaths
+from console.core.store import Store
+from console.demo import _free_range
+from console.hub.registry import Registry
+from console.hub.server import Hub, HubSettings
+
+
+class World:
+    def __init__(self, tmp: Path, state: StatePaths) -> None:
+        self.tmp = tmp
+        self.registry = Registry(Store(state.root / "hub.json"), _free_range(12), default_quota=3)
+        self.hub = Hub(HubSettings(), self.registry, load_or_create_key(state.keys_dir / "hub_ed25519", "hub"))
+
+    def client_key(self, name: str) -> Path:
+        path = self.tmp / f"{name}_key"
+        if not path.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+        return path
+
+    def register(self, client_id: str, quota: int | None = None):
+        key = self.client_key(client_id)
+        return self.registry.add(client_id, key.with_suffix(".pub").read_text(), quota=quota)
+
+    async def ssh(self, client_id: str, *args: str, key: str | None = None) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            "ssh", "-i", str(self.client_key(key or client_id)), "-p", str(self.hub.port),
+            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={self.tmp}/kh",
+            "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes", *args, f"{client_id}@127.0.0.1",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"})
+
+
+def hub_test(body):
+    def wrapper(tmp_path, state):
+        async def main():
+            world = World(tmp_path, state)
+            await world.hub.start()
+            try:
+                await body(world)
+            finally:
+                await world.hub.close()
+        run(main())
+    wrapper.__name__ = body.__name__
+    return wrapper
+
+
+async def finished(proc: asyncio.subprocess.Process, timeout: float = 10) -> tuple[int, str]:
+    _, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode, err.decode()
+
+
+@hub_test
+async def test_own_ports_relay_others_are_refused(world):
+    client = world.register("acme")
+    async with EchoServer() as echo:
+        ok = await world.ssh("acme", "-N", "-R", f"127.0.0.1:{client.ports[1]}:127.0.0.1:{echo.port}")
+        try:
+            await eventually(lambda: client.ports[1] in world.hub.forwards, what="forward up")
+            assert await roundtrip(client.ports[1], b"through the hub") == b"through the hub"
+            assert world.hub.forwards[client.ports[1]].total == 1
+            outside = max(world.registry.high, client.ports[-1]) + 1
+            other_clients_port = world.register("other").ports[0]
+            for port in (outside, other_clients_port):
+                code, err = await finished(await world.ssh("acme", "-N", "-R", f"127.0.0.1:{port}:127.0.0.1:9"))
+                assert code != 0 and "remote port forwarding failed" in err
+        finally:
+            ok.kill()
+            await ok.wait()
+
+
+@hub_test
+async def test_port_zero_gets_the_next_free_own_port_and_the_quota_holds(world):
+    client = world.register("acme", quota=2)
+    procs = []
+    try:
+        for expected in client.ports:
+            proc = await world.ssh("acme", "-N", "-R", "0:127.0.0.1:9")
+            procs.append(proc)
+            await eventually(lambda expected=expected: expected in world.hub.forwards, what=f"port {expected}")
+        code, err = await finished(await world.ssh("acme", "-N", "-R", "0:127.0.0.1:9"))
+        assert code != 0 and "remote port forwarding failed" in err  # a third port is over the quota
+    finally:
+        for proc in procs:
+            proc.kill()
+            await proc.wait()
+
+
+@hub_test
+async def test_no_shell_exec_or_local_forward_and_unknown_keys_refused(world):
+    world.register("acme")
+    code, _ = await finished(await world.ssh("acme", "true"))
+    assert code != 0
+    code, _ = await finished(await world.ssh("acme", "-W", "127.0.0.1:22"))
+    assert code != 0
+    code, err = await finished(await world.ssh("acme", "-N", "-R", "0:127.0.0.1:9", key="stranger"))
+    assert code == 255 and "Permission denied" in err
+    code, err = await finished(await world.ssh("nobody", "-N", "-R", "0:127.0.0.1:9", key="acme"))
+    assert code == 255 and "Permission denied" in err
+
+
+@pytest.mark.parametrize("how", ["change 0", "remove"])
+def test_disable_or_remove_ends_live_sessions_within_a_second(tmp_path, state, how):
+    @hub_test
+    async def body(world):
+        client = world.register("acme")
+        proc = await world.ssh("acme", "-N", "-R", f"127.0.0.1:{client.ports[0]}:127.0.0.1:9")
+        await eventually(lambda: client.ports[0] in world.hub.forwards)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if how == "change 0":
+            assert world.registry.change("acme", 0).ports == []
+        else:
+            world.registry.remove("acme")
+        world.hub.disconnect("acme", f"client {how}")
+        await asyncio.wait_for(proc.wait(), 1.0)
+        assert loop.time() - started < 1.0
+        assert client.ports[0] not in world.hub.forwards
+        code, err = await finished(await world.ssh("acme", "-N", "-R", "0:127.0.0.1:9"))
+        assert code == 255 and "Permission denied" in err  # and it cannot come back
+        if how == "change 0":
+            assert world.registry.get("acme").key  # the record and key stay
+
+    body(tmp_path, state)
+
+
+@hub_test
+async def test_a_new_session_takes_over_ports_from_a_dead_one(world):
+    client = world.register("acme")
+    async with EchoServer() as echo:
+        forward = f"127.0.0.1:{client.ports[0]}:127.0.0.1:{echo.port}"
+        old = await world.ssh("acme", "-N", "-R", forward)
+        await eventually(lambda: client.ports[0] in world.hub.forwards)
+        old_session = world.hub.forwards[client.ports[0]].session
+        old.send_signal(signal.SIGSTOP)  # a peer that died without a FIN: its session still holds the port
+        try:
+            new = await world.ssh("acme", "-N", "-R", forward)
+            started = asyncio.get_running_loop().time()
+            await eventually(lambda: client.ports[0] in world.hub.forwards
+                             and world.hub.forwards[client.ports[0]].session is not old_session, timeout=5,
+                             what="takeover")
+            assert old_session not in world.hub.sessions.get("acme", [])  # the old session was closed
+            assert asyncio.get_running_loop().time() - started < 2
+            assert await roundtrip(client.ports[0], b"new session") == b"new session"
+            assert new.returncode is None  # the new session kept its forward (ExitOnForwardFailure)
+        finally:
+            old.send_signal(signal.SIGCONT)
+            for proc in (old, new):
+                proc.kill()
+                await proc.wait()
+
+
+def test_registry_allocates_reserves_and_returns_ports(tmp_path, state):
+    registry = Registry(Store(state.root / "r.json"), (3000, 3009), default_quota=4)
+    def key(name: str) -> str:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True)
+        return (tmp_path / f"{name}.pub").read_text()
+
+    a = registry.add("a", key("a"))
+    b = registry.add("b", key("b"), quota=3)
+    assert a.ports == [3000, 3001, 3002, 3003] and b.ports == [3004, 3005, 3006]
+    with pytest.raises(Exception, match="only 3 free"):
+        registry.add("c", key("c"), quota=4)
+    assert registry.change("a", 2).ports == [3000, 3001]
+    assert registry.change("a", 0).ports == [] and not registry.get("a").enabled
+    assert registry.add("c", key("c2"), quota=5).ports == [3000, 3001, 3002, 3003, 3007]
+    with pytest.raises(Exception, match="already belongs to client 'c'"):
+        registry.add("d", (tmp_path / "c2.pub").read_text())
+    with pytest.raises(Exception, match="exists"):
+        registry.add("b", key("b2"))
+    assert re.match(r"SHA256:", registry.add("b", key("b3"), replace=True).fingerprint)
+    registry.remove("c")
+    assert registry.get("c") is None
+    assert registry.change("b", 6).ports == [3000, 3001, 3002, 3004, 3005, 3006]  # it keeps the ports it had
