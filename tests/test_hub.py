@@ -9,7 +9,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-import asyncssh
 import pytest
 from conftest import EchoServer, eventually, roundtrip, run
 

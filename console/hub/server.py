@@ -37,7 +37,7 @@ class HubSettings:
 
 @dataclass
 class HubForward:
-    session: "_HubSession"
+    session: _HubSession
     listener: asyncssh.SSHListener
     port: int
     requested: str            # the listen host the client asked for
@@ -51,7 +51,7 @@ class _Failures:
 
 
 class _HubSession(asyncssh.SSHServer):
-    def __init__(self, hub: "Hub") -> None:
+    def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.conn: asyncssh.SSHServerConnection | None = None
         self.user = "?"
