@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from console import __version__
 from console.core.config import Config, load_config
-from console.core.errors import EXIT_FAILED, EXIT_OK, ConfigError, ConsoleError, UsageError
+from console.core.errors import EXIT_FAILED, EXIT_OK, ConfigError, ConsoleError, DaemonNotRunning, UsageError
 from console.core.paths import StatePaths, config_path, state_dir
 
 EPILOG = """\
@@ -85,6 +85,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="print status and log instead of the console, and stop after this long")
     p.add_argument("--plain", action="store_true", help="print status and log instead of opening the console")
+    clients = command("clients", "the hub's clients: add, list, change, remove, export-authorized-keys")
+    csub = clients.add_subparsers(dest="clients_command", metavar="ACTION")
+    p = csub.add_parser("add", parents=[common], help="register a client; without --pub-key, print a new private key")
+    p.add_argument("client_id", metavar="CLIENT_ID")
+    p.add_argument("--pub-key", metavar="FILE", help="the customer's own public key")
+    p.add_argument("-f", "--force", action="store_true", help="replace an existing client's key (its sessions end)")
+    p.add_argument("--quota", type=int, metavar="N", help="ports to reserve (default: hub.default_quota)")
+    p = csub.add_parser("list", parents=[common], help="clients, their ports, what they forward now")
+    p.add_argument("client_id", nargs="?", metavar="CLIENT_ID")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = csub.add_parser("change", parents=[common], help="set a client's quota; 0 disables it at once")
+    p.add_argument("quota", type=int, metavar="N")
+    p.add_argument("client_id", metavar="CLIENT_ID")
+    p = csub.add_parser("remove", parents=[common], help="remove a client: sessions end, ports return to the pool")
+    p.add_argument("client_id", metavar="CLIENT_ID")
+    csub.add_parser("export-authorized-keys", parents=[common],
+                    help="authorized_keys lines that give a plain OpenSSH server the same limits")
+    hub = command("hub", "the hub itself")
+    hub_sub = hub.add_subparsers(dest="hub_command", metavar="ACTION")
+    hub_sub.add_parser("key", parents=[common], help="print the hub's host key and fingerprint (made on first use)")
     p = command("console", "open the console (also what `sop-console` with no command does)")
     p.add_argument("--theme", choices=("sop", "dark", "light"), help="override console.theme from the config")
     return parser
@@ -304,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "check": cmd_check, "daemon": cmd_daemon, "status": cmd_status, "start": cmd_unit_action,
         "stop": cmd_unit_action, "restart": cmd_unit_action, "trust": cmd_trust, "log": cmd_log,
-        "demo": cmd_demo, "console": cmd_console,
+        "demo": cmd_demo, "console": cmd_console, "clients": cmd_clients, "hub": cmd_hub,
     }
     try:
         if args.command == "key":
@@ -330,3 +350,88 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"sop-console: internal error: {type(exc).__name__}: {exc} (run with -v for details)", file=sys.stderr)
         return EXIT_FAILED
+
+
+# ---------------------------------------------------------------------- the hub's clients
+
+
+def _clients_call(ctx: _Context, **args: Any) -> Any:
+    """Through the daemon when it runs (live sessions end at once), else on the store directly."""
+    from console.control.client import ControlClient
+
+    async def via_daemon() -> Any:
+        async with ControlClient(ctx.paths.control_socket) as client:
+            return await client.request("clients", **args)
+
+    try:
+        return asyncio.run(via_daemon())
+    except DaemonNotRunning:
+        pass
+    from console.core.store import Store
+    from console.hub.admin import ClientsAdmin
+    from console.hub.registry import Registry
+
+    config = ctx.config()
+    if config.hub is None:
+        raise UsageError(f"no hub: section in {config.source}")
+    store = Store(ctx.paths.prepare().database)
+    try:
+        return ClientsAdmin(Registry(store, (config.hub.port_low, config.hub.port_high),
+                                     config.hub.default_quota)).call(args)
+    finally:
+        store.close()
+
+
+def cmd_clients(ctx: _Context) -> int:
+    a = ctx.args
+    if a.clients_command == "add":
+        pub = None
+        if a.pub_key:
+            try:
+                pub = Path(a.pub_key).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"cannot read {a.pub_key}: {exc.strerror or exc}") from None
+        result = _clients_call(ctx, action="add", id=a.client_id, pub_key=pub, quota=a.quota, force=a.force or None)
+        client = result["client"]
+        print(f"client {client['id']}: quota {client['quota']}, ports {client['port_ranges'] or 'none'}, "
+              f"key {client['fingerprint']}", file=sys.stderr)
+        if result["private_key"]:
+            print(f"# the private key of {client['id']}, shown this once: hand it over securely; "
+                  "nothing keeps it", file=sys.stderr)
+            print(result["private_key"], end="")
+    elif a.clients_command == "list":
+        result = _clients_call(ctx, action="list", id=a.client_id)
+        if a.json:
+            print(json.dumps(result, indent=2))
+        else:
+            for c in result["clients"]:
+                state = "enabled" if c["enabled"] else "disabled"
+                live = ", ".join(str(f["port"]) for f in c["forwards"]) or "-"
+                print(f"{c['id']:<16} {state:<8} quota {c['quota']:<3} ports {c['port_ranges'] or '-':<12} "
+                      f"{'connected' if c['connected'] else 'offline':<9} forwarded {live}  "
+                      f"last seen {c['last_seen'] or 'never'}")
+            if not result["clients"]:
+                print("no clients")
+    elif a.clients_command == "change":
+        c = _clients_call(ctx, action="change", quota=a.quota, id=a.client_id)
+        print(f"{c['id']}: " + (f"quota {c['quota']}, ports {c['port_ranges']}" if c["enabled"]
+                                 else "disabled (quota 0): sessions ended, record and key kept"))
+    elif a.clients_command == "remove":
+        c = _clients_call(ctx, action="remove", id=a.client_id)
+        print(f"{c['id']} removed: sessions ended, ports {c['port_ranges'] or '-'} back in the pool")
+    elif a.clients_command == "export-authorized-keys":
+        for line in _clients_call(ctx, action="export"):
+            print(line)
+    else:
+        raise UsageError("clients needs an action: add, list, change, remove, export-authorized-keys")
+    return EXIT_OK
+
+
+def cmd_hub(ctx: _Context) -> int:
+    from console.core.keys import fingerprint, load_or_create_key, public_line
+
+    key = load_or_create_key(ctx.paths.prepare().hub_key, "sop-console-hub")
+    print("# the hub's host key: pin it in the clients' server.host_key")
+    print(public_line(key))
+    print(fingerprint(key))
+    return EXIT_OK

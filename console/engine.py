@@ -37,6 +37,8 @@ class Engine:
         self.known_hosts = KnownHosts(paths.known_hosts)
         self.env = WorkerEnv(paths, self.bus, self.tunnel_log, self.store, self.known_hosts)
         self.workers: dict[str, UnitWorker] = {}
+        self.hub = None        # console.hub.server.Hub when the config has a hub: section
+        self.clients = None    # console.hub.admin.ClientsAdmin for it
 
     def _on_log_line(self, line: str) -> None:
         if self._echo:
@@ -46,9 +48,30 @@ class Engine:
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
+        if self.config.hub is not None:
+            await self._start_hub()
         for unit in self.config.units.values():
             self._add_worker(unit)
         self.tunnel_log.write("engine", f"engine up with {len(self.workers)} unit(s): {', '.join(self.workers) or 'none'}")
+
+    async def _start_hub(self) -> None:
+        from console.core.keys import load_or_create_key
+        from console.hub.admin import ClientsAdmin
+        from console.hub.registry import Registry
+        from console.hub.server import Hub, HubSettings
+
+        settings = self.config.hub
+        registry = Registry(self.store, (settings.port_low, settings.port_high), settings.default_quota)
+        key = await asyncio.to_thread(load_or_create_key, self.paths.hub_key, "sop-console-hub")
+        self.hub = Hub(HubSettings(settings.listen_host, settings.listen_port, settings.bind), registry, key)
+        try:
+            await self.hub.start()
+        except OSError as exc:
+            raise OperationFailed(f"the hub cannot listen on {settings.listen_host}:{settings.listen_port}: "
+                                  f"{exc.strerror or exc}") from None
+        self.clients = ClientsAdmin(registry, self.hub)
+        self.tunnel_log.write("hub", f"hub listening on {settings.listen_host}:{self.hub.port}, client ports "
+                                     f"{settings.port_low}-{settings.port_high} on {settings.bind}")
 
     def _add_worker(self, unit: UnitConfig) -> UnitWorker:
         worker = UnitWorker(unit, self.config.tunnel, self.env)
@@ -64,6 +87,8 @@ class Engine:
         if workers:
             await asyncio.wait([asyncio.create_task(w.stop("Stopped: daemon shutting down")) for w in workers],
                                timeout=STOP_DEADLINE)
+        if self.hub is not None:
+            await self.hub.close()
         self.tunnel_log.write("engine", "engine stopped")
         self.tunnel_log.close()
         self.store.close()
@@ -73,6 +98,9 @@ class Engine:
         changes = []
         old = self.config
         self.config = config
+        if old.hub != config.hub:
+            changes.append("hub settings changed: restart the daemon to apply them")
+            self.config = Config(**{**config.__dict__, "hub": old.hub})
         for name in list(self.workers):
             if name not in config.units:
                 await self.workers.pop(name).stop("Stopped: removed from the configuration")

@@ -63,10 +63,21 @@ def test_example_config_is_valid_and_documents_every_option():
     assert set(cfg.units) == {"master", "clone"}
     text = example.read_text()
     for option in ("host:", "port:", "host_key_policy:", "host_key:", "keepalive_interval:", "keepalive_count_max:",
-                   "retry_min:", "retry_max:", "connect_timeout:", "theme:", "username:", "remote_port:", "remote_bind:",
+                   "retry_min:", "retry_max:", "connect_timeout:", "theme:", "listen:", "ports:", "default_quota:",
+                   "bind:", "username:", "remote_port:", "remote_bind:",
                    "local:", "target:", "ssh_port:", "http_port:", "app_port:", "app_target_port:", "max_bytes:",
                    "backups:"):
         assert option in text, option
+
+
+def test_hub_section():
+    cfg = parse_config("hub: {listen: '127.0.0.1:2222', ports: 3000-3099, default_quota: 5}\n", "c.yaml")
+    assert (cfg.hub.listen_port, cfg.hub.port_low, cfg.hub.port_high, cfg.hub.default_quota, cfg.hub.bind) == \
+        (2222, 3000, 3099, 5, "127.0.0.1")
+    assert parse_config("", "c.yaml").hub is None
+    found = problems("hub:\n  listen: nowhere\n  ports: 5000-4000\n  default_quota: 500\n")
+    assert "console.yaml:2: hub.listen: must be address:port, such as 0.0.0.0:2222, got 'nowhere'" in found
+    assert any(p.startswith("console.yaml:3: hub.ports: must be a range LOW-HIGH") for p in found)
 
 
 def test_empty_and_unitless_configs_are_valid():

@@ -186,3 +186,110 @@ def test_registry_allocates_reserves_and_returns_ports(tmp_path, state):
     registry.remove("c")
     assert registry.get("c") is None
     assert registry.change("b", 6).ports == [3000, 3001, 3002, 3004, 3005, 3006]  # it keeps the ports it had
+
+
+def _cli(state: Path, config: Path, *args: str, input: str | None = None):
+    import sys
+    return subprocess.run([sys.executable, "-m", "console", "--state-dir", str(state), "--config", str(config),
+                           *args], capture_output=True, text=True, input=input, timeout=30)
+
+
+def test_customer_life_cycle_through_the_daemon_and_the_cli(tmp_path):
+    """add (private key shown once) -> the customer connects with it -> list -> change 0 -> remove."""
+    import json
+    import sys
+    import time
+
+    from sshd import free_port
+
+    state, config = tmp_path / "state", tmp_path / "console.yaml"
+    low, high = _free_range(8)
+    hub_port = free_port()
+    config.write_text(f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: 3}}\n")
+    # Without a daemon the registry is edited directly; the daemon then serves it.
+    added = _cli(state, config, "clients", "add", "acme")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("-----BEGIN OPENSSH PRIVATE KEY-----") and f"ports {low}-{low + 2}" in added.stderr
+    key = tmp_path / "acme_key"
+    key.write_text(added.stdout)
+    key.chmod(0o600)
+    assert "PRIVATE" not in (state / "store.json").read_text()  # the hub does not keep it
+    daemon = subprocess.Popen([sys.executable, "-m", "console", "--state-dir", str(state), "--config", str(config),
+                               "daemon"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ssh = None
+    try:
+        deadline = time.monotonic() + 10
+        while not (state / "control.sock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ssh = subprocess.Popen(["ssh", "-N", "-i", str(key), "-p", str(hub_port), "-o", "BatchMode=yes",
+                                "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp_path}/kh",
+                                "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes",
+                                "-R", "0:127.0.0.1:9", "acme@127.0.0.1"],
+                               stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            listing = json.loads(_cli(state, config, "clients", "list", "--json").stdout)
+            if listing["clients"][0]["forwards"]:
+                break
+            time.sleep(0.1)
+        (acme,) = listing["clients"]
+        assert acme["id"] == "acme" and acme["enabled"] and acme["connected"] and acme["quota"] == 3
+        assert acme["forwards"][0]["port"] == low and acme["forwards"][0]["destination"] is None
+        assert set(acme) >= {"id", "quota", "enabled", "ports", "connected", "forwards", "fingerprint", "last_seen"}
+
+        started = time.monotonic()
+        changed = _cli(state, config, "clients", "change", "0", "acme")
+        assert changed.returncode == 0 and "disabled" in changed.stdout
+        ssh.wait(timeout=2)
+        assert time.monotonic() - started < 2.0  # including the CLI's own start; the hub ends it at once
+        assert json.loads(_cli(state, config, "clients", "list", "--json").stdout)["clients"][0]["ports"] == []
+        removed = _cli(state, config, "clients", "remove", "acme")
+        assert removed.returncode == 0 and json.loads(
+            _cli(state, config, "clients", "list", "--json").stdout)["clients"] == []
+        hub_key = _cli(state, config, "hub", "key")
+        assert hub_key.returncode == 0 and "ssh-ed25519 " in hub_key.stdout and "SHA256:" in hub_key.stdout
+    finally:
+        for proc in (ssh, daemon):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(5)
+
+
+def test_exported_authorized_keys_are_enforced_by_a_real_sshd(sshd, tmp_path, state):
+    from conftest import me
+    from sshd import free_port
+
+    from console.hub.admin import ClientsAdmin
+
+    low, high = _free_range(6)
+    registry = Registry(Store(state.root / "hub.json"), (low, high), default_quota=2)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    registry.add("acme", (tmp_path / "k.pub").read_text())
+    lines = ClientsAdmin(registry).export_authorized_keys()
+    assert lines[0].startswith(f'restrict,port-forwarding,permitlisten="{low}",permitlisten="{low + 1}"')
+    sshd.authorize(me(), "\n".join(lines))
+    base = ["ssh", "-i", str(tmp_path / "k"), "-p", str(sshd.port), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp_path}/kh", "-o", "ExitOnForwardFailure=yes"]
+    own = subprocess.Popen([*base, "-N", "-R", f"127.0.0.1:{low}:127.0.0.1:9", f"{me()}@127.0.0.1"],
+                           stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        import socket
+        import time
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", low), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("own port never listened")
+        other = subprocess.run([*base, "-N", "-R", f"127.0.0.1:{free_port()}:127.0.0.1:9", f"{me()}@127.0.0.1"],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+        assert other.returncode != 0 and "remote port forwarding failed" in other.stderr
+        shell = subprocess.run([*base, f"{me()}@127.0.0.1", "echo", "hello"], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=10)
+        assert shell.returncode != 0 and "hello" not in shell.stdout
+    finally:
+        own.terminate()
+        own.wait(5)

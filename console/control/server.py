@@ -113,6 +113,10 @@ class ControlServer:
                 result = await engine.trust(unit, who, args.get("fingerprint"), bool(args.get("replace")))
             elif op == "reload":
                 result = await self._reload()
+            elif op == "clients":
+                if engine.clients is None:
+                    raise UsageError("this daemon runs no hub: add a hub: section to the config")
+                result = engine.clients.call(args)
             elif op == "ping":
                 result = {"pid": os.getpid()}
             else:

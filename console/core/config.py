@@ -54,6 +54,16 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class HubConfig:
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 2222
+    port_low: int = 2200
+    port_high: int = 5199
+    default_quota: int = 20
+    bind: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class ConsoleSettings:
     theme: str = "sop"
 
@@ -86,6 +96,7 @@ class Config:
     tunnel: TunnelConfig = TunnelConfig()
     log: LogConfig = LogConfig()
     console: ConsoleSettings = ConsoleSettings()
+    hub: HubConfig | None = None
     source: str = "<defaults>"
 
     def unit(self, name: str) -> UnitConfig:
@@ -378,7 +389,7 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
     if data is None:
         raise ConfigError(syntax)
     check = _Checker(source, lines)
-    top = check.mapping(data, "", ("server", "tunnel", "units", "log", "console"))
+    top = check.mapping(data, "", ("server", "tunnel", "units", "log", "console", "hub"))
 
     server = None
     if top.get("server") is not None:
@@ -421,10 +432,32 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
         units = {n: units[n] for n in UNIT_NAMES if n in units}
 
     _check_port_clash(check, units)
+    hub = _hub(check, top["hub"]) if "hub" in top else None
     problems = syntax + check.formatted()
     if problems:
         raise ConfigError(problems)
-    return Config(units=units, server=server, tunnel=tunnel, log=log, console=console, source=source)
+    return Config(units=units, server=server, tunnel=tunnel, log=log, console=console, hub=hub, source=source)
+
+
+def _hub(check: _Checker, raw: Any) -> HubConfig:
+    data = check.mapping(raw, "hub", ("listen", "ports", "default_quota", "bind"))
+    hub = HubConfig()
+    listen_text = check.string(data, "listen", "hub", "0.0.0.0:2222") or "0.0.0.0:2222"
+    listen = split_host_port(listen_text)
+    if listen is None:
+        check.problem("hub.listen", f"must be address:port, such as 0.0.0.0:2222, got {listen_text!r}")
+        listen = (hub.listen_host, hub.listen_port)
+    ports_text = str(data.get("ports", "2200-5199"))
+    match = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", ports_text)
+    low, high = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if not match or not 1 <= low <= high <= 65535:
+        check.problem("hub.ports", f"must be a range LOW-HIGH within 1-65535, such as 2200-5199, got {ports_text!r}")
+        low, high = hub.port_low, hub.port_high
+    quota = check.integer(data, "default_quota", "hub", 20, 1, 65535, zero_ok=True)
+    if quota > high - low + 1:
+        check.problem("hub.default_quota", f"must fit the range ({high - low + 1} ports), got {quota}")
+    bind = _check_host(check, check.string(data, "bind", "hub", "127.0.0.1"), "hub.bind") or "127.0.0.1"
+    return HubConfig(listen[0], listen[1], low, high, quota, bind)
 
 
 def _check_port_clash(check: _Checker, units: dict[str, UnitConfig]) -> None:

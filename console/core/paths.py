@@ -68,6 +68,10 @@ class StatePaths:
         return self.keys_dir / f"{unit}_ed25519"
 
     @property
+    def hub_key(self) -> Path:
+        return self.keys_dir / "hub_ed25519"
+
+    @property
     def known_hosts(self) -> Path:
         return self.root / "known_hosts"
 

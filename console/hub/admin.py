@@ -1,0 +1,89 @@
+"""The operator's client life cycle (the seed's ke_manage_remote_networks): add, list, change, remove, export.
+
+One class for both paths: inside the daemon (with the live hub, so sessions end at once) and in the CLI when no
+daemon runs (the registry alone). Answers are plain dicts, ready for JSON.
+"""
+
+from __future__ import annotations
+
+import asyncssh
+
+from console.core.errors import UsageError
+from console.core.keys import public_line
+from console.hub.registry import Client, Registry
+from console.hub.server import Hub, _ranges
+
+
+class ClientsAdmin:
+    def __init__(self, registry: Registry, hub: Hub | None = None) -> None:
+        self.registry = registry
+        self.hub = hub
+
+    def call(self, args: dict):
+        """One request, as the control socket and the CLI carry it: {"action": ..., ...}."""
+        action = args.get("action")
+        if action == "add":
+            return self.add(args["id"], args.get("pub_key"), args.get("quota"), bool(args.get("force")))
+        if action == "list":
+            return self.list(args.get("id"))
+        if action == "change":
+            return self.change(int(args["quota"]), args["id"])
+        if action == "remove":
+            return self.remove(args["id"])
+        if action == "export":
+            return self.export_authorized_keys()
+        raise UsageError(f"unknown clients action {action!r}")
+
+    def add(self, client_id: str, pub_key: str | None = None, quota: int | None = None,
+            force: bool = False) -> dict:
+        """Register a client. Without pub_key a key pair is made and the private key is returned once:
+        nothing keeps it (the hub stores only the public half)."""
+        private = None
+        if pub_key is None:
+            key = asyncssh.generate_private_key("ssh-ed25519", comment=client_id)
+            private = key.export_private_key("openssh").decode()
+            pub_key = public_line(key, client_id)
+        replaced = self.registry.get(client_id) is not None
+        client = self.registry.add(client_id, pub_key, quota=quota, replace=force)
+        if replaced and self.hub is not None:
+            self.hub.disconnect(client_id, "the client's key was replaced")
+        return {"client": self._describe(client), "private_key": private}
+
+    def change(self, quota: int, client_id: str) -> dict:
+        before = set(self.registry.require(client_id).ports)
+        client = self.registry.change(client_id, quota)
+        if self.hub is not None and before - set(client.ports):
+            self.hub.disconnect(client_id, "disabled (quota 0)" if quota == 0 else "its quota was lowered")
+        return self._describe(client)
+
+    def remove(self, client_id: str) -> dict:
+        client = self.registry.remove(client_id)
+        if self.hub is not None:
+            self.hub.disconnect(client_id, "the client was removed")
+        return self._describe(client)
+
+    def list(self, client_id: str | None = None) -> dict:
+        clients = [self.registry.require(client_id)] if client_id else self.registry.all()
+        return {"clients": [self._describe(c) for c in clients]}
+
+    def export_authorized_keys(self) -> list[str]:
+        """authorized_keys lines giving a plain OpenSSH server the same limits: its own ports only."""
+        lines = []
+        for client in self.registry.all():
+            if not client.enabled:
+                continue
+            listens = ",".join(f'permitlisten="{port}"' for port in client.ports)
+            lines.append(f'restrict,port-forwarding,{listens},command="/bin/false" {client.key} {client.id}')
+        return lines
+
+    def _describe(self, client: Client) -> dict:
+        live = self.hub.forwards_of(client.id) if self.hub is not None else []
+        connected = bool(self.hub and self.hub.sessions.get(client.id))
+        return {
+            "id": client.id, "quota": client.quota, "enabled": client.enabled, "ports": client.ports,
+            "port_ranges": _ranges(client.ports), "connected": connected,
+            "forwards": [{"port": f.port, "bind": f.session.hub.settings.bind, "destination": None,
+                          "open": None, "total": f.total, "bytes_in": None, "bytes_out": None,
+                          "session": f.session.peer} for f in live],
+            "fingerprint": client.fingerprint, "created": client.created, "last_seen": client.last_seen,
+        }
