@@ -35,16 +35,22 @@ class Client:
 
 
 class Registry:
+    """Clients live in memory and every change is written through to the store at once; reads never touch the
+    file (tinydb re-parses its whole file on each query: 4.8 ms with 500 clients, once per forward request).
+    `last_seen` is the exception: kept in memory and written in one batch by `flush`."""
+
     def __init__(self, store: Store, port_range: tuple[int, int], default_quota: int = 20) -> None:
         self.table = store.db.table("clients")
         self.low, self.high = port_range
         self.default_quota = default_quota
+        self._clients = {row["id"]: Client(**row) for row in self.table.all()}
+        self._by_key = {client.key: client.id for client in self._clients.values()}
+        self._seen: set[str] = set()
 
     # ------------------------------------------------------------------ reading
 
     def get(self, client_id: str) -> Client | None:
-        row = self.table.get(Query().id == client_id)
-        return Client(**row) if row else None
+        return self._clients.get(client_id)
 
     def require(self, client_id: str) -> Client:
         client = self.get(client_id)
@@ -53,16 +59,19 @@ class Registry:
         return client
 
     def all(self) -> list[Client]:
-        return sorted((Client(**row) for row in self.table.all()), key=lambda c: c.id)
+        return sorted(self._clients.values(), key=lambda c: c.id)
 
     def by_key(self, key_body: str) -> Client | None:
-        row = self.table.get(Query().key == key_body)
-        return Client(**row) if row else None
+        client_id = self._by_key.get(key_body)
+        return self._clients.get(client_id) if client_id else None
 
     # ------------------------------------------------------------------ changing
 
     def _save(self, client: Client) -> None:
         self.table.upsert(asdict(client), Query().id == client.id)
+        self._by_key = {k: v for k, v in self._by_key.items() if v != client.id}
+        self._by_key[client.key] = client.id
+        self._clients[client.id] = client
 
     def _free_ports(self, count: int) -> list[int]:
         taken = {p for c in self.all() for p in c.ports}
@@ -89,6 +98,7 @@ class Registry:
         if existing is not None and not replace:
             raise UsageError(f"client {client_id!r} exists: pass -f to replace its key (its sessions end)")
         if existing is not None:
+            existing = replace_client(existing)
             existing.key, existing.fingerprint = body, fingerprint(key)
             if quota is not None:
                 self._resize(existing, quota)
@@ -112,7 +122,7 @@ class Registry:
         client.quota = quota
 
     def change(self, client_id: str, quota: int) -> Client:
-        client = self.require(client_id)
+        client = replace_client(self.require(client_id))
         self._resize(client, quota)
         self._save(client)
         return client
@@ -120,7 +130,26 @@ class Registry:
     def remove(self, client_id: str) -> Client:
         client = self.require(client_id)
         self.table.remove(Query().id == client_id)
+        del self._clients[client_id]
+        self._by_key.pop(client.key, None)
+        self._seen.discard(client_id)
         return client
 
     def seen(self, client_id: str) -> None:
-        self.table.update({"last_seen": utc_iso()}, Query().id == client_id)
+        """A client connected: in memory now, in the store at the next flush."""
+        client = self._clients.get(client_id)
+        if client is not None:
+            client.last_seen = utc_iso()
+            self._seen.add(client_id)
+
+    def flush(self) -> None:
+        """Write the last_seen times gathered since the last flush, in one write."""
+        if self._seen:
+            self.table.update_multiple([({"last_seen": self._clients[c].last_seen}, Query().id == c)
+                                        for c in self._seen if c in self._clients])
+            self._seen.clear()
+
+
+def replace_client(client: Client) -> Client:
+    """A copy to change: the cached object changes only once the store has the new one."""
+    return Client(**asdict(client))

@@ -26,6 +26,7 @@ from console.hub.registry import Registry
 log = logging.getLogger("console.hub")
 FAILURE_WINDOW = 60.0   # seconds a failed auth counts against its address
 MAX_AUTH_DELAY = 5.0
+SEEN_FLUSH_SECONDS = 30.0  # last_seen reaches the store this often (and at close), not once per connection
 
 
 @dataclass
@@ -108,6 +109,7 @@ class Hub:
         self.forwards: dict[int, HubForward] = {}
         self._failures: dict[str, _Failures] = {}
         self._server: asyncssh.SSHAcceptor | None = None
+        self._flusher: asyncio.Task | None = None
 
     @property
     def port(self) -> int:
@@ -122,8 +124,17 @@ class Hub:
             kbdint_auth=False, gss_host=None)
         log.info("hub listening on %s:%d; client ports bind on %s", self.settings.host, self.port,
                  self.settings.bind)
+        self._flusher = asyncio.create_task(self._flush_seen())
+
+    async def _flush_seen(self) -> None:
+        while True:
+            await asyncio.sleep(SEEN_FLUSH_SECONDS)
+            self.registry.flush()
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self.registry.flush()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
