@@ -292,3 +292,45 @@ def test_configure_checks_saves_keeps_a_backup_and_reloads(sshd, state, tmp_path
             finally:
                 await daemon.close()
     run(body())
+
+
+def test_clients_screen_runs_the_customer_life_cycle(state, tmp_path):
+    from sshd import free_port
+
+    from console.demo import _free_range
+    from console.ui.screens import ClientsScreen, SecretScreen
+
+    async def body():
+        low, high = _free_range(8)
+        cfg = config_of(f"hub: {{listen: '127.0.0.1:{free_port()}', ports: '{low}-{high}', default_quota: 3}}\n")
+        daemon = Daemon(cfg, state, None, echo_log=False)
+        await daemon.start()
+        try:
+            app = app_for(state)
+            async with app.run_test(size=SIZE) as pilot:
+                await eventually(lambda: isinstance(app.screen, MainScreen))
+                await pilot.press("7")
+                await eventually(lambda: isinstance(app.screen, ClientsScreen))
+                await pilot.press("a")
+                await pilot.press(*"acme", "enter")
+                await eventually(lambda: isinstance(app.screen, SecretScreen), timeout=5)
+                assert "BEGIN OPENSSH PRIVATE KEY" in str(app.screen.query_one("#secret", Static).render())
+                await pilot.press("enter")
+                await eventually(lambda: isinstance(app.screen, ClientsScreen))
+                await eventually(lambda: rows(app, "clients") and rows(app, "clients")[0][:4] ==
+                                 ["acme", "● enabled", "3", f"{low}-{low + 2}"], timeout=5)
+                await pilot.press("c", *"5", "enter")
+                await eventually(lambda: rows(app, "clients")[0][2] == "5", timeout=5)
+                await pilot.press("d")
+                await pilot.press("enter")  # the default answer is No
+                await pilot.pause(0.3)
+                assert rows(app, "clients")[0][1] == "● enabled"
+                await pilot.press("d", "y")
+                await eventually(lambda: rows(app, "clients")[0][1] == "■ disabled", timeout=5)
+                assert daemon.engine.clients.registry.get("acme").quota == 0
+                await pilot.press("x", "y")
+                await eventually(lambda: rows(app, "clients") == [], timeout=5)
+                assert daemon.engine.clients.registry.get("acme") is None
+        finally:
+            await daemon.close()
+    run(body())

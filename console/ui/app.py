@@ -22,7 +22,7 @@ from console.core.errors import ConsoleError, DaemonNotRunning
 from console.core.events import Reloaded
 from console.core.paths import StatePaths
 from console.ui.backend import DaemonBackend, StaticBackend, apply_event
-from console.ui.screens import (ConfigureScreen, ConfirmScreen, InstallKeyScreen, LogScreen, MainScreen,
+from console.ui.screens import (MENU, ClientsScreen, ConfigureScreen, ConfirmScreen, InstallKeyScreen, LogScreen, MainScreen,
                                 NoDaemonScreen, TrustScreen)
 from console.ui.themes import THEME_NAMES, load_themes, stylesheet
 
@@ -134,7 +134,7 @@ class SopConsole(App):
 
     def run_menu_action(self, action: str) -> None:
         unit = self.selected_unit
-        if unit is None and action not in ("view_log", "configure"):
+        if unit is None and action not in ("view_log", "configure", "clients"):
             self.notify("no units configured", severity="warning")
             return
         handler: Callable[[str], Any] = getattr(self, f"_menu_{action}")
@@ -142,6 +142,9 @@ class SopConsole(App):
 
     def _menu_view_log(self, unit: str | None) -> None:
         self.push_screen(LogScreen())
+
+    def _menu_clients(self, unit: str | None) -> None:
+        self.push_screen(ClientsScreen())
 
     @work(group="menu")
     async def _menu_start(self, unit: str) -> None:
@@ -243,9 +246,7 @@ class SopConsole(App):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         if isinstance(screen, MainScreen):
-            for key, action, text in (("1", "install_key", "Install ssh key"), ("2", "start", "Start"),
-                                      ("3", "stop", "Stop"), ("4", "view_log", "View log"),
-                                      ("5", "configure", "Configure"), ("6", "trust", "Trust host key")):
+            for key, action, text in MENU:
                 yield SystemCommand(f"{key} {text}", f"{text} (selected unit)",
                                     lambda action=action: self.run_menu_action(action))
         for name in THEME_NAMES:

@@ -26,6 +26,7 @@ MENU = (
     ("4", "view_log", "View log"),
     ("5", "configure", "Configure"),
     ("6", "trust", "Trust host key"),
+    ("7", "clients", "Clients"),
 )
 QUIT_NOTE = "q quits the console; the tunnels keep running"
 
@@ -475,3 +476,169 @@ def _field(label_text: str, field_id: str, value: str):
     with Horizontal(classes="form-row"):
         yield Label(label_text, classes="form-label")
         yield Input(value=value, id=field_id, compact=True)
+
+
+class AskScreen(ModalScreen[str | None]):
+    """One line of input (a client_id, a quota); esc cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="ask.cancel")]
+
+    def __init__(self, question: str, placeholder: str = "") -> None:
+        super().__init__()
+        self.question, self.placeholder = question, placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.question, classes="dialog-title")
+            yield Input(placeholder=self.placeholder, id="answer")
+
+    def on_mount(self) -> None:
+        self.query_one("#answer", Input).focus()
+
+    @on(Input.Submitted, "#answer")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class SecretScreen(ModalScreen[None]):
+    """A private key, shown this once."""
+
+    BINDINGS = [Binding("escape,enter", "close", "Close", id="secret.close")]
+
+    def __init__(self, title: str, secret: str) -> None:
+        super().__init__()
+        self.title_text, self.secret = title, secret
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static("Copy it now with your terminal (select, copy) and hand it over securely: it is shown "
+                         "this once and nothing keeps it.", classes="dialog-text")
+            yield Static(self.secret.strip(), id="secret")
+            with Horizontal(classes="buttons"):
+                yield Button("I have copied it", id="close", variant="primary")
+
+    @on(Button.Pressed, "#close")
+    def action_close(self) -> None:
+        self.secret = ""
+        self.dismiss(None)
+
+
+class ClientsScreen(Screen):
+    """Clients (the hub): each customer's ports and live forwards; add, change quota, disable, remove."""
+
+    BINDINGS = [
+        Binding("a", "add", "Add", id="clients.add"),
+        Binding("c", "change", "Quota", id="clients.change"),
+        Binding("d", "disable", "Disable", id="clients.disable"),
+        Binding("x,delete", "remove", "Remove", id="clients.remove"),
+        Binding("escape", "back", "Back", id="clients.back"),
+        Binding("j", "cursor('down')", "Down", show=False, id="clients.down"),
+        Binding("k", "cursor('up')", "Up", show=False, id="clients.up"),
+    ]
+    app: SopConsole
+    REFRESH_SECONDS = 2.0  # the hub publishes no client events yet: the list is reread while it is open
+
+    def compose(self) -> ComposeResult:
+        yield Static("Clients (hub)", id="clients-title")
+        yield DataTable(id="clients", cursor_type="row")
+        yield Static("", id="client-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#clients", DataTable)
+        table.add_columns("client", "state", "quota", "ports", "online", "forwarded", "last seen")
+        table.focus()
+        self.reload()
+        self.set_interval(self.REFRESH_SECONDS, self.reload)
+
+    @work(exclusive=True, group="clients")
+    async def reload(self) -> None:
+        try:
+            result = await self.app.backend.request("clients", action="list")
+        except ConsoleError as exc:
+            self.query_one("#client-detail", Static).update(f"✖ {exc.message}")
+            return
+        rows = {}
+        for c in result.get("clients", []) if isinstance(result, dict) else []:
+            rows[c["id"]] = (c["id"], "● enabled" if c["enabled"] else "■ disabled", str(c["quota"]),
+                             c["port_ranges"] or "-", "yes" if c["connected"] else "no",
+                             ", ".join(str(f["port"]) for f in c["forwards"]) or "-", _time(c["last_seen"]) or "never")
+        _fill(self.query_one("#clients", DataTable), rows)
+        self._detail(result.get("clients", []) if isinstance(result, dict) else [])
+
+    def _detail(self, clients: list[dict]) -> None:
+        chosen = self._selected()
+        client = next((c for c in clients if c["id"] == chosen), None)
+        text = "no clients yet: a adds one" if not clients else ""
+        if client is not None:
+            text = f"{client['id']}: key {client['fingerprint']}, ports {client['port_ranges'] or 'none'}"
+        self.query_one("#client-detail", Static).update(text)
+
+    def _selected(self) -> str | None:
+        table = self.query_one("#clients", DataTable)
+        if not table.row_count:
+            return None
+        return str(table.get_row_at(table.cursor_row)[0])
+
+    async def _request(self, done: str, **args) -> dict | None:
+        try:
+            result = await self.app.backend.request("clients", **args)
+        except ConsoleError as exc:
+            self.notify(exc.message, severity="error", timeout=10)
+            return None
+        self.notify(done)
+        self.reload()
+        return result
+
+    @work(group="clients-action")
+    async def action_add(self) -> None:
+        client_id = await self.app.push_screen_wait(AskScreen("Add a client: its client_id", "e.g. acme"))
+        if not client_id:
+            return
+        result = await self._request(f"client {client_id} added", action="add", id=client_id)
+        if result and result.get("private_key"):
+            await self.app.push_screen_wait(SecretScreen(f"The private key of {client_id}", result["private_key"]))
+
+    @work(group="clients-action")
+    async def action_change(self) -> None:
+        client_id = self._selected()
+        if client_id is None:
+            return
+        answer = await self.app.push_screen_wait(AskScreen(f"Ports for {client_id} (0 disables)", "e.g. 20"))
+        if answer is None:
+            return
+        if not answer.isdigit():
+            self.notify(f"a number of ports, not {answer!r}", severity="error")
+            return
+        if int(answer) == 0 and not await self.app.push_screen_wait(ConfirmScreen(
+                f"Disable {client_id}?", "Its live sessions end at once; the record and key stay.")):
+            return
+        await self._request(f"{client_id}: quota {answer}", action="change", id=client_id, quota=int(answer))
+
+    @work(group="clients-action")
+    async def action_disable(self) -> None:
+        client_id = self._selected()
+        if client_id and await self.app.push_screen_wait(ConfirmScreen(
+                f"Disable {client_id}?", "Its live sessions end at once; the record and key stay.")):
+            await self._request(f"{client_id} disabled", action="change", id=client_id, quota=0)
+
+    @work(group="clients-action")
+    async def action_remove(self) -> None:
+        client_id = self._selected()
+        if client_id and await self.app.push_screen_wait(ConfirmScreen(
+                f"Remove {client_id}?", "Its sessions end at once and its ports go back to the pool.")):
+            await self._request(f"{client_id} removed", action="remove", id=client_id)
+
+    @on(DataTable.RowHighlighted, "#clients")
+    def _highlighted(self) -> None:
+        self.reload()
+
+    def action_cursor(self, direction: str) -> None:
+        getattr(self.query_one("#clients", DataTable), f"action_cursor_{direction}")()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
