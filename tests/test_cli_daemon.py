@@ -242,8 +242,11 @@ def test_trust_through_the_daemon(sshd, tmp_path):
 
 
 def test_demo_command_comes_up(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "console", "--state-dir", str(tmp_path / "demo"), "demo",
-                           "--duration", "4"], capture_output=True, text=True, timeout=60)
+    try:
+        done = subprocess.run([sys.executable, "-m", "console", "--state-dir", str(tmp_path / "demo"), "demo",
+                               "--duration", "4"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired as exc:  # show where it stood: the output is the only witness
+        raise AssertionError(f"demo did not end: stdout={exc.stdout!r} stderr={exc.stderr!r}") from None
     assert done.returncode == 0, done.stderr
     assert "master Starting: 2 forwards up" in done.stdout
     assert "clone Starting: 2 forwards up" in done.stdout
