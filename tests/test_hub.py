@@ -71,8 +71,11 @@ async def test_own_ports_relay_others_are_refused(world):
         ok = await world.ssh("acme", "-N", "-R", f"127.0.0.1:{client.ports[1]}:127.0.0.1:{echo.port}")
         try:
             await eventually(lambda: client.ports[1] in world.hub.forwards, what="forward up")
-            assert await roundtrip(client.ports[1], b"through the hub") == b"through the hub"
-            assert world.hub.forwards[client.ports[1]].total == 1
+            payload = os.urandom(3 * 1024 * 1024)  # more than a window: flow control through the hub's relay
+            assert await roundtrip(client.ports[1], payload) == payload
+            stats = world.hub.forwards[client.ports[1]].stats
+            await eventually(lambda: stats.open == 0 and stats.total == 1 and stats.bytes_in == len(payload)
+                             and stats.bytes_out == len(payload), what="hub counters")
             outside = max(world.registry.high, client.ports[-1]) + 1
             other_clients_port = world.register("other").ports[0]
             for port in (outside, other_clients_port):

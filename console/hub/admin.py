@@ -83,7 +83,7 @@ class ClientsAdmin:
             "id": client.id, "quota": client.quota, "enabled": client.enabled, "ports": client.ports,
             "port_ranges": _ranges(client.ports), "connected": connected,
             "forwards": [{"port": f.port, "bind": f.session.hub.settings.bind, "destination": None,
-                          "open": None, "total": f.total, "bytes_in": None, "bytes_out": None,
-                          "session": f.session.peer} for f in live],
+                          "open": f.stats.open, "total": f.stats.total, "bytes_in": f.stats.bytes_in,
+                          "bytes_out": f.stats.bytes_out, "session": f.session.peer} for f in live],
             "fingerprint": client.fingerprint, "created": client.created, "last_seen": client.last_seen,
         }

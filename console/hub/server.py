@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 
 import asyncssh
-from asyncssh.listener import create_tcp_forward_listener
 
 from console.core.keys import fingerprint
 from console.hub.registry import Registry
+from console.tunnel import relay
 
 log = logging.getLogger("console.hub")
 FAILURE_WINDOW = 60.0   # seconds a failed auth counts against its address
@@ -39,10 +39,27 @@ class HubSettings:
 @dataclass
 class HubForward:
     session: _HubSession
-    listener: asyncssh.SSHListener
+    listener: _ClientPort
     port: int
     requested: str            # the listen host the client asked for
-    total: int = 0            # connections relayed (bytes and open counts need the hub's own relay: not yet)
+    stats: relay.ForwardStats = field(default_factory=relay.ForwardStats)  # in: arrived through the tunnel
+
+
+class _ClientPort:
+    """A client's port on the hub: our own listener, relayed through RelaySession so every connection and byte
+    is counted. asyncssh needs only get_port() and close() of it."""
+
+    def __init__(self, server: asyncio.AbstractServer, port: int) -> None:
+        self.server, self.port = server, port
+
+    def get_port(self) -> int:
+        return self.port
+
+    def close(self) -> None:
+        self.server.close()
+
+    async def wait_closed(self) -> None:
+        await self.server.wait_closed()
 
 
 @dataclass
@@ -221,21 +238,24 @@ class Hub:
                 old.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "replaced by a newer session of this client")
         conn = session.conn
         assert conn is not None
-        record: dict[str, HubForward] = {}
+        stats = relay.ForwardStats()
 
-        async def tunnel(session_factory, orig_host, orig_port):
-            record["forward"].total += 1
+        async def open_channel(session_relay: relay.RelaySession, peer: tuple) -> None:
             # The client matches incoming channels on the exact host and port it asked for (for port 0: the
             # port it was given).
-            return await conn.create_connection(session_factory, listen_host, port, orig_host, orig_port)
+            await conn.create_connection(lambda: session_relay, listen_host, port, str(peer[0]), int(peer[1]),
+                                         window=relay.WINDOW, max_pktsize=relay.MAX_PACKET)
+
+        def accepted() -> asyncio.Protocol:
+            return relay.AcceptedSide(relay.RelaySession(stats, lambda: None), open_channel)
 
         try:
-            listener = await create_tcp_forward_listener(conn, asyncio.get_running_loop(), tunnel,
-                                                         self.settings.bind, port)
+            server = await asyncio.get_running_loop().create_server(accepted, self.settings.bind, port)
         except OSError as exc:
             self._refuse(session, f"port {port}: cannot listen on {self.settings.bind}: {exc.strerror or exc}")
             return False
-        record["forward"] = self.forwards[port] = HubForward(session, listener, port, listen_host)
+        listener = _ClientPort(server, port)
+        self.forwards[port] = HubForward(session, listener, port, listen_host, stats)
         log.info("hub: client %s forwards %s:%d", session.user, self.settings.bind, port)
         return listener
 

@@ -160,3 +160,27 @@ def session_factory(host: str, port: int, stats: ForwardStats, on_change: Callab
         return relay
 
     return factory
+
+
+class AcceptedSide(_LocalSide):
+    """The local side when the connection arrives first and the channel is opened for it (the hub's client
+    ports): reading waits until the channel is open, so nothing piles up in between."""
+
+    def __init__(self, relay: RelaySession, open_channel) -> None:
+        super().__init__(relay)
+        self._open_channel = open_channel
+        self._task: asyncio.Task | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        transport.pause_reading()  # type: ignore[attr-defined]
+        self._task = asyncio.ensure_future(self._open(transport))
+
+    async def _open(self, transport) -> None:
+        try:
+            await self._open_channel(self.relay, transport.get_extra_info("peername") or ("", 0))
+        except (asyncssh.Error, asyncssh.ChannelOpenError, OSError):
+            transport.close()
+            return
+        if not transport.is_closing():
+            transport.resume_reading()
