@@ -77,12 +77,12 @@ class ClientsAdmin:
         return lines
 
     def _describe(self, client: Client) -> dict:
-        live = self.hub.forwards_of(client.id) if self.hub is not None else []
+        live = self.hub.forwards_of(client) if self.hub is not None else []
         connected = bool(self.hub and self.hub.sessions.get(client.id))
         return {
             "id": client.id, "quota": client.quota, "enabled": client.enabled, "ports": client.ports,
             "port_ranges": _ranges(client.ports), "connected": connected,
-            "forwards": [{"port": f.port, "bind": f.session.hub.settings.bind, "destination": None,
+            "forwards": [{"port": f.port, "bind": self.hub.settings.bind, "destination": None,
                           "open": f.stats.open, "total": f.stats.total, "bytes_in": f.stats.bytes_in,
                           "bytes_out": f.stats.bytes_out, "session": f.session.peer} for f in live],
             "fingerprint": client.fingerprint, "created": client.created, "last_seen": client.last_seen,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import asyncssh
 
 from console.core.keys import fingerprint
-from console.hub.registry import Registry
+from console.hub.registry import Client, Registry
 from console.tunnel import relay
 
 log = logging.getLogger("console.hub")
@@ -41,7 +41,6 @@ class HubForward:
     session: _HubSession
     listener: _ClientPort
     port: int
-    requested: str            # the listen host the client asked for
     stats: relay.ForwardStats = field(default_factory=relay.ForwardStats)  # in: arrived through the tunnel
 
 
@@ -74,7 +73,6 @@ class _HubSession(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         self.user = "?"
         self.peer = "?"
-        self.authenticated = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -102,7 +100,6 @@ class _HubSession(asyncssh.SSHServer):
         return False
 
     def auth_completed(self) -> None:
-        self.authenticated = True
         self.hub._attach(self)
 
     def session_requested(self):
@@ -185,8 +182,9 @@ class Hub:
                 session.conn.disconnect(asyncssh.DISC_BY_APPLICATION, reason)
         return len(sessions)
 
-    def forwards_of(self, client_id: str) -> list[HubForward]:
-        return sorted((f for f in self.forwards.values() if f.session.user == client_id), key=lambda f: f.port)
+    def forwards_of(self, client: Client) -> list[HubForward]:
+        """What a client forwards now: its ports are its own, so look only at those (not every forward)."""
+        return [self.forwards[port] for port in client.ports if port in self.forwards]
 
     # ------------------------------------------------------------------ policy
 
@@ -212,8 +210,7 @@ class Hub:
             self._refuse(session, f"port {listen_port}: client no longer enabled")
             return False
         if listen_port == 0:
-            mine = {f.port for f in self.forwards_of(client.id)}
-            free = [p for p in client.ports if p not in mine]
+            free = [p for p in client.ports if p not in self.forwards]
             if not free:
                 self._refuse(session, f"port 0: all {len(client.ports)} of its ports are forwarded already")
                 return False
@@ -255,7 +252,7 @@ class Hub:
             self._refuse(session, f"port {port}: cannot listen on {self.settings.bind}: {exc.strerror or exc}")
             return False
         listener = _ClientPort(server, port)
-        self.forwards[port] = HubForward(session, listener, port, listen_host, stats)
+        self.forwards[port] = HubForward(session, listener, port, stats)
         log.info("hub: client %s forwards %s:%d", session.user, self.settings.bind, port)
         return listener
 
