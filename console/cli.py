@@ -256,15 +256,19 @@ async def _key_install(ctx: _Context, config: Config, names: list[str]) -> int:
             continue
         what = f"installed key {result.key.fingerprint}" if result.outcome == INSTALLED else "already authorized"
         print(f"{name}: {what} for {result.username} on {result.server}")
-        detail = f"{result.outcome} {result.key.fingerprint} {result.username}@{result.server}"
-        warning = await report_key_install(ctx.paths, name, detail, getpass.getuser())
+        warning = await report_key_install(ctx.paths, name, result.summary, getpass.getuser())
         if warning:
             print(f"{name}: {warning}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def _has_terminal() -> bool:
+    """A console can run here: a terminal both ways, or a Textual driver that serves it elsewhere."""
+    return (sys.stdin.isatty() and sys.stdout.isatty()) or bool(os.environ.get("TEXTUAL_DRIVER"))
+
+
 def _need_terminal() -> None:
-    if not (sys.stdin.isatty() and sys.stdout.isatty()) and not os.environ.get("TEXTUAL_DRIVER"):
+    if not _has_terminal():
         raise UsageError("the console needs a terminal; for scripts use `sop-console status --json`")
 
 
@@ -309,7 +313,7 @@ def cmd_demo(ctx: _Context) -> int:
 
     explicit = getattr(ctx.args, "state_dir", None) or os.environ.get("SOP_CONSOLE_STATE")
     paths = StatePaths(Path(explicit) if explicit else ctx.paths.root / "demo")
-    if ctx.args.plain or ctx.args.duration is not None or not (sys.stdin.isatty() and sys.stdout.isatty()):
+    if ctx.args.plain or ctx.args.duration is not None or not _has_terminal():
         from console.daemon import setup_logging
 
         setup_logging()

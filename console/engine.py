@@ -7,6 +7,7 @@ tunnel state of their own.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 import asyncssh
@@ -100,7 +101,7 @@ class Engine:
         self.config = config
         if old.hub != config.hub:
             changes.append("hub settings changed: restart the daemon to apply them")
-            self.config = Config(**{**config.__dict__, "hub": old.hub})
+            self.config = dataclasses.replace(config, hub=old.hub)
         for name in list(self.workers):
             if name not in config.units:
                 await self.workers.pop(name).stop("Stopped: removed from the configuration")

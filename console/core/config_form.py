@@ -135,7 +135,7 @@ def check_form(path: Path, form: ConfigForm) -> tuple[str, Config]:
 
 def _form_words(problem: str, data: dict) -> str:
     """'FILE:LINE: units.master.forwards[0].remote_port: ...' -> 'units.master.ssh.remote_port: ...'."""
-    text = problem.split(": ", 1)[1] if problem.count(": ") >= 1 and ":" in problem.split(": ", 1)[0] else problem
+    text = re.sub(r"^.*?:\d+: ", "", problem, count=1)  # the file and line of a file not written yet
     match = re.match(r"units\.(\w+)\.forwards\[(\d+)\](.*)", text)
     if match:
         unit, index, rest = match.group(1), int(match.group(2)), match.group(3)

@@ -74,9 +74,6 @@ class Store:
             Query().server == server,
         )
 
-    def host_key_record(self, server: str) -> dict[str, Any] | None:
-        return self._hosts.get(Query().server == server)
-
     # -- operation record
     def record(self, action: str, who: str, unit: str | None = None, detail: str | None = None) -> None:
         self._ops.insert({"at": utc_iso(), "who": who, "action": action, "unit": unit, "detail": detail})

@@ -39,6 +39,11 @@ class InstallResult:
     server: str
     username: str
 
+    @property
+    def summary(self) -> str:
+        """One line for the operation record: what happened, with which key, where."""
+        return f"{self.outcome} {self.key.fingerprint} {self.username}@{self.server}"
+
 
 class _Verifier(asyncssh.SSHClient):
     def __init__(self, unit: UnitConfig, known: KnownHosts, trust_fingerprint: str | None) -> None:

@@ -25,9 +25,6 @@ from console.tunnel import relay
 
 log = logging.getLogger("console.tunnel")
 
-UNIT_STATES = ("stopped", "connecting", "up", "degraded", "retrying", "auth-failed",
-               "host-key-unknown", "host-key-mismatch")
-FORWARD_STATES = ("listening", "pending", "refused", "stopped")
 TRAFFIC_INTERVAL = 1.0
 RETRY_LOG_EVERY = 60.0  # seconds between repeated "retrying" lines for the same reason
 # A connection that ends sooner than this after it came up counts as a failure, not a clean close, so a
@@ -83,11 +80,6 @@ class ForwardRuntime:
             "error": self.error, "open": self.stats.open, "total": self.stats.total,
             "bytes_in": self.stats.bytes_in, "bytes_out": self.stats.bytes_out,
         }
-
-
-class _HostKeyRefused(Exception):
-    def __init__(self, check: HostKeyCheck) -> None:
-        self.check = check
 
 
 class _UnitClient(asyncssh.SSHClient):

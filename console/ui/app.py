@@ -188,8 +188,7 @@ class SopConsole(App):
             return password
 
         result = await install_key(self.paths, config.units[unit], config.tunnel, ask)
-        detail = f"{result.outcome} {result.key.fingerprint} {result.username}@{result.server}"
-        warning = await report_key_install(self.paths, unit, detail, getpass.getuser())
+        warning = await report_key_install(self.paths, unit, result.summary, getpass.getuser())
         if warning:
             self.notify(warning, severity="warning")
         return f"installed {result.key.fingerprint}" if result.outcome == INSTALLED else "already authorized"

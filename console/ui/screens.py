@@ -541,6 +541,7 @@ class ClientsScreen(Screen):
     ]
     app: SopConsole
     REFRESH_SECONDS = 2.0  # the hub publishes no client events yet: the list is reread while it is open
+    _clients: list[dict] = []  # the last list read, for the detail line
 
     def compose(self) -> ComposeResult:
         yield Static("Clients (hub)", id="clients-title")
@@ -562,18 +563,19 @@ class ClientsScreen(Screen):
         except ConsoleError as exc:
             self.query_one("#client-detail", Static).update(f"✖ {exc.message}")
             return
+        self._clients = result.get("clients", []) if isinstance(result, dict) else []
         rows = {}
-        for c in result.get("clients", []) if isinstance(result, dict) else []:
+        for c in self._clients:
             rows[c["id"]] = (c["id"], "● enabled" if c["enabled"] else "■ disabled", str(c["quota"]),
                              c["port_ranges"] or "-", "yes" if c["connected"] else "no",
                              ", ".join(str(f["port"]) for f in c["forwards"]) or "-", _time(c["last_seen"]) or "never")
         _fill(self.query_one("#clients", DataTable), rows)
-        self._detail(result.get("clients", []) if isinstance(result, dict) else [])
+        self._detail()
 
-    def _detail(self, clients: list[dict]) -> None:
+    def _detail(self) -> None:
         chosen = self._selected()
-        client = next((c for c in clients if c["id"] == chosen), None)
-        text = "no clients yet: a adds one" if not clients else ""
+        client = next((c for c in self._clients if c["id"] == chosen), None)
+        text = "no clients yet: a adds one" if not self._clients else ""
         if client is not None:
             text = f"{client['id']}: key {client['fingerprint']}, ports {client['port_ranges'] or 'none'}"
         self.query_one("#client-detail", Static).update(text)
@@ -635,7 +637,7 @@ class ClientsScreen(Screen):
 
     @on(DataTable.RowHighlighted, "#clients")
     def _highlighted(self) -> None:
-        self.reload()
+        self._detail()  # from the list already read: moving the cursor asks the daemon nothing
 
     def action_cursor(self, direction: str) -> None:
         getattr(self.query_one("#clients", DataTable), f"action_cursor_{direction}")()
