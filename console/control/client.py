@@ -13,7 +13,9 @@ from console.core.errors import ConsoleError, DaemonNotRunning, OperationFailed
 from console.core.events import Event, event_from_dict
 from console.core.paths import StatePaths
 
-MAX_LINE = 1 << 20
+# The daemon's answers can be large (`clients list` of a hub with 500 clients x 20 live forwards is ~3 MB) and
+# come from a trusted peer; the daemon keeps its own, smaller limit on requests.
+MAX_LINE = 64 << 20
 
 
 class ControlClient:
@@ -22,6 +24,7 @@ class ControlClient:
         self._ids = itertools.count(1)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()  # one exchange at a time: the console asks from several workers
 
     async def connect(self) -> ControlClient:
         try:
@@ -51,16 +54,20 @@ class ControlClient:
 
     async def _exchange(self, op: str, args: dict[str, Any]) -> Any:
         assert self._reader is not None and self._writer is not None, "connect() first"
-        rid = next(self._ids)
-        self._writer.write(json.dumps({"id": rid, "op": op, "args": args}).encode() + b"\n")
-        try:
-            await self._writer.drain()
-            line = await self._reader.readline()
-        except ConnectionError:
-            line = b""
-        if not line:
-            raise DaemonNotRunning("the daemon closed the control connection (is it shutting down?)")
-        answer = json.loads(line)
+        async with self._lock:
+            rid = next(self._ids)
+            self._writer.write(json.dumps({"id": rid, "op": op, "args": args}).encode() + b"\n")
+            while True:  # an answer to an earlier request that was cancelled while waiting is skipped
+                try:
+                    await self._writer.drain()
+                    line = await self._reader.readline()
+                except ConnectionError:
+                    line = b""
+                if not line:
+                    raise DaemonNotRunning("the daemon closed the control connection (is it shutting down?)")
+                answer = json.loads(line)
+                if answer.get("id") in (rid, None):
+                    break
         if not answer.get("ok"):
             raise ConsoleError(answer.get("error", "request failed"), exit_code=answer.get("code", 1))
         return answer.get("result")
