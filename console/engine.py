@@ -14,7 +14,7 @@ import asyncssh
 
 from console.core.config import Config, UnitConfig
 from console.core.errors import OperationFailed, UsageError
-from console.core.events import EventBus, LogLine, Reloaded
+from console.core.events import ClientChanged, EventBus, LogLine, Reloaded
 from console.core.keys import fingerprint
 from console.core.known_hosts import KnownHosts, Verdict, check_host_key
 from console.core.paths import StatePaths
@@ -64,7 +64,8 @@ class Engine:
         settings = self.config.hub
         registry = Registry(self.store, (settings.port_low, settings.port_high), settings.default_quota)
         key = await asyncio.to_thread(load_or_create_key, self.paths.hub_key, "sop-console-hub")
-        self.hub = Hub(HubSettings(settings.listen_host, settings.listen_port, settings.bind), registry, key)
+        self.hub = Hub(HubSettings(settings.listen_host, settings.listen_port, settings.bind), registry, key,
+                       on_change=lambda client_id, change: self.bus.publish(ClientChanged(client_id, change)))
         try:
             await self.hub.start()
         except OSError as exc:

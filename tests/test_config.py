@@ -298,3 +298,39 @@ def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "nope.yaml")
     assert "no configuration file" in info.value.problems[0]
+
+
+def test_service_uri_in_the_seeds_form_and_local_from_it():
+    cfg = parse_config(textwrap.dedent("""\
+        server: {host: 203.0.113.7}
+        units:
+          master:
+            forwards:
+              - {name: files, remote_port: 0, service: 'smb://samba.example.com:139'}
+              - {name: dav, remote_port: 0, service: 'webdav+http://10.0.0.1:80/', local: '127.0.0.1:8080'}
+              - {name: cmis, remote_port: 0, service: 'cmis+https://[fd00::5]:443/cmisatom'}
+    """), "console.yaml")
+    files, dav, cmis = cfg.units["master"].forwards
+    assert (files.local, files.service) == ("samba.example.com:139", "smb://samba.example.com:139")
+    assert (dav.local, dav.service) == ("127.0.0.1:8080", "webdav+http://10.0.0.1:80/")  # local wins for delivery
+    assert (cmis.local_host, cmis.local_port) == ("fd00::5", 443)
+
+
+def test_bad_service_uri_and_a_forward_with_neither_local_nor_service():
+    found = problems("""\
+        server: {host: 203.0.113.7}
+        units:
+          master:
+            forwards:
+              - {name: a, remote_port: 0, service: 'samba.example.com:139'}
+              - {name: b, remote_port: 0, service: 'smb://samba.example.com:99999'}
+              - {name: c, remote_port: 0, service: "smb://x:1/\\e[31m"}
+              - {name: d, remote_port: 0}
+    """)
+    assert found[0].startswith("console.yaml:5: units.master.forwards[0].service: must be service[+scheme]://")
+    assert "got 'samba.example.com:139'" in found[0]
+    assert found[1].startswith("console.yaml:6: units.master.forwards[1].service:")
+    assert found[2].startswith("console.yaml:7: units.master.forwards[2].service:")  # no escape reaches a screen
+    assert found[3] == ("console.yaml:8: units.master.forwards[3].local: required: host:port to deliver to "
+                        "(or a service URI to take it from)")
+    assert len(found) == 4

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import re
 import signal
@@ -36,11 +38,13 @@ class World:
         key = self.client_key(client_id)
         return self.registry.add(client_id, key.with_suffix(".pub").read_text(), quota=quota)
 
-    async def ssh(self, client_id: str, *args: str, key: str | None = None) -> asyncio.subprocess.Process:
+    async def ssh(self, client_id: str, *args: str, command: tuple[str, ...] = (),
+                  key: str | None = None) -> asyncio.subprocess.Process:
+        """The OpenSSH client: `args` are options, `command` comes after the destination."""
         return await asyncio.create_subprocess_exec(
             "ssh", "-i", str(self.client_key(key or client_id)), "-p", str(self.hub.port),
             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={self.tmp}/kh",
-            "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes", *args, f"{client_id}@127.0.0.1",
+            "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes", *args, f"{client_id}@127.0.0.1", *command,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env={k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"})
 
@@ -106,10 +110,13 @@ async def test_port_zero_gets_the_next_free_own_port_and_the_quota_holds(world):
 @hub_test
 async def test_no_shell_exec_or_local_forward_and_unknown_keys_refused(world):
     world.register("acme")
-    code, _ = await finished(await world.ssh("acme", "true"))
-    assert code != 0
-    code, _ = await finished(await world.ssh("acme", "-W", "127.0.0.1:22"))
-    assert code != 0
+    code, err = await finished(await world.ssh("acme", command=("true",)))
+    assert code != 0 and "exec request failed" in err
+    with _HubLog() as hub_log:
+        code, err = await finished(await world.ssh("acme", "-W", "127.0.0.1:22"))
+    assert code != 0 and "stdio forwarding failed" in err
+    assert any("refused a connection into the hub's network (direct-tcpip to 127.0.0.1:22) for client acme" in line
+               for line in hub_log.lines)  # refused by the policy, not because nothing listens on 22
     code, err = await finished(await world.ssh("acme", "-N", "-R", "0:127.0.0.1:9", key="stranger"))
     assert code == 255 and "Permission denied" in err
     code, err = await finished(await world.ssh("nobody", "-N", "-R", "0:127.0.0.1:9", key="acme"))
@@ -296,3 +303,164 @@ def test_exported_authorized_keys_are_enforced_by_a_real_sshd(sshd, tmp_path, st
     finally:
         own.terminate()
         own.wait(5)
+
+
+# ---------------------------------------------------------------------------- what a client announces
+
+def test_our_units_announce_what_their_ports_lead_to(tmp_path, state):
+    """A unit of ours is a client of the hub (both in one engine here): `clients list` shows each port's name and
+    service URI; a forward dropped by a reload frees its port on the hub at once, one added is announced too."""
+    import dataclasses
+
+    from conftest import config_of
+    from sshd import free_port
+
+    from console.core.events import ClientChanged
+    from console.core.keys import public_line, unit_public_key
+    from console.engine import Engine
+
+    async def body():
+        low, high = _free_range(6)
+        hub_port = free_port()
+        store = Store(state.database)
+        Registry(store, (low, high), 3).add("acme", unit_public_key(state, "master").line)
+        store.close()
+        hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
+        async with EchoServer() as echo:
+            text = (f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
+                    "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
+                    f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: 3}}\n"
+                    "units:\n  master:\n    username: acme\n    forwards:\n"
+                    f"      - {{name: files, remote_port: 0, service: 'smb+tcp://127.0.0.1:{echo.port}'}}\n"
+                    f"      - {{name: app, remote_port: 0, local: '127.0.0.1:{echo.port}'}}\n")
+            cfg = config_of(text)
+            engine = Engine(cfg, state)
+            events = engine.bus.subscribe()
+            await engine.start()
+            try:
+                def announced() -> dict:
+                    (acme,) = engine.clients.list("acme")["clients"]
+                    return {f["name"]: (f["port"], f["destination"]) for f in acme["forwards"]}
+
+                await eventually(lambda: len(announced()) == 2, what="both forwards announced")
+                files_port, files_dest = announced()["files"]
+                assert files_dest == f"smb+tcp://127.0.0.1:{echo.port}"
+                assert announced()["app"][1] == f"127.0.0.1:{echo.port}"
+                assert await roundtrip(files_port, b"to the service URI's host:port") == \
+                    b"to the service URI's host:port"
+                changes: set[str] = set()
+
+                def heard() -> bool:  # the hub reports client changes in batches, a quarter second apart
+                    while not events.queue.empty():
+                        event = events.queue.get_nowait()
+                        if isinstance(event, ClientChanged) and event.client == "acme":
+                            changes.update(event.change.split(", "))
+                    return {"connected", "forwards", "announced"} <= changes
+                await eventually(heard, timeout=3, what=f"ClientChanged events (heard {changes})")
+
+                # The unit cancels "app" (cancel-tcpip-forward): the hub frees that port at once.
+                unit = cfg.units["master"]
+                await engine.reload(dataclasses.replace(cfg, units={"master": dataclasses.replace(
+                    unit, forwards=(unit.forwards[0],))}))
+                await eventually(lambda: list(announced()) == ["files"], what="app gone from the hub")
+                assert announced()["files"] == (files_port, files_dest)  # untouched
+                assert set(engine.hub.forwards) == {files_port}
+                web = ForwardConfig("web", 0, "127.0.0.1", echo.port, service=f"http://127.0.0.1:{echo.port}/")
+                await engine.reload(dataclasses.replace(cfg, units={"master": dataclasses.replace(
+                    unit, forwards=(unit.forwards[0], web))}))
+                await eventually(lambda: announced().get("web", (0, ""))[1] == f"http://127.0.0.1:{echo.port}/",
+                                 what="the new forward announced")
+            finally:
+                await engine.shutdown()
+    from console.core.config import ForwardConfig
+    run(body())
+
+
+class _HubLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def __enter__(self) -> _HubLog:
+        logging.getLogger("console.hub").addHandler(self)
+        logging.getLogger("console.hub").setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger("console.hub").removeHandler(self)
+
+
+@hub_test
+async def test_the_announcement_takes_data_only_and_only_for_own_live_ports(world):
+    import asyncssh
+
+    from console.core import announce
+    from console.core.announce import ANNOUNCE_SUBSYSTEM, Announced
+
+    client = world.register("acme")
+    other = world.register("other")
+    key = asyncssh.read_private_key(world.client_key("acme"))
+    pinned = ([asyncssh.import_public_key(world.hub.host_key.export_public_key())], [], [])
+    with _HubLog() as hub_log:
+        async with asyncssh.connect("127.0.0.1", world.hub.port, username="acme", client_keys=[key],
+                                    known_hosts=pinned, config=None, agent_path=None) as conn:
+            assert announce.is_hub(conn.get_extra_info("server_version"))
+            listener = await conn.forward_remote_port("127.0.0.1", client.ports[0], "127.0.0.1", 9)
+
+            async def say(data: str) -> tuple[int, dict]:
+                done = await conn.run(subsystem=ANNOUNCE_SUBSYSTEM, input=data, timeout=5)
+                return done.exit_status, json.loads(done.stdout)
+
+            status, reply = await say(announce.encode([
+                Announced(client.ports[0], "files", "samba.example.com:139", "smb://samba.example.com:139"),
+                Announced(client.ports[1], "idle", "127.0.0.1:1"),        # its own, but not forwarded now
+                Announced(other.ports[0], "theirs", "127.0.0.1:1")]))    # another client's
+            assert status == 0 and reply["recorded"] == [client.ports[0]]
+            assert [i["port"] for i in reply["ignored"]] == [client.ports[1], other.ports[0]]
+            assert world.hub.forwards[client.ports[0]].session.announced[client.ports[0]].destination == \
+                "smb://samba.example.com:139"
+
+            bad = [("not json", "not JSON"),
+                   (json.dumps({"v": 1, "forwards": [{"port": client.ports[0], "name": "\x1b[2J", "local": "h:1"}]}),
+                    "printable"),
+                   ("x" * (announce.MAX_BYTES + 1), "over")]
+            for data, why in bad:
+                status, reply = await say(data)
+                assert status == 1 and not reply["ok"] and why in reply["error"]
+            # A refused announcement leaves the last good one in place.
+            assert world.hub.forwards[client.ports[0]].session.announced[client.ports[0]].name == "files"
+
+            for refused in (dict(command="id"), dict(subsystem="sftp"), dict(command="id", term_type="xterm")):
+                with pytest.raises(asyncssh.ChannelOpenError):
+                    await conn.run(**refused, timeout=5)
+            with pytest.raises(asyncssh.ChannelOpenError):
+                await conn.open_connection("127.0.0.1", world.hub.port)
+
+            listener.close()  # cancel-tcpip-forward: the port and what was said of it are gone at once
+            await eventually(lambda: client.ports[0] not in world.hub.forwards, what="port freed")
+            assert world.hub.sessions["acme"][0].announced == {}
+    text = "\n".join(hub_log.lines)
+    for refusal in ("refused exec of 'id' for client acme", "refused the subsystem 'sftp' for client acme",
+                    "refused a terminal (pty) for client acme", "refused an announcement: announcement is not JSON",
+                    f"refused an announcement: announcement over {announce.MAX_BYTES} bytes",
+                    f"refused an announcement for port(s) {client.ports[1]}, {other.ports[0]}",
+                    "refused a connection into the hub's network"):
+        assert refusal in text, refusal
+
+
+@hub_test
+async def test_openssh_clients_get_no_shell_sftp_or_pty_and_each_refusal_is_logged(world):
+    world.register("acme")
+    with _HubLog() as hub_log:
+        code, err = await finished(await world.ssh("acme", "-s", command=("sftp",)))
+        assert code != 0 and "subsystem request failed" in err
+        code, err = await finished(await world.ssh("acme", "-tt"))
+        assert code != 0 and "PTY allocation request failed" in err
+        code, err = await finished(await world.ssh("acme", command=("echo", "hello")))
+        assert code != 0 and "exec request failed" in err
+    text = "\n".join(hub_log.lines)
+    assert "refused the subsystem 'sftp' for client acme" in text
+    assert "refused a shell for client acme" in text and "refused exec of 'echo hello'" in text

@@ -21,6 +21,9 @@ HOST_KEY_POLICIES = ("strict", "accept-new")
 THEMES = ("sop", "dark", "light")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
+# The seed's connect.yaml repository form: service[+scheme]://host:port[path], e.g. webdav+http://10.0.0.1:80/.
+_SERVICE_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}(\+[a-z][a-z0-9-]{0,31})?://"
+                         r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})(/[\x21-\x7e]*)?$")
 # The seed's per-unit shorthand: key -> (forward name, local port or the key holding it).
 _SHORTHAND = {"ssh_port": ("ssh", 22), "http_port": ("http", 80), "app_port": ("app", "app_target_port")}
 
@@ -75,6 +78,7 @@ class ForwardConfig:
     local_host: str
     local_port: int
     remote_bind: str = ""
+    service: str | None = None   # what it is, told to a hub: "smb://samba.example.com:139"
 
     @property
     def local(self) -> str:
@@ -312,7 +316,7 @@ def _server(check: _Checker, raw: Any, path: str, base: ServerConfig | None) -> 
 
 
 def _forward(check: _Checker, raw: Any, path: str) -> ForwardConfig | None:
-    data = check.mapping(raw, path, ("name", "remote_port", "remote_bind", "local"))
+    data = check.mapping(raw, path, ("name", "remote_port", "remote_bind", "local", "service"))
     if not isinstance(raw, dict):
         return None
     name = check.string(data, "name", path, None, required=True)
@@ -325,13 +329,25 @@ def _forward(check: _Checker, raw: Any, path: str) -> ForwardConfig | None:
     bind = check.string(data, "remote_bind", path, "") or ""
     if bind and (any(c.isspace() for c in bind) or "/" in bind):
         check.problem(f"{path}.remote_bind", f"must be \"\" or an address such as 127.0.0.1, got {bind!r}")
-    local_text = check.string(data, "local", path, None, required=True)
+    service = check.string(data, "service", path, None)
+    service_match = _SERVICE_RE.match(service) if service is not None else None
+    if service is not None and (service_match is None or not 1 <= int(service_match["port"]) <= 65535):
+        check.problem(f"{path}.service", "must be service[+scheme]://host:port[path], such as "
+                                         f"smb://samba.example.com:139 or webdav+http://10.0.0.1:80/, got {service!r}")
+        service_match = None
+    # Without `local`, connections go where the service URI points.
+    local_text = check.string(data, "local", path, None)
+    if local_text is None and service is None:
+        check.problem(f"{path}.local", "required: host:port to deliver to (or a service URI to take it from)")
+    if local_text is None and service_match is not None:
+        local_text = join_host_port(service_match["host"].strip("[]"), int(service_match["port"]))
     local = split_host_port(local_text) if local_text is not None else None
     if local_text is not None and local is None:
         check.problem(f"{path}.local", f"must be host:port (port 1-65535), such as 127.0.0.1:22, got {local_text!r}")
     if name is None or remote_port < 0 or local is None:
         return None
-    return ForwardConfig(name=name, remote_port=remote_port, remote_bind=bind, local_host=local[0], local_port=local[1])
+    return ForwardConfig(name=name, remote_port=remote_port, remote_bind=bind, local_host=local[0], local_port=local[1],
+                         service=service)
 
 
 def _unit(check: _Checker, name: str, raw: Any, path: str, server: ServerConfig | None) -> UnitConfig | None:

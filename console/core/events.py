@@ -51,13 +51,23 @@ class LogLine(Event):
 
 
 @dataclass(frozen=True)
+class ClientChanged(Event):
+    """A hub client changed: "connected", "disconnected", "forwards", "announced", "traffic", "added",
+    "quota", "key", "removed" (several joined by ", "; at most one event per client a quarter second)."""
+
+    client: str
+    change: str
+
+
+@dataclass(frozen=True)
 class Reloaded(Event):
     """The configuration was reloaded: units or forwards may have come or gone; fetch a fresh status."""
 
     summary: str
 
 
-EVENT_TYPES = {cls.__name__: cls for cls in (UnitStateChanged, ForwardChanged, ForwardTraffic, LogLine, Reloaded)}
+EVENT_TYPES = {cls.__name__: cls for cls in (UnitStateChanged, ForwardChanged, ForwardTraffic, LogLine, ClientChanged,
+                                             Reloaded)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

@@ -11,7 +11,7 @@ import asyncssh
 from console.core.errors import UsageError
 from console.core.keys import public_line
 from console.hub.registry import Client, Registry
-from console.hub.server import Hub, _ranges
+from console.hub.server import Hub, HubForward, _ranges
 
 
 class ClientsAdmin:
@@ -45,21 +45,26 @@ class ClientsAdmin:
             pub_key = public_line(key, client_id)
         replaced = self.registry.get(client_id) is not None
         client = self.registry.add(client_id, pub_key, quota=quota, replace=force)
-        if replaced and self.hub is not None:
-            self.hub.disconnect(client_id, "the client's key was replaced")
+        if self.hub is not None:
+            if replaced:
+                self.hub.disconnect(client_id, "the client's key was replaced")
+            self.hub.changed(client_id, "key" if replaced else "added")
         return {"client": self._describe(client), "private_key": private}
 
     def change(self, quota: int, client_id: str) -> dict:
         before = set(self.registry.require(client_id).ports)
         client = self.registry.change(client_id, quota)
-        if self.hub is not None and before - set(client.ports):
-            self.hub.disconnect(client_id, "disabled (quota 0)" if quota == 0 else "its quota was lowered")
+        if self.hub is not None:
+            if before - set(client.ports):
+                self.hub.disconnect(client_id, "disabled (quota 0)" if quota == 0 else "its quota was lowered")
+            self.hub.changed(client_id, "quota")
         return self._describe(client)
 
     def remove(self, client_id: str) -> dict:
         client = self.registry.remove(client_id)
         if self.hub is not None:
             self.hub.disconnect(client_id, "the client was removed")
+            self.hub.changed(client_id, "removed")
         return self._describe(client)
 
     def list(self, client_id: str | None = None) -> dict:
@@ -82,8 +87,15 @@ class ClientsAdmin:
         return {
             "id": client.id, "quota": client.quota, "enabled": client.enabled, "ports": client.ports,
             "port_ranges": _ranges(client.ports), "connected": connected,
-            "forwards": [{"port": f.port, "bind": self.hub.settings.bind, "destination": None,
-                          "open": f.stats.open, "total": f.stats.total, "bytes_in": f.stats.bytes_in,
-                          "bytes_out": f.stats.bytes_out, "session": f.session.peer} for f in live],
+            "forwards": [self._forward(f) for f in live],
             "fingerprint": client.fingerprint, "created": client.created, "last_seen": client.last_seen,
         }
+
+    def _forward(self, forward: HubForward) -> dict:
+        """One live forward; name and destination are what the client announced (null from a plain client)."""
+        said = forward.session.announced.get(forward.port)
+        assert self.hub is not None
+        return {"port": forward.port, "bind": self.hub.settings.bind, "name": said.name if said else None,
+                "destination": said.destination if said else None, "open": forward.stats.open,
+                "total": forward.stats.total, "bytes_in": forward.stats.bytes_in,
+                "bytes_out": forward.stats.bytes_out, "session": forward.session.peer}

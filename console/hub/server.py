@@ -5,7 +5,8 @@
   chooses (`bind`, loopback by default) and echoes the requested host and port back, as the client matches
   incoming channels on that pair.
 - No shell, exec, subsystem, SFTP, agent, X11 or direct-tcpip. Every refusal is logged with client, address and
-  reason; repeated failed auth from one address is slowed down.
+  reason; repeated failed auth from one address is slowed down. The one session a client may open is the
+  announcement (console.core.announce): it only reads a JSON list of what the client's ports lead to.
 - A client's newest session takes its ports over from an older one (a peer that died without a FIN), so the
   client never waits for a TCP timeout.
 """
@@ -13,12 +14,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncssh
 
+from console.core import announce
 from console.core.keys import fingerprint
 from console.hub.registry import Client, Registry
 from console.tunnel import relay
@@ -27,6 +31,10 @@ log = logging.getLogger("console.hub")
 FAILURE_WINDOW = 60.0   # seconds a failed auth counts against its address
 MAX_AUTH_DELAY = 5.0
 SEEN_FLUSH_SECONDS = 30.0  # last_seen reaches the store this often (and at close), not once per connection
+CHANGE_SECONDS = 0.25      # client changes are reported in batches this often (one report per client)...
+TRAFFIC_SECONDS = 1.0      # ...and changed counters this often, not once per byte
+ANNOUNCE_SECONDS = 10.0    # an announcement channel that has not finished by then is closed
+MAX_CHANNELS = 4           # session channels one connection may hold open at once
 
 
 @dataclass
@@ -46,16 +54,18 @@ class HubForward:
 
 class _ClientPort:
     """A client's port on the hub: our own listener, relayed through RelaySession so every connection and byte
-    is counted. asyncssh needs only get_port() and close() of it."""
+    is counted. asyncssh needs only get_port() and close() of it; it calls close() when the client cancels the
+    forward (cancel-tcpip-forward) and when the connection ends."""
 
-    def __init__(self, server: asyncio.AbstractServer, port: int) -> None:
-        self.server, self.port = server, port
+    def __init__(self, server: asyncio.AbstractServer, port: int, on_close: Callable[[_ClientPort], None]) -> None:
+        self.server, self.port, self._on_close = server, port, on_close
 
     def get_port(self) -> int:
         return self.port
 
     def close(self) -> None:
         self.server.close()
+        self._on_close(self)
 
     async def wait_closed(self) -> None:
         await self.server.wait_closed()
@@ -73,6 +83,8 @@ class _HubSession(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         self.user = "?"
         self.peer = "?"
+        self.announced: dict[int, announce.Announced] = {}  # port -> what the client said it leads to
+        self.channels = 0                                   # session channels open now (announcements)
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -103,8 +115,11 @@ class _HubSession(asyncssh.SSHServer):
         self.hub._attach(self)
 
     def session_requested(self):
-        self.hub._refuse(self, "a session (shell, exec, subsystem, sftp)")
-        return False
+        if self.channels >= MAX_CHANNELS:
+            self.hub._refuse(self, f"a session channel: {MAX_CHANNELS} are open already")
+            return False
+        self.channels += 1
+        return _AnnounceChannel(self)
 
     def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
         self.hub._refuse(self, f"a connection into the hub's network (direct-tcpip to {dest_host}:{dest_port})")
@@ -114,16 +129,89 @@ class _HubSession(asyncssh.SSHServer):
         return self.hub._listen(self, listen_host, listen_port)
 
 
+class _AnnounceChannel(asyncssh.SSHServerSession):
+    """The only session a client gets: the announcement subsystem, which reads one JSON document and answers.
+    A shell, exec, pty or any other subsystem on it is refused and logged; a channel that does not finish
+    within ANNOUNCE_SECONDS is closed."""
+
+    def __init__(self, session: _HubSession) -> None:
+        self.session = session
+        self.chan: asyncssh.SSHServerChannel | None = None
+        self.data = bytearray()
+        self.accepted = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel) -> None:
+        self.chan = chan
+        self.timer = asyncio.get_running_loop().call_later(ANNOUNCE_SECONDS, chan.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.session.channels -= 1
+
+    def pty_requested(self, term_type, term_size, term_modes) -> bool:
+        self.session.hub._refuse(self.session, "a terminal (pty)")
+        return False
+
+    def shell_requested(self) -> bool:
+        self.session.hub._refuse(self.session, "a shell")
+        return False
+
+    def exec_requested(self, command: str) -> bool:
+        self.session.hub._refuse(self.session, f"exec of {command[:80]!r}")
+        return False
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem == announce.ANNOUNCE_SUBSYSTEM:
+            self.accepted = True
+            return True
+        self.session.hub._refuse(self.session, f"the subsystem {subsystem[:80]!r}")
+        return False
+
+    def data_received(self, data: bytes, datatype) -> None:
+        if not self.accepted:
+            return
+        self.data += data
+        if len(self.data) > announce.MAX_BYTES:
+            self._refused(f"announcement over {announce.MAX_BYTES} bytes")
+
+    def _refused(self, reason: str) -> None:
+        self.session.hub._refuse(self.session, f"an announcement: {reason}")
+        self._answer({"ok": False, "error": reason}, 1)
+
+    def eof_received(self) -> bool:
+        if self.accepted and self.chan is not None:
+            try:
+                forwards = announce.parse(bytes(self.data))
+            except ValueError as exc:
+                self._refused(str(exc))
+            else:
+                self._answer(self.session.hub._announced(self.session, forwards), 0)
+        return False
+
+    def _answer(self, reply: dict, status: int) -> None:
+        self.accepted = False  # whatever else arrives is ignored
+        assert self.chan is not None
+        self.chan.write((json.dumps(reply) + "\n").encode())
+        self.chan.exit(status)
+
+
 class Hub:
-    def __init__(self, settings: HubSettings, registry: Registry, host_key: asyncssh.SSHKey) -> None:
+    def __init__(self, settings: HubSettings, registry: Registry, host_key: asyncssh.SSHKey,
+                 on_change: Callable[[str, str], None] | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.host_key = host_key
+        # Told (client_id, "connected, forwards" ...) at most once a CHANGE_SECONDS per client: a storm of
+        # 10,000 forwards must not become 10,000 events for every console.
+        self.on_change = on_change or (lambda client_id, change: None)
+        self._changed: dict[str, set[str]] = {}
         self.sessions: dict[str, list[_HubSession]] = {}
         self.forwards: dict[int, HubForward] = {}
         self._failures: dict[str, _Failures] = {}
         self._server: asyncssh.SSHAcceptor | None = None
-        self._flusher: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     @property
     def port(self) -> int:
@@ -135,19 +223,45 @@ class Hub:
             lambda: _HubSession(self), self.settings.host, self.settings.port,
             server_host_keys=[self.host_key], line_editor=False, keepalive_interval=15, keepalive_count_max=3,
             allow_scp=False, agent_forwarding=False, x11_forwarding=False, password_auth=False,
-            kbdint_auth=False, gss_host=None)
+            kbdint_auth=False, gss_host=None, server_version=announce.HUB_VERSION,
+            encoding=None)  # the announcement channel reads bytes: a bad byte is the client's error, not ours
         log.info("hub listening on %s:%d; client ports bind on %s", self.settings.host, self.port,
                  self.settings.bind)
-        self._flusher = asyncio.create_task(self._flush_seen())
+        self._tasks = [asyncio.create_task(self._flush_seen()), asyncio.create_task(self._report_changes())]
 
     async def _flush_seen(self) -> None:
         while True:
             await asyncio.sleep(SEEN_FLUSH_SECONDS)
             self.registry.flush()
 
+    def changed(self, client_id: str, change: str) -> None:
+        """Note that a client changed ("connected", "quota" ...); on_change hears of it with the next batch."""
+        self._changed.setdefault(client_id, set()).add(change)
+
+    async def _report_changes(self) -> None:
+        """Tell on_change which clients changed and how, in one batch a CHANGE_SECONDS; counters that moved
+        count as a "traffic" change once a TRAFFIC_SECONDS."""
+        reported: dict[int, tuple[int, int, int, int]] = {}
+        ticks = 0
+        while True:
+            await asyncio.sleep(CHANGE_SECONDS)
+            ticks += 1
+            if ticks * CHANGE_SECONDS >= TRAFFIC_SECONDS:
+                ticks = 0
+                for port, forward in self.forwards.items():
+                    snap = forward.stats.snapshot()
+                    if reported.get(port) != snap:
+                        reported[port] = snap
+                        self.changed(forward.session.user, "traffic")
+                for port in [p for p in reported if p not in self.forwards]:
+                    del reported[port]
+            changed, self._changed = self._changed, {}
+            for client_id, changes in sorted(changed.items()):
+                self.on_change(client_id, ", ".join(sorted(changes)))
+
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
+        for task in self._tasks:
+            task.cancel()
         self.registry.flush()
         if self._server is not None:
             self._server.close()
@@ -163,15 +277,24 @@ class Hub:
         self.sessions.setdefault(session.user, []).append(session)
         self.registry.seen(session.user)
         log.info("hub: client %s connected from %s", session.user, session.peer)
+        self.changed(session.user, "connected")
 
     def _detach(self, session: _HubSession) -> None:
-        for port, forward in list(self.forwards.items()):
+        for forward in list(self.forwards.values()):
             if forward.session is session:
-                forward.listener.close()
-                del self.forwards[port]
+                forward.listener.close()  # and out of self.forwards (_closed)
         if session in self.sessions.get(session.user, []):
             self.sessions[session.user].remove(session)
             log.info("hub: client %s from %s disconnected", session.user, session.peer)
+            self.changed(session.user, "disconnected")
+
+    def _closed(self, listener: _ClientPort) -> None:
+        """A client port closed (the client cancelled it, or its session ended): it is free again."""
+        forward = self.forwards.get(listener.port)
+        if forward is not None and forward.listener is listener:  # not a newer session's forward of that port
+            del self.forwards[listener.port]
+            forward.session.announced.pop(listener.port, None)
+            self.changed(forward.session.user, "forwards")
 
     def disconnect(self, client_id: str, reason: str) -> int:
         """End every live session of a client at once (change 0, remove, a replaced key)."""
@@ -185,6 +308,26 @@ class Hub:
     def forwards_of(self, client: Client) -> list[HubForward]:
         """What a client forwards now: its ports are its own, so look only at those (not every forward)."""
         return [self.forwards[port] for port in client.ports if port in self.forwards]
+
+    def _announced(self, session: _HubSession, forwards: list[announce.Announced]) -> dict:
+        """Record what a session says its ports lead to (the whole list: it replaces the last one). Only
+        ports this session forwards now are recorded; the rest are answered as ignored, with the reason."""
+        recorded: dict[int, announce.Announced] = {}
+        ignored = []
+        for item in forwards:
+            held = self.forwards.get(item.port)
+            if held is None or held.session is not session:
+                ignored.append({"port": item.port, "reason": "not forwarded by this session"})
+            else:
+                recorded[item.port] = item
+        session.announced = recorded
+        log.info("hub: client %s from %s announced %s", session.user, session.peer,
+                 ", ".join(f"{p} {a.name} -> {a.destination}" for p, a in recorded.items()) or "no forwards")
+        if ignored:
+            self._refuse(session, "an announcement for port(s) "
+                                  f"{', '.join(str(i['port']) for i in ignored)}: not forwarded by this session")
+        self.changed(session.user, "announced")
+        return {"ok": True, "recorded": sorted(recorded), "ignored": ignored}
 
     # ------------------------------------------------------------------ policy
 
@@ -251,9 +394,10 @@ class Hub:
         except OSError as exc:
             self._refuse(session, f"port {port}: cannot listen on {self.settings.bind}: {exc.strerror or exc}")
             return False
-        listener = _ClientPort(server, port)
+        listener = _ClientPort(server, port, self._closed)
         self.forwards[port] = HubForward(session, listener, port, stats)
         log.info("hub: client %s forwards %s:%d", session.user, self.settings.bind, port)
+        self.changed(session.user, "forwards")
         return listener
 
 

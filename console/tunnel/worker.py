@@ -7,12 +7,14 @@ Forward states: listening, pending, refused, stopped.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
 from dataclasses import dataclass, field
 import asyncssh
 
+from console.core import announce
 from console.core.clock import utc_iso
 from console.core.config import ForwardConfig, TunnelConfig, UnitConfig, join_host_port
 from console.core.events import EventBus, ForwardChanged, ForwardTraffic, UnitStateChanged
@@ -130,6 +132,8 @@ class UnitWorker:
         self._retries = 0
         self._logged_error: str | None = None
         self._logged_at = 0.0
+        self._announce_task: asyncio.Task | None = None
+        self._announced: list[announce.Announced] | None = None  # what the hub on this connection was told
 
     # ------------------------------------------------------------------ public surface
 
@@ -235,6 +239,41 @@ class UnitWorker:
             reason = "; ".join(f"{fr.config.name} {fr.state}" + (f": {fr.error}" if fr.error else "") for fr in down)
             if self.state != "degraded" or self.last_error != reason:
                 self._set_state("degraded", error=reason)
+        self._announce_soon()
+
+    # ------------------------------------------------------------------ telling a hub what the forwards are
+
+    def _announcement(self) -> list[announce.Announced]:
+        return [announce.Announced(fr.port, fr.config.name, fr.config.local, fr.config.service)
+                for fr in self.forwards.values() if fr.state == "listening" and fr.port]
+
+    def _announce_soon(self) -> None:
+        """Our hub (not a plain sshd) hears what the listening forwards lead to, again whenever that changes."""
+        conn = self._conn
+        if conn is None or not announce.is_hub(conn.get_extra_info("server_version")):
+            return
+        if self._announce_task is None or self._announce_task.done():
+            self._announce_task = asyncio.create_task(self._announce(conn))
+
+    async def _announce(self, conn: asyncssh.SSHClientConnection) -> None:
+        while (forwards := self._announcement()) != self._announced:
+            try:
+                done = await conn.run(subsystem=announce.ANNOUNCE_SUBSYSTEM, input=announce.encode(forwards),
+                                      timeout=self.tunnel.connect_timeout)
+                reply = json.loads(done.stdout or "{}")
+            except (asyncssh.Error, OSError, TimeoutError, ValueError) as exc:
+                reason = describe_error(exc, self.server, self.tunnel.connect_timeout)
+                self.log_event(f"could not tell the hub what the forwards lead to: {reason}")
+                return
+            if not isinstance(reply, dict) or not reply.get("ok"):
+                reason = (reply.get("error") if isinstance(reply, dict) else None) or done.stderr or "no reason given"
+                self.log_event(f"the hub refused the announcement of the forwards: {reason}")
+                return
+            ignored = reply.get("ignored") or []
+            if ignored:
+                self.log_event("the hub ignored the announcement for port(s) "
+                               + ", ".join(f"{i.get('port')} ({i.get('reason')})" for i in ignored))
+            self._announced = forwards
 
     # ------------------------------------------------------------------ host keys
 
@@ -382,10 +421,11 @@ class UnitWorker:
 
     async def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
-        for task in [self._traffic_task, *(fr.retry_task for fr in self.forwards.values())]:
+        self._announced = None
+        for task in [self._traffic_task, self._announce_task, *(fr.retry_task for fr in self.forwards.values())]:
             if task is not None and not task.done():
                 task.cancel()
-        self._traffic_task = None
+        self._traffic_task = self._announce_task = None
         for fr in self.forwards.values():
             fr.retry_task = None
             fr.listener = None
