@@ -1,8 +1,8 @@
 """`sop-console demo`: everything on loopback in one process, with no setup.
 
-A hub (our asyncssh server) that knows the demo units' keys, two demo services (a small web page and an
-echo "app" port), and the daemon with master and clone forwarding both through the hub. Until the console
-exists it prints the live status and the tunnel log.
+The daemon with a hub (our asyncssh server) whose clients are the demo units, two demo services (a small web
+page and an echo "app" port), and master and clone forwarding both through the hub and announcing them. It runs
+in the console (`--plain`: it prints the live status and the tunnel log instead).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TextIO
 from collections.abc import Callable
 
-from console.core.config import Config, ForwardConfig, ServerConfig, TunnelConfig, UnitConfig
+from console.core.config import Config, ForwardConfig, HubConfig, ServerConfig, TunnelConfig, UnitConfig
 from console.core.events import ForwardTraffic, LogLine
 from console.core.keys import load_or_create_key, load_or_create_unit_key, public_line
 from console.core.paths import StatePaths
@@ -23,7 +23,7 @@ from console.core.states import render_status
 from console.daemon import Daemon
 from console.core.store import Store
 from console.hub.registry import Registry
-from console.hub.server import Hub, HubSettings
+from console.hub.server import Hub
 
 DEMO_USERS = {"master": "sop001", "clone": "sop002"}
 TRAFFIC_INTERVAL = 2.0
@@ -54,11 +54,15 @@ async def _echo_service(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
 
 @dataclass
 class DemoWorld:
-    hub: Hub
     daemon: Daemon
     services: list[asyncio.AbstractServer]
     config: Config
     closed: bool = False
+
+    @property
+    def hub(self) -> Hub:
+        assert self.daemon.engine.hub is not None
+        return self.daemon.engine.hub
 
     async def close(self) -> None:
         """Idempotent: the console's own cleanup and the demo's may both call it."""
@@ -66,44 +70,46 @@ class DemoWorld:
             return
         self.closed = True
         await self.daemon.close()
-        await self.hub.close()
         for server in self.services:
             server.close()
 
 
 async def build_demo(paths: StatePaths, *, echo_log: bool = False) -> DemoWorld:
-    """Start the hub, the services and the daemon; return once they run (the units connect on their own)."""
+    """Start the services and the daemon, which runs the hub and both units; return once they run (the units
+    connect on their own). The units are the hub's clients, as a customer's would be."""
     paths.prepare()
     web = await asyncio.start_server(_http_service, "127.0.0.1", 0)
     app = await asyncio.start_server(_echo_service, "127.0.0.1", 0)
     web_port = web.sockets[0].getsockname()[1]
     app_port = app.sockets[0].getsockname()[1]
 
-    host_key = await asyncio.to_thread(load_or_create_key, paths.keys_dir / "demo_hub_ed25519", "sop-console-demo-hub")
+    # The daemon's own hub key and store, made here first: the units pin the key, the clients are registered.
+    host_key = await asyncio.to_thread(load_or_create_key, paths.hub_key, "sop-console-hub")
     unit_keys = {unit: await asyncio.to_thread(load_or_create_unit_key, paths, unit) for unit in DEMO_USERS}
-    # The units are the hub's clients, each with two ports (port 0 in their forwards: the hub picks).
-    registry = Registry(Store(paths.root / "demo-hub.json"), _free_range(16), default_quota=2)
+    low, high = _free_range(16)
+    hub_port = _free_range(1)[0]
+    store = Store(paths.database)
+    registry = Registry(store, (low, high), default_quota=2)  # two ports each; port 0 in the forwards: the hub picks
     for unit, key in unit_keys.items():
         if registry.get(DEMO_USERS[unit]) is not None:
             registry.remove(DEMO_USERS[unit])  # fresh ports from this run's range
         registry.add(DEMO_USERS[unit], public_line(key))
-    hub = Hub(HubSettings(), registry, host_key)
-    await hub.start()
+    store.close()
 
-    server = ServerConfig(host="127.0.0.1", port=hub.port, host_key=public_line(host_key))
+    server = ServerConfig(host="127.0.0.1", port=hub_port, host_key=public_line(host_key))
     units = {
         unit: UnitConfig(unit, user, server, (
-            ForwardConfig("http", 0, "127.0.0.1", web_port),
+            ForwardConfig("http", 0, "127.0.0.1", web_port, service=f"http://127.0.0.1:{web_port}/"),
             ForwardConfig("app", 0, "127.0.0.1", app_port),
         ))
         for unit, user in DEMO_USERS.items()
     }
     config = Config(units=units, server=server,
                     tunnel=TunnelConfig(keepalive_interval=5, keepalive_count_max=3, retry_min=0.1, retry_max=5),
-                    source="<demo>")
+                    hub=HubConfig("127.0.0.1", hub_port, low, high, 2, "127.0.0.1"), source="<demo>")
     daemon = Daemon(config, paths, None, echo_log=echo_log)
     await daemon.start()
-    return DemoWorld(hub, daemon, [web, app], config)
+    return DemoWorld(daemon, [web, app], config)
 
 
 def _free_range(count: int) -> tuple[int, int]:

@@ -295,6 +295,8 @@ def test_configure_checks_saves_keeps_a_backup_and_reloads(sshd, state, tmp_path
 
 
 def test_clients_screen_runs_the_customer_life_cycle(state, tmp_path):
+    """add (the key shown once) -> the customer connects with that key (the screen hears it from the hub's events,
+    it does not poll) -> quota -> disable (No first) -> remove."""
     from sshd import free_port
 
     from console.demo import _free_range
@@ -302,9 +304,11 @@ def test_clients_screen_runs_the_customer_life_cycle(state, tmp_path):
 
     async def body():
         low, high = _free_range(8)
-        cfg = config_of(f"hub: {{listen: '127.0.0.1:{free_port()}', ports: '{low}-{high}', default_quota: 3}}\n")
+        hub_port = free_port()
+        cfg = config_of(f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: 3}}\n")
         daemon = Daemon(cfg, state, None, echo_log=False)
         await daemon.start()
+        ssh = None
         try:
             app = app_for(state)
             async with app.run_test(size=SIZE) as pilot:
@@ -314,11 +318,23 @@ def test_clients_screen_runs_the_customer_life_cycle(state, tmp_path):
                 await pilot.press("a")
                 await pilot.press(*"acme", "enter")
                 await eventually(lambda: isinstance(app.screen, SecretScreen), timeout=5)
-                assert "BEGIN OPENSSH PRIVATE KEY" in str(app.screen.query_one("#secret", Static).render())
+                private = str(app.screen.query_one("#secret", Static).render())
+                assert "BEGIN OPENSSH PRIVATE KEY" in private
                 await pilot.press("enter")
                 await eventually(lambda: isinstance(app.screen, ClientsScreen))
-                await eventually(lambda: rows(app, "clients") and rows(app, "clients")[0][:4] ==
-                                 ["acme", "● enabled", "3", f"{low}-{low + 2}"], timeout=5)
+                await eventually(lambda: rows(app, "clients") and rows(app, "clients")[0][:5] ==
+                                 ["acme", "● enabled", "3", f"{low}-{low + 2}", "○ no"], timeout=5)
+                key = tmp_path / "acme_key"
+                key.write_text(private.strip() + "\n")
+                key.chmod(0o600)
+                ssh = await asyncio.create_subprocess_exec(
+                    "ssh", "-N", "-i", str(key), "-p", str(hub_port), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                    "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp_path}/kh",
+                    "-R", f"127.0.0.1:{low + 1}:127.0.0.1:9", "acme@127.0.0.1",
+                    stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                await eventually(lambda: rows(app, "clients")[0][4:6] == ["● yes", "1"], timeout=5,
+                                 what="the client online, from the hub's event")
+                assert rows(app, "client-forwards") == [[str(low + 1), "-", "0", "0", "0 B", "0 B", "(not announced)"]]
                 await pilot.press("c", *"5", "enter")
                 await eventually(lambda: rows(app, "clients")[0][2] == "5", timeout=5)
                 await pilot.press("d")
@@ -328,9 +344,39 @@ def test_clients_screen_runs_the_customer_life_cycle(state, tmp_path):
                 await pilot.press("d", "y")
                 await eventually(lambda: rows(app, "clients")[0][1] == "■ disabled", timeout=5)
                 assert daemon.engine.clients.registry.get("acme").quota == 0
+                await asyncio.wait_for(ssh.wait(), 2)  # its session ended at once
+                await eventually(lambda: rows(app, "clients")[0][4] == "○ no" and rows(app, "client-forwards") == [],
+                                 timeout=5)
                 await pilot.press("x", "y")
                 await eventually(lambda: rows(app, "clients") == [], timeout=5)
                 assert daemon.engine.clients.registry.get("acme") is None
         finally:
+            if ssh is not None and ssh.returncode is None:
+                ssh.kill()
+                await ssh.wait()
             await daemon.close()
+    run(body())
+
+
+def test_a_cell_that_grows_widens_its_column():
+    """Counters updated in place: "54 B" becoming "108 B" must not show as "108 " (its column grows)."""
+    from textual.app import App
+
+    from console.ui.screens import _fill
+
+    class Table(App):
+        def compose(self):
+            yield DataTable()
+
+    async def body():
+        app = Table()
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.query_one(DataTable)
+            table.add_columns("port", "out")
+            _fill(table, {"a": ("2200", "54 B")})
+            await pilot.pause()
+            _fill(table, {"a": ("2200", "108 B")})
+            await pilot.pause()
+            assert table.ordered_columns[1].content_width >= len("108 B")
+            assert "108 B" in "".join(strip.text for strip in table.render_lines(table.region.reset_offset))
     run(body())

@@ -61,6 +61,26 @@ LOG = "".join(
     ] * 6))
 
 
+def _client(cid, quota, low, forwards=(), last_seen="2026-11-22T09:12:40Z"):
+    ports = list(range(low, low + quota))
+    return {"id": cid, "quota": quota, "enabled": quota > 0, "ports": ports,
+            "port_ranges": f"{low}-{low + quota - 1}" if quota else "", "connected": bool(forwards),
+            "forwards": [{"port": p, "bind": "127.0.0.1", "name": n, "destination": d, "open": o, "total": t,
+                          "bytes_in": i, "bytes_out": b, "session": "198.51.100.23:50122"}
+                         for p, n, d, o, t, i, b in forwards],
+            "fingerprint": "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU", "created": "2026-11-01T08:00:00Z",
+            "last_seen": last_seen}
+
+
+CLIENTS = {"clients": [
+    _client("acme", 20, 2200, [(2200, "files", "smb://samba.example.com:139", 1, 12, 48_213, 1_204_551),
+                               (2201, "dav", "webdav+http://webdav.example.com:80/", 0, 3, 1_200, 5_400),
+                               (2202, None, None, 0, 0, 0, 0)]),
+    _client("globex", 5, 2220),
+    _client("initech", 0, 0, last_seen=None),
+]}
+
+
 def _app(tmp_path, theme: str) -> SopConsole:
     state = StatePaths(tmp_path / "state").prepare()
     seed = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -70,7 +90,8 @@ def _app(tmp_path, theme: str) -> SopConsole:
     key_path.write_bytes(asyncssh.import_private_key(pem).export_private_key("openssh"))
     os.chmod(key_path, 0o600)
     state.tunnel_log.write_text(LOG)
-    return SopConsole(state, config=parse_config(CONFIG, "snapshot.yaml"), backend=StaticBackend(STATUS),
+    return SopConsole(state, config=parse_config(CONFIG, "snapshot.yaml"),
+                      backend=StaticBackend(STATUS, {"clients": CLIENTS}),
                       theme_name=theme, poll_log=False, watch_terminal=False)
 
 
@@ -96,3 +117,9 @@ def test_log_view(snap_compare, tmp_path, theme, size):
 @pytest.mark.parametrize("theme", THEMES)
 def test_configure_form(snap_compare, tmp_path, theme, size):
     assert snap_compare(_app(tmp_path, theme), terminal_size=size, press=["5"])
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("theme", THEMES)
+def test_clients_screen(snap_compare, tmp_path, theme, size):
+    assert snap_compare(_app(tmp_path, theme), terminal_size=size, press=["7"])

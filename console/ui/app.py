@@ -19,7 +19,7 @@ from textual.screen import Screen
 from console.control.client import report_key_install
 from console.core.config import Config, load_config
 from console.core.errors import ConsoleError, DaemonNotRunning
-from console.core.events import Reloaded
+from console.core.events import ClientChanged, Reloaded
 from console.core.paths import StatePaths
 from console.ui.backend import DaemonBackend, StaticBackend, apply_event
 from console.ui.screens import (MENU, ClientsScreen, ConfigureScreen, ConfirmScreen, InstallKeyScreen, LogScreen, MainScreen,
@@ -115,6 +115,10 @@ class SopConsole(App):
             async for event in self.backend.events():
                 if isinstance(event, Reloaded):  # units or forwards may have changed: take a fresh snapshot
                     self._show(await self.backend.request("status"))
+                elif isinstance(event, ClientChanged):
+                    for screen in self.screen_stack:
+                        if isinstance(screen, ClientsScreen):
+                            screen.client_changed(event.client)
                 elif apply_event(self.status, event):
                     self._refresh_main()
         except ConsoleError as exc:

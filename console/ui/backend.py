@@ -42,10 +42,11 @@ class DaemonBackend:
 
 class StaticBackend:
     """A fixed status and no events: for snapshot tests and for looking at the console without an engine.
-    Requests are recorded, not carried out."""
+    Requests are recorded, not carried out; each is answered with `answers[op]` (an empty list by default)."""
 
-    def __init__(self, status: dict) -> None:
+    def __init__(self, status: dict, answers: dict[str, Any] | None = None) -> None:
         self.status = copy.deepcopy(status)
+        self.answers = copy.deepcopy(answers or {})
         self.requests: list[tuple[str, dict]] = []
 
     async def connect(self) -> dict:
@@ -57,7 +58,7 @@ class StaticBackend:
 
     async def request(self, op: str, **args: Any) -> Any:
         self.requests.append((op, args))
-        return []
+        return copy.deepcopy(self.answers.get(op, []))
 
     async def close(self) -> None:
         pass

@@ -178,7 +178,7 @@ def _fill(table: DataTable, wanted: dict[str, tuple[str, ...]]) -> bool:
         for key, cells in wanted.items():
             for column, value in zip(columns, cells, strict=True):
                 if table.get_cell(key, column) != value:
-                    table.update_cell(key, column, value)
+                    table.update_cell(key, column, value, update_width=True)  # "54 B" -> "108 B" fits
         return False
     row = table.cursor_row
     table.clear()
@@ -528,7 +528,9 @@ class SecretScreen(ModalScreen[None]):
 
 
 class ClientsScreen(Screen):
-    """Clients (the hub): each customer's ports and live forwards; add, change quota, disable, remove."""
+    """Clients (the hub): each customer's ports and, for the highlighted one, what it forwards now and where
+    each port leads (what its unit announced). Live from the hub's ClientChanged events; add, change quota,
+    disable, remove."""
 
     BINDINGS = [
         Binding("a", "add", "Add", id="clients.add"),
@@ -540,44 +542,101 @@ class ClientsScreen(Screen):
         Binding("k", "cursor('up')", "Up", show=False, id="clients.up"),
     ]
     app: SopConsole
-    REFRESH_SECONDS = 2.0  # the hub publishes no client events yet: the list is reread while it is open
-    _clients: list[dict] = []  # the last list read, for the detail line
+    FULL_RELOAD_OVER = 10  # more clients changed at once than this: one list of all instead of one request each
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clients: dict[str, dict] = {}   # id -> the client as the daemon last described it
+        self._stale: set[str] | None = None   # ids to fetch again; None: all of them
+        self._loading = False
 
     def compose(self) -> ComposeResult:
         yield Static("Clients (hub)", id="clients-title")
         yield DataTable(id="clients", cursor_type="row")
+        yield DataTable(id="client-forwards", cursor_type="none")
         yield Static("", id="client-detail")
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one("#clients", DataTable)
-        table.add_columns("client", "state", "quota", "ports", "online", "forwarded", "last seen")
+        table.add_columns("client", "state", "quota", "ports", "online", "fwd", "last seen")
+        self.query_one("#client-forwards", DataTable).add_columns(
+            "port", "name", "open", "total", "in", "out", "leads to")  # last: a long URI is cut, not the counters
         table.focus()
         self.reload()
-        self.set_interval(self.REFRESH_SECONDS, self.reload)
 
-    @work(exclusive=True, group="clients")
-    async def reload(self) -> None:
+    def client_changed(self, client_id: str | None) -> None:
+        """The hub says a client changed (None: any may have): fetch it again, once the fetch under way is done."""
+        if client_id is None or self._stale is None or len(self._stale) >= self.FULL_RELOAD_OVER:
+            self._stale = None
+        else:
+            self._stale.add(client_id)
+        if not self._loading:
+            self._loading = True  # now, not when the worker starts: a second event must not start another
+            self._load()
+
+    def reload(self) -> None:
+        self.client_changed(None)
+
+    @work(group="clients")
+    async def _load(self) -> None:
         try:
+            while self._stale != set():
+                wanted, self._stale = self._stale, set()
+                try:
+                    await self._fetch(wanted)
+                except ConsoleError as exc:
+                    self.query_one("#client-detail", Static).update(f"✖ {exc.message}")
+                    return
+                self._show_clients()
+        finally:
+            self._loading = False
+
+    async def _fetch(self, wanted: set[str] | None) -> None:
+        if wanted is None:
             result = await self.app.backend.request("clients", action="list")
-        except ConsoleError as exc:
-            self.query_one("#client-detail", Static).update(f"✖ {exc.message}")
+            listed = result.get("clients", []) if isinstance(result, dict) else []
+            self._clients = {c["id"]: c for c in listed}
             return
-        self._clients = result.get("clients", []) if isinstance(result, dict) else []
+        for client_id in wanted:
+            try:
+                result = await self.app.backend.request("clients", action="list", id=client_id)
+            except ConsoleError as exc:
+                if exc.exit_code != 2:  # 2: no such client (removed): drop its row
+                    raise
+                result = {}
+            listed = result.get("clients", []) if isinstance(result, dict) else []
+            if listed:
+                self._clients[client_id] = listed[0]
+            else:
+                self._clients.pop(client_id, None)
+
+    def _show_clients(self) -> None:
         rows = {}
-        for c in self._clients:
-            rows[c["id"]] = (c["id"], "● enabled" if c["enabled"] else "■ disabled", str(c["quota"]),
-                             c["port_ranges"] or "-", "yes" if c["connected"] else "no",
-                             ", ".join(str(f["port"]) for f in c["forwards"]) or "-", _time(c["last_seen"]) or "never")
+        for client_id in sorted(self._clients):
+            c = self._clients[client_id]
+            rows[client_id] = (client_id, "● enabled" if c["enabled"] else "■ disabled", str(c["quota"]),
+                               c["port_ranges"] or "-", "● yes" if c["connected"] else "○ no",
+                               str(len(c["forwards"])), _time(c["last_seen"]) or "never")
         _fill(self.query_one("#clients", DataTable), rows)
         self._detail()
 
     def _detail(self) -> None:
-        chosen = self._selected()
-        client = next((c for c in self._clients if c["id"] == chosen), None)
+        """The highlighted client's live forwards and key, from what was fetched: the cursor asks nothing."""
+        client = self._clients.get(self._selected() or "")
+        forwards = {}
+        for f in client["forwards"] if client else []:
+            forwards[str(f["port"])] = (str(f["port"]), f.get("name") or "-", str(f["open"]), str(f["total"]),
+                                        human_bytes(f["bytes_in"]), human_bytes(f["bytes_out"]),
+                                        f["destination"] or "(not announced)")
+        table = self.query_one("#client-forwards", DataTable)
+        _fill(table, forwards)
+        table.border_title = f"{client['id']}: forwarded now" if client else "forwarded now"
         text = "no clients yet: a adds one" if not self._clients else ""
         if client is not None:
-            text = f"{client['id']}: key {client['fingerprint']}, ports {client['port_ranges'] or 'none'}"
+            sessions = sorted({f["session"] for f in client["forwards"]})
+            text = (f"{client['id']}: key {client['fingerprint']}\nports {client['port_ranges'] or 'none'}"
+                    + (f"; session from {', '.join(sessions)}" if sessions else ""))
         self.query_one("#client-detail", Static).update(text)
 
     def _selected(self) -> str | None:
@@ -593,7 +652,7 @@ class ClientsScreen(Screen):
             self.notify(exc.message, severity="error", timeout=10)
             return None
         self.notify(done)
-        self.reload()
+        self.client_changed(args["id"])  # at once, not only when the hub's event comes
         return result
 
     @work(group="clients-action")
@@ -637,7 +696,7 @@ class ClientsScreen(Screen):
 
     @on(DataTable.RowHighlighted, "#clients")
     def _highlighted(self) -> None:
-        self._detail()  # from the list already read: moving the cursor asks the daemon nothing
+        self._detail()
 
     def action_cursor(self, direction: str) -> None:
         getattr(self.query_one("#clients", DataTable), f"action_cursor_{direction}")()
