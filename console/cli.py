@@ -408,12 +408,17 @@ def cmd_clients(ctx: _Context) -> int:
         if a.json:
             print(json.dumps(result, indent=2))
         else:
+            from console.core.states import human_bytes
+
             for c in result["clients"]:
                 state = "enabled" if c["enabled"] else "disabled"
-                live = ", ".join(str(f["port"]) for f in c["forwards"]) or "-"
                 print(f"{c['id']:<16} {state:<8} quota {c['quota']:<3} ports {c['port_ranges'] or '-':<12} "
-                      f"{'connected' if c['connected'] else 'offline':<9} forwarded {live}  "
+                      f"{'connected' if c['connected'] else 'offline':<9} forwarding {len(c['forwards'])}  "
                       f"last seen {c['last_seen'] or 'never'}")
+                for f in c["forwards"]:  # what the customer proxies now, and where each port leads
+                    print(f"  {f['port']:<5} {f['name'] or '-'} -> {f['destination'] or '(not announced)'}  "
+                          f"open {f['open']} total {f['total']} in {human_bytes(f['bytes_in'])} "
+                          f"out {human_bytes(f['bytes_out'])}  from {f['session']}")
             if not result["clients"]:
                 print("no clients")
     elif a.clients_command == "change":

@@ -246,6 +246,9 @@ def test_customer_life_cycle_through_the_daemon_and_the_cli(tmp_path):
         assert acme["id"] == "acme" and acme["enabled"] and acme["connected"] and acme["quota"] == 3
         assert acme["forwards"][0]["port"] == low and acme["forwards"][0]["destination"] is None
         assert set(acme) >= {"id", "quota", "enabled", "ports", "connected", "forwards", "fingerprint", "last_seen"}
+        text = _cli(state, config, "clients", "list").stdout.splitlines()
+        assert text[0].startswith("acme") and "connected forwarding 1" in text[0]
+        assert text[1].startswith(f"  {low:<5} - -> (not announced)  open 0 total 0 in 0 B out 0 B  from 127.0.0.1:")
 
         started = time.monotonic()
         changed = _cli(state, config, "clients", "change", "0", "acme")
