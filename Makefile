@@ -42,6 +42,9 @@ test: $(STAMP) sshd
 bench: $(STAMP) sshd autossh
 	$(PY) bench/recovery.py
 	$(PY) bench/throughput.py
+	$(PY) bench/log_view.py
+	$(PY) bench/console_start.py
+	$(PY) bench/hub_storm.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -3,6 +3,10 @@ and against OpenSSH sshd on the same machine. Reported: time until every forward
 RSS; for sshd, the RSS summed over all its processes). Targets: settled within 30 s, hub RSS under 1 GiB, at
 least 5x less memory per client than sshd.
 
+Against our hub it then measures what the OpenSSH run has no counterpart for: every client announcing what its
+forwards lead to (console.core.announce), one `clients list` of the whole hub through the control socket, and
+what a console subscribed to the event stream through all of it received (ClientChanged is batched per client).
+
     .venv/bin/python bench/hub_storm.py [--clients 500] [--forwards 20]
 
 The clients are asyncssh connections from one load process (the same load against both servers).
@@ -12,15 +16,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import asyncssh
 from common import ROOT, USER, Sshd, free_port, table
+
+from console.control.client import ControlClient
+from console.core import announce
+from console.core.errors import OperationFailed
 
 HUB_PORTS = (20000, 29999)     # below the kernel's ephemeral range, so client source ports never collide
 SSHD_PORTS = (10000, 19999)
@@ -47,9 +57,10 @@ def descendants(pid: int) -> list[int]:
 
 async def storm(host_port: int, users: list[str], keys: list[asyncssh.SSHKey], ports: list[list[int]],
                 host_key: asyncssh.SSHKey) -> tuple[float, int, list]:
-    """Connect every client at once; each asks for its forwards. Seconds until all listen, how many did."""
+    """Connect every client at once; each asks for its forwards. Seconds until all listen, how many did, and
+    each connection with the ports it forwards."""
     done = 0
-    conns = []
+    conns: list[tuple[asyncssh.SSHClientConnection, list[int]]] = []
 
     async def one(user: str, key: asyncssh.SSHKey, wanted: list[int]) -> None:
         nonlocal done
@@ -63,14 +74,22 @@ async def storm(host_port: int, users: list[str], keys: list[asyncssh.SSHKey], p
                 await asyncio.sleep(0.2 * (attempt + 1))
         else:
             return
-        conns.append(conn)
         results = await asyncio.gather(*(conn.forward_remote_port("127.0.0.1", p, "127.0.0.1", 9) for p in wanted),
                                        return_exceptions=True)
         done += sum(1 for r in results if not isinstance(r, BaseException))
+        conns.append((conn, [p for p, r in zip(wanted, results, strict=True) if not isinstance(r, BaseException)]))
 
     start = time.monotonic()
     await asyncio.gather(*(one(u, k, p) for u, k, p in zip(users, keys, ports, strict=True)))
     return time.monotonic() - start, done, conns
+
+
+async def announce_all(conn: asyncssh.SSHClientConnection, ports: list[int]) -> int:
+    """What a unit does once its forwards listen: one announcement of all of them. How many were recorded."""
+    said = [announce.Announced(p, f"svc{i}", f"10.0.0.{i % 250 + 1}:139", f"smb://files{i}.example.com:139/share")
+            for i, p in enumerate(ports)]
+    done = await conn.run(subsystem=announce.ANNOUNCE_SUBSYSTEM, input=announce.encode(said), timeout=60)
+    return len(json.loads(done.stdout or "{}").get("recorded", []))
 
 
 def main() -> int:
@@ -80,7 +99,8 @@ def main() -> int:
     args = parser.parse_args()
     n, f = args.clients, args.forwards
     tmp = Path(tempfile.mkdtemp(prefix="sop-bench-storm-"))
-    rows = []
+    rows: list[list[str]] = []
+    extra: list[list[str]] = []
     keys = [asyncssh.generate_private_key("ssh-ed25519") for _ in range(n)]
     try:
         # ---- our hub: the real daemon with a hub section; clients registered before it starts
@@ -110,11 +130,40 @@ def main() -> int:
             idle = rss_kb([daemon.pid])
 
             async def run_hub():
+                console = ControlClient(state.control_socket)
+                await console.connect()
+                _, events = await console.subscribe()
+                heard = Counter()
+
+                async def listen() -> None:
+                    try:
+                        async for event in events:
+                            heard[type(event).__name__] += 1
+                    except OperationFailed:
+                        heard["OVERFLOW"] += 1
+                listener = asyncio.create_task(listen())
                 took, ok, conns = await storm(hub_port, [c.id for c in clients], keys, [c.ports for c in clients],
                                               hub_pub)
+                started = time.monotonic()
+                said = await asyncio.gather(*(announce_all(conn, ports) for conn, ports in conns))
+                extra.append(["every client announces its forwards", f"{sum(said)}/{n * f} recorded",
+                              f"{time.monotonic() - started:.1f} s"])
+                async with ControlClient(state.control_socket) as admin:
+                    started = time.monotonic()
+                    listing = await admin.request("clients", action="list")
+                    took_list = time.monotonic() - started
+                live = sum(len(c["forwards"]) for c in listing["clients"])
+                named = sum(1 for c in listing["clients"] for fw in c["forwards"] if fw["destination"])
+                extra.append(["clients list of the whole hub (control socket)",
+                              f"{len(listing['clients'])} clients, {live} forwards, {named} with a destination",
+                              f"{took_list:.2f} s, {len(json.dumps(listing)) / 1e6:.1f} MB"])
                 await asyncio.sleep(1)
                 rss = rss_kb([daemon.pid])
-                for conn in conns:
+                listener.cancel()
+                await console.close()
+                extra.append(["what one subscribed console received", ", ".join(
+                    f"{name} {count}" for name, count in sorted(heard.items())) or "nothing", "-"])
+                for conn, _ in conns:
                     conn.close()
                 return took, ok, rss
 
@@ -138,7 +187,7 @@ def main() -> int:
                 await asyncio.sleep(1)
                 pids = descendants(sshd.proc.pid)
                 rss = rss_kb(pids)
-                for conn in conns:
+                for conn, _ in conns:
                     conn.close()
                 return took, ok, rss, len(pids)
 
@@ -152,6 +201,8 @@ def main() -> int:
     print(f"Reconnect storm: {n} clients x {f} forwards, all at once, one load process (asyncssh)")
     print(table(rows, ["server", "forwards listening", "seconds to settle", "RSS MiB", "KiB per client"]))
     print("targets: settled within 30 s; hub RSS under 1 GiB; at least 5x less memory per client than sshd")
+    print()
+    print(table(extra, ["our hub only", "result", "time"]))
     return 0
 
 
