@@ -467,3 +467,21 @@ async def test_openssh_clients_get_no_shell_sftp_or_pty_and_each_refusal_is_logg
     text = "\n".join(hub_log.lines)
     assert "refused the subsystem 'sftp' for client acme" in text
     assert "refused a shell for client acme" in text and "refused exec of 'echo hello'" in text
+
+
+@hub_test
+async def test_closing_the_hub_ends_every_connection_even_one_not_logged_in(world):
+    """Shutdown closes logged-in sessions and half-open ones (a scanner, a client mid-login) at once. It closes
+    them before waiting for the listener: from Python 3.12 on, wait_closed() waits for every connection."""
+    client = world.register("acme")
+    ssh = await world.ssh("acme", "-N", "-R", f"127.0.0.1:{client.ports[0]}:127.0.0.1:9")
+    await eventually(lambda: client.ports[0] in world.hub.forwards, what="forward up")
+    reader, writer = await asyncio.open_connection("127.0.0.1", world.hub.port)
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"SSH-2.0-SOPConsoleHub_1")
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(world.hub.close(), 2)
+    await asyncio.wait_for(reader.read(), 2)  # read() ends at EOF: the half-open one is closed, not left to time out
+    assert reader.at_eof()
+    await asyncio.wait_for(ssh.wait(), 2)
+    assert asyncio.get_running_loop().time() - started < 2
+    writer.close()

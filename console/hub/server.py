@@ -35,6 +35,7 @@ CHANGE_SECONDS = 0.25      # client changes are reported in batches this often (
 TRAFFIC_SECONDS = 1.0      # ...and changed counters this often, not once per byte
 ANNOUNCE_SECONDS = 10.0    # an announcement channel that has not finished by then is closed
 MAX_CHANNELS = 4           # session channels one connection may hold open at once
+CLOSE_SECONDS = 0.3        # on shutdown, how long the hub waits for its connections to finish closing
 
 
 @dataclass
@@ -90,8 +91,10 @@ class _HubSession(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
+        self.hub.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.hub.connections.discard(self)
         self.hub._detach(self)
 
     def begin_auth(self, username: str) -> bool:
@@ -207,7 +210,8 @@ class Hub:
         # 10,000 forwards must not become 10,000 events for every console.
         self.on_change = on_change or (lambda client_id, change: None)
         self._changed: dict[str, set[str]] = {}
-        self.sessions: dict[str, list[_HubSession]] = {}
+        self.connections: set[_HubSession] = set()          # every connection, before and after login
+        self.sessions: dict[str, list[_HubSession]] = {}     # the logged-in ones, by client
         self.forwards: dict[int, HubForward] = {}
         self._failures: dict[str, _Failures] = {}
         self._server: asyncssh.SSHAcceptor | None = None
@@ -260,16 +264,21 @@ class Hub:
                 self.on_change(client_id, ", ".join(sorted(changes)))
 
     async def close(self) -> None:
+        """Stop listening and end every connection, logged in or not. The connections go first: from Python
+        3.12 on, a server's wait_closed() waits for all of them, so waiting before closing them would hang."""
         for task in self._tasks:
             task.cancel()
         self.registry.flush()
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
-        for sessions in list(self.sessions.values()):
-            for session in list(sessions):
-                if session.conn is not None:
-                    session.conn.close()
+        for session in list(self.connections):
+            if session.conn is not None:
+                session.conn.close()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), CLOSE_SECONDS)
+            except TimeoutError:
+                log.warning("hub: connections still closing after %.1fs; not waiting longer", CLOSE_SECONDS)
 
     # ------------------------------------------------------------------ sessions
 
