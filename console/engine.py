@@ -65,7 +65,8 @@ class Engine:
         registry = Registry(self.store, (settings.port_low, settings.port_high), settings.default_quota)
         key = await asyncio.to_thread(load_or_create_key, self.paths.hub_key, "sop-console-hub")
         self.hub = Hub(HubSettings(settings.listen_host, settings.listen_port, settings.bind), registry, key,
-                       on_change=lambda client_id, change: self.bus.publish(ClientChanged(client_id, change)))
+                       on_change=lambda client_id, change: self.bus.publish(ClientChanged(client_id, change)),
+                       log_event=lambda text: self.tunnel_log.write("hub", text))
         try:
             await self.hub.start()
         except OSError as exc:

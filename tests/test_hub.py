@@ -360,6 +360,9 @@ def test_our_units_announce_what_their_ports_lead_to(tmp_path, state):
                             changes.update(event.change.split(", "))
                     return {"connected", "forwards", "announced"} <= changes
                 await eventually(heard, timeout=3, what=f"ClientChanged events (heard {changes})")
+                log_text = state.tunnel_log.read_text()  # the console's View log shows the hub's side too
+                assert re.search(r" hub client acme connected from 127\.0\.0\.1:\d+\n", log_text)
+                assert f"announced {files_port} files -> smb+tcp://127.0.0.1:{echo.port}, " in log_text
 
                 # The unit cancels "app" (cancel-tcpip-forward): the hub frees that port at once.
                 unit = cfg.units["master"]
@@ -485,3 +488,18 @@ async def test_closing_the_hub_ends_every_connection_even_one_not_logged_in(worl
     await asyncio.wait_for(ssh.wait(), 2)
     assert asyncio.get_running_loop().time() - started < 2
     writer.close()
+
+
+@hub_test
+async def test_failed_logins_are_slowed_and_logged_without_flooding(world):
+    world.register("acme")
+    with _HubLog() as hub_log:
+        started = asyncio.get_running_loop().time()
+        for _ in range(6):
+            code, err = await finished(await world.ssh("acme", "-N", key="stranger"))
+            assert code == 255 and "Permission denied" in err
+        slowed = asyncio.get_running_loop().time() - started
+    told = [line for line in hub_log.lines if "refused auth for acme" in line]
+    assert [re.search(r"failure (\d+)", line).group(1) for line in told] == ["1", "2", "3", "4"]
+    assert "key is not the client's" in told[0]
+    assert slowed >= 0.25 + 0.5 + 1.0  # failures 4, 5 and 6 waited before the answer

@@ -30,12 +30,14 @@ from console.tunnel import relay
 log = logging.getLogger("console.hub")
 FAILURE_WINDOW = 60.0   # seconds a failed auth counts against its address
 MAX_AUTH_DELAY = 5.0
+MAX_FAILURE_ADDRESSES = 10_000  # addresses with failures remembered before the quiet ones are forgotten
 SEEN_FLUSH_SECONDS = 30.0  # last_seen reaches the store this often (and at close), not once per connection
 CHANGE_SECONDS = 0.25      # client changes are reported in batches this often (one report per client)...
 TRAFFIC_SECONDS = 1.0      # ...and changed counters this often, not once per byte
 ANNOUNCE_SECONDS = 10.0    # an announcement channel that has not finished by then is closed
 MAX_CHANNELS = 4           # session channels one connection may hold open at once
 CLOSE_SECONDS = 0.3        # on shutdown, how long the hub waits for its connections to finish closing
+ANNOUNCE_SHOWN = 5         # forwards named in an announcement's log line
 
 
 @dataclass
@@ -202,10 +204,14 @@ class _AnnounceChannel(asyncssh.SSHServerSession):
 
 class Hub:
     def __init__(self, settings: HubSettings, registry: Registry, host_key: asyncssh.SSHKey,
-                 on_change: Callable[[str, str], None] | None = None) -> None:
+                 on_change: Callable[[str, str], None] | None = None,
+                 log_event: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.host_key = host_key
+        # Where the hub says what happened (clients coming and going, refusals, takeovers, announcements): the
+        # engine's tunnel log, which the console's View log shows; without one, this module's logger.
+        self.log_event = log_event
         # Told (client_id, "connected, forwards" ...) at most once a CHANGE_SECONDS per client: a storm of
         # 10,000 forwards must not become 10,000 events for every console.
         self.on_change = on_change or (lambda client_id, change: None)
@@ -229,7 +235,7 @@ class Hub:
             allow_scp=False, agent_forwarding=False, x11_forwarding=False, password_auth=False,
             kbdint_auth=False, gss_host=None, server_version=announce.HUB_VERSION,
             encoding=None)  # the announcement channel reads bytes: a bad byte is the client's error, not ours
-        log.info("hub listening on %s:%d; client ports bind on %s", self.settings.host, self.port,
+        log.info("hub: listening on %s:%d; client ports bind on %s", self.settings.host, self.port,
                  self.settings.bind)
         self._tasks = [asyncio.create_task(self._flush_seen()), asyncio.create_task(self._report_changes())]
 
@@ -285,7 +291,7 @@ class Hub:
     def _attach(self, session: _HubSession) -> None:
         self.sessions.setdefault(session.user, []).append(session)
         self.registry.seen(session.user)
-        log.info("hub: client %s connected from %s", session.user, session.peer)
+        self._say(f"client {session.user} connected from {session.peer}")
         self.changed(session.user, "connected")
 
     def _detach(self, session: _HubSession) -> None:
@@ -294,7 +300,7 @@ class Hub:
                 forward.listener.close()  # and out of self.forwards (_closed)
         if session in self.sessions.get(session.user, []):
             self.sessions[session.user].remove(session)
-            log.info("hub: client %s from %s disconnected", session.user, session.peer)
+            self._say(f"client {session.user} from {session.peer} disconnected")
             self.changed(session.user, "disconnected")
 
     def _closed(self, listener: _ClientPort) -> None:
@@ -309,7 +315,7 @@ class Hub:
         """End every live session of a client at once (change 0, remove, a replaced key)."""
         sessions = list(self.sessions.get(client_id, []))
         for session in sessions:
-            log.warning("hub: ending session of %s from %s: %s", client_id, session.peer, reason)
+            self._say(f"ending the session of client {client_id} from {session.peer}: {reason}", warning=True)
             if session.conn is not None:
                 session.conn.disconnect(asyncssh.DISC_BY_APPLICATION, reason)
         return len(sessions)
@@ -330,8 +336,9 @@ class Hub:
             else:
                 recorded[item.port] = item
         session.announced = recorded
-        log.info("hub: client %s from %s announced %s", session.user, session.peer,
-                 ", ".join(f"{p} {a.name} -> {a.destination}" for p, a in recorded.items()) or "no forwards")
+        said = ", ".join(f"{p} {a.name} -> {a.destination}" for p, a in list(recorded.items())[:ANNOUNCE_SHOWN])
+        more = f" and {len(recorded) - ANNOUNCE_SHOWN} more" if len(recorded) > ANNOUNCE_SHOWN else ""
+        self._say(f"client {session.user} from {session.peer} announced {said or 'no forwards'}{more}")
         if ignored:
             self._refuse(session, "an announcement for port(s) "
                                   f"{', '.join(str(i['port']) for i in ignored)}: not forwarded by this session")
@@ -340,19 +347,30 @@ class Hub:
 
     # ------------------------------------------------------------------ policy
 
+    def _say(self, text: str, *, warning: bool = False) -> None:
+        """One line of what happened: to the tunnel log when the engine gave one, else to the logger."""
+        if self.log_event is not None:
+            self.log_event(text)
+        else:
+            log.log(logging.WARNING if warning else logging.INFO, "hub: %s", text)
+
     def _refuse(self, session: _HubSession, what: str) -> None:
-        log.warning("hub refused %s for client %s from %s", what, session.user, session.peer)
+        self._say(f"refused {what} for client {session.user} from {session.peer}", warning=True)
 
     async def _auth_failed(self, session: _HubSession, username: str, key_fp: str, reason: str) -> None:
         address = session.peer.rsplit(":", 1)[0]
         record = self._failures.get(address)
         now = time.monotonic()
         if record is None or now - record.last > FAILURE_WINDOW:
+            if len(self._failures) > MAX_FAILURE_ADDRESSES:  # many addresses: forget the ones gone quiet
+                self._failures = {a: r for a, r in self._failures.items() if now - r.last <= FAILURE_WINDOW}
             record = self._failures[address] = _Failures()
         record.count += 1
         record.last = now
-        log.warning("hub refused auth for %s from %s with key %s: %s (failure %d)", username, session.peer,
-                    key_fp, reason, record.count)
+        # Failures 1, 2, 3, 4, 8, 16 ... of an address are told: a scanner cannot flood the log.
+        if record.count <= 3 or record.count & (record.count - 1) == 0:
+            self._say(f"refused auth for {username} from {session.peer} with key {key_fp}: {reason} "
+                      f"(failure {record.count} from {address} within {FAILURE_WINDOW:.0f}s)", warning=True)
         if record.count > 3:  # slow down whoever keeps trying
             await asyncio.sleep(min(MAX_AUTH_DELAY, 0.25 * 2 ** (record.count - 4)))
 
@@ -379,8 +397,8 @@ class Hub:
                 self._refuse(session, f"port {port}: already forwarded by this session")
                 return False
             # The same client again: its newest session wins; the old one is most likely dead.
-            log.warning("hub: client %s from %s takes port %d over from its older session from %s",
-                        session.user, session.peer, port, held.session.peer)
+            self._say(f"client {session.user} from {session.peer} takes port {port} over from its older session "
+                      f"from {held.session.peer}", warning=True)
             old = held.session
             self._detach(old)
             if old.conn is not None:

@@ -606,8 +606,9 @@ class ClientsScreen(Screen):
                     raise
                 result = {}
             listed = result.get("clients", []) if isinstance(result, dict) else []
-            if listed:
-                self._clients[client_id] = listed[0]
+            found = next((c for c in listed if c["id"] == client_id), None)
+            if found is not None:
+                self._clients[client_id] = found
             else:
                 self._clients.pop(client_id, None)
 
