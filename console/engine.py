@@ -73,7 +73,7 @@ class Engine:
             raise OperationFailed(f"the hub cannot listen on {settings.listen_host}:{settings.listen_port}: "
                                   f"{exc.strerror or exc}") from None
         self.clients = ClientsAdmin(registry, self.hub)
-        self.tunnel_log.write("hub", f"hub listening on {settings.listen_host}:{self.hub.port}, client ports "
+        self.tunnel_log.write("hub", f"listening on {settings.listen_host}:{self.hub.port}, client ports "
                                      f"{settings.port_low}-{settings.port_high} on {settings.bind}")
 
     def _add_worker(self, unit: UnitConfig) -> UnitWorker:

@@ -361,6 +361,7 @@ def test_our_units_announce_what_their_ports_lead_to(tmp_path, state):
                     return {"connected", "forwards", "announced"} <= changes
                 await eventually(heard, timeout=3, what=f"ClientChanged events (heard {changes})")
                 log_text = state.tunnel_log.read_text()  # the console's View log shows the hub's side too
+                assert f" hub listening on 127.0.0.1:{hub_port}, client ports {low}-{high} on 127.0.0.1\n" in log_text
                 assert re.search(r" hub client acme connected from 127\.0\.0\.1:\d+\n", log_text)
                 assert f"announced {files_port} files -> smb+tcp://127.0.0.1:{echo.port}, " in log_text
 
