@@ -12,8 +12,8 @@ import logging
 
 import asyncssh
 
-from console.core.config import Config, UnitConfig
-from console.core.errors import OperationFailed, UsageError
+from console.core.config import Config, HubConfig, UnitConfig
+from console.core.errors import OperationFailed, UsageError, os_reason
 from console.core.events import ClientChanged, EventBus, LogLine, Reloaded
 from console.core.keys import fingerprint
 from console.core.known_hosts import KnownHosts, Verdict, check_host_key
@@ -71,10 +71,25 @@ class Engine:
             await self.hub.start()
         except OSError as exc:
             raise OperationFailed(f"the hub cannot listen on {settings.listen_host}:{settings.listen_port}: "
-                                  f"{exc.strerror or exc}") from None
+                                  f"{os_reason(exc)}") from None
         self.clients = ClientsAdmin(registry, self.hub)
         self.tunnel_log.write("hub", f"listening on {settings.listen_host}:{self.hub.port}, client ports "
                                      f"{settings.port_low}-{settings.port_high} on {settings.bind}")
+
+    async def _reload_hub(self, old: HubConfig | None, new: HubConfig | None) -> list[str]:
+        """Apply a changed hub: section. Adding or removing the hub needs a restart; the rest applies live."""
+        from console.hub.server import HubSettings
+
+        if self.hub is None or self.clients is None or new is None:
+            self.config = dataclasses.replace(self.config, hub=old)
+            return [f"hub {'added' if new else 'removed'}: restart the daemon to apply it"]
+        try:
+            changes = await self.hub.apply(HubSettings(new.listen_host, new.listen_port, new.bind))
+        except OSError as exc:
+            self.config = dataclasses.replace(self.config, hub=old)
+            return [f"hub settings not applied: cannot listen on {new.listen_host}:{new.listen_port}: "
+                    f"{os_reason(exc)}"]
+        return changes + self.clients.registry.retune((new.port_low, new.port_high), new.default_quota)
 
     def _add_worker(self, unit: UnitConfig) -> UnitWorker:
         worker = UnitWorker(unit, self.config.tunnel, self.env)
@@ -102,8 +117,7 @@ class Engine:
         old = self.config
         self.config = config
         if old.hub != config.hub:
-            changes.append("hub settings changed: restart the daemon to apply them")
-            self.config = dataclasses.replace(config, hub=old.hub)
+            changes.extend(await self._reload_hub(old.hub, config.hub))
         for name in list(self.workers):
             if name not in config.units:
                 await self.workers.pop(name).stop("Stopped: removed from the configuration")

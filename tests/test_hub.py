@@ -504,3 +504,70 @@ async def test_failed_logins_are_slowed_and_logged_without_flooding(world):
     assert [re.search(r"failure (\d+)", line).group(1) for line in told] == ["1", "2", "3", "4"]
     assert "key is not the client's" in told[0]
     assert slowed >= 0.25 + 0.5 + 1.0  # failures 4, 5 and 6 waited before the answer
+
+
+def test_hub_settings_apply_on_reload_and_connected_clients_stay(tmp_path, state):
+    """listen, bind, ports and default_quota change live: a connected client keeps its session and forward, new
+    clients meet the new address and range; an address that cannot be opened leaves everything as it was."""
+    import socket
+
+    from conftest import config_of
+    from sshd import free_port
+
+    from console.engine import Engine
+
+    def hub_yaml(port: int, low: int, high: int, quota: int, bind: str) -> str:
+        return f"hub: {{listen: '127.0.0.1:{port}', ports: '{low}-{high}', default_quota: {quota}, bind: '{bind}'}}\n"
+
+    async def body():
+        (low, high), (low2, high2) = _free_range(4), _free_range(4)
+        port, port2 = free_port(), free_port()
+        engine = Engine(config_of(hub_yaml(port, low, high, 2, "127.0.0.1")), state)
+        await engine.start()
+        ssh = None
+        try:
+            world = World(tmp_path, state)  # for its OpenSSH client; the engine's hub is the one under test
+            world.hub, world.registry = engine.hub, engine.clients.registry
+            acme = world.register("acme")
+            async with EchoServer() as echo:
+                ssh = await world.ssh("acme", "-N", "-R", f"127.0.0.1:{acme.ports[0]}:127.0.0.1:{echo.port}")
+                await eventually(lambda: acme.ports[0] in engine.hub.forwards, what="acme forwards")
+
+                changes = await engine.reload(config_of(hub_yaml(port2, low2, high2, 3, "127.0.0.2")))
+                text = "; ".join(changes)
+                assert f"hub listens on 127.0.0.1:{port2} instead of 127.0.0.1:{port}" in text
+                assert "hub opens client ports on 127.0.0.2 instead of 127.0.0.1; 1 forwarded now stay" in text
+                assert f"hub allocates ports from {low2}-{high2}" in text and "keep ports outside it (acme)" in text
+                assert "new clients get 3 ports instead of 2" in text
+                assert ssh.returncode is None and await roundtrip(acme.ports[0], b"still here") == b"still here"
+                with pytest.raises(OSError):
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()  # the old address is closed
+
+                other = world.register("other")  # the new default quota, from the new range
+                assert other.ports == [low2, low2 + 1, low2 + 2]
+                assert world.hub.port == port2  # World.ssh dials the hub's current port
+                proc = await world.ssh("other", "-N", "-R", f"0:127.0.0.1:{echo.port}")
+                try:
+                    await eventually(lambda: low2 in engine.hub.forwards, what="other forwards on the new bind")
+                    reader, writer = await asyncio.open_connection("127.0.0.2", low2)
+                    writer.write(b"new bind")
+                    assert await asyncio.wait_for(reader.readexactly(8), 5) == b"new bind"
+                    writer.close()
+                finally:
+                    proc.kill()
+                    await proc.wait()
+
+                with socket.socket() as taken:
+                    taken.bind(("127.0.0.1", 0))
+                    taken.listen()
+                    busy = taken.getsockname()[1]
+                    changes = await engine.reload(config_of(hub_yaml(busy, low2, high2, 3, "127.0.0.2")))
+                assert changes == [f"hub settings not applied: cannot listen on 127.0.0.1:{busy}: "
+                                   "Address already in use"]
+                assert engine.hub.port == port2 and engine.config.hub.listen_port == port2
+        finally:
+            if ssh is not None and ssh.returncode is None:
+                ssh.kill()
+                await ssh.wait()
+            await engine.shutdown()
+    run(body())

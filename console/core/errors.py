@@ -5,6 +5,8 @@ Exit codes: 0 ok, 1 operation failed, 2 usage or configuration error, 3 daemon n
 
 from __future__ import annotations
 
+import os
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -46,3 +48,8 @@ class ConfigError(ConsoleError):
 
 class DaemonNotRunning(ConsoleError):
     exit_code = EXIT_NO_DAEMON
+
+
+def os_reason(exc: OSError) -> str:
+    """'Address already in use', not asyncio's 'error while attempting to bind on address (...): ...'."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)

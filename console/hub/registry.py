@@ -67,6 +67,24 @@ class Registry:
 
     # ------------------------------------------------------------------ changing
 
+    def retune(self, port_range: tuple[int, int], default_quota: int) -> list[str]:
+        """A new range and default quota (a reload). Clients keep the ports they hold: an operator has told
+        customers those. Returns what changed, naming clients that now hold ports outside the range."""
+        changes = []
+        if port_range != (self.low, self.high):
+            changes.append(f"hub allocates ports from {port_range[0]}-{port_range[1]} instead of "
+                           f"{self.low}-{self.high}")
+            self.low, self.high = port_range
+            outside = [c.id for c in self.all() if any(not self.low <= p <= self.high for p in c.ports)]
+            if outside:
+                changes.append(f"{len(outside)} client(s) keep ports outside it ({', '.join(outside[:5])}"
+                               + (", ..." if len(outside) > 5 else "") + "); `clients change 0 ID`, then "
+                               "`clients change N ID`, gives one N ports from the new range")
+        if default_quota != self.default_quota:
+            changes.append(f"new clients get {default_quota} ports instead of {self.default_quota}")
+            self.default_quota = default_quota
+        return changes
+
     def _save(self, client: Client) -> None:
         self.table.upsert(asdict(client), Query().id == client.id)
         self._by_key = {k: v for k, v in self._by_key.items() if v != client.id}

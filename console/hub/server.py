@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import asyncssh
 
 from console.core import announce
+from console.core.errors import os_reason
 from console.core.keys import fingerprint
 from console.hub.registry import Client, Registry
 from console.tunnel import relay
@@ -229,15 +230,38 @@ class Hub:
         return self._server.get_port()
 
     async def start(self) -> None:
-        self._server = await asyncssh.create_server(
-            lambda: _HubSession(self), self.settings.host, self.settings.port,
+        self._server = await self._listen_for_clients(self.settings.host, self.settings.port)
+        log.info("hub: listening on %s:%d; client ports bind on %s", self.settings.host, self.port,
+                 self.settings.bind)
+        self._tasks = [asyncio.create_task(self._flush_seen()), asyncio.create_task(self._report_changes())]
+
+    async def _listen_for_clients(self, host: str, port: int) -> asyncssh.SSHAcceptor:
+        return await asyncssh.create_server(
+            lambda: _HubSession(self), host, port,
             server_host_keys=[self.host_key], line_editor=False, keepalive_interval=15, keepalive_count_max=3,
             allow_scp=False, agent_forwarding=False, x11_forwarding=False, password_auth=False,
             kbdint_auth=False, gss_host=None, server_version=announce.HUB_VERSION,
             encoding=None)  # the announcement channel reads bytes: a bad byte is the client's error, not ours
-        log.info("hub: listening on %s:%d; client ports bind on %s", self.settings.host, self.port,
-                 self.settings.bind)
-        self._tasks = [asyncio.create_task(self._flush_seen()), asyncio.create_task(self._report_changes())]
+
+    async def apply(self, settings: HubSettings) -> list[str]:
+        """New settings on a running hub (a reload). A new listen address opens before the old one closes, and
+        the clients already connected stay; a new bind applies to the client ports opened from now on.
+        OSError (nothing changed) when the new address cannot be opened."""
+        changes = []
+        if (settings.host, settings.port) != (self.settings.host, self.settings.port):
+            old, old_address = self._server, f"{self.settings.host}:{self.port}"
+            self._server = await self._listen_for_clients(settings.host, settings.port)
+            if old is not None:
+                old.close()  # stops accepting; the connections it accepted go on
+            changes.append(f"hub listens on {settings.host}:{self.port} instead of {old_address}; connected "
+                           f"clients stay")
+        if settings.bind != self.settings.bind:
+            held = len(self.forwards)
+            changes.append(f"hub opens client ports on {settings.bind} instead of {self.settings.bind}"
+                           + (f"; {held} forwarded now stay on {self.settings.bind} until their clients reconnect"
+                              if held else ""))
+        self.settings = settings
+        return changes  # the engine's "configuration reloaded" line carries them
 
     async def _flush_seen(self) -> None:
         while True:
@@ -419,7 +443,7 @@ class Hub:
         try:
             server = await asyncio.get_running_loop().create_server(accepted, self.settings.bind, port)
         except OSError as exc:
-            self._refuse(session, f"port {port}: cannot listen on {self.settings.bind}: {exc.strerror or exc}")
+            self._refuse(session, f"port {port}: cannot listen on {self.settings.bind}: {os_reason(exc)}")
             return False
         listener = _ClientPort(server, port, self._closed)
         self.forwards[port] = HubForward(session, listener, port, stats)
