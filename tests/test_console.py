@@ -380,3 +380,25 @@ def test_a_cell_that_grows_widens_its_column():
             assert table.ordered_columns[1].content_width >= len("108 B")
             assert "108 B" in "".join(strip.text for strip in table.render_lines(table.region.reset_offset))
     run(body())
+
+
+def test_clients_screen_whose_widgets_are_gone_when_a_fetch_ends(state):
+    """Found as a flaky end of the life-cycle test: the console quit, its screens' widgets were taken down, and
+    an answer that arrived just then was drawn onto widgets no longer there (NoMatches, WorkerFailed). The same
+    state, made on purpose: the widgets removed, then a hub event starts a fetch."""
+    from console.ui.backend import StaticBackend
+    from console.ui.screens import ClientsScreen
+
+    async def body():
+        app = app_for(state, backend=StaticBackend({"units": []}, {"clients": {"clients": []}}))
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("7")
+            await eventually(lambda: isinstance(app.screen, ClientsScreen))
+            screen = app.screen
+            await screen.query_one("#clients", DataTable).remove()
+            screen.client_changed("acme")
+            await eventually(lambda: not screen._loading, what="the fetch ended")
+            await pilot.pause()
+            assert app.return_code is None  # still running: no worker failed
+    run(body())

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, OptionList, Static
@@ -586,9 +587,16 @@ class ClientsScreen(Screen):
                 try:
                     await self._fetch(wanted)
                 except ConsoleError as exc:
-                    self.query_one("#client-detail", Static).update(f"✖ {exc.message}")
+                    failed: str | None = f"✖ {exc.message}"
+                else:
+                    failed = None
+                try:
+                    if failed:
+                        self.query_one("#client-detail", Static).update(failed)
+                        return
+                    self._show_clients()
+                except NoMatches:  # the screen was taken down (esc, or the console quit) while it fetched
                     return
-                self._show_clients()
         finally:
             self._loading = False
 
