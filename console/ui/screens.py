@@ -585,14 +585,10 @@ class ClientsScreen(Screen):
             while self._stale != set():
                 wanted, self._stale = self._stale, set()
                 try:
-                    await self._fetch(wanted)
-                except ConsoleError as exc:
-                    failed: str | None = f"✖ {exc.message}"
-                else:
-                    failed = None
-                try:
-                    if failed:
-                        self.query_one("#client-detail", Static).update(failed)
+                    try:
+                        await self._fetch(wanted)
+                    except ConsoleError as exc:
+                        self.query_one("#client-detail", Static).update(f"✖ {exc.message}")
                         return
                     self._show_clients()
                 except NoMatches:  # the screen was taken down (esc, or the console quit) while it fetched
