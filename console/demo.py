@@ -41,7 +41,7 @@ async def _http_service(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         writer.close()
 
 
-async def _echo_service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def echo_service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while data := await reader.read(65536):
             writer.write(data)
@@ -79,7 +79,7 @@ async def build_demo(paths: StatePaths, *, echo_log: bool = False) -> DemoWorld:
     connect on their own). The units are the hub's clients, as a customer's would be."""
     paths.prepare()
     web = await asyncio.start_server(_http_service, "127.0.0.1", 0)
-    app = await asyncio.start_server(_echo_service, "127.0.0.1", 0)
+    app = await asyncio.start_server(echo_service, "127.0.0.1", 0)
     web_port = web.sockets[0].getsockname()[1]
     app_port = app.sockets[0].getsockname()[1]
 

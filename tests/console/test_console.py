@@ -7,7 +7,7 @@ import os
 import signal
 import time
 
-from conftest import EchoServer, authorize_units, config_of, eventually, run, unit_yaml
+from support import EchoServer, authorize_units, config_of, eventually, run, unit_yaml
 from textual.widgets import DataTable, Input, Static
 
 from console.core.paths import StatePaths

@@ -7,13 +7,13 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import run
+from support import run
 
 from console.core.events import EventBus, UnitStateChanged, event_from_dict
 from console.core.store import Store
 from console.core.tunnel_log import TunnelLog, follow, tail
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 def test_store_survives_a_corrupt_file(tmp_path, caplog):

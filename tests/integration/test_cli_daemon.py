@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import authorize_units, me, unit_yaml
+from support import authorize_units, me, unit_yaml
 from sshd import free_port
 
 from console.core.paths import StatePaths

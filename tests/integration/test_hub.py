@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import EchoServer, eventually, roundtrip, run
+from support import EchoServer, eventually, roundtrip, run
 
 from console.core.keys import load_or_create_key
 from console.core.paths import StatePaths
@@ -269,7 +269,7 @@ def test_customer_life_cycle_through_the_daemon_and_the_cli(tmp_path):
 
 
 def test_exported_authorized_keys_are_enforced_by_a_real_sshd(sshd, tmp_path, state):
-    from conftest import me
+    from support import me
     from sshd import free_port
 
     from console.hub.admin import ClientsAdmin
@@ -315,7 +315,7 @@ def test_our_units_announce_what_their_ports_lead_to(tmp_path, state):
     service URI; a forward dropped by a reload frees its port on the hub at once, one added is announced too."""
     import dataclasses
 
-    from conftest import config_of
+    from support import config_of
     from sshd import free_port
 
     from console.core.events import ClientChanged
@@ -511,7 +511,7 @@ def test_hub_settings_apply_on_reload_and_connected_clients_stay(tmp_path, state
     clients meet the new address and range; an address that cannot be opened leaves everything as it was."""
     import socket
 
-    from conftest import config_of
+    from support import config_of
     from sshd import free_port
 
     from console.engine import Engine

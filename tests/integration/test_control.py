@@ -3,7 +3,7 @@ leaves its answer behind, which the next request must not take for its own."""
 
 from __future__ import annotations
 
-from conftest import config_of, eventually, run
+from support import config_of, eventually, run
 
 from console.control.client import ControlClient
 from console.daemon import Daemon

@@ -6,7 +6,7 @@ import asyncio
 
 import asyncssh
 import pytest
-from conftest import eventually, forward_port, run, unit_of
+from support import eventually, forward_port, run, unit_of
 
 from console.core.keys import load_or_create_unit_key, public_line
 from console.demo import build_demo

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import (EchoServer, authorize_units, config_of, eventually, forward_port, fwd_of, me, roundtrip, run,
+from support import (EchoServer, authorize_units, config_of, eventually, forward_port, fwd_of, me, roundtrip, run,
                       running_engine, unit_of, unit_yaml)
 from sshd import free_port
 
