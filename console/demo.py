@@ -27,6 +27,10 @@ from console.hub.server import Hub
 
 DEMO_USERS = {"master": "sop001", "clone": "sop002"}
 TRAFFIC_INTERVAL = 2.0
+# A service's handler that is cancelled when the loop ends (a connection still open as the demo stops) must end
+# quietly: Python 3.11's start_server callback calls task.exception() on it, which raises CancelledError into the
+# loop's exception handler and prints a traceback (3.12 checks task.cancelled() first).
+QUIET_ENDINGS = (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, asyncio.CancelledError)
 
 
 async def _http_service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -35,7 +39,7 @@ async def _http_service(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         body = b"SOP demo unit: filemanager, netDesktop\n"
         writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
         await writer.drain()
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+    except QUIET_ENDINGS:
         pass
     finally:
         writer.close()
@@ -46,7 +50,7 @@ async def echo_service(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
-    except ConnectionError:
+    except QUIET_ENDINGS:
         pass
     finally:
         writer.close()
