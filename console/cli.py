@@ -166,9 +166,9 @@ def cmd_status(ctx: _Context) -> int:
     if ctx.args.json:
         print(json.dumps(status, indent=2))
         return EXIT_OK
-    from console.core.states import render_status
+    from console.core.status import Status
 
-    print(render_status(status) if status["units"] else "no units configured")
+    print(Status.from_json(status).render() if status["units"] else "no units configured")
     return EXIT_OK
 
 

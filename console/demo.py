@@ -19,7 +19,7 @@ from console.core.config import Config, ForwardConfig, HubConfig, ServerConfig, 
 from console.core.events import ForwardTraffic, LogLine
 from console.core.keys import load_or_create_key, load_or_create_unit_key, public_line
 from console.core.paths import StatePaths
-from console.core.states import render_status
+from console.core.states import ForwardState
 from console.daemon import Daemon
 from console.core.store import Store
 from console.hub.registry import Registry
@@ -136,14 +136,14 @@ def _free_range(count: int) -> tuple[int, int]:
 async def demo_traffic(world: DemoWorld) -> None:
     """Touch every listening forward now and then, so the counters move."""
     while True:
-        for unit in world.daemon.engine.status()["units"]:
-            for fwd in unit["forwards"]:
-                if fwd["state"] != "listening":
+        for unit in world.daemon.engine.status().units:
+            for fwd in unit.forwards:
+                port = fwd.port
+                if fwd.state is not ForwardState.LISTENING or port is None:
                     continue
-                port = int(fwd["remote"].rsplit(":", 1)[1])
                 with contextlib.suppress(OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
                     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
-                    writer.write(b"GET / HTTP/1.0\r\n\r\n" if fwd["name"] == "http" else b"ping\n")
+                    writer.write(b"GET / HTTP/1.0\r\n\r\n" if fwd.name == "http" else b"ping\n")
                     await asyncio.wait_for(reader.read(4096), 2)
                     writer.close()
         await asyncio.sleep(TRAFFIC_INTERVAL)
@@ -175,7 +175,7 @@ async def run_demo(paths: StatePaths, *, duration: float | None = None, out: Tex
                 event = None
             if isinstance(event, LogLine):
                 print(event.line, file=out, flush=True)
-            text = render_status(engine.status())
+            text = engine.status().render()
             if text != last and not isinstance(event, ForwardTraffic):
                 print("\n" + text + "\n", file=out, flush=True)
                 last = text
@@ -184,6 +184,6 @@ async def run_demo(paths: StatePaths, *, duration: float | None = None, out: Tex
             loop.remove_signal_handler(sig)
         traffic.cancel()
         sub.close()
-        print("\n" + render_status(engine.status()), file=out, flush=True)
+        print("\n" + engine.status().render(), file=out, flush=True)
         await world.close()
     return 0

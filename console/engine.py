@@ -18,6 +18,7 @@ from console.core.events import ClientChanged, EventBus, LogLine, Reloaded
 from console.core.keys import fingerprint
 from console.core.known_hosts import KnownHosts, Verdict, check_host_key
 from console.core.paths import StatePaths
+from console.core.status import Status
 from console.core.store import Store
 from console.core.tunnel_log import TunnelLog
 from console.tunnel.worker import UnitWorker, WorkerEnv
@@ -232,5 +233,5 @@ class Engine:
         worker.kick()
         return {"unit": name, "server": server.address, "fingerprint": presented, "outcome": outcome}
 
-    def status(self) -> dict:
-        return {"units": [w.snapshot() for w in self.workers.values()]}
+    def status(self) -> Status:
+        return Status([w.status() for w in self.workers.values()])

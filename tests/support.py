@@ -13,6 +13,7 @@ from sshd import Sshd
 from console.core.config import parse_config
 from console.core.keys import unit_public_key
 from console.core.paths import StatePaths
+from console.core.status import ForwardStatus, UnitStatus
 from console.demo import echo_service
 
 
@@ -117,20 +118,22 @@ async def roundtrip(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
 
 
 def forward_port(engine, unit: str, name: str) -> int:
-    for u in engine.status()["units"]:
-        if u["name"] == unit:
-            for f in u["forwards"]:
-                if f["name"] == name:
-                    return int(f["remote"].rsplit(":", 1)[1])
-    raise KeyError((unit, name))
+    port = fwd_of(engine, unit, name).port
+    if port is None:
+        raise KeyError((unit, name))
+    return port
 
 
-def unit_of(engine, unit: str) -> dict:
-    return next(u for u in engine.status()["units"] if u["name"] == unit)
+def unit_of(engine, unit: str) -> UnitStatus:
+    found = engine.status().unit(unit)
+    assert found is not None, f"no unit {unit}"
+    return found
 
 
-def fwd_of(engine, unit: str, name: str) -> dict:
-    return next(f for f in unit_of(engine, unit)["forwards"] if f["name"] == name)
+def fwd_of(engine, unit: str, name: str) -> ForwardStatus:
+    found = unit_of(engine, unit).forward(name)
+    assert found is not None, f"no forward {unit}/{name}"
+    return found
 
 
 def config_of(text: str):

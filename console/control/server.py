@@ -98,7 +98,7 @@ class ControlServer:
         unit = args.get("unit")
         try:
             if op == "status":
-                result: Any = engine.status()
+                result: Any = engine.status().to_json()
             elif op == "start":
                 result = await engine.start_units(unit, who)
             elif op == "stop":
@@ -131,7 +131,7 @@ class ControlServer:
     async def _stream(self, rid: Any, writer: asyncio.StreamWriter) -> None:
         sub = self.engine.bus.subscribe()
         try:
-            await _send(writer, {"id": rid, "ok": True, "result": self.engine.status()})
+            await _send(writer, {"id": rid, "ok": True, "result": self.engine.status().to_json()})
             while True:
                 event = await sub.get()
                 if event is None:  # too slow: the client is told and may reconnect

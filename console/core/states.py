@@ -1,6 +1,39 @@
-"""Every state an operator can see has a word and a glyph, never a colour alone."""
+"""Every state an operator can see has a word and a glyph, never a colour alone: one table for both."""
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class _State(StrEnum):
+    """A state's value is its word (what `status --json` carries); `glyph` and `label` are how it is shown."""
+
+    @property
+    def glyph(self) -> str:
+        return GLYPHS[self.value]
+
+    @property
+    def label(self) -> str:
+        return f"{self.glyph} {self.value}"
+
+
+class UnitState(_State):
+    UP = "up"
+    DEGRADED = "degraded"
+    RETRYING = "retrying"
+    CONNECTING = "connecting"
+    STOPPED = "stopped"
+    AUTH_FAILED = "auth-failed"
+    HOST_KEY_UNKNOWN = "host-key-unknown"
+    HOST_KEY_MISMATCH = "host-key-mismatch"
+
+
+class ForwardState(_State):
+    LISTENING = "listening"
+    PENDING = "pending"
+    REFUSED = "refused"
+    STOPPED = "stopped"
+
 
 GLYPHS = {
     # units
@@ -12,6 +45,7 @@ GLYPHS = {
 
 
 def label(state: str) -> str:
+    """Word and glyph; a word from a newer daemon that this console does not know shows with a neutral dot."""
     return f"{GLYPHS.get(state, '·')} {state}"
 
 
@@ -22,19 +56,3 @@ def human_bytes(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{n} B"
-
-
-def render_status(status: dict) -> str:
-    """The human form of a status snapshot (`sop-console status`, the demo)."""
-    lines = []
-    for unit in status["units"]:
-        lines.append(f"{unit['name']:<7} {label(unit['state']):<20} {unit['username']}@{unit['server']}")
-        for fwd in unit["forwards"]:
-            lines.append(f"  {fwd['name']:<6} {label(fwd['state']):<13} {fwd['remote']:>16} -> {fwd['local']:<16}"
-                         f" open {fwd['open']} total {fwd['total']} in {human_bytes(fwd['bytes_in'])}"
-                         f" out {human_bytes(fwd['bytes_out'])}")
-            if fwd["error"]:
-                lines.append(f"         {fwd['error']}")
-        if unit["last_error"]:
-            lines.append(f"  last error: {unit['last_error']}")
-    return "\n".join(lines)

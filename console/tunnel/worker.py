@@ -21,6 +21,8 @@ from console.core.events import EventBus, ForwardChanged, ForwardTraffic, UnitSt
 from console.core.keys import load_or_create_unit_key
 from console.core.known_hosts import HostKeyCheck, KnownHosts, Verdict, check_host_key
 from console.core.paths import StatePaths
+from console.core.states import ForwardState, UnitState
+from console.core.status import ForwardStatus, UnitStatus
 from console.core.store import Store
 from console.core.tunnel_log import TunnelLog
 from console.tunnel import relay
@@ -76,12 +78,9 @@ class ForwardRuntime:
         bind = self.config.remote_bind or "*"
         return join_host_port(bind, self.port if self.port is not None else self.config.remote_port)
 
-    def to_dict(self) -> dict:
-        return {
-            "name": self.config.name, "remote": self.remote, "local": self.config.local, "state": self.state,
-            "error": self.error, "open": self.stats.open, "total": self.stats.total,
-            "bytes_in": self.stats.bytes_in, "bytes_out": self.stats.bytes_out,
-        }
+    def status(self) -> ForwardStatus:
+        return ForwardStatus(self.config.name, self.remote, self.config.local, ForwardState(self.state), self.error,
+                             self.stats.open, self.stats.total, self.stats.bytes_in, self.stats.bytes_out)
 
 
 class _UnitClient(asyncssh.SSHClient):
@@ -169,14 +168,10 @@ class UnitWorker:
         """Retry now (after key install or trust): skips the current backoff wait."""
         self._wake.set()
 
-    def snapshot(self) -> dict:
-        return {
-            "name": self.name, "state": self.state, "since": self.since, "server": self.server,
-            "username": self.config.username, "last_error": self.last_error,
-            "next_retry": utc_iso(self.next_retry) if self.next_retry else None,
-            "server_key": self.server_key,
-            "forwards": [fr.to_dict() for fr in self.forwards.values()],
-        }
+    def status(self) -> UnitStatus:
+        return UnitStatus(self.name, UnitState(self.state), self.since, self.server, self.config.username,
+                          self.last_error, utc_iso(self.next_retry) if self.next_retry else None, self.server_key,
+                          [fr.status() for fr in self.forwards.values()])
 
     async def update_forwards(self, forwards: tuple[ForwardConfig, ...]) -> None:
         """Apply a new forward list without dropping the connection or the unchanged forwards."""

@@ -67,7 +67,7 @@ def test_menu_drives_stop_start_and_the_log(sshd, state):
 
                     await pilot.press("3", "y")  # yes: the daemon stops it, the screen says so from the event
                     await eventually(lambda: unit_row(app, "master")[1] == "■ stopped", timeout=3)
-                    assert daemon.engine.status()["units"][0]["state"] == "stopped"
+                    assert daemon.engine.status().units[0].state == "stopped"
                     assert port_row(app, "master", "ssh")[2] == "■ stopped"
 
                     await pilot.press("2")
@@ -174,7 +174,7 @@ def test_trust_host_key_from_the_menu(sshd, state):
             async with app.run_test(size=SIZE) as pilot:
                 await eventually(lambda: isinstance(app.screen, MainScreen)
                                  and unit_row(app, "master")[1] == "? host-key-unknown", timeout=5)
-                shown = daemon.engine.status()["units"][0]["server_key"]
+                shown = daemon.engine.status().units[0].server_key
                 await pilot.press("6")
                 await eventually(lambda: isinstance(app.screen, TrustScreen))
                 assert shown in str(app.screen.query_one(".dialog-text", Static).render())

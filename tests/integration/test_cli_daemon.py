@@ -168,7 +168,9 @@ def test_daemon_status_json_stop_start_log_and_socket_mode(daemon):
     assert stat.S_IMODE(state.control_socket.stat().st_mode) == 0o600
     status = _status(state)
     (unit,) = status["units"]
-    assert set(unit) >= {"name", "state", "since", "server", "username", "last_error", "forwards"}
+    # the documented shape (README, `status --json`), key for key in its order
+    assert list(unit) == ["name", "state", "since", "server", "username", "last_error", "next_retry", "server_key",
+                          "forwards"]
     assert unit["name"] == "master" and unit["state"] == "up" and unit["since"].endswith("Z")
     (fwd,) = unit["forwards"]
     assert fwd == {"name": "ssh", "remote": f"127.0.0.1:{remote}", "local": fwd["local"], "state": "listening",

@@ -17,7 +17,7 @@ def test_demo_comes_up_and_relays_through_the_hub(state):
         world = await build_demo(state)
         engine = world.daemon.engine
         try:
-            await eventually(lambda: all(u["state"] == "up" for u in engine.status()["units"]), what="demo up")
+            await eventually(lambda: all(u.state == "up" for u in engine.status().units), what="demo up")
             for unit in ("master", "clone"):
                 reader, writer = await asyncio.open_connection("127.0.0.1", forward_port(engine, unit, "http"))
                 writer.write(b"GET / HTTP/1.0\r\n\r\n")
@@ -28,7 +28,7 @@ def test_demo_comes_up_and_relays_through_the_hub(state):
                 writer.write(b"echo me")
                 assert await asyncio.wait_for(reader.readexactly(7), 5) == b"echo me"
                 writer.close()
-            assert unit_of(engine, "master")["username"] == "sop001"
+            assert unit_of(engine, "master").username == "sop001"
         finally:
             await world.close()
     run(body())

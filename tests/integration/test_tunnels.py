@@ -31,16 +31,16 @@ def test_bytes_relay_both_ways_through_every_forward(sshd, state):
             "master": [f"ssh 0 127.0.0.1:{echo1.port}", f"http 0 127.0.0.1:{echo2.port}"],
             "clone": [f"ssh 0 127.0.0.1:{echo2.port}"],
         }) as engine:
-            await eventually(lambda: all(u["state"] == "up" for u in engine.status()["units"]), what="units up")
+            await eventually(lambda: all(u.state == "up" for u in engine.status().units), what="units up")
             payload = os.urandom(3 * 1024 * 1024 + 17)  # more than one SSH window: flow control must work
             for unit, name in (("master", "ssh"), ("master", "http"), ("clone", "ssh")):
                 port = forward_port(engine, unit, name)
                 assert port > 0
                 assert await roundtrip(port, payload) == payload
-                await eventually(lambda: fwd_of(engine, unit, name)["bytes_in"] == len(payload)
-                                 and fwd_of(engine, unit, name)["bytes_out"] == len(payload)
-                                 and fwd_of(engine, unit, name)["open"] == 0, what="counters")
-                assert fwd_of(engine, unit, name)["total"] == 1
+                await eventually(lambda: fwd_of(engine, unit, name).bytes_in == len(payload)
+                                 and fwd_of(engine, unit, name).bytes_out == len(payload)
+                                 and fwd_of(engine, unit, name).open == 0, what="counters")
+                assert fwd_of(engine, unit, name).total == 1
             # The log says Starting, as the appliance's does.
             text = state.tunnel_log.read_text()
             assert f"master Starting: 2 forwards up on 127.0.0.1:{sshd.port}" in text
@@ -56,12 +56,12 @@ def test_local_service_down_refuses_that_connection_and_tunnel_stays_up(sshd, st
         dead_port = free_port()  # nothing listens here
         async with EchoServer() as echo, running_engine(sshd, state, {
                 "master": [f"app 0 127.0.0.1:{dead_port}", f"ssh 0 127.0.0.1:{echo.port}"]}) as engine:
-            await eventually(lambda: unit_of(engine, "master")["state"] == "up")
+            await eventually(lambda: unit_of(engine, "master").state == "up")
             reader, writer = await asyncio.open_connection("127.0.0.1", forward_port(engine, "master", "app"))
             assert await asyncio.wait_for(reader.read(), 5) == b""  # the one connection is closed
             writer.close()
             await eventually(lambda: "refused a connection" in state.tunnel_log.read_text(), what="log line")
-            assert unit_of(engine, "master")["state"] == "up"
+            assert unit_of(engine, "master").state == "up"
             assert await roundtrip(forward_port(engine, "master", "ssh"), b"still here") == b"still here"
     run(body())
 
@@ -71,11 +71,11 @@ def test_sshd_restart_and_the_tunnels_return(sshd, state):
         remote = free_port()
         async with EchoServer() as echo, running_engine(sshd, state, {
                 "master": [f"ssh {remote} 127.0.0.1:{echo.port}"]}) as engine:
-            await eventually(lambda: unit_of(engine, "master")["state"] == "up")
+            await eventually(lambda: unit_of(engine, "master").state == "up")
             assert await roundtrip(remote, b"before") == b"before"
             await asyncio.to_thread(sshd.restart)
-            await eventually(lambda: unit_of(engine, "master")["state"] != "up", timeout=5, what="drop seen")
-            await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=10, what="back up")
+            await eventually(lambda: unit_of(engine, "master").state != "up", timeout=5, what="drop seen")
+            await eventually(lambda: unit_of(engine, "master").state == "up", timeout=10, what="back up")
             assert await roundtrip(remote, b"after") == b"after"
             assert "retrying" in state.tunnel_log.read_text()
     run(body())
@@ -97,17 +97,17 @@ def test_port_held_by_another_session_is_refused_alone_and_recovers(sshd, state,
             await eventually(lambda: _listening(held), timeout=10, what="holder's forward")
             async with EchoServer() as echo, running_engine(sshd, state, {
                     "master": [f"ssh {held} 127.0.0.1:{echo.port}", f"http {free} 127.0.0.1:{echo.port}"]}) as engine:
-                await eventually(lambda: unit_of(engine, "master")["state"] == "degraded", what="degraded")
+                await eventually(lambda: unit_of(engine, "master").state == "degraded", what="degraded")
                 ssh = fwd_of(engine, "master", "ssh")
-                assert ssh["state"] == "refused"
-                assert f"127.0.0.1:{held}" in ssh["error"] and "held by another session" in ssh["error"]
-                assert fwd_of(engine, "master", "http")["state"] == "listening"
+                assert ssh.state == "refused"
+                assert f"127.0.0.1:{held}" in ssh.error and "held by another session" in ssh.error
+                assert fwd_of(engine, "master", "http").state == "listening"
                 assert await roundtrip(free, b"the rest stays up") == b"the rest stays up"
-                assert "ssh refused" in unit_of(engine, "master")["last_error"]
+                assert "ssh refused" in unit_of(engine, "master").last_error
 
                 holder.terminate()
                 holder.wait(5)
-                await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=10, what="recovery")
+                await eventually(lambda: unit_of(engine, "master").state == "up", timeout=10, what="recovery")
                 assert await roundtrip(held, b"freed") == b"freed"
                 assert "forward ssh recovered" in state.tunnel_log.read_text()
         finally:
@@ -123,18 +123,18 @@ def test_stop_and_start_and_stopped_survives_restart(sshd, state):
         async with EchoServer() as echo:
             forwards = {"master": [f"ssh {remote} 127.0.0.1:{echo.port}"]}
             async with running_engine(sshd, state, forwards) as engine:
-                await eventually(lambda: unit_of(engine, "master")["state"] == "up")
+                await eventually(lambda: unit_of(engine, "master").state == "up")
                 await engine.stop_units("master", "tester")
-                assert unit_of(engine, "master")["state"] == "stopped"
-                assert fwd_of(engine, "master", "ssh")["state"] == "stopped"
+                assert unit_of(engine, "master").state == "stopped"
+                assert fwd_of(engine, "master", "ssh").state == "stopped"
                 await eventually(lambda: not _listening(remote), timeout=5, what="port closed on the server")
 
             async with running_engine(sshd, state, forwards, authorize=False) as engine:  # a daemon restart
                 await asyncio.sleep(0.3)
-                assert unit_of(engine, "master")["state"] == "stopped"  # stays stopped
+                assert unit_of(engine, "master").state == "stopped"  # stays stopped
                 assert not _listening(remote)
                 await engine.start_units("master", "tester")
-                await eventually(lambda: unit_of(engine, "master")["state"] == "up")
+                await eventually(lambda: unit_of(engine, "master").state == "up")
                 assert await roundtrip(remote, b"again") == b"again"
                 ops = [(o["action"], o["who"]) for o in engine.store.operations()]
                 assert ("stop", "tester") in ops and ("start", "tester") in ops
@@ -147,14 +147,14 @@ def test_frozen_server_is_detected_by_keepalive(sshd, state):
                 "master": [f"ssh 0 127.0.0.1:{echo.port}"]}) as engine:
             frozen: list[int] = []
             try:
-                await eventually(lambda: unit_of(engine, "master")["state"] == "up")
+                await eventually(lambda: unit_of(engine, "master").state == "up")
                 frozen = sshd.session_pids()
                 assert frozen, "the unit's session processes"
                 for pid in frozen:
                     os.kill(pid, signal.SIGSTOP)
                 started = time.monotonic()
                 # keepalive 1 s x 2: found dead within a few seconds, not the hours TCP alone takes
-                await eventually(lambda: unit_of(engine, "master")["state"] != "up", timeout=8,
+                await eventually(lambda: unit_of(engine, "master").state != "up", timeout=8,
                                  what="dead peer detected")
                 assert time.monotonic() - started < 6
                 await eventually(lambda: "keepalive" in state.tunnel_log.read_text(), timeout=3)
@@ -165,20 +165,20 @@ def test_frozen_server_is_detected_by_keepalive(sshd, state):
                     except ProcessLookupError:
                         pass
             # The frozen session is gone now: the unit comes back on its own.
-            await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=10, what="back up")
+            await eventually(lambda: unit_of(engine, "master").state == "up", timeout=10, what="back up")
     run(body())
 
 
 def test_strict_host_key_unknown_then_trusted(sshd, state):
     async def body():
         async with running_engine(sshd, state, {"master": []}, pin=False) as engine:
-            await eventually(lambda: unit_of(engine, "master")["state"] == "host-key-unknown")
+            await eventually(lambda: unit_of(engine, "master").state == "host-key-unknown")
             snap = unit_of(engine, "master")
-            assert snap["server_key"].startswith("SHA256:")
-            assert snap["server_key"] in snap["last_error"]
+            assert snap.server_key.startswith("SHA256:")
+            assert snap.server_key in snap.last_error
             result = await engine.trust("master", "tester")
-            assert result["outcome"] == "trusted" and result["fingerprint"] == snap["server_key"]
-            await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=5, what="up after trust")
+            assert result["outcome"] == "trusted" and result["fingerprint"] == snap.server_key
+            await eventually(lambda: unit_of(engine, "master").state == "up", timeout=5, what="up after trust")
             assert KnownHosts(state.known_hosts).keys_for("127.0.0.1", sshd.port)
     run(body())
 
@@ -186,22 +186,22 @@ def test_strict_host_key_unknown_then_trusted(sshd, state):
 def test_changed_host_key_is_refused_and_never_accepted_silently(sshd, state):
     async def body():
         async with running_engine(sshd, state, {"master": []}, pin=False, policy="accept-new") as engine:
-            await eventually(lambda: unit_of(engine, "master")["state"] == "up")
+            await eventually(lambda: unit_of(engine, "master").state == "up")
             assert "recorded on first contact" in state.tunnel_log.read_text()
             # The server's key changes (a re-install, or someone in the middle).
             sshd.stop()
             sshd.make_host_key()
             sshd.start()
-            await eventually(lambda: unit_of(engine, "master")["state"] == "host-key-mismatch", timeout=10)
-            assert "HOST KEY MISMATCH" in unit_of(engine, "master")["last_error"]
+            await eventually(lambda: unit_of(engine, "master").state == "host-key-mismatch", timeout=10)
+            assert "HOST KEY MISMATCH" in unit_of(engine, "master").last_error
             assert "HOST KEY MISMATCH" in state.tunnel_log.read_text()
             with pytest.raises(Exception, match="MISMATCH"):
                 await engine.trust("master", "tester")  # not without --replace
             await asyncio.sleep(0.5)
-            assert unit_of(engine, "master")["state"] == "host-key-mismatch"
+            assert unit_of(engine, "master").state == "host-key-mismatch"
             result = await engine.trust("master", "tester", replace=True)
             assert result["outcome"] == "replaced"
-            await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=5)
+            await eventually(lambda: unit_of(engine, "master").state == "up", timeout=5)
     run(body())
 
 
@@ -209,19 +209,19 @@ def test_pinned_host_key_mismatch(sshd, state):
     async def body():
         pin = f"SHA256:{'A' * 43}"
         async with running_engine(sshd, state, {"master": []}, pin=pin) as engine:
-            await eventually(lambda: unit_of(engine, "master")["state"] == "host-key-mismatch")
-            assert pin in unit_of(engine, "master")["last_error"]
+            await eventually(lambda: unit_of(engine, "master").state == "host-key-mismatch")
+            assert pin in unit_of(engine, "master").last_error
     run(body())
 
 
 def test_unauthorized_key_is_auth_failed_then_recovers_on_kick(sshd, state):
     async def body():
         async with running_engine(sshd, state, {"master": []}, authorize=False) as engine:
-            await eventually(lambda: unit_of(engine, "master")["state"] == "auth-failed")
-            assert "key install master" in unit_of(engine, "master")["last_error"]
+            await eventually(lambda: unit_of(engine, "master").state == "auth-failed")
+            assert "key install master" in unit_of(engine, "master").last_error
             authorize_units(sshd, state, ["master"])
             engine.kick("master", "tester", "key installed")  # retry_max is 1 s in tests; kick is at once
-            await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=3)
+            await eventually(lambda: unit_of(engine, "master").state == "up", timeout=3)
     run(body())
 
 
@@ -230,14 +230,14 @@ def test_reload_keeps_unchanged_forwards_and_adds_new(sshd, state):
         a, b = free_port(), free_port()
         async with EchoServer() as echo, running_engine(sshd, state, {
                 "master": [f"ssh {a} 127.0.0.1:{echo.port}"]}) as engine:
-            await eventually(lambda: unit_of(engine, "master")["state"] == "up")
+            await eventually(lambda: unit_of(engine, "master").state == "up")
             reader, writer = await asyncio.open_connection("127.0.0.1", a)  # an open connection survives
             writer.write(b"x")
             assert await reader.readexactly(1) == b"x"
             new = config_of(unit_yaml(sshd, {"master": [f"ssh {a} 127.0.0.1:{echo.port}",
                                                         f"http {b} 127.0.0.1:{echo.port}"]}))
             assert await engine.reload(new) == ["master forwards updated"]
-            await eventually(lambda: fwd_of(engine, "master", "http")["state"] == "listening")
+            await eventually(lambda: fwd_of(engine, "master", "http").state == "listening")
             writer.write(b"y")
             assert await reader.readexactly(1) == b"y"
             assert await roundtrip(b, b"new") == b"new"
@@ -256,13 +256,13 @@ def test_a_failing_unit_keeps_its_since_and_does_not_flood_the_log(state):
         engine = Engine(cfg, state)
         await engine.start()
         try:
-            await eventually(lambda: unit_of(engine, "master")["state"] == "retrying")
-            since = unit_of(engine, "master")["since"]
-            assert "cannot reach" in unit_of(engine, "master")["last_error"]
+            await eventually(lambda: unit_of(engine, "master").state == "retrying")
+            since = unit_of(engine, "master").since
+            assert "cannot reach" in unit_of(engine, "master").last_error
             await asyncio.sleep(1.5)  # a dozen or more attempts
-            assert unit_of(engine, "master")["state"] == "retrying"
-            assert unit_of(engine, "master")["since"] == since
-            assert unit_of(engine, "master")["next_retry"] is not None
+            assert unit_of(engine, "master").state == "retrying"
+            assert unit_of(engine, "master").since == since
+            assert unit_of(engine, "master").next_retry is not None
             assert state.tunnel_log.read_text().count("cannot reach") == 1
         finally:
             await engine.shutdown()

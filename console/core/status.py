@@ -1,0 +1,167 @@
+"""What the daemon says about its units, forwards and hub clients: typed records with one JSON form.
+
+The worker and the hub build them, the control server sends `to_json()`, the CLI and the console read them back
+with `from_json()`. The field order is the documented `status --json` order (README): change it and the shape
+changes for every script that reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import typing
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Self
+
+from console.core.states import ForwardState, UnitState, human_bytes
+
+
+class _Record:
+    """One JSON form for every record: its fields in declaration order, nested records and lists of them too."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        """The record from its JSON form. Raises ValueError naming the field when the shape is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{cls.__name__}: an object expected, got {type(data).__name__}")
+        kwargs = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name not in data:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise ValueError(f"{cls.__name__}: {f.name} is missing")
+                continue
+            kwargs[f.name] = _read(_hints(cls)[f.name], data[f.name], f"{cls.__name__}.{f.name}")
+        return cls(**kwargs)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _read(hint: Any, value: Any, where: str) -> Any:
+    """A field's JSON value as its declared type: a state word becomes its enum, a list of records each record."""
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise ValueError(f"{where}: unknown state {value!r}") from None
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(item, type) and issubclass(item, _Record):
+            if not isinstance(value, list):
+                raise ValueError(f"{where}: a list expected, got {type(value).__name__}")
+            return [item.from_json(v) for v in value]
+    return value
+
+
+class _Traffic:
+    """Counters of a forward, the unit's or a hub client's."""
+
+    open: int
+    total: int
+    bytes_in: int
+    bytes_out: int
+
+    def counters(self) -> str:
+        return (f"open {self.open} total {self.total} in {human_bytes(self.bytes_in)} "
+                f"out {human_bytes(self.bytes_out)}")
+
+
+@dataclass
+class ForwardStatus(_Record, _Traffic):
+    """One of a unit's forwards. `remote` is bind:port with the port the server really gave ("*" for any)."""
+
+    name: str
+    remote: str
+    local: str
+    state: ForwardState
+    error: str | None = None
+    open: int = 0
+    total: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    @property
+    def port(self) -> int | None:
+        """The port on the server, from `remote` (None while it is not known)."""
+        tail = self.remote.rsplit(":", 1)[-1]
+        return int(tail) if tail.isdigit() else None
+
+
+@dataclass
+class UnitStatus(_Record):
+    """A unit: its state since when, the last error, the next retry, and the key its server presented when
+    that key is unknown or changed."""
+
+    name: str
+    state: UnitState
+    since: str
+    server: str
+    username: str
+    last_error: str | None = None
+    next_retry: str | None = None
+    server_key: str | None = None
+    forwards: list[ForwardStatus] = field(default_factory=list)
+
+    def forward(self, name: str) -> ForwardStatus | None:
+        return next((f for f in self.forwards if f.name == name), None)
+
+
+@dataclass
+class Status(_Record):
+    """The whole engine, as `status` answers and a subscription's first answer carries."""
+
+    units: list[UnitStatus] = field(default_factory=list)
+
+    def unit(self, name: str | None) -> UnitStatus | None:
+        return next((u for u in self.units if u.name == name), None)
+
+    def render(self) -> str:
+        """The human form (`sop-console status`, the demo)."""
+        lines = []
+        for unit in self.units:
+            lines.append(f"{unit.name:<7} {unit.state.label:<20} {unit.username}@{unit.server}")
+            for fwd in unit.forwards:
+                lines.append(f"  {fwd.name:<6} {fwd.state.label:<13} {fwd.remote:>16} -> {fwd.local:<16} "
+                             + fwd.counters())
+                if fwd.error:
+                    lines.append(f"         {fwd.error}")
+            if unit.last_error:
+                lines.append(f"  last error: {unit.last_error}")
+        return "\n".join(lines)
+
+
+@dataclass
+class ClientForwardStatus(_Record, _Traffic):
+    """A port a hub client forwards now; name and destination are what it announced (None from a plain client)."""
+
+    port: int
+    bind: str
+    name: str | None
+    destination: str | None
+    open: int
+    total: int
+    bytes_in: int
+    bytes_out: int
+    session: str
+
+
+@dataclass
+class ClientStatus(_Record):
+    """A hub client: its quota and ports, whether it is connected, and what it forwards now."""
+
+    id: str
+    quota: int
+    enabled: bool
+    ports: list[int]
+    port_ranges: str
+    connected: bool
+    forwards: list[ClientForwardStatus]
+    fingerprint: str
+    created: str | None
+    last_seen: str | None
