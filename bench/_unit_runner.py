@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from console.core.config import load_config  # noqa: E402
 from console.core.paths import StatePaths  # noqa: E402
 from console.daemon import Daemon  # noqa: E402
-from console.tunnel import relay  # noqa: E402
+from console import relay  # noqa: E402
 
 
 def _drop_ignore_packets() -> None:

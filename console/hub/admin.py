@@ -10,8 +10,8 @@ import asyncssh
 
 from console.core.errors import UsageError
 from console.core.keys import public_line
-from console.hub.registry import Client, Registry
-from console.hub.server import Hub, HubForward, _ranges
+from console.hub.registry import Client, Registry, port_ranges
+from console.hub.server import Hub, HubForward
 
 
 class ClientsAdmin:
@@ -86,7 +86,7 @@ class ClientsAdmin:
         connected = bool(self.hub and self.hub.sessions.get(client.id))
         return {
             "id": client.id, "quota": client.quota, "enabled": client.enabled, "ports": client.ports,
-            "port_ranges": _ranges(client.ports), "connected": connected,
+            "port_ranges": port_ranges(client.ports), "connected": connected,
             "forwards": [self._forward(f) for f in live],
             "fingerprint": client.fingerprint, "created": client.created, "last_seen": client.last_seen,
         }

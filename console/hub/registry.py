@@ -171,3 +171,14 @@ class Registry:
 def replace_client(client: Client) -> Client:
     """A copy to change: the cached object changes only once the store has the new one."""
     return Client(**asdict(client))
+
+
+def port_ranges(ports: list[int]) -> str:
+    """[2200, 2201, 2202, 2210] -> '2200-2202, 2210'."""
+    runs: list[list[int]] = []
+    for port in sorted(ports):
+        if runs and runs[-1][1] == port - 1:
+            runs[-1][1] = port
+        else:
+            runs.append([port, port])
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs)

@@ -25,8 +25,8 @@ import asyncssh
 from console.core import announce
 from console.core.errors import os_reason
 from console.core.keys import fingerprint
-from console.hub.registry import Client, Registry
-from console.tunnel import relay
+from console.hub.registry import Client, Registry, port_ranges
+from console import relay
 
 log = logging.getLogger("console.hub")
 FAILURE_WINDOW = 60.0   # seconds a failed auth counts against its address
@@ -98,7 +98,7 @@ class _HubSession(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.hub.connections.discard(self)
-        self.hub._detach(self)
+        self.hub.detach(self)
 
     def begin_auth(self, username: str) -> bool:
         self.user = username
@@ -114,25 +114,25 @@ class _HubSession(asyncssh.SSHServer):
             return True
         reason = ("unknown client" if client is None else "client disabled (quota 0)" if not client.enabled
                   else "key is not the client's")
-        await self.hub._auth_failed(self, username, fingerprint(key), reason)
+        await self.hub.auth_failed(self, username, fingerprint(key), reason)
         return False
 
     def auth_completed(self) -> None:
-        self.hub._attach(self)
+        self.hub.attach(self)
 
     def session_requested(self):
         if self.channels >= MAX_CHANNELS:
-            self.hub._refuse(self, f"a session channel: {MAX_CHANNELS} are open already")
+            self.hub.refuse(self, f"a session channel: {MAX_CHANNELS} are open already")
             return False
         self.channels += 1
         return _AnnounceChannel(self)
 
     def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
-        self.hub._refuse(self, f"a connection into the hub's network (direct-tcpip to {dest_host}:{dest_port})")
+        self.hub.refuse(self, f"a connection into the hub's network (direct-tcpip to {dest_host}:{dest_port})")
         return False
 
     def server_requested(self, listen_host: str, listen_port: int):
-        return self.hub._listen(self, listen_host, listen_port)
+        return self.hub.open_port(self, listen_host, listen_port)
 
 
 class _AnnounceChannel(asyncssh.SSHServerSession):
@@ -157,22 +157,22 @@ class _AnnounceChannel(asyncssh.SSHServerSession):
         self.session.channels -= 1
 
     def pty_requested(self, term_type, term_size, term_modes) -> bool:
-        self.session.hub._refuse(self.session, "a terminal (pty)")
+        self.session.hub.refuse(self.session, "a terminal (pty)")
         return False
 
     def shell_requested(self) -> bool:
-        self.session.hub._refuse(self.session, "a shell")
+        self.session.hub.refuse(self.session, "a shell")
         return False
 
     def exec_requested(self, command: str) -> bool:
-        self.session.hub._refuse(self.session, f"exec of {command[:80]!r}")
+        self.session.hub.refuse(self.session, f"exec of {command[:80]!r}")
         return False
 
     def subsystem_requested(self, subsystem: str) -> bool:
         if subsystem == announce.ANNOUNCE_SUBSYSTEM:
             self.accepted = True
             return True
-        self.session.hub._refuse(self.session, f"the subsystem {subsystem[:80]!r}")
+        self.session.hub.refuse(self.session, f"the subsystem {subsystem[:80]!r}")
         return False
 
     def data_received(self, data: bytes, datatype) -> None:
@@ -183,7 +183,7 @@ class _AnnounceChannel(asyncssh.SSHServerSession):
             self._refused(f"announcement over {announce.MAX_BYTES} bytes")
 
     def _refused(self, reason: str) -> None:
-        self.session.hub._refuse(self.session, f"an announcement: {reason}")
+        self.session.hub.refuse(self.session, f"an announcement: {reason}")
         self._answer({"ok": False, "error": reason}, 1)
 
     def eof_received(self) -> bool:
@@ -193,7 +193,7 @@ class _AnnounceChannel(asyncssh.SSHServerSession):
             except ValueError as exc:
                 self._refused(str(exc))
             else:
-                self._answer(self.session.hub._announced(self.session, forwards), 0)
+                self._answer(self.session.hub.record_announcement(self.session, forwards), 0)
         return False
 
     def _answer(self, reply: dict, status: int) -> None:
@@ -312,13 +312,13 @@ class Hub:
 
     # ------------------------------------------------------------------ sessions
 
-    def _attach(self, session: _HubSession) -> None:
+    def attach(self, session: _HubSession) -> None:
         self.sessions.setdefault(session.user, []).append(session)
         self.registry.seen(session.user)
         self._say(f"client {session.user} connected from {session.peer}")
         self.changed(session.user, "connected")
 
-    def _detach(self, session: _HubSession) -> None:
+    def detach(self, session: _HubSession) -> None:
         for forward in list(self.forwards.values()):
             if forward.session is session:
                 forward.listener.close()  # and out of self.forwards (_closed)
@@ -348,7 +348,7 @@ class Hub:
         """What a client forwards now: its ports are its own, so look only at those (not every forward)."""
         return [self.forwards[port] for port in client.ports if port in self.forwards]
 
-    def _announced(self, session: _HubSession, forwards: list[announce.Announced]) -> dict:
+    def record_announcement(self, session: _HubSession, forwards: list[announce.Announced]) -> dict:
         """Record what a session says its ports lead to (the whole list: it replaces the last one). Only
         ports this session forwards now are recorded; the rest are answered as ignored, with the reason."""
         recorded: dict[int, announce.Announced] = {}
@@ -364,7 +364,7 @@ class Hub:
         more = f" and {len(recorded) - ANNOUNCE_SHOWN} more" if len(recorded) > ANNOUNCE_SHOWN else ""
         self._say(f"client {session.user} from {session.peer} announced {said or 'no forwards'}{more}")
         if ignored:
-            self._refuse(session, "an announcement for port(s) "
+            self.refuse(session, "an announcement for port(s) "
                                   f"{', '.join(str(i['port']) for i in ignored)}: not forwarded by this session")
         self.changed(session.user, "announced")
         return {"ok": True, "recorded": sorted(recorded), "ignored": ignored}
@@ -378,10 +378,10 @@ class Hub:
         else:
             log.log(logging.WARNING if warning else logging.INFO, "hub: %s", text)
 
-    def _refuse(self, session: _HubSession, what: str) -> None:
+    def refuse(self, session: _HubSession, what: str) -> None:
         self._say(f"refused {what} for client {session.user} from {session.peer}", warning=True)
 
-    async def _auth_failed(self, session: _HubSession, username: str, key_fp: str, reason: str) -> None:
+    async def auth_failed(self, session: _HubSession, username: str, key_fp: str, reason: str) -> None:
         address = session.peer.rsplit(":", 1)[0]
         record = self._failures.get(address)
         now = time.monotonic()
@@ -398,33 +398,33 @@ class Hub:
         if record.count > 3:  # slow down whoever keeps trying
             await asyncio.sleep(min(MAX_AUTH_DELAY, 0.25 * 2 ** (record.count - 4)))
 
-    async def _listen(self, session: _HubSession, listen_host: str, listen_port: int):
+    async def open_port(self, session: _HubSession, listen_host: str, listen_port: int):
         client = self.registry.get(session.user)
         if client is None or not client.enabled:
-            self._refuse(session, f"port {listen_port}: client no longer enabled")
+            self.refuse(session, f"port {listen_port}: client no longer enabled")
             return False
         if listen_port == 0:
             free = [p for p in client.ports if p not in self.forwards]
             if not free:
-                self._refuse(session, f"port 0: all {len(client.ports)} of its ports are forwarded already")
+                self.refuse(session, f"port 0: all {len(client.ports)} of its ports are forwarded already")
                 return False
             port = free[0]
         elif listen_port in client.ports:
             port = listen_port
         else:
-            self._refuse(session, f"port {listen_port}: not one of its ports "
-                                  f"({_ranges(client.ports) or 'none: quota 0'})")
+            self.refuse(session, f"port {listen_port}: not one of its ports "
+                                  f"({port_ranges(client.ports) or 'none: quota 0'})")
             return False
         held = self.forwards.get(port)
         if held is not None:
             if held.session is session:
-                self._refuse(session, f"port {port}: already forwarded by this session")
+                self.refuse(session, f"port {port}: already forwarded by this session")
                 return False
             # The same client again: its newest session wins; the old one is most likely dead.
             self._say(f"client {session.user} from {session.peer} takes port {port} over from its older session "
                       f"from {held.session.peer}", warning=True)
             old = held.session
-            self._detach(old)
+            self.detach(old)
             if old.conn is not None:
                 old.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "replaced by a newer session of this client")
         conn = session.conn
@@ -443,21 +443,10 @@ class Hub:
         try:
             server = await asyncio.get_running_loop().create_server(accepted, self.settings.bind, port)
         except OSError as exc:
-            self._refuse(session, f"port {port}: cannot listen on {self.settings.bind}: {os_reason(exc)}")
+            self.refuse(session, f"port {port}: cannot listen on {self.settings.bind}: {os_reason(exc)}")
             return False
         listener = _ClientPort(server, port, self._closed)
         self.forwards[port] = HubForward(session, listener, port, stats)
         log.info("hub: client %s forwards %s:%d", session.user, self.settings.bind, port)
         self.changed(session.user, "forwards")
         return listener
-
-
-def _ranges(ports: list[int]) -> str:
-    """[2200, 2201, 2202, 2210] -> '2200-2202, 2210'."""
-    runs: list[list[int]] = []
-    for port in sorted(ports):
-        if runs and runs[-1][1] == port - 1:
-            runs[-1][1] = port
-        else:
-            runs.append([port, port])
-    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs)

@@ -25,7 +25,7 @@ from console.core.states import ForwardState, UnitState
 from console.core.status import ForwardStatus, UnitStatus
 from console.core.store import Store
 from console.core.tunnel_log import TunnelLog
-from console.tunnel import relay
+from console import relay
 
 log = logging.getLogger("console.tunnel")
 

@@ -1,4 +1,5 @@
-"""Relay one forwarded connection between an SSH channel and the local service, counting as it goes.
+"""Relay one forwarded connection between an SSH channel and a local socket, counting as it goes: shared by the
+units (console/tunnel), the hub (console/hub) and the proxy rules to come, so none of them imports another.
 
 Flow control runs both ways: a full local socket pauses the channel (so the SSH window stops growing), a
 full channel pauses the local socket. "in" is what arrives from the server side, "out" what the local
