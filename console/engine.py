@@ -206,7 +206,7 @@ class Engine:
                                          self.config.tunnel.connect_timeout)
         except (TimeoutError, OSError, asyncssh.Error) as exc:
             raise OperationFailed(f"cannot fetch the host key of {server.address}: "
-                                  f"{getattr(exc, 'strerror', None) or exc or 'timed out'}") from None
+                                  f"{os_reason(exc)}") from None
         if key is None:
             raise OperationFailed(f"{server.address} presented no host key")
         presented = fingerprint(key)

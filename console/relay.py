@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import asyncssh
 
+from console.core.errors import os_reason
+
 # SSH flow control for each forwarded connection. asyncssh's defaults are a 2 MiB window and 32 KiB packets.
 # On loopback bench/throughput.py finds no difference (the cost is asyncssh's per-packet work), but one
 # window is all one connection can have in flight: at 50 ms RTT 2 MiB caps it near 40 MB/s, 8 MiB near 160.
@@ -152,7 +154,7 @@ def session_factory(host: str, port: int, stats: ForwardStats, on_change: Callab
             await loop.create_connection(lambda: _LocalSide(relay), host, port)
         except OSError as exc:
             reason = f"local service {host}:{port} refused a connection from {orig_host}:{orig_port}: " \
-                     f"{exc.strerror or exc}"
+                     f"{os_reason(exc)}"
             on_refused(reason)
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, reason) from None
         return relay

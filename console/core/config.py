@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from console.core.errors import ConfigError, UsageError
+from console.core.errors import ConfigError, UsageError, os_reason
 
 UNIT_NAMES = ("master", "clone")
 HOST_KEY_POLICIES = ("strict", "accept-new")
@@ -25,7 +25,9 @@ _FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
 _SERVICE_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}(\+[a-z][a-z0-9-]{0,31})?://"
                          r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})(/[\x21-\x7e]*)?$")
 # The seed's per-unit shorthand: key -> (forward name, local port or the key holding it).
-_SHORTHAND = {"ssh_port": ("ssh", 22), "http_port": ("http", 80), "app_port": ("app", "app_target_port")}
+# The seed's shorthand (Configure's form too): ssh_port, http_port, app_port -> a forward named ssh/http/app to
+# that local port (the app's local port comes from app_target_port).
+SEED_FORWARDS = {"ssh_port": ("ssh", 22), "http_port": ("http", 80), "app_port": ("app", "app_target_port")}
 
 
 @dataclass(frozen=True)
@@ -351,7 +353,7 @@ def _forward(check: _Checker, raw: Any, path: str) -> ForwardConfig | None:
 
 
 def _unit(check: _Checker, name: str, raw: Any, path: str, server: ServerConfig | None) -> UnitConfig | None:
-    allowed = ("username", "server", "forwards", "target", *_SHORTHAND, "app_target_port")
+    allowed = ("username", "server", "forwards", "target", *SEED_FORWARDS, "app_target_port")
     data = check.mapping(raw, path, allowed)
     username = check.string(data, "username", path, "root") or "root"
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}", username):
@@ -374,7 +376,7 @@ def _unit(check: _Checker, name: str, raw: Any, path: str, server: ServerConfig 
 
     # The seed's shorthand: target + ssh_port/http_port/app_port(+app_target_port).
     target = _check_host(check, check.string(data, "target", path, "127.0.0.1"), f"{path}.target") or "127.0.0.1"
-    for key, (fwd_name, local_port) in _SHORTHAND.items():
+    for key, (fwd_name, local_port) in SEED_FORWARDS.items():
         if data.get(key) is None:
             continue
         port = check.integer(data, key, path, -1, 1, 65535, zero_ok=True)
@@ -501,6 +503,6 @@ def load_config(path: Path, *, display: str | None = None) -> Config:
         raise ConfigError([f"{name}: no configuration file (copy config/console.example.yaml there, or pass --config)"]
                           ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{name}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
+        raise ConfigError([f"{name}: cannot read: {os_reason(exc)}"]) from None
     return parse_config(text, name)
 

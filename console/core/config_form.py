@@ -14,12 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from console.core.config import UNIT_NAMES, Config, parse_config
+from console.core.config import SEED_FORWARDS, UNIT_NAMES, Config, parse_config
 from console.core.errors import ConfigError
 from console.core.paths import atomic_write
 
 # form field -> (forward name, port on the target, or the field that holds it)
-SEED_FORWARDS = {"ssh_port": ("ssh", 22), "http_port": ("http", 80), "app_port": ("app", "app_target_port")}
 SHORTHAND_KEYS = ("target", "ssh_port", "http_port", "app_port", "app_target_port")
 
 

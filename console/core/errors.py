@@ -50,6 +50,11 @@ class DaemonNotRunning(ConsoleError):
     exit_code = EXIT_NO_DAEMON
 
 
-def os_reason(exc: OSError) -> str:
-    """'Address already in use', not asyncio's 'error while attempting to bind on address (...): ...'."""
-    return os.strerror(exc.errno) if exc.errno else str(exc)
+def os_reason(exc: BaseException) -> str:
+    """One plain reason: 'Address already in use', not asyncio's 'error while attempting to bind on address
+    (...): ...'; 'timed out' for a timeout that says nothing; else the exception's own message."""
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "timed out"
+    return str(exc) or type(exc).__name__

@@ -23,8 +23,12 @@ class PublicKeyInfo:
 
     @property
     def key_body(self) -> str:
-        """'type base64' without the comment: what matching in authorized_keys goes by."""
-        return " ".join(self.line.split()[:2])
+        return key_body(self.line)
+
+
+def key_body(line: str) -> str:
+    """'type base64' of a public key line, without the comment: what matching in authorized_keys goes by."""
+    return " ".join(line.split()[:2])
 
 
 def parse_public_key(text: str) -> asyncssh.SSHKey | None:
@@ -39,8 +43,7 @@ def fingerprint(key: asyncssh.SSHKey) -> str:
 
 
 def public_line(key: asyncssh.SSHKey, comment: str | None = None) -> str:
-    data = key.export_public_key("openssh").decode().strip()
-    body = " ".join(data.split()[:2])
+    body = key_body(key.export_public_key("openssh").decode())
     return f"{body} {comment}" if comment else body
 
 

@@ -11,7 +11,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from console.core.errors import OperationFailed
+from console.core.errors import OperationFailed, os_reason
 
 APP_DIR = "sop-console"
 CONFIG_NAME = "console.yaml"
@@ -50,7 +50,7 @@ def ensure_private_dir(path: Path) -> Path:
         if mode != 0o700:
             os.chmod(path, 0o700)
     except OSError as exc:
-        raise OperationFailed(f"cannot prepare private directory {path}: {exc.strerror or exc}") from None
+        raise OperationFailed(f"cannot prepare private directory {path}: {os_reason(exc)}") from None
     return path
 
 

@@ -13,7 +13,7 @@ from tinydb import Query
 
 from console.core.clock import utc_iso
 from console.core.errors import OperationFailed, UsageError
-from console.core.keys import fingerprint, parse_public_key
+from console.core.keys import fingerprint, key_body, parse_public_key
 from console.core.store import Store
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -108,7 +108,7 @@ class Registry:
         key = parse_public_key(public_key)
         if key is None:
             raise UsageError("not an OpenSSH public key (expected a line like ssh-ed25519 AAAA...)")
-        body = " ".join(public_key.split()[:2])
+        body = key_body(public_key)
         other = self.by_key(body)
         if other is not None and other.id != client_id:
             raise UsageError(f"that key already belongs to client {other.id!r}: every client needs its own key")

@@ -24,7 +24,7 @@ import asyncssh
 
 from console.core import announce
 from console.core.errors import os_reason
-from console.core.keys import fingerprint
+from console.core.keys import fingerprint, public_line
 from console.hub.registry import Client, Registry, port_ranges
 from console import relay
 
@@ -109,7 +109,7 @@ class _HubSession(asyncssh.SSHServer):
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         client = self.hub.registry.get(username)
-        body = " ".join(key.export_public_key("openssh").decode().split()[:2])
+        body = public_line(key)  # type and base64, no comment
         if client is not None and client.enabled and client.key == body:
             return True
         reason = ("unknown client" if client is None else "client disabled (quota 0)" if not client.enabled

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import asyncssh
 
 from console.core.config import TunnelConfig, UnitConfig
-from console.core.errors import OperationFailed
+from console.core.errors import OperationFailed, os_reason
 from console.core.keys import PublicKeyInfo, fingerprint, load_or_create_unit_key, public_line
 from console.core.known_hosts import KnownHosts, Verdict, check_host_key
 from console.core.paths import StatePaths
@@ -80,7 +80,7 @@ async def _login(unit: UnitConfig, tunnel: TunnelConfig, verifier: _Verifier, **
     except asyncssh.HostKeyNotVerifiable:
         raise OperationFailed(verifier.problem or f"host key of {server.address} could not be verified") from None
     except (TimeoutError, OSError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or "timed out"
+        reason = os_reason(exc)
         raise OperationFailed(f"cannot reach {server.address}: {reason}") from None
 
 

@@ -431,7 +431,7 @@ class UnitWorker:
             conn.close()
             try:
                 await asyncio.wait_for(conn.wait_closed(), 1.0)
-            except (TimeoutError, Exception):
+            except Exception:  # noqa: BLE001 - closing a connection that failed: whatever it says, it is gone
                 pass
 
     async def _open_forward(self, conn: asyncssh.SSHClientConnection, fr: ForwardRuntime) -> bool:
@@ -444,9 +444,7 @@ class UnitWorker:
         try:
             listener = await conn.create_server(factory, cfg.remote_bind, cfg.remote_port,
                                                 window=relay.WINDOW, max_pktsize=relay.MAX_PACKET)
-        except asyncssh.ChannelListenError as exc:
-            listener, detail = None, str(exc)
-        except (asyncssh.Error, OSError) as exc:
+        except (asyncssh.ChannelListenError, asyncssh.Error, OSError) as exc:  # ChannelListenError is no asyncssh.Error
             listener, detail = None, str(exc)
         else:
             detail = ""
