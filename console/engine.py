@@ -157,37 +157,36 @@ class Engine:
             raise UsageError(f"no unit named {name!r} (units: {known})")
         return [self.workers[name]]
 
+    def _desire(self, name: str | None, who: str, operation: str, desired: str) -> list[UnitWorker]:
+        """The units an operator's start, stop or restart is for, with the wish kept and the operation recorded."""
+        workers = self.worker(name)
+        for worker in workers:
+            self.store.set_desired(worker.name, desired)
+            self.store.record(operation, who, worker.name)
+        return workers
+
     async def start_units(self, name: str | None, who: str) -> list[str]:
-        done = []
-        for worker in self.worker(name):
-            self.store.set_desired(worker.name, "started")
-            self.store.record("start", who, worker.name)
+        workers = self._desire(name, who, "start", "started")
+        for worker in workers:
             if not worker.running:
                 worker.log_event(f"start requested by {who}")
                 worker.start()
             else:
                 worker.kick()
-            done.append(worker.name)
-        return done
+        return [w.name for w in workers]
 
     async def stop_units(self, name: str | None, who: str) -> list[str]:
-        done = []
-        for worker in self.worker(name):
-            self.store.set_desired(worker.name, "stopped")
-            self.store.record("stop", who, worker.name)
+        workers = self._desire(name, who, "stop", "stopped")
+        for worker in workers:
             await worker.stop(f"Stopped by {who}")
-            done.append(worker.name)
-        return done
+        return [w.name for w in workers]
 
     async def restart_units(self, name: str | None, who: str) -> list[str]:
-        done = []
-        for worker in self.worker(name):
-            self.store.set_desired(worker.name, "started")
-            self.store.record("restart", who, worker.name)
+        workers = self._desire(name, who, "restart", "started")
+        for worker in workers:
             await worker.stop(f"Stopped for a restart by {who}")
             worker.start()
-            done.append(worker.name)
-        return done
+        return [w.name for w in workers]
 
     def kick(self, name: str | None, who: str, reason: str) -> list[str]:
         done = []

@@ -17,29 +17,22 @@ APP_DIR = "sop-console"
 CONFIG_NAME = "console.yaml"
 
 
-def _xdg(var: str, fallback: str) -> Path:
-    value = os.environ.get(var)
-    if value and os.path.isabs(value):
+def _chosen(explicit: str | None, env: str, xdg: str, fallback: str, *tail: str) -> Path:
+    """The option, else $env, else $xdg (when absolute), else ~/fallback; then tail."""
+    if explicit:
+        return Path(explicit)
+    if value := os.environ.get(env):
         return Path(value)
-    return Path.home() / fallback
+    base = os.environ.get(xdg)
+    return (Path(base) if base and os.path.isabs(base) else Path.home() / fallback).joinpath(APP_DIR, *tail)
 
 
 def config_path(explicit: str | None = None) -> Path:
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("SOP_CONSOLE_CONFIG")
-    if env:
-        return Path(env)
-    return _xdg("XDG_CONFIG_HOME", ".config") / APP_DIR / CONFIG_NAME
+    return _chosen(explicit, "SOP_CONSOLE_CONFIG", "XDG_CONFIG_HOME", ".config", CONFIG_NAME)
 
 
 def state_dir(explicit: str | None = None) -> Path:
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("SOP_CONSOLE_STATE")
-    if env:
-        return Path(env)
-    return _xdg("XDG_STATE_HOME", ".local/state") / APP_DIR
+    return _chosen(explicit, "SOP_CONSOLE_STATE", "XDG_STATE_HOME", ".local/state")
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -54,42 +47,34 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+class _InState:
+    """A file's place under the state dir, as a read-only attribute: `paths.tunnel_log` is root/tunnel.log."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, paths: StatePaths | None, owner: type) -> Path:
+        if paths is None:
+            raise AttributeError("a path under a state dir: ask a StatePaths for it")
+        return paths.root.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class StatePaths:
     """Every runtime file under one state dir (0700)."""
 
     root: Path
 
-    @property
-    def keys_dir(self) -> Path:
-        return self.root / "keys"
+    keys_dir = _InState("keys")
+    hub_key = _InState("keys", "hub_ed25519")
+    known_hosts = _InState("known_hosts")
+    database = _InState("store.json")
+    tunnel_log = _InState("tunnel.log")
+    control_socket = _InState("control.sock")
+    daemon_lock = _InState("daemon.lock")
 
     def unit_key(self, unit: str) -> Path:
         return self.keys_dir / f"{unit}_ed25519"
-
-    @property
-    def hub_key(self) -> Path:
-        return self.keys_dir / "hub_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.root / "known_hosts"
-
-    @property
-    def database(self) -> Path:
-        return self.root / "store.json"
-
-    @property
-    def tunnel_log(self) -> Path:
-        return self.root / "tunnel.log"
-
-    @property
-    def control_socket(self) -> Path:
-        return self.root / "control.sock"
-
-    @property
-    def daemon_lock(self) -> Path:
-        return self.root / "daemon.lock"
 
     def prepare(self) -> StatePaths:
         ensure_private_dir(self.root)
