@@ -62,7 +62,7 @@ def children(pid: int) -> list[int]:
 
 
 class Sshd:
-    def __init__(self, root: Path, *, password_auth: bool = False, extra: str = "") -> None:
+    def __init__(self, root: Path, *, password_auth: bool = False, extra: str = "", match: str = "") -> None:
         binary = find_sshd()
         if binary is None:
             raise RuntimeError("sshd not found: install openssh-server")
@@ -72,6 +72,7 @@ class Sshd:
         self.port = free_port()
         self.password_auth = password_auth
         self.extra = extra
+        self.match = match
         self.proc: subprocess.Popen | None = None
         self.authorized = root / "authorized"
         self.authorized.mkdir(exist_ok=True)
@@ -99,7 +100,7 @@ class Sshd:
 
     def write_config(self) -> None:
         yes_no = "yes" if self.password_auth else "no"
-        self.config_path.write_text(f"""\
+        defaults = f"""\
 Port {self.port}
 ListenAddress 127.0.0.1
 HostKey {self.host_key}
@@ -117,8 +118,18 @@ ClientAliveInterval 0
 MaxStartups 200
 MaxSessions 50
 LogLevel VERBOSE
-{self.extra}
-""")
+"""
+        # A keyword in `extra` replaces the default line: sshd takes the first value for most keywords and the
+        # last for some (MaxStartups), so both orders would silently lose one. A Match block goes in `match`.
+        overridden = {line.split()[0].lower() for line in self.extra.splitlines() if line.split()}
+        kept = [line for line in defaults.splitlines() if line.split()[0].lower() not in overridden]
+        self.config_path.write_text("\n".join([*kept, self.extra, self.match, ""]))
+
+    def effective(self) -> dict[str, str]:
+        """What this sshd really runs with, as `sshd -T` prints it (keywords in lower case)."""
+        done = subprocess.run([self.binary, "-T", "-f", str(self.config_path)], capture_output=True, text=True,
+                              check=True)
+        return dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
 
     def authorize(self, user: str, public_line: str) -> None:
         path = self.authorized / user

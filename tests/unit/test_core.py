@@ -117,3 +117,4 @@ def test_backoff_probes_fast_first_then_doubles_to_the_ceiling():
     assert 0.1 <= backoff(FAST_RETRIES, 0.1, 30) <= 0.2
     assert 0.2 <= backoff(FAST_RETRIES + 1, 0.1, 30) <= 0.4
     assert 15 <= backoff(10_000, 0.1, 30) <= 30  # capped, no overflow
+
