@@ -150,7 +150,7 @@ def main() -> int:
                               f"{time.monotonic() - started:.1f} s"])
                 async with ControlClient(state.control_socket) as admin:
                     started = time.monotonic()
-                    listing = await admin.request("clients", action="list")
+                    listing = await admin.request("clients.list")
                     took_list = time.monotonic() - started
                 live = sum(len(c["forwards"]) for c in listing["clients"])
                 named = sum(1 for c in listing["clients"] for fw in c["forwards"] if fw["destination"])

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Awaitable, Callable
 
+from console.control.operations import Call, perform
 from console.core.errors import ConsoleError, UsageError
+from console.core.status import json_default
 from console.engine import Engine
 
 log = logging.getLogger("console.control")
@@ -78,10 +80,9 @@ class ControlServer:
                 if not line:
                     return
                 try:
-                    request = json.loads(line)
-                    rid, op, args = request.get("id"), request["op"], request.get("args") or {}
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    await _send(writer, {"id": None, "ok": False, "error": "malformed request", "code": 2})
+                    rid, op, args = _parse(line)
+                except _BadRequest as exc:
+                    await _send(writer, {"id": exc.rid, "ok": False, "error": exc.message, "code": exc.exit_code})
                     continue
                 if op == "subscribe":
                     await self._stream(rid, writer)
@@ -93,34 +94,10 @@ class ControlServer:
             self._streams.discard(writer)
             writer.close()
 
-    async def _answer(self, rid: Any, op: str, args: dict, who: str) -> dict:
-        engine = self.engine
-        unit = args.get("unit")
+    async def _answer(self, rid: Any, op: str, args: Any, who: str) -> dict:
+        call = Call(who, self.engine, self.engine.clients, self._reload)
         try:
-            if op == "status":
-                result: Any = engine.status().to_json()
-            elif op == "start":
-                result = await engine.start_units(unit, who)
-            elif op == "stop":
-                result = await engine.stop_units(unit, who)
-            elif op == "restart":
-                result = await engine.restart_units(unit, who)
-            elif op == "kick":
-                result = engine.kick(unit, who, args.get("reason") or f"asked by {who}")
-                if args.get("record"):
-                    engine.store.record(args["record"], who, unit, args.get("detail"))
-            elif op == "trust":
-                result = await engine.trust(unit, who, args.get("fingerprint"), bool(args.get("replace")))
-            elif op == "reload":
-                result = await self._reload()
-            elif op == "clients":
-                if engine.clients is None:
-                    raise UsageError("this daemon runs no hub: add a hub: section to the config")
-                result = engine.clients.call(args)
-            elif op == "ping":
-                result = {"pid": os.getpid()}
-            else:
-                raise UsageError(f"unknown request {op!r}")
+            result = await perform(call, op, args)
         except ConsoleError as exc:
             return {"id": rid, "ok": False, "error": exc.message, "code": exc.exit_code}
         except Exception as exc:  # a bug must not take the daemon down: report it, keep serving
@@ -131,7 +108,7 @@ class ControlServer:
     async def _stream(self, rid: Any, writer: asyncio.StreamWriter) -> None:
         sub = self.engine.bus.subscribe()
         try:
-            await _send(writer, {"id": rid, "ok": True, "result": self.engine.status().to_json()})
+            await _send(writer, {"id": rid, "ok": True, "result": self.engine.status()})
             while True:
                 event = await sub.get()
                 if event is None:  # too slow: the client is told and may reconnect
@@ -142,6 +119,29 @@ class ControlServer:
             sub.close()
 
 
+class _BadRequest(UsageError):
+    def __init__(self, message: str, rid: Any = None) -> None:
+        super().__init__(message)
+        self.rid = rid
+
+
+def _parse(line: bytes) -> tuple[Any, Any, Any]:
+    """(id, op, args) of one request line; what the operation table checks (op, args) is passed on as sent."""
+    try:
+        request = json.loads(line)
+    except ValueError:
+        raise _BadRequest("a request is one JSON object per line") from None
+    if not isinstance(request, dict):
+        raise _BadRequest("a request must be a JSON object")
+    rid = request.get("id")
+    if "op" not in request:
+        raise _BadRequest("op is required", rid)
+    args = request.get("args")
+    if request["op"] == "subscribe" and args not in (None, {}):
+        raise _BadRequest("subscribe takes no args" if isinstance(args, dict) else "args must be an object", rid)
+    return rid, request["op"], {} if args is None else args
+
+
 async def _send(writer: asyncio.StreamWriter, message: dict) -> None:
-    writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+    writer.write(json.dumps(message, separators=(",", ":"), default=json_default).encode() + b"\n")
     await writer.drain()

@@ -38,6 +38,13 @@ class _Record:
         return cls(**kwargs)
 
 
+def json_default(value: Any) -> Any:
+    """For json.dumps(..., default=json_default): a record goes as its JSON form, wherever it sits in an answer."""
+    if isinstance(value, _Record):
+        return value.to_json()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)

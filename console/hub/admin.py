@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncssh
 
-from console.core.errors import UsageError
 from console.core.keys import public_line
 from console.hub.registry import Client, Registry, port_ranges
 from console.hub.server import Hub, HubForward
@@ -18,21 +17,6 @@ class ClientsAdmin:
     def __init__(self, registry: Registry, hub: Hub | None = None) -> None:
         self.registry = registry
         self.hub = hub
-
-    def call(self, args: dict):
-        """One request, as the control socket and the CLI carry it: {"action": ..., ...}."""
-        action = args.get("action")
-        if action == "add":
-            return self.add(args["id"], args.get("pub_key"), args.get("quota"), bool(args.get("force")))
-        if action == "list":
-            return self.list(args.get("id"))
-        if action == "change":
-            return self.change(int(args["quota"]), args["id"])
-        if action == "remove":
-            return self.remove(args["id"])
-        if action == "export":
-            return self.export_authorized_keys()
-        raise UsageError(f"unknown clients action {action!r}")
 
     def add(self, client_id: str, pub_key: str | None = None, quota: int | None = None,
             force: bool = False) -> dict:

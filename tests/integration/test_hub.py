@@ -268,6 +268,91 @@ def test_customer_life_cycle_through_the_daemon_and_the_cli(tmp_path):
                 proc.wait(5)
 
 
+def test_a_revocation_the_daemon_cannot_hear_is_refused_not_reported_done(tmp_path):
+    """Issue 10, item 2: with control.sock deleted under a running daemon, `clients remove` used to edit the store,
+    print "removed" and exit 0 while the client's session and forward went on. Now: exit 3, nothing changed.
+    With no daemon at all the CLI changes the store itself, under the daemon's lock."""
+    import socket
+    import sys
+    import threading
+    import time
+
+    from sshd import free_port
+
+    from console.daemon import DaemonLock
+
+    state, config = tmp_path / "state", tmp_path / "console.yaml"
+    low, high = _free_range(6)
+    hub_port = free_port()
+    config.write_text(f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: 2}}\n")
+    added = _cli(state, config, "clients", "add", "r1")
+    assert added.returncode == 0, added.stderr
+    key = tmp_path / "r1_key"
+    key.write_text(added.stdout)
+    key.chmod(0o600)
+
+    def listed() -> list[dict]:
+        done = _cli(state, config, "clients", "list", "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["clients"]
+
+    daemon = subprocess.Popen([sys.executable, "-m", "console", "--state-dir", str(state), "--config", str(config),
+                               "daemon"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ssh = None
+    try:
+        deadline = time.monotonic() + 10
+        while not (state / "control.sock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ssh = subprocess.Popen(["ssh", "-N", "-i", str(key), "-p", str(hub_port), "-o", "BatchMode=yes",
+                                "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp_path}/kh",
+                                "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes",
+                                "-R", f"127.0.0.1:{low}:127.0.0.1:9", "r1@127.0.0.1"],
+                               stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        while not listed()[0]["forwards"]:
+            assert time.monotonic() < deadline, "r1's forward never showed"
+            time.sleep(0.1)
+
+        (state / "control.sock").unlink()
+        for args in (("remove", "r1"), ("change", "0", "r1")):
+            refused = _cli(state, config, "clients", *args)
+            assert refused.returncode == 3, (args, refused.stderr)
+            assert refused.stderr == (f"sop-console: the daemon (pid {daemon.pid}) holds state dir {state} but its "
+                                      "control socket is gone: restart it; nothing was changed\n")
+            assert refused.stdout == ""
+        # and nothing changed: r1 is registered with its ports, its session and forward still work
+        (r1,) = listed()  # reading falls back to the store
+        assert r1["id"] == "r1" and r1["ports"] == [low, low + 1]
+        assert ssh.poll() is None
+        socket.create_connection(("127.0.0.1", low), timeout=2).close()
+    finally:
+        for proc in (ssh, daemon):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(5)
+
+    # No daemon at all: the CLI changes the store, holding the daemon's lock (it waits for another holder).
+    lock = DaemonLock(state / "daemon.lock", role="test")
+    lock.acquire()
+    threading.Timer(1.0, lock.release).start()
+    started = time.monotonic()
+    removed = _cli(state, config, "clients", "remove", "r1")
+    assert removed.returncode == 0, removed.stderr
+    assert time.monotonic() - started >= 1.0, "the CLI did not wait for the lock"
+    assert removed.stdout == f"r1 removed: sessions ended, ports {low}-{low + 1} back in the pool\n"
+    assert (state / "daemon.lock").read_text().endswith(" clients remove\n")  # its own mark, as the holder
+    assert listed() == []
+    # A daemon's lock without a socket (a daemon whose socket is gone) refuses, as above.
+    lock = DaemonLock(state / "daemon.lock")
+    lock.acquire()
+    try:
+        refused = _cli(state, config, "clients", "add", "r2")
+        assert refused.returncode == 3 and "its control socket is gone" in refused.stderr
+        assert listed() == []
+    finally:
+        lock.release()
+
+
 def test_exported_authorized_keys_are_enforced_by_a_real_sshd(sshd, tmp_path, state):
     from support import me
     from sshd import free_port

@@ -1,0 +1,70 @@
+"""`sop-console demo` and `sop-console console`: the commands that open the console (Textual) or run the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from console.cli.context import Commands, Context, has_terminal, need_terminal
+from console.core.errors import EXIT_OK
+from console.core.paths import StatePaths
+
+
+def register(commands: Commands) -> None:
+    p = commands.add("demo", "run a loopback hub, demo services and both units in this process, with the console",
+                     demo)
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="print status and log instead of the console, and stop after this long")
+    p.add_argument("--plain", action="store_true", help="print status and log instead of opening the console")
+    p = commands.add("console", "open the console (also what `sop-console` with no command does)", console)
+    p.add_argument("--theme", choices=("sop", "dark", "light"), help="override console.theme from the config")
+
+
+def console(ctx: Context) -> int:
+    from console.ui.app import SopConsole
+
+    need_terminal()
+    config_path = ctx.config_path if ctx.config_path.exists() else None
+    theme = getattr(ctx.args, "theme", None)
+    if theme is None and config_path is not None:
+        theme = ctx.config().console.theme
+    app = SopConsole(ctx.paths, config_path=config_path, theme_name=theme or "sop")
+    app.run()
+    if app.engine_here is not None:
+        print("console closed; the engine it ran has stopped, and its tunnels with it")
+    else:
+        print("console closed; the tunnels keep running in the daemon")
+    return app.return_code or EXIT_OK
+
+
+async def _demo_console(paths: StatePaths) -> int:
+    """The demo with the console on top, in one process: quitting the console ends the demo."""
+    from console.demo import build_demo, demo_traffic
+    from console.ui.app import SopConsole
+    from console.ui.backend import DaemonBackend
+
+    world = await build_demo(paths)
+    traffic = asyncio.create_task(demo_traffic(world))
+    try:
+        app = SopConsole(paths, config=world.config, backend=DaemonBackend(paths.control_socket))
+        app.sub_title = "demo: everything on loopback; quitting ends it"
+        app.on_close.append(world.close)  # also when the terminal hangs up
+        await app.run_async()
+    finally:
+        traffic.cancel()
+        await world.close()
+    return 0
+
+
+def demo(ctx: Context) -> int:
+    from console.demo import run_demo
+
+    explicit = getattr(ctx.args, "state_dir", None) or os.environ.get("SOP_CONSOLE_STATE")
+    paths = StatePaths(Path(explicit) if explicit else ctx.paths.root / "demo")
+    if ctx.args.plain or ctx.args.duration is not None or not has_terminal():
+        from console.daemon import setup_logging
+
+        setup_logging()
+        return asyncio.run(run_demo(paths, duration=ctx.args.duration))
+    return asyncio.run(_demo_console(paths))

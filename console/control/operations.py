@@ -1,0 +1,277 @@
+"""The control operations, each declared once: its name, its parameters (the handler's signature), whether it
+needs a hub, whether it only reads, and a one-line doc (the handler's docstring).
+
+    @operation("clients.remove", hub=True)
+    def clients_remove(call: Call, id: str) -> dict:
+        \"\"\"Remove a client: its sessions end, its ports go back to the pool.\"\"\"
+        return call.clients.remove(id)
+
+Parameter types are read from the annotations: ``str``, ``int``, ``bool``, and ``X | None`` for one that may be
+null. A parameter without a default is required. Every request is checked against the signature before the
+handler runs, so a bad request gets one line naming the field (``clients.change: quota must be an integer, got
+'NaN'``), never an internal error.
+
+The daemon's control server runs them (`perform`); so does the CLI on the store alone when no daemon runs, for
+the hub operations only, holding the daemon's lock for those that change anything (see console/cli/clients.py).
+``subscribe`` is not here: it turns the connection into an event stream (console/control/server.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from console.core.errors import DaemonNotRunning, UsageError
+
+if typing.TYPE_CHECKING:
+    from console.engine import Engine
+    from console.hub.admin import ClientsAdmin
+
+
+@dataclass
+class Call:
+    """What a handler runs against: who asked, and the engine and the hub's clients where there are some."""
+
+    who: str
+    engine: Engine | None = None
+    clients: ClientsAdmin | None = None
+    reload: Callable[[], Awaitable[list[str]]] | None = None
+
+
+_KINDS: dict[type, str] = {str: "a string", int: "an integer", bool: "true or false"}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: type             # str, int or bool
+    required: bool
+    nullable: bool         # `X | None`: null is the same as leaving it out
+    default: Any = None
+
+    def check(self, op: str, value: Any) -> Any:
+        if value is None and self.nullable:
+            return self.default
+        if value is None and self.required:
+            raise UsageError(f"{op}: {self.name} is required")
+        ok = isinstance(value, self.kind) and not (self.kind is int and isinstance(value, bool))
+        if not ok:
+            raise UsageError(f"{op}: {self.name} must be {_KINDS[self.kind]}, got {_shown(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    params: tuple[Param, ...]
+    handler: Callable[..., Any]
+    hub: bool           # runs against the hub's clients (call.clients), not the engine
+    read_only: bool     # changes nothing the daemon enforces
+    doc: str
+
+    def bind(self, args: Any) -> dict[str, Any]:
+        """The handler's keyword arguments from a request's args, or a UsageError naming the field."""
+        if not isinstance(args, dict):
+            raise UsageError("args must be an object")
+        known = {p.name for p in self.params}
+        unknown = sorted(str(k) for k in args if k not in known)
+        if unknown:
+            names = ", ".join(repr(k) for k in unknown)
+            raise UsageError(f"{self.name}: unknown parameter{'s' if len(unknown) > 1 else ''} {names} "
+                             f"(it takes {', '.join(p.name for p in self.params) or 'none'})")
+        bound = {}
+        for param in self.params:
+            if param.name not in args and param.required:
+                raise UsageError(f"{self.name}: {param.name} is required")
+            value = param.check(self.name, args.get(param.name)) if param.name in args else param.default
+            bound[param.name] = value
+        return bound
+
+    async def run(self, call: Call, args: Any) -> Any:
+        bound = self.bind(args)
+        if self.hub and call.clients is None:
+            if call.engine is None:
+                raise DaemonNotRunning(f"{self.name} needs the hub's clients")
+            raise UsageError("this daemon runs no hub: add a hub: section to the config")
+        if not self.hub and call.engine is None:
+            raise DaemonNotRunning(f"{self.name} needs the daemon")
+        result = self.handler(call, **bound)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+
+OPERATIONS: dict[str, Operation] = {}
+
+
+def operation(name: str, *, hub: bool = False, read_only: bool = False):
+    """Declare a handler as the control operation `name` (see the module's docstring)."""
+
+    def register(handler: Callable[..., Any]) -> Callable[..., Any]:
+        if name in OPERATIONS:
+            raise ValueError(f"control operation {name!r} declared twice")
+        hints = typing.get_type_hints(handler)
+        params = []
+        for p in list(inspect.signature(handler).parameters.values())[1:]:  # the first is the Call
+            kind, nullable = _kind(hints.get(p.name), f"{name}: {p.name}")
+            required = p.default is inspect.Parameter.empty
+            params.append(Param(p.name, kind, required, nullable, None if required else p.default))
+        doc = (inspect.getdoc(handler) or "").strip().splitlines()
+        if not doc:
+            raise ValueError(f"control operation {name!r} needs a one-line docstring")
+        OPERATIONS[name] = Operation(name, tuple(params), handler, hub, read_only, doc[0])
+        return handler
+
+    return register
+
+
+def lookup(name: Any) -> Operation:
+    if not isinstance(name, str):
+        raise UsageError(f"op must be a string, got {_shown(name)}")
+    op = OPERATIONS.get(name)
+    if op is None:
+        raise UsageError(f"unknown request {_clip(name)!r}")
+    return op
+
+
+async def perform(call: Call, name: Any, args: Any) -> Any:
+    """Check one request against the table and run it."""
+    return await lookup(name).run(call, args)
+
+
+def _kind(hint: Any, where: str) -> tuple[type, bool]:
+    nullable = False
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        members = [a for a in typing.get_args(hint) if a is not type(None)]
+        nullable = len(members) < len(typing.get_args(hint))
+        hint = members[0] if len(members) == 1 else None
+    if hint not in _KINDS:
+        raise TypeError(f"{where}: a control parameter is str, int or bool, or one of them | None")
+    return hint, nullable
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _shown(value: Any) -> str:
+    """A request's value in an error line: short, and in the words of JSON for what is not a scalar."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return repr(_clip(value))
+    return _clip(repr(value))
+
+
+# ---------------------------------------------------------------------------------------------- the units
+
+
+@operation("status", read_only=True)
+def status(call: Call) -> dict:
+    """Units, forwards and counters."""
+    return call.engine.status()
+
+
+@operation("ping", read_only=True)
+def ping(call: Call) -> dict:
+    """The daemon's pid: is it there."""
+    return {"pid": os.getpid()}
+
+
+@operation("start")
+async def start(call: Call, unit: str | None = None) -> list[str]:
+    """Start a unit's tunnels (every unit when none is named)."""
+    return await call.engine.start_units(unit, call.who)
+
+
+@operation("stop")
+async def stop(call: Call, unit: str | None = None) -> list[str]:
+    """Stop a unit's tunnels; it stays stopped across daemon restarts."""
+    return await call.engine.stop_units(unit, call.who)
+
+
+@operation("restart")
+async def restart(call: Call, unit: str | None = None) -> list[str]:
+    """Stop and start a unit's tunnels."""
+    return await call.engine.restart_units(unit, call.who)
+
+
+@operation("kick")
+def kick(call: Call, unit: str | None = None, reason: str | None = None, record: str | None = None,
+         detail: str | None = None) -> list[str]:
+    """Retry a unit's connection now; `record` writes an operation record too (key install uses it)."""
+    done = call.engine.kick(unit, call.who, reason or f"asked by {call.who}")
+    if record:
+        call.engine.store.record(record, call.who, unit, detail)
+    return done
+
+
+@operation("trust")
+async def trust(call: Call, unit: str, fingerprint: str | None = None, replace: bool = False) -> dict:
+    """Record the host key a unit's server presents (refused unless it shows `fingerprint`, when given)."""
+    return await call.engine.trust(unit, call.who, fingerprint, replace)
+
+
+@operation("reload")
+async def reload(call: Call) -> list[str]:
+    """Read the config file again; unchanged units and forwards keep running."""
+    if call.reload is None:
+        raise UsageError("reload: this engine cannot reload")
+    return await call.reload()
+
+
+# ---------------------------------------------------------------------------------------------- the hub's clients
+
+
+@operation("clients.add", hub=True)
+def clients_add(call: Call, id: str, pub_key: str | None = None, quota: int | None = None,
+                force: bool = False) -> dict:
+    """Register a client; without pub_key a key pair is made and the private key returned once."""
+    return call.clients.add(id, pub_key, quota, force)
+
+
+@operation("clients.list", hub=True, read_only=True)
+def clients_list(call: Call, id: str | None = None) -> dict:
+    """Clients (or one), their ports and what they forward now."""
+    return call.clients.list(id)
+
+
+@operation("clients.change", hub=True)
+def clients_change(call: Call, id: str, quota: int) -> dict:
+    """Set a client's quota; 0 disables it and ends its sessions."""
+    return call.clients.change(quota, id)
+
+
+@operation("clients.remove", hub=True)
+def clients_remove(call: Call, id: str) -> dict:
+    """Remove a client: its sessions end, its ports go back to the pool."""
+    return call.clients.remove(id)
+
+
+@operation("clients.export", hub=True, read_only=True)
+def clients_export(call: Call) -> list[str]:
+    """authorized_keys lines that give a plain OpenSSH server the same limits."""
+    return call.clients.export_authorized_keys()
+
+
+# TRANSITIONAL: the console (console/ui) still asks `clients` with an action; the lead switches it to the
+# clients.* operations at the merge, and then this entry goes.
+@operation("clients", hub=True)
+async def clients_by_action(call: Call, action: str, id: str | None = None, pub_key: str | None = None,
+                            quota: int | None = None, force: bool | None = None) -> Any:
+    """Old form of the clients.* operations (action: add, list, change, remove, export); going away."""
+    if action not in ("add", "list", "change", "remove", "export"):
+        raise UsageError(f"clients: unknown action {_clip(action)!r} (add, list, change, remove, export)")
+    given = {"id": id, "pub_key": pub_key, "quota": quota, "force": force}
+    return await perform(call, f"clients.{action}", {k: v for k, v in given.items() if v is not None})
