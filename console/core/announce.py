@@ -77,3 +77,20 @@ def parse(data: bytes) -> list[Announced]:
             raise ValueError(f"forwards[{i}].service must be null or 1-300 printable characters without spaces")
         result.append(Announced(port, item["name"], item["local"], service))
     return result
+
+
+# Why the hub refused a port, told to the unit: sshd gives a client no reason for a refused forward, so the hub
+# sends this as an SSH debug message (RFC 4253 11.3) just before its refusal, and the unit shows the exact cause
+# instead of a list of guesses. "sop-console-refused 2405: not one of its ports (2400-2404)"
+REFUSAL_PREFIX = "sop-console-refused "
+_REFUSAL = re.compile(r"^sop-console-refused (\d{1,5}): ([\x20-\x7e]{1,300})$")
+
+
+def refusal(port: int, reason: str) -> str:
+    return f"{REFUSAL_PREFIX}{port}: {reason}"
+
+
+def parse_refusal(message: str) -> tuple[int, str] | None:
+    """(requested port, reason) from the hub's debug message; None for anything else (printable ASCII only)."""
+    found = _REFUSAL.match(message)
+    return (int(found.group(1)), found.group(2)) if found else None

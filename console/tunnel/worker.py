@@ -24,6 +24,7 @@ from console.core.paths import StatePaths
 from console.core.states import ForwardState, UnitState
 from console.core.status import ForwardStatus, UnitStatus
 from console.core.store import Store
+from console.core.throttle import Throttle, held_back
 from console.core.tunnel_log import TunnelLog
 from console import relay
 
@@ -93,6 +94,12 @@ class _UnitClient(asyncssh.SSHClient):
     def connection_lost(self, exc: Exception | None) -> None:
         self._worker._lost_reason = exc
 
+    def debug_msg_received(self, msg: str, lang: str, always_display: bool) -> None:
+        said = announce.parse_refusal(msg)  # our hub says why it refuses a port, just before it does
+        if said is not None and len(self._worker.hub_refusals) < 100:
+            port, reason = said
+            self._worker.hub_refusals[port] = reason
+
 
 def describe_error(exc: BaseException, server: str, timeout: float) -> str:
     """Turn an exception from connect or a dropped connection into one plain sentence."""
@@ -133,6 +140,8 @@ class UnitWorker:
         self._logged_at = 0.0
         self._announce_task: asyncio.Task | None = None
         self._announced: list[announce.Announced] | None = None  # what the hub on this connection was told
+        self.hub_refusals: dict[int, str] = {}   # requested port -> why our hub refused it (its debug message)
+        self._refusal_lines = Throttle(RETRY_LOG_EVERY)  # one line a forward and reason a minute
 
     # ------------------------------------------------------------------ public surface
 
@@ -436,7 +445,9 @@ class UnitWorker:
 
     async def _open_forward(self, conn: asyncssh.SSHClientConnection, fr: ForwardRuntime) -> bool:
         cfg = fr.config
-        self._set_forward(fr, "pending", None)
+        if fr.state != "refused":  # a retry keeps saying refused (and why) until it listens
+            self._set_forward(fr, "pending", None)
+        self.hub_refusals.pop(cfg.remote_port, None)
         factory = relay.session_factory(
             cfg.local_host, cfg.local_port, fr.stats,
             on_change=lambda: self._publish_traffic(fr),
@@ -450,14 +461,20 @@ class UnitWorker:
             detail = ""
         if listener is None:
             where = join_host_port(cfg.remote_bind or "*", cfg.remote_port)
-            error = (f"server refused to listen on {where}"
-                     + (f" ({detail})" if detail else "")
-                     + ": the port is held by another session (often a dead one of ours), in use, or not allowed "
-                       "(PermitListen, AllowTcpForwarding)")
-            if fr.error != error:
-                self.log_event(f"forward {cfg.name} refused: {error}")
+            exact = self.hub_refusals.pop(cfg.remote_port, None)
+            if exact is not None:
+                error = f"the hub refused to listen on {where}: {exact}"
+            else:
+                error = (f"server refused to listen on {where}"
+                         + (f" ({detail})" if detail else "")
+                         + ": the port is held by another session (often a dead one of ours), in use, or not "
+                           "allowed (PermitListen, AllowTcpForwarding)")
+            held = self._refusal_lines.check(cfg.name, error)
+            if held is not None:
+                self.log_event(f"forward {cfg.name} refused: {error}{held_back(held, RETRY_LOG_EVERY)}")
             self._set_forward(fr, "refused", error)
             return False
+        self._refusal_lines.forget(cfg.name)
         fr.listener = listener
         fr.port = listener.get_port()
         self._set_forward(fr, "listening", None)
