@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from console.core.config import UNIT_NAMES, Config, parse_config
+from console.core.config import UNIT_NAMES, Config, load_yaml, parse_config, read_config_text
 from console.core.errors import ConfigError
 from console.core.paths import atomic_write
 
@@ -113,12 +113,13 @@ def render(data: dict) -> str:
 
 
 def read_raw(path: Path) -> dict:
+    """The file's data to edit, read within check's bounds (size, nesting, aliases)."""
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = load_yaml(read_config_text(path), str(path))
     except FileNotFoundError:
         return {}
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: cannot edit a file that is not valid YAML: {exc}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
     return loaded if isinstance(loaded, dict) else {}
 
 
