@@ -16,6 +16,34 @@ from collections.abc import Callable, Iterator
 from console.core.clock import utc_iso
 
 
+LOG_MODE = 0o600
+
+
+def _tighten(path: Path | str) -> None:
+    try:
+        os.chmod(path, LOG_MODE)
+    except FileNotFoundError:
+        pass
+
+
+class _PrivateRotatingHandler(logging.handlers.RotatingFileHandler):
+    """RotatingFileHandler whose files are all 0600: the live log is created 0600 (not the umask's 0644, not even
+    for an instant), and every file rotation renames is made 0600 too (files an older version left wider)."""
+
+    def _open(self):  # noqa: ANN202  (logging's own signature)
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+        try:
+            os.fchmod(fd, LOG_MODE)
+            return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def rotate(self, source: str, dest: str) -> None:
+        super().rotate(source, dest)
+        _tighten(dest)
+
+
 class TunnelLog:
     def __init__(self, path: Path, max_bytes: int = 1_048_576, backups: int = 3,
                  on_line: Callable[[str], None] | None = None) -> None:
@@ -23,15 +51,12 @@ class TunnelLog:
         self._on_line = on_line
         self._logger = logging.Logger(f"tunnel-log:{path}")
         self._logger.propagate = False
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups,
-                                                       encoding="utf-8")
+        handler = _PrivateRotatingHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(message)s"))
         self._handler = handler
         self._logger.addHandler(handler)
-        try:
-            os.chmod(path, 0o600)
-        except OSError:
-            pass
+        for n in range(1, backups + 1):  # rotated files an older version left 0644
+            _tighten(f"{path}.{n}")
 
     def write(self, unit: str, event: str) -> str:
         line = f"{utc_iso()} {unit} {' '.join(event.splitlines())}"

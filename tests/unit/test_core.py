@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import threading
 import time
 from pathlib import Path
@@ -139,3 +140,22 @@ def test_backoff_probes_fast_first_then_doubles_to_the_ceiling():
     assert 0.1 <= backoff(FAST_RETRIES, 0.1, 30) <= 0.2
     assert 0.2 <= backoff(FAST_RETRIES + 1, 0.1, 30) <= 0.4
     assert 15 <= backoff(10_000, 0.1, 30) <= 30  # capped, no overflow
+
+
+def test_every_tunnel_log_file_is_0600_live_and_rotated(tmp_path):
+    (tmp_path / "log").mkdir()
+    path = tmp_path / "log" / "tunnel.log"
+    (tmp_path / "log" / "tunnel.log.3").write_text("left 0644 by an older version\n")
+    os.chmod(tmp_path / "log" / "tunnel.log.3", 0o644)
+    old_umask = os.umask(0o022)
+    try:
+        log = TunnelLog(path, max_bytes=4096, backups=3)
+        assert (path.stat().st_mode & 0o777) == 0o600
+        assert (path.with_name("tunnel.log.3").stat().st_mode & 0o777) == 0o600
+        for i in range(600):  # several rotations: each makes a new live file and renames the old ones
+            log.write("master", f"event {i}")
+        log.close()
+    finally:
+        os.umask(old_umask)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in path.parent.iterdir()}
+    assert modes == {name: "0o600" for name in ("tunnel.log", "tunnel.log.1", "tunnel.log.2", "tunnel.log.3")}
