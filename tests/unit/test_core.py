@@ -25,10 +25,15 @@ def test_store_survives_a_corrupt_file(tmp_path, caplog):
     assert Store(path).desired("master") == "stopped"
     path.write_text('{"units": {"1": {"unit": "mas')  # a torn write by something else
     store = Store(path)
-    assert store.desired("master") == "started"  # carries on from the config's default
+    assert store.desired("master") == "stopped"  # carries on from the last good copy
     aside = list(tmp_path.glob("store.json.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_text().startswith('{"units"')
-    assert "is corrupt" in caplog.text
+    assert "was unusable (not JSON" in caplog.text
+    path.write_text('{"units": {"1": {"unit": "mas')
+    (tmp_path / "store.json.good").unlink()
+    store = Store(path)
+    assert store.desired("master") == "started"  # no good copy: carries on from the config's default
+    assert len(list(tmp_path.glob("store.json.corrupt-*"))) == 2 and "started empty" in store.notices[0]
     store.set_desired("clone", "stopped")
     assert Store(path).desired("clone") == "stopped"
     assert (path.stat().st_mode & 0o777) == 0o600
@@ -39,7 +44,7 @@ def test_store_writes_leave_no_temp_files(tmp_path):
     store = Store(tmp_path / "s" / "store.json")
     for i in range(20):
         store.record("start", "op", "master", str(i))
-    assert [p.name for p in (tmp_path / "s").iterdir()] == ["store.json"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["store.json", "store.json.good"]
     assert len(store.operations(limit=5)) == 5
 
 
