@@ -9,11 +9,15 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import sys
 import time
 from pathlib import Path
 from collections.abc import Callable, Iterator
 
 from console.core.clock import utc_iso
+from console.core.paths import write_failure
+
+log = logging.getLogger("console.tunnel_log")
 
 
 LOG_MODE = 0o600
@@ -22,7 +26,7 @@ LOG_MODE = 0o600
 def _tighten(path: Path | str) -> None:
     try:
         os.chmod(path, LOG_MODE)
-    except FileNotFoundError:
+    except OSError:  # gone (FileNotFoundError), or not ours to change
         pass
 
 
@@ -42,6 +46,26 @@ class _PrivateRotatingHandler(logging.handlers.RotatingFileHandler):
     def rotate(self, source: str, dest: str) -> None:
         super().rotate(source, dest)
         _tighten(dest)
+
+    # A line that cannot be written (a full disk) is dropped: logging's default prints a traceback to stderr for
+    # each one. Here it is one warning when writing stops working, and one when it works again.
+    _failing: str | None = None
+    _failed_now = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_now = False
+        super().emit(record)  # calls handleError on failure
+        if not self._failed_now and self._failing is not None:
+            log.warning("the tunnel log %s is written again (after: %s)", self.baseFilename, self._failing)
+            self._failing = None
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802  (logging's name)
+        self._failed_now = True
+        exc = sys.exc_info()[1]
+        reason = write_failure(exc, Path(self.baseFilename)).message if isinstance(exc, OSError) else repr(exc)
+        if reason != self._failing:
+            log.warning("%s; tunnel log lines are dropped until it can be written", reason)
+            self._failing = reason
 
 
 class TunnelLog:

@@ -17,6 +17,7 @@ from console.core.config_form import form_from_config, save_form
 from console.core.errors import EXIT_FAILED, OperationFailed
 from console.core.paths import atomic_write
 from console.core.store import Store
+from console.core.tunnel_log import TunnelLog, tail
 from console.hub.registry import Registry
 
 ROOT = Path(__file__).parents[2]
@@ -144,3 +145,25 @@ def test_other_write_failures_name_the_file(tmp_path):
         atomic_write(target, b"{}")
     assert str(err.value) == f"cannot write {target}: No such file or directory"
     assert isinstance(err.value, OSError) and err.value.errno == errno.ENOENT  # still an OSError for I/O handlers
+
+
+def test_tunnel_log_on_a_full_disk_warns_once_not_a_traceback_a_line(small_disk, capfd, caplog):
+    path = small_disk.root / "tunnel.log"
+    seen: list[str] = []
+    log = TunnelLog(path, max_bytes=1 << 20, backups=2, on_line=seen.append)
+    log.write("master", "before")
+    small_disk.fill()
+    for i in range(50):
+        log.write("master", f"event {i} " + "x" * 200)  # a page's worth and more: the disk refuses
+    (small_disk.root / "filler").unlink()
+    log.write("master", "after")
+    log.close()
+    assert len(seen) == 52  # the engine's subscribers still hear every line
+    assert tail(path, 1)[0].endswith("master after")
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Logging error" not in err
+    warnings = [r.getMessage() for r in caplog.records if r.name == "console.tunnel_log"]
+    assert warnings == [f"no space left on tmpfs (mounted on {small_disk.root}) writing {path}; tunnel log lines are "
+                        "dropped until it can be written",
+                        f"the tunnel log {path} is written again (after: no space left on tmpfs (mounted on "
+                        f"{small_disk.root}) writing {path})"]
