@@ -66,8 +66,11 @@ class DaemonLock:
                                        + (f" (pid {pid})" if pid else ""), pid, "daemon") from None
                 raise StateDirBusy(f"state dir {self.path.parent} is in use by `sop-console {role}`"
                                    + (f" (pid {pid})" if pid else ""), pid, role) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {self.role}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {self.role}\n".encode())
+        except OSError:
+            pass  # the flock is the lock; the note of who holds it is a courtesy that a full disk may refuse
         self._fd = fd
 
     def holder(self) -> tuple[int | None, str | None]:

@@ -8,15 +8,15 @@ Only what the form shows is changed: other keys and other forwards stay as they 
 from __future__ import annotations
 
 import re
-import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from console.core.config import SEED_FORWARDS, UNIT_NAMES, Config, parse_config
-from console.core.errors import ConfigError
-from console.core.paths import atomic_write
+from console.core.config import SEED_FORWARDS, UNIT_NAMES, Config, load_yaml, parse_config, read_config_text
+from console.core.errors import ConfigError, OperationFailed, os_reason
+from console.core.paths import atomic_write, write_failure
 
 # form field -> (forward name, port on the target, or the field that holds it)
 SHORTHAND_KEYS = ("target", "ssh_port", "http_port", "app_port", "app_target_port")
@@ -112,12 +112,13 @@ def render(data: dict) -> str:
 
 
 def read_raw(path: Path) -> dict:
+    """The file's data to edit, read within check's bounds (size, nesting, aliases)."""
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = load_yaml(read_config_text(path), str(path))
     except FileNotFoundError:
         return {}
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: cannot edit a file that is not valid YAML: {exc}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
     return loaded if isinstance(loaded, dict) else {}
 
 
@@ -145,10 +146,21 @@ def _form_words(problem: str, data: dict) -> str:
 
 
 def save_form(path: Path, form: ConfigForm) -> Config:
-    """Validate, keep the previous file as PATH.bak, write the new one atomically."""
+    """Validate, keep the previous file as PATH.bak, write the new one; both writes atomic, so a full disk
+    (WriteFailed: "no space left on DEVICE writing FILE") leaves each file whole, old or new."""
     text, config = check_form(path, form)
-    if path.exists():
-        shutil.copy2(path, path.with_name(path.name + ".bak"))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        previous = path.read_bytes()
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        previous = None
+    except OSError as exc:
+        raise OperationFailed(f"cannot read {path}: {os_reason(exc)}") from None
+    if previous is not None:
+        atomic_write(path.with_name(path.name + ".bak"), previous, mode=mode)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failure(exc, path) from exc
     atomic_write(path, text.encode(), mode=0o600)
     return config

@@ -32,6 +32,18 @@ class OperationFailed(ConsoleError):
     exit_code = EXIT_FAILED
 
 
+class WriteFailed(OperationFailed, OSError):
+    """A file could not be written (a full disk, a read-only file system): said to the operator in words
+    ("no space left on /dev/sda1 (mounted on /var) writing /var/lib/sop-console/store.json"), and still an
+    OSError with its errno for code that handles failed I/O as such. Nothing was half-written."""
+
+    def __init__(self, message: str, errno: int | None = None, filename: str | None = None) -> None:
+        OperationFailed.__init__(self, message)
+        self.errno = errno
+        self.strerror = message
+        self.filename = filename
+
+
 class UsageError(ConsoleError):
     exit_code = EXIT_USAGE
 

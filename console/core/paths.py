@@ -6,12 +6,14 @@ State:  --state-dir DIR, else $SOP_CONSOLE_STATE, else $XDG_STATE_HOME/sop-conso
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from console.core.errors import OperationFailed, os_reason
+from console.core.errors import OperationFailed, WriteFailed, os_reason
 
 APP_DIR = "sop-console"
 CONFIG_NAME = "console.yaml"
@@ -83,19 +85,55 @@ class StatePaths:
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never half of one."""
+    """Write `data` to `path` so that readers see the old file or the new one, never half of one. A failed write
+    (a full disk above all) leaves the old file as it was and raises WriteFailed, naming the device and file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+    except WriteFailed:
         raise
+    except OSError as exc:
+        raise write_failure(exc, path) from exc
+
+
+def write_failure(exc: OSError, path: Path) -> WriteFailed:
+    """An OSError from writing `path` in an operator's words: which device is full, which file was not written."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        return WriteFailed(f"{what} on {file_system(path)} writing {path}", exc.errno, str(path))
+    return WriteFailed(f"cannot write {path}: {os_reason(exc)}", exc.errno, str(path))
+
+
+def file_system(path: Path) -> str:
+    """'/dev/sda1 (mounted on /var)' for a path under /var: the device df would name, and its mount point."""
+    mount = Path(os.path.abspath(path))
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    source = None
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) >= 2 and _unescape(fields[1]) == str(mount):
+                    source = _unescape(fields[0])  # the last one listed is the one mounted on top
+    except OSError:
+        pass
+    return f"{source} (mounted on {mount})" if source else str(mount)
+
+
+def _unescape(field: str) -> str:
+    """/proc/self/mounts writes a space as \\040, a tab as \\011, a backslash as \\134."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)

@@ -9,11 +9,63 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import sys
 import time
 from pathlib import Path
 from collections.abc import Callable, Iterator
 
 from console.core.clock import utc_iso
+from console.core.paths import write_failure
+
+log = logging.getLogger("console.tunnel_log")
+
+
+LOG_MODE = 0o600
+
+
+def _tighten(path: Path | str) -> None:
+    try:
+        os.chmod(path, LOG_MODE)
+    except OSError:  # gone (FileNotFoundError), or not ours to change
+        pass
+
+
+class _PrivateRotatingHandler(logging.handlers.RotatingFileHandler):
+    """RotatingFileHandler whose files are all 0600: the live log is created 0600 (not the umask's 0644, not even
+    for an instant), and every file rotation renames is made 0600 too (files an older version left wider)."""
+
+    def _open(self):  # noqa: ANN202  (logging's own signature)
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, LOG_MODE)
+        try:
+            os.fchmod(fd, LOG_MODE)
+            return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def rotate(self, source: str, dest: str) -> None:
+        super().rotate(source, dest)
+        _tighten(dest)
+
+    # A line that cannot be written (a full disk) is dropped: logging's default prints a traceback to stderr for
+    # each one. Here it is one warning when writing stops working, and one when it works again.
+    _failing: str | None = None
+    _failed_now = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_now = False
+        super().emit(record)  # calls handleError on failure
+        if not self._failed_now and self._failing is not None:
+            log.warning("the tunnel log %s is written again (after: %s)", self.baseFilename, self._failing)
+            self._failing = None
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802  (logging's name)
+        self._failed_now = True
+        exc = sys.exc_info()[1]
+        reason = write_failure(exc, Path(self.baseFilename)).message if isinstance(exc, OSError) else repr(exc)
+        if reason != self._failing:
+            log.warning("%s; tunnel log lines are dropped until it can be written", reason)
+            self._failing = reason
 
 
 class TunnelLog:
@@ -23,15 +75,12 @@ class TunnelLog:
         self._on_line = on_line
         self._logger = logging.Logger(f"tunnel-log:{path}")
         self._logger.propagate = False
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups,
-                                                       encoding="utf-8")
+        handler = _PrivateRotatingHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(message)s"))
         self._handler = handler
         self._logger.addHandler(handler)
-        try:
-            os.chmod(path, 0o600)
-        except OSError:
-            pass
+        for n in range(1, backups + 1):  # rotated files an older version left 0644
+            _tighten(f"{path}.{n}")
 
     def write(self, unit: str, event: str) -> str:
         line = f"{utc_iso()} {unit} {' '.join(event.splitlines())}"

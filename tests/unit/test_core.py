@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -22,10 +23,15 @@ def test_store_survives_a_corrupt_file(tmp_path, caplog):
     assert Store(path).desired("master") == "stopped"
     path.write_text('{"units": {"1": {"unit": "mas')  # a torn write by something else
     store = Store(path)
-    assert store.desired("master") == "started"  # carries on from the config's default
+    assert store.desired("master") == "stopped"  # carries on from the last good copy
     aside = list(tmp_path.glob("store.json.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_text().startswith('{"units"')
-    assert "is corrupt" in caplog.text
+    assert "was unusable (not JSON" in caplog.text
+    path.write_text('{"units": {"1": {"unit": "mas')
+    (tmp_path / "store.json.good").unlink()
+    store = Store(path)
+    assert store.desired("master") == "started"  # no good copy: carries on from the config's default
+    assert len(list(tmp_path.glob("store.json.corrupt-*"))) == 2 and "started empty" in store.notices[0]
     store.set_desired("clone", "stopped")
     assert Store(path).desired("clone") == "stopped"
     assert (path.stat().st_mode & 0o777) == 0o600
@@ -36,7 +42,7 @@ def test_store_writes_leave_no_temp_files(tmp_path):
     store = Store(tmp_path / "s" / "store.json")
     for i in range(20):
         store.record("start", "op", "master", str(i))
-    assert [p.name for p in (tmp_path / "s").iterdir()] == ["store.json"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["store.json", "store.json.good"]
     assert len(store.operations(limit=5)) == 5
 
 
@@ -118,3 +124,21 @@ def test_backoff_probes_fast_first_then_doubles_to_the_ceiling():
     assert 0.2 <= backoff(FAST_RETRIES + 1, 0.1, 30) <= 0.4
     assert 15 <= backoff(10_000, 0.1, 30) <= 30  # capped, no overflow
 
+
+def test_every_tunnel_log_file_is_0600_live_and_rotated(tmp_path):
+    (tmp_path / "log").mkdir()
+    path = tmp_path / "log" / "tunnel.log"
+    (tmp_path / "log" / "tunnel.log.3").write_text("left 0644 by an older version\n")
+    os.chmod(tmp_path / "log" / "tunnel.log.3", 0o644)
+    old_umask = os.umask(0o022)
+    try:
+        log = TunnelLog(path, max_bytes=4096, backups=3)
+        assert (path.stat().st_mode & 0o777) == 0o600
+        assert (path.with_name("tunnel.log.3").stat().st_mode & 0o777) == 0o600
+        for i in range(600):  # several rotations: each makes a new live file and renames the old ones
+            log.write("master", f"event {i}")
+        log.close()
+    finally:
+        os.umask(old_umask)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in path.parent.iterdir()}
+    assert modes == {name: "0o600" for name in ("tunnel.log", "tunnel.log.1", "tunnel.log.2", "tunnel.log.3")}
