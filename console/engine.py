@@ -55,6 +55,8 @@ class Engine:
         for unit in self.config.units.values():
             self._add_worker(unit)
         self.tunnel_log.write("engine", f"engine up with {len(self.workers)} unit(s): {', '.join(self.workers) or 'none'}")
+        for notice in self.store.notices:  # a store recovered from its last good copy, or started empty
+            self.tunnel_log.write("engine", notice)
 
     async def _start_hub(self) -> None:
         from console.core.keys import load_or_create_key
@@ -233,4 +235,4 @@ class Engine:
         return {"unit": name, "server": server.address, "fingerprint": presented, "outcome": outcome}
 
     def status(self) -> Status:
-        return Status([w.status() for w in self.workers.values()])
+        return Status([w.status() for w in self.workers.values()], self.store.notices)

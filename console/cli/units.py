@@ -56,7 +56,8 @@ def status(ctx: Context) -> int:
         return EXIT_OK
     from console.core.status import Status
 
-    print(Status.from_json(result).render() if result["units"] else "no units configured")
+    status = Status.from_json(result)
+    print(status.render() if status.units or status.notices else "no units configured")
     return EXIT_OK
 
 

@@ -124,13 +124,14 @@ class Status(_Record):
     """The whole engine, as `status` answers and a subscription's first answer carries."""
 
     units: list[UnitStatus] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # what the operator must hear of: a store recovered ...
 
     def unit(self, name: str | None) -> UnitStatus | None:
         return next((u for u in self.units if u.name == name), None)
 
     def render(self) -> str:
         """The human form (`sop-console status`, the demo)."""
-        lines = []
+        lines = [f"notice: {notice}" for notice in self.notices]
         for unit in self.units:
             lines.append(f"{unit.name:<7} {unit.state.label:<20} {unit.username}@{unit.server}")
             for fwd in unit.forwards:

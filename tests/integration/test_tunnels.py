@@ -267,3 +267,16 @@ def test_a_failing_unit_keeps_its_since_and_does_not_flood_the_log(state):
         finally:
             await engine.shutdown()
     run(body())
+
+
+def test_an_unusable_store_is_said_in_the_tunnel_log_and_status(sshd, state):
+    state.database.write_text('{"clients": 5}')  # JSON, but not a store
+
+    async def body():
+        async with running_engine(sshd, state, {"master": ["ssh 0 127.0.0.1:22"]}) as engine:
+            (notice,) = engine.status().notices
+            assert "was unusable" in notice and "moved aside" in notice
+            assert engine.status().to_json()["notices"] == [notice]
+            assert f"notice: {notice}" in engine.status().render()
+        assert notice in state.tunnel_log.read_text()
+    run(body())
