@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from console.cli.context import Commands, Context
-from console.core.errors import EXIT_NO_DAEMON, EXIT_OK, ConsoleError, DaemonNotRunning, UsageError
+from console.core.errors import EXIT_NO_DAEMON, EXIT_OK, ConsoleError, DaemonNotRunning, UsageError, os_reason
+from console.core.status import ClientStatus, json_default
 
 SOCKET_GRACE = 2.0  # seconds a daemon that holds the lock gets to open its socket (it may be starting)
 
@@ -54,13 +55,13 @@ def add(ctx: Context) -> int:
         try:
             pub = Path(a.pub_key).read_text(encoding="utf-8")
         except OSError as exc:
-            raise UsageError(f"cannot read {a.pub_key}: {exc.strerror or exc}") from None
+            raise UsageError(f"cannot read {a.pub_key}: {os_reason(exc)}") from None
     result = hub_request(ctx, "clients.add", id=a.client_id, pub_key=pub, quota=a.quota, force=a.force)
-    client = result["client"]
-    print(f"client {client['id']}: quota {client['quota']}, ports {client['port_ranges'] or 'none'}, "
-          f"key {client['fingerprint']}", file=sys.stderr)
+    client = ClientStatus.from_json(result["client"])
+    print(f"client {client.id}: quota {client.quota}, ports {client.port_ranges or 'none'}, "
+          f"key {client.fingerprint}", file=sys.stderr)
     if result["private_key"]:
-        print(f"# the private key of {client['id']}, shown this once: hand it over securely; "
+        print(f"# the private key of {client.id}, shown this once: hand it over securely; "
               "nothing keeps it", file=sys.stderr)
         print(result["private_key"], end="")
     return EXIT_OK
@@ -71,32 +72,29 @@ def list_(ctx: Context) -> int:
     if ctx.args.json:
         print(json.dumps(result, indent=2))
         return EXIT_OK
-    from console.core.states import human_bytes
-
-    for c in result["clients"]:
-        state = "enabled" if c["enabled"] else "disabled"
-        print(f"{c['id']:<16} {state:<8} quota {c['quota']:<3} ports {c['port_ranges'] or '-':<12} "
-              f"{'connected' if c['connected'] else 'offline':<9} forwarding {len(c['forwards'])}  "
-              f"last seen {c['last_seen'] or 'never'}")
-        for f in c["forwards"]:  # what the customer proxies now, and where each port leads
-            print(f"  {f['port']:<5} {f['name'] or '-'} -> {f['destination'] or '(not announced)'}  "
-                  f"open {f['open']} total {f['total']} in {human_bytes(f['bytes_in'])} "
-                  f"out {human_bytes(f['bytes_out'])}  from {f['session']}")
+    for c in map(ClientStatus.from_json, result["clients"]):
+        state = "enabled" if c.enabled else "disabled"
+        print(f"{c.id:<16} {state:<8} quota {c.quota:<3} ports {c.port_ranges or '-':<12} "
+              f"{'connected' if c.connected else 'offline':<9} forwarding {len(c.forwards)}  "
+              f"last seen {c.last_seen or 'never'}")
+        for f in c.forwards:  # what the customer proxies now, and where each port leads
+            print(f"  {f.port:<5} {f.name or '-'} -> {f.destination or '(not announced)'}  {f.counters()}  "
+                  f"from {f.session}")
     if not result["clients"]:
         print("no clients")
     return EXIT_OK
 
 
 def change(ctx: Context) -> int:
-    c = hub_request(ctx, "clients.change", id=ctx.args.client_id, quota=ctx.args.quota)
-    print(f"{c['id']}: " + (f"quota {c['quota']}, ports {c['port_ranges']}" if c["enabled"]
-                             else "disabled (quota 0): sessions ended, record and key kept"))
+    c = ClientStatus.from_json(hub_request(ctx, "clients.change", id=ctx.args.client_id, quota=ctx.args.quota))
+    print(f"{c.id}: " + (f"quota {c.quota}, ports {c.port_ranges}" if c.enabled
+                         else "disabled (quota 0): sessions ended, record and key kept"))
     return EXIT_OK
 
 
 def remove(ctx: Context) -> int:
-    c = hub_request(ctx, "clients.remove", id=ctx.args.client_id)
-    print(f"{c['id']} removed: sessions ended, ports {c['port_ranges'] or '-'} back in the pool")
+    c = ClientStatus.from_json(hub_request(ctx, "clients.remove", id=ctx.args.client_id))
+    print(f"{c.id} removed: sessions ended, ports {c.port_ranges or '-'} back in the pool")
     return EXIT_OK
 
 
@@ -174,6 +172,7 @@ def _on_store(ctx: Context, op: str, args: dict[str, Any]) -> Any:
     try:
         admin = ClientsAdmin(Registry(store, (config.hub.port_low, config.hub.port_high), config.hub.default_quota))
         call = Call(getpass.getuser(), clients=admin)
-        return asyncio.run(perform(call, op, {k: v for k, v in args.items() if v is not None}))
+        result = asyncio.run(perform(call, op, {k: v for k, v in args.items() if v is not None}))
+        return json.loads(json.dumps(result, default=json_default))  # the daemon's answer has this form too
     finally:
         store.close()

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from console.cli.context import Commands, Context, has_terminal, need_terminal
+from console.core.config import THEMES
 from console.core.errors import EXIT_OK
 from console.core.paths import StatePaths
 
@@ -18,7 +19,7 @@ def register(commands: Commands) -> None:
                    help="print status and log instead of the console, and stop after this long")
     p.add_argument("--plain", action="store_true", help="print status and log instead of opening the console")
     p = commands.add("console", "open the console (also what `sop-console` with no command does)", console)
-    p.add_argument("--theme", choices=("sop", "dark", "light"), help="override console.theme from the config")
+    p.add_argument("--theme", choices=THEMES, help="override console.theme from the config")
 
 
 def console(ctx: Context) -> int:

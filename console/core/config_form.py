@@ -118,7 +118,7 @@ def read_raw(path: Path) -> dict:
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
+        raise ConfigError([f"{path}: cannot read: {os_reason(exc)}"]) from None
     return loaded if isinstance(loaded, dict) else {}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncssh
 
 from console.core.keys import public_line
+from console.core.status import ClientForwardStatus, ClientStatus
 from console.hub.registry import Client, Registry, port_ranges
 from console.hub.server import Hub, HubForward
 
@@ -35,7 +36,7 @@ class ClientsAdmin:
             self.hub.changed(client_id, "key" if replaced else "added")
         return {"client": self._describe(client), "private_key": private}
 
-    def change(self, quota: int, client_id: str) -> dict:
+    def change(self, quota: int, client_id: str) -> ClientStatus:
         before = set(self.registry.require(client_id).ports)
         client = self.registry.change(client_id, quota)
         if self.hub is not None:
@@ -44,7 +45,7 @@ class ClientsAdmin:
             self.hub.changed(client_id, "quota")
         return self._describe(client)
 
-    def remove(self, client_id: str) -> dict:
+    def remove(self, client_id: str) -> ClientStatus:
         client = self.registry.remove(client_id)
         if self.hub is not None:
             self.hub.disconnect(client_id, "the client was removed")
@@ -65,21 +66,18 @@ class ClientsAdmin:
             lines.append(f'restrict,port-forwarding,{listens},command="/bin/false" {client.key} {client.id}')
         return lines
 
-    def _describe(self, client: Client) -> dict:
+    def _describe(self, client: Client) -> ClientStatus:
         live = self.hub.forwards_of(client) if self.hub is not None else []
         connected = bool(self.hub and self.hub.sessions.get(client.id))
-        return {
-            "id": client.id, "quota": client.quota, "enabled": client.enabled, "ports": client.ports,
-            "port_ranges": port_ranges(client.ports), "connected": connected,
-            "forwards": [self._forward(f) for f in live],
-            "fingerprint": client.fingerprint, "created": client.created, "last_seen": client.last_seen,
-        }
+        return ClientStatus(client.id, client.quota, client.enabled, client.ports, port_ranges(client.ports),
+                            connected, [self._forward(f) for f in live], client.fingerprint, client.created,
+                            client.last_seen)
 
-    def _forward(self, forward: HubForward) -> dict:
-        """One live forward; name and destination are what the client announced (null from a plain client)."""
+    def _forward(self, forward: HubForward) -> ClientForwardStatus:
+        """One live forward; name and destination are what the client announced (None from a plain client)."""
         said = forward.session.announced.get(forward.port)
         assert self.hub is not None
-        return {"port": forward.port, "bind": self.hub.settings.bind, "name": said.name if said else None,
-                "destination": said.destination if said else None, "open": forward.stats.open,
-                "total": forward.stats.total, "bytes_in": forward.stats.bytes_in,
-                "bytes_out": forward.stats.bytes_out, "session": forward.session.peer}
+        stats = forward.stats
+        return ClientForwardStatus(forward.port, self.hub.settings.bind, said.name if said else None,
+                                   said.destination if said else None, stats.open, stats.total, stats.bytes_in,
+                                   stats.bytes_out, forward.session.peer)

@@ -428,7 +428,7 @@ def test_our_units_announce_what_their_ports_lead_to(tmp_path, state):
             try:
                 def announced() -> dict:
                     (acme,) = engine.clients.list("acme")["clients"]
-                    return {f["name"]: (f["port"], f["destination"]) for f in acme["forwards"]}
+                    return {f.name: (f.port, f.destination) for f in acme.forwards}
 
                 await eventually(lambda: len(announced()) == 2, what="both forwards announced")
                 files_port, files_dest = announced()["files"]
