@@ -19,7 +19,7 @@ from console.core.clock import utc_iso
 from console.core.config import ForwardConfig, TunnelConfig, UnitConfig, join_host_port
 from console.core.events import EventBus, ForwardChanged, ForwardTraffic, UnitStateChanged
 from console.core.keys import load_or_create_unit_key
-from console.core.known_hosts import HostKeyCheck, KnownHosts, Verdict, check_host_key
+from console.core.known_hosts import HostKeyCheck, KnownHosts, Verdict, check_host_key, host_key_algorithms
 from console.core.paths import StatePaths
 from console.core.store import Store
 from console.core.tunnel_log import TunnelLog
@@ -301,6 +301,8 @@ class UnitWorker:
             client_factory=lambda: _UnitClient(self),
             client_keys=[key],
             known_hosts=([], [], []),  # trust nothing by itself: every key goes to _validate_host_key
+            # the algorithms of the key we hold for the server first, so it shows that one
+            server_host_key_algs=host_key_algorithms(server, self.env.known_hosts),
             config=None, agent_path=None, password=None, kbdint_auth=False, gss_auth=False,
             preferred_auth="publickey",
             keepalive_interval=self.tunnel.keepalive_interval or None,
