@@ -1,10 +1,15 @@
-"""Units against SSH servers we did not write: OpenSSH's sshd with more than one host key, Dropbear's server
-(Debian's dropbear-bin, 2022.83)."""
+"""Units against SSH servers we did not write, and against things that are not SSH at all: OpenSSH's sshd with
+more than one host key, Dropbear's server (Debian's dropbear-bin, 2022.83),
+a web server, an echo service and a service that speaks first on the unit's server port."""
 
 from __future__ import annotations
 
+import asyncio
+import http.server
 import os
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from support import EchoServer, eventually, forward_port, fwd_of, roundtrip, run, running_engine, unit_of
@@ -92,3 +97,89 @@ def test_a_unit_comes_up_on_a_dropbear_server_with_only_an_ed25519_key(dropbear_
     finally:
         server.stop()
     assert "assert" not in server.log_path.read_text().lower()
+
+
+# ------------------------------------------------------------------------------------- item 14: not an SSH server
+
+class _Web(http.server.BaseHTTPRequestHandler):
+    default_request_version = "HTTP/1.0"  # answer even a one-word request line with a status line
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _not_ssh(port: int) -> SimpleNamespace:
+    return SimpleNamespace(port=port, host_public_key="")
+
+
+def test_a_web_server_on_the_port_is_named_not_an_ssh_server(state):
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Web)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        async def body():
+            port = web.server_address[1]
+            async with running_engine(_not_ssh(port), state, {"master": []}, authorize=False, pin=False) as engine:
+                await eventually(lambda: (unit_of(engine, "master")["last_error"] or "").startswith("not an SSH"),
+                                 timeout=15, what="not an SSH server")
+                error = unit_of(engine, "master")["last_error"]
+                assert error.startswith(f"not an SSH server on 127.0.0.1:{port} (it said: 'HTTP/1.0 400 ")
+                assert len(error) < 160
+                assert unit_of(engine, "master")["state"] == "retrying"
+        run(body())
+    finally:
+        web.shutdown()
+        web.server_close()
+
+
+def test_an_echo_service_on_the_port_is_named_not_an_ssh_server(state):
+    async def body():
+        async with EchoServer() as echo, running_engine(_not_ssh(echo.port), state, {"master": []},
+                                                        authorize=False, pin=False) as engine:
+            await eventually(lambda: (unit_of(engine, "master")["last_error"] or "").startswith("not an SSH"),
+                             timeout=15, what="not an SSH server")
+            error = unit_of(engine, "master")["last_error"]
+            assert error.startswith(f"not an SSH server on 127.0.0.1:{echo.port} (it sent our own greeting back")
+    run(body())
+
+
+def test_a_server_that_speaks_first_and_waits_is_named_not_an_ssh_server(state):
+    """An SMTP-like service greets and waits for us: asyncssh takes its line for a banner and times out."""
+    async def greet(reader, writer):
+        writer.write(b"220 mail.example ESMTP ready\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    async def body():
+        server = await asyncio.start_server(greet, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with running_engine(_not_ssh(port), state, {"master": []}, authorize=False, pin=False) as engine:
+                await eventually(lambda: (unit_of(engine, "master")["last_error"] or "").startswith("not an SSH"),
+                                 timeout=15, what="not an SSH server")
+                assert unit_of(engine, "master")["last_error"] == \
+                    f"not an SSH server on 127.0.0.1:{port} (it said: '220 mail.example ESMTP ready\\r\\n')"
+        finally:
+            server.close()
+    run(body())
+
+
+def test_a_real_ssh_server_that_fails_is_not_called_not_ssh(tmp_path, state):
+    """A server that greets in SSH and then hangs up keeps its own reason."""
+    async def hang_up(reader, writer):
+        writer.write(b"SSH-2.0-OpenSSH_9.2p1\r\n")
+        await writer.drain()
+        await reader.readline()
+        writer.close()
+
+    async def body():
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with running_engine(_not_ssh(port), state, {"master": []}, authorize=False, pin=False) as engine:
+                await eventually(lambda: unit_of(engine, "master")["state"] == "retrying", timeout=15)
+                error = unit_of(engine, "master")["last_error"]
+                assert error and "not an SSH server" not in error
+        finally:
+            server.close()
+    run(body())
