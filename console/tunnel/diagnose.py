@@ -4,6 +4,8 @@
   greeting and closes) or "Unexpected kex init msg" (an echo service sends our own packets back). A unit connects
   through `Greeting`, which keeps the first bytes the server sends; `not_ssh` turns them into "not an SSH server
   on HOST:PORT (it said: '...')".
+- A refused key: the server cannot tell us whether the key is not authorized or its type is not accepted
+  (OpenSSH's PubkeyAcceptedAlgorithms), so `auth_refused` names both, with the fix for each.
 """
 
 from __future__ import annotations
@@ -104,3 +106,9 @@ def not_ssh(greeting: Greeting, where: str) -> NotAnSSHServer | None:
                               f"{printable(ident)}: an echo service?)")
     return None
 
+
+def auth_refused(server: str, unit: str, username: str, key_type: str) -> str:
+    """The reason for auth-failed: the server refused our key, and it does not say why."""
+    return (f"server {server} refused the {key_type} key of unit {unit} for user {username}: either the key is "
+            f"not authorized there (run `sop-console key install {unit}`), or the server does not accept "
+            f"{key_type} keys (add {key_type} to PubkeyAcceptedAlgorithms in its sshd_config and reload it)")

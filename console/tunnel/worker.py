@@ -18,7 +18,7 @@ from console.core import announce
 from console.core.clock import utc_iso
 from console.core.config import ForwardConfig, TunnelConfig, UnitConfig, join_host_port
 from console.core.events import EventBus, ForwardChanged, ForwardTraffic, UnitStateChanged
-from console.core.keys import load_or_create_unit_key
+from console.core.keys import load_or_create_unit_key, unit_public_key
 from console.core.known_hosts import HostKeyCheck, KnownHosts, Verdict, check_host_key, host_key_algorithms
 from console.core.paths import StatePaths
 from console.core.store import Store
@@ -339,8 +339,8 @@ class UnitWorker:
                 self._host_key_refused()
             except asyncssh.PermissionDenied:
                 delay = self.tunnel.retry_max
-                error = (f"server {self.server} refused the key of unit {self.name} for user "
-                         f"{self.config.username}: run `sop-console key install {self.name}`")
+                key = await asyncio.to_thread(unit_public_key, self.env.paths, self.name)
+                error = diagnose.auth_refused(self.server, self.name, self.config.username, key.line.split()[0])
                 if self.state != "auth-failed" or self.last_error != error:
                     self.log_event(f"auth failed: {error}")
                 self.server_key = None

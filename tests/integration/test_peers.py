@@ -1,5 +1,5 @@
 """Units against SSH servers we did not write, and against things that are not SSH at all: OpenSSH's sshd with
-more than one host key, Dropbear's server (Debian's dropbear-bin, 2022.83),
+more than one host key or a narrow PubkeyAcceptedAlgorithms, Dropbear's server (Debian's dropbear-bin, 2022.83),
 a web server, an echo service and a service that speaks first on the unit's server port."""
 
 from __future__ import annotations
@@ -97,6 +97,22 @@ def test_a_unit_comes_up_on_a_dropbear_server_with_only_an_ed25519_key(dropbear_
     finally:
         server.stop()
     assert "assert" not in server.log_path.read_text().lower()
+
+
+# ------------------------------------------------------------------------ item 13: the server refuses our key type
+
+def test_auth_failed_names_both_causes_when_the_server_refuses_the_key_type(tmp_path, state):
+    sshd = _sshd(tmp_path, extra="PubkeyAcceptedAlgorithms rsa-sha2-512")
+    try:
+        async def body():
+            async with running_engine(sshd, state, {"master": []}) as engine:  # the key IS in authorized_keys
+                await eventually(lambda: unit_of(engine, "master")["state"] == "auth-failed", timeout=15)
+                error = unit_of(engine, "master")["last_error"]
+                assert "`sop-console key install master`" in error
+                assert "does not accept ssh-ed25519 keys" in error and "PubkeyAcceptedAlgorithms" in error
+        run(body())
+    finally:
+        sshd.stop()
 
 
 # ------------------------------------------------------------------------------------- item 14: not an SSH server
