@@ -26,6 +26,7 @@ from console.core import announce
 from console.core.errors import os_reason
 from console.core.keys import fingerprint
 from console.hub import compat
+from console.hub.prelogin import PreLoginFailures
 from console.hub.registry import Client, Registry
 from console.tunnel import relay
 
@@ -102,8 +103,8 @@ class _HubSession(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.hub.connections.discard(self)
-        if exc is not None and not self.logged_in and not self.auth_refused:
-            self.hub._failed_before_login(self, exc)
+        if exc is not None and not self.logged_in and not self.auth_refused and self.conn is not None:
+            self.hub.prelogin.ended(self.peer, self.conn.get_extra_info("client_version"), exc)
         self.hub._detach(self)
 
     def begin_auth(self, username: str) -> bool:
@@ -227,8 +228,9 @@ class Hub:
         self.connections: set[_HubSession] = set()          # every connection, before and after login
         self.sessions: dict[str, list[_HubSession]] = {}     # the logged-in ones, by client
         self.forwards: dict[int, HubForward] = {}
-        self._failures: dict[str, _Failures] = {}          # failed logins, by address
-        self._early_failures: dict[str, _Failures] = {}    # connections that ended before login, by address
+        self._failures: dict[str, _Failures] = {}
+        self.prelogin = PreLoginFailures(lambda text: self._say(text, warning=True), FAILURE_WINDOW,
+                                         MAX_FAILURE_ADDRESSES)
         self._server: asyncssh.SSHAcceptor | None = None
         self._tasks: list[asyncio.Task] = []
 
@@ -389,40 +391,23 @@ class Hub:
     def _refuse(self, session: _HubSession, what: str) -> None:
         self._say(f"refused {what} for client {session.user} from {session.peer}", warning=True)
 
-    def _count_failure(self, table: dict[str, _Failures], address: str) -> int:
-        """Count one failure of an address within FAILURE_WINDOW; returns how many it has now."""
-        record = table.get(address)
-        now = time.monotonic()
-        if record is None or now - record.last > FAILURE_WINDOW:
-            if len(table) > MAX_FAILURE_ADDRESSES:  # many addresses: forget the ones gone quiet
-                for quiet in [a for a, r in table.items() if now - r.last > FAILURE_WINDOW]:
-                    del table[quiet]
-            record = table[address] = _Failures()
-        record.count += 1
-        record.last = now
-        return record.count
-
     async def _auth_failed(self, session: _HubSession, username: str, key_fp: str, reason: str) -> None:
         address = session.peer.rsplit(":", 1)[0]
         session.auth_refused = True
-        count = self._count_failure(self._failures, address)
-        if _told(count):
+        record = self._failures.get(address)
+        now = time.monotonic()
+        if record is None or now - record.last > FAILURE_WINDOW:
+            if len(self._failures) > MAX_FAILURE_ADDRESSES:  # many addresses: forget the ones gone quiet
+                self._failures = {a: r for a, r in self._failures.items() if now - r.last <= FAILURE_WINDOW}
+            record = self._failures[address] = _Failures()
+        record.count += 1
+        record.last = now
+        # Failures 1, 2, 3, 4, 8, 16 ... of an address are told: a scanner cannot flood the log.
+        if record.count <= 3 or record.count & (record.count - 1) == 0:
             self._say(f"refused auth for {username} from {session.peer} with key {key_fp}: {reason} "
-                      f"(failure {count} from {address} within {FAILURE_WINDOW:.0f}s)", warning=True)
-        if count > 3:  # slow down whoever keeps trying
-            await asyncio.sleep(min(MAX_AUTH_DELAY, 0.25 * 2 ** (count - 4)))
-
-    def _failed_before_login(self, session: _HubSession, exc: Exception) -> None:
-        """A connection that ended on an error before it logged in (a key exchange that failed, a scanner,
-        something that does not speak SSH): told like failed logins, 1, 2, 3, 4, 8, 16 ... per address."""
-        address = session.peer.rsplit(":", 1)[0]
-        count = self._count_failure(self._early_failures, address)
-        if _told(count):
-            software = session.conn.get_extra_info("client_version") if session.conn is not None else None
-            reason = (getattr(exc, "reason", None) or str(exc) or type(exc).__name__).strip()
-            self._say(f"connection from {session.peer}" + (f" ({software[:80]})" if software else "")
-                      + f" ended before login: {reason[:200]} (failure {count} from {address} within "
-                        f"{FAILURE_WINDOW:.0f}s)", warning=True)
+                      f"(failure {record.count} from {address} within {FAILURE_WINDOW:.0f}s)", warning=True)
+        if record.count > 3:  # slow down whoever keeps trying
+            await asyncio.sleep(min(MAX_AUTH_DELAY, 0.25 * 2 ** (record.count - 4)))
 
     async def _listen(self, session: _HubSession, listen_host: str, listen_port: int):
         client = self.registry.get(session.user)
@@ -476,11 +461,6 @@ class Hub:
         log.info("hub: client %s forwards %s:%d", session.user, self.settings.bind, port)
         self.changed(session.user, "forwards")
         return listener
-
-
-def _told(count: int) -> bool:
-    """Failures 1, 2, 3, 4, 8, 16 ... of an address are told: a scanner cannot flood the log."""
-    return count <= 3 or count & (count - 1) == 0
 
 
 def _ranges(ports: list[int]) -> str:
