@@ -20,6 +20,11 @@ from console.core.keys import unit_public_key
 IN_CI = bool(os.environ.get("CI"))
 
 
+def _field(status, name: str):
+    """A field of a unit's or forward's status, whether a dict or a typed record (UnitStatus, ForwardStatus)."""
+    return status[name] if isinstance(status, dict) else getattr(status, name)
+
+
 def _sshd(tmp_path: Path, **options) -> Sshd:
     """A test sshd with options of its own (the sshd fixture takes none)."""
     if find_sshd() is None:
@@ -42,7 +47,7 @@ def test_a_pinned_key_is_trusted_on_a_server_that_has_ed25519_and_rsa_keys(tmp_p
         async def body():
             async with EchoServer() as echo, running_engine(sshd, state, {"master": [f"app 0 127.0.0.1:{echo.port}"]},
                                                             pin=pin) as engine:
-                await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=15, what="up")
+                await eventually(lambda: _field(unit_of(engine, "master"), "state") == "up", timeout=15, what="up")
                 assert await roundtrip(forward_port(engine, "master", "app"), b"pinned") == b"pinned"
         run(body())
     finally:
@@ -54,7 +59,7 @@ def test_with_nothing_known_ed25519_is_preferred_and_recorded(tmp_path, state):
     try:
         async def body():
             async with running_engine(sshd, state, {"master": []}, pin=False, policy="accept-new") as engine:
-                await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=15)
+                await eventually(lambda: _field(unit_of(engine, "master"), "state") == "up", timeout=15)
         run(body())
         recorded = (state.root / "known_hosts").read_text().split()
         assert recorded[1:3] == sshd.host_public_key.split()
@@ -69,10 +74,10 @@ def test_trust_records_the_key_the_unit_was_shown_on_a_server_with_ed25519_and_r
     try:
         async def body():
             async with running_engine(sshd, state, {"master": []}, pin=False) as engine:
-                await eventually(lambda: unit_of(engine, "master")["state"] == "host-key-unknown", timeout=15)
-                shown = unit_of(engine, "master")["server_key"]
-                assert (await engine.trust("master", "tester"))["fingerprint"] == shown
-                await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=15)
+                await eventually(lambda: _field(unit_of(engine, "master"), "state") == "host-key-unknown", timeout=15)
+                shown = _field(unit_of(engine, "master"), "server_key")
+                assert _field(await engine.trust("master", "tester"), "fingerprint") == shown
+                await eventually(lambda: _field(unit_of(engine, "master"), "state") == "up", timeout=15)
         run(body())
     finally:
         sshd.stop()
@@ -89,8 +94,8 @@ def test_a_unit_comes_up_on_a_dropbear_server_with_only_an_ed25519_key(dropbear_
             async with EchoServer() as echo, running_engine(
                     server, state, {"master": [f"app 0 127.0.0.1:{echo.port}"]}, authorize=False,
                     users={"master": user}) as engine:
-                await eventually(lambda: unit_of(engine, "master")["state"] == "up", timeout=15, what="up")
-                assert fwd_of(engine, "master", "app")["state"] == "listening"
+                await eventually(lambda: _field(unit_of(engine, "master"), "state") == "up", timeout=15, what="up")
+                assert _field(fwd_of(engine, "master", "app"), "state") == "listening"
                 payload = os.urandom(200_000)
                 assert await roundtrip(forward_port(engine, "master", "app"), payload) == payload
         run(body())
@@ -106,8 +111,8 @@ def test_auth_failed_names_both_causes_when_the_server_refuses_the_key_type(tmp_
     try:
         async def body():
             async with running_engine(sshd, state, {"master": []}) as engine:  # the key IS in authorized_keys
-                await eventually(lambda: unit_of(engine, "master")["state"] == "auth-failed", timeout=15)
-                error = unit_of(engine, "master")["last_error"]
+                await eventually(lambda: _field(unit_of(engine, "master"), "state") == "auth-failed", timeout=15)
+                error = _field(unit_of(engine, "master"), "last_error")
                 assert "`sop-console key install master`" in error
                 assert "does not accept ssh-ed25519 keys" in error and "PubkeyAcceptedAlgorithms" in error
         run(body())
@@ -135,12 +140,12 @@ def test_a_web_server_on_the_port_is_named_not_an_ssh_server(state):
         async def body():
             port = web.server_address[1]
             async with running_engine(_not_ssh(port), state, {"master": []}, authorize=False, pin=False) as engine:
-                await eventually(lambda: (unit_of(engine, "master")["last_error"] or "").startswith("not an SSH"),
+                await eventually(lambda: (_field(unit_of(engine, "master"), "last_error") or "").startswith("not an SSH"),
                                  timeout=15, what="not an SSH server")
-                error = unit_of(engine, "master")["last_error"]
+                error = _field(unit_of(engine, "master"), "last_error")
                 assert error.startswith(f"not an SSH server on 127.0.0.1:{port} (it said: 'HTTP/1.0 400 ")
                 assert len(error) < 160
-                assert unit_of(engine, "master")["state"] == "retrying"
+                assert _field(unit_of(engine, "master"), "state") == "retrying"
         run(body())
     finally:
         web.shutdown()
@@ -151,9 +156,9 @@ def test_an_echo_service_on_the_port_is_named_not_an_ssh_server(state):
     async def body():
         async with EchoServer() as echo, running_engine(_not_ssh(echo.port), state, {"master": []},
                                                         authorize=False, pin=False) as engine:
-            await eventually(lambda: (unit_of(engine, "master")["last_error"] or "").startswith("not an SSH"),
+            await eventually(lambda: (_field(unit_of(engine, "master"), "last_error") or "").startswith("not an SSH"),
                              timeout=15, what="not an SSH server")
-            error = unit_of(engine, "master")["last_error"]
+            error = _field(unit_of(engine, "master"), "last_error")
             assert error.startswith(f"not an SSH server on 127.0.0.1:{echo.port} (it sent our own greeting back")
     run(body())
 
@@ -171,9 +176,9 @@ def test_a_server_that_speaks_first_and_waits_is_named_not_an_ssh_server(state):
         port = server.sockets[0].getsockname()[1]
         try:
             async with running_engine(_not_ssh(port), state, {"master": []}, authorize=False, pin=False) as engine:
-                await eventually(lambda: (unit_of(engine, "master")["last_error"] or "").startswith("not an SSH"),
+                await eventually(lambda: (_field(unit_of(engine, "master"), "last_error") or "").startswith("not an SSH"),
                                  timeout=15, what="not an SSH server")
-                assert unit_of(engine, "master")["last_error"] == \
+                assert _field(unit_of(engine, "master"), "last_error") == \
                     f"not an SSH server on 127.0.0.1:{port} (it said: '220 mail.example ESMTP ready\\r\\n')"
         finally:
             server.close()
@@ -193,8 +198,8 @@ def test_a_real_ssh_server_that_fails_is_not_called_not_ssh(tmp_path, state):
         port = server.sockets[0].getsockname()[1]
         try:
             async with running_engine(_not_ssh(port), state, {"master": []}, authorize=False, pin=False) as engine:
-                await eventually(lambda: unit_of(engine, "master")["state"] == "retrying", timeout=15)
-                error = unit_of(engine, "master")["last_error"]
+                await eventually(lambda: _field(unit_of(engine, "master"), "state") == "retrying", timeout=15)
+                error = _field(unit_of(engine, "master"), "last_error")
                 assert error and "not an SSH server" not in error
         finally:
             server.close()
