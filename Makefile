@@ -1,11 +1,11 @@
 # make demo: set up and run the demo (loopback hub, demo services, both units).
-# make test: set up and run the test suite (installs openssh-server when sshd is missing).
+# make test: set up and run the test suite (installs openssh-server and dropbear-bin when they are missing).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv sshd autossh clean
+.PHONY: demo test bench venv sshd dropbear autossh clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ sshd:
 		echo "sshd is missing: install the package openssh-server (e.g. sudo apt-get install openssh-server)"; exit 1; \
 	fi
 
+dropbear:
+	@if command -v dbclient >/dev/null 2>&1 && { command -v dropbear >/dev/null 2>&1 || [ -x /usr/sbin/dropbear ]; }; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing dropbear-bin (the tests talk to a real Dropbear server and client)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dropbear-bin >/dev/null; \
+	else \
+		echo "dropbear is missing: install the package dropbear-bin (e.g. sudo apt-get install dropbear-bin)"; exit 1; \
+	fi
+
 autossh:
 	@if command -v autossh >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -36,7 +45,7 @@ autossh:
 		echo "autossh is missing: install the package autossh to compare against it"; \
 	fi
 
-test: $(STAMP) sshd
+test: $(STAMP) sshd dropbear
 	$(PY) -m pytest -q
 
 bench: $(STAMP) sshd autossh

@@ -16,7 +16,7 @@ from console.core.config import Config, HubConfig, UnitConfig
 from console.core.errors import OperationFailed, UsageError, os_reason
 from console.core.events import ClientChanged, EventBus, LogLine, Reloaded
 from console.core.keys import fingerprint
-from console.core.known_hosts import KnownHosts, Verdict, check_host_key
+from console.core.known_hosts import KnownHosts, Verdict, check_host_key, host_key_algorithms
 from console.core.paths import StatePaths
 from console.core.status import Status
 from console.core.store import Store
@@ -203,7 +203,9 @@ class Engine:
         (worker,) = self.worker(name)
         server = worker.config.server
         try:
-            key = await asyncio.wait_for(asyncssh.get_server_host_key(server.host, server.port),
+            algorithms = host_key_algorithms(server, self.known_hosts)  # the key the unit is shown, not RSA first
+            key = await asyncio.wait_for(asyncssh.get_server_host_key(server.host, server.port,
+                                                                      server_host_key_algs=algorithms),
                                          self.config.tunnel.connect_timeout)
         except (TimeoutError, OSError, asyncssh.Error) as exc:
             raise OperationFailed(f"cannot fetch the host key of {server.address}: "

@@ -1,5 +1,6 @@
-"""A real OpenSSH sshd on 127.0.0.1 for tests and benchmarks: own config, host key, AuthorizedKeysFile,
-free port, all in one temp dir. Nothing here touches the system's sshd."""
+"""Real SSH servers on 127.0.0.1 for tests and benchmarks, each with its own config, host keys and free port in a
+temp dir: OpenSSH's sshd (own AuthorizedKeysFile) and Dropbear's dropbear. Nothing here touches the system's
+sshd or anyone's ~/.ssh (Dropbear reads the user's own ~/.ssh/authorized_keys: give it a throwaway user)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
+DROPBEAR_TOOLS = ("dropbear", "dbclient", "dropbearkey", "dropbearconvert")  # Debian's package dropbear-bin
 
 
 def find_sshd() -> str | None:
@@ -19,6 +21,13 @@ def find_sshd() -> str | None:
         if os.access(path, os.X_OK):
             return path
     return shutil.which("sshd")
+
+
+def find_dropbear(tool: str = "dropbear") -> str | None:
+    for folder in ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"):
+        if os.access(f"{folder}/{tool}", os.X_OK):
+            return f"{folder}/{tool}"
+    return shutil.which(tool)
 
 
 def free_port() -> int:
@@ -62,7 +71,11 @@ def children(pid: int) -> list[int]:
 
 
 class Sshd:
-    def __init__(self, root: Path, *, password_auth: bool = False, extra: str = "", match: str = "") -> None:
+    def __init__(self, root: Path, *, password_auth: bool = False, extra: str = "", match: str = "",
+                 more_host_keys: tuple[str, ...] = ()) -> None:
+        """extra: sshd_config lines that replace the defaults' lines of the same keyword. match: a Match block
+        (last). more_host_keys: key types ("rsa", "ecdsa") the server holds besides its ed25519 key (host_key,
+        the one host_public_key shows and tests pin)."""
         binary = find_sshd()
         if binary is None:
             raise RuntimeError("sshd not found: install openssh-server")
@@ -77,6 +90,7 @@ class Sshd:
         self.authorized = root / "authorized"
         self.authorized.mkdir(exist_ok=True)
         self.host_key = root / "host_ed25519"
+        self.more_host_keys = [root / f"host_{kind}" for kind in more_host_keys]
         self.make_host_key()
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
@@ -85,6 +99,10 @@ class Sshd:
         for path in (self.host_key, self.host_key.with_suffix(".pub")):
             path.unlink(missing_ok=True)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key)], check=True)
+        for path in self.more_host_keys:
+            if not path.exists():
+                kind = path.name.split("_", 1)[1]
+                subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path)], check=True)
 
     @property
     def host_public_key(self) -> str:
@@ -100,11 +118,12 @@ class Sshd:
 
     def write_config(self) -> None:
         yes_no = "yes" if self.password_auth else "no"
+        more_keys = "".join(f"HostKey {path}\n" for path in self.more_host_keys)
         defaults = f"""\
 Port {self.port}
 ListenAddress 127.0.0.1
 HostKey {self.host_key}
-PidFile {self.root}/sshd.pid
+{more_keys}PidFile {self.root}/sshd.pid
 AuthorizedKeysFile {self.authorized}/%u .ssh/authorized_keys
 StrictModes no
 UsePAM no
@@ -169,3 +188,71 @@ LogLevel VERBOSE
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+class Dropbear:
+    """Dropbear's server (`dropbear -F -E`) on a free loopback port with its own host keys (ed25519 unless told).
+    It logs users in with their own ~/.ssh/authorized_keys: `authorize` writes there, so use a throwaway user.
+    Same surface as Sshd for the tests' unit configs: port, host_public_key, authorize, log_path."""
+
+    def __init__(self, root: Path, *, key_types: tuple[str, ...] = ("ed25519",)) -> None:
+        binary = find_dropbear("dropbear")
+        if binary is None:
+            raise RuntimeError("dropbear not found: install dropbear-bin")
+        self.binary = binary
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.host_keys = [root / f"dropbear_{kind}_host_key" for kind in key_types]
+        for path, kind in zip(self.host_keys, key_types):
+            subprocess.run([find_dropbear("dropbearkey") or "dropbearkey", "-t", kind, "-f", str(path)],
+                           check=True, capture_output=True)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "dropbear.log"
+
+    @property
+    def host_public_key(self) -> str:
+        """The first host key as an OpenSSH public key line ("ssh-ed25519 AAAA...")."""
+        out = subprocess.run([find_dropbear("dropbearkey") or "dropbearkey", "-y", "-f", str(self.host_keys[0])],
+                             check=True, capture_output=True, text=True).stdout
+        line = next(line for line in out.splitlines() if line.startswith(("ssh-", "ecdsa-")))
+        return " ".join(line.split()[:2])
+
+    def authorize(self, user: str, public_line: str) -> None:
+        import pwd
+        entry = pwd.getpwnam(user)
+        ssh_dir = Path(entry.pw_dir) / ".ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        path = ssh_dir / "authorized_keys"
+        with open(path, "a") as handle:
+            handle.write(public_line.strip() + "\n")
+        os.chmod(path, 0o600)
+        for item in (ssh_dir, path):
+            os.chown(item, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> Dropbear:
+        args = [self.binary, "-F", "-E", "-s", "-p", f"127.0.0.1:{self.port}", "-P", str(self.root / "pid")]
+        for path in self.host_keys:
+            args += ["-r", str(path)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"),
+                                     start_new_session=True)
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"dropbear did not start: {self.log_path.read_text()[-2000:]}") from None
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        for pid in [self.proc.pid, *children(self.proc.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=5)
+        self.proc = None

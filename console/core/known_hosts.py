@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
+from asyncssh.public_key import get_default_public_key_algs
 
 from console.core.config import ServerConfig
 from console.core.keys import fingerprint, parse_public_key, public_line
@@ -88,3 +89,31 @@ def check_host_key(server: ServerConfig, known: KnownHosts, key: asyncssh.SSHKey
     if any(k.public_data == key.public_data for k in held):
         return HostKeyCheck(Verdict.TRUSTED, presented, tuple(fingerprint(k) for k in held))
     return HostKeyCheck(Verdict.MISMATCH, presented, tuple(fingerprint(k) for k in held))
+
+
+# Host key algorithms in OpenSSH's order (ed25519 and ECDSA before RSA), without certificate types: a unit trusts
+# no CA, so a certificate could only fail. asyncssh's own default puts RSA first.
+PREFERRED_HOST_KEY_ALGS = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                           "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+                           "rsa-sha2-512", "rsa-sha2-256")
+
+
+def held_keys(server: ServerConfig, known: KnownHosts) -> list[asyncssh.SSHKey]:
+    """The keys we hold for a server, as check_host_key judges: the pinned key, else known_hosts. A pin by
+    fingerprint names no key type: none."""
+    if server.host_key:
+        pinned = parse_public_key(server.host_key.strip())
+        return [pinned] if pinned is not None else []
+    return known.keys_for(server.host, server.port)
+
+
+def host_key_algorithms(server: ServerConfig, known: KnownHosts) -> list[str]:
+    """The host key algorithms to offer a server (asyncssh.connect's server_host_key_algs), in order: those of the
+    keys we already hold for it first, then the rest in OpenSSH's order. A server presents the first one it
+    has, so one with both RSA and ed25519 keys shows the key we know instead of the one it lists first (which
+    would look like a changed key), and a server whose key really changed type still shows it: a mismatch."""
+    default = [a.decode() for a in get_default_public_key_algs()]
+    ordered = [a for a in PREFERRED_HOST_KEY_ALGS if a in default] + \
+              [a for a in default if a not in PREFERRED_HOST_KEY_ALGS]
+    held = {a.decode() for key in held_keys(server, known) for a in key.sig_algorithms}
+    return [a for a in ordered if a in held] + [a for a in ordered if a not in held]

@@ -24,9 +24,11 @@ import asyncssh
 
 from console.core import announce
 from console.core.errors import os_reason
-from console.core.keys import fingerprint, public_line
-from console.hub.registry import Client, Registry, port_ranges
 from console import relay
+from console.core.keys import fingerprint, public_line
+from console.hub import compat
+from console.hub.prelogin import PreLoginFailures
+from console.hub.registry import Client, Registry, port_ranges
 
 log = logging.getLogger("console.hub")
 FAILURE_WINDOW = 60.0   # seconds a failed auth counts against its address
@@ -89,15 +91,20 @@ class _HubSession(asyncssh.SSHServer):
         self.peer = "?"
         self.announced: dict[int, announce.Announced] = {}  # port -> what the client said it leads to
         self.channels = 0                                   # session channels open now (announcements)
+        self.logged_in = False
+        self.auth_refused = False                           # a failed login was told for this connection
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        compat.use_rfc_kex_guess(conn)  # Dropbear clients: see console/hub/compat.py
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
         self.hub.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.hub.connections.discard(self)
+        if exc is not None and not self.logged_in and not self.auth_refused and self.conn is not None:
+            self.hub.prelogin.ended(self.peer, self.conn.get_extra_info("client_version"), exc)
         self.hub.detach(self)
 
     def begin_auth(self, username: str) -> bool:
@@ -118,6 +125,7 @@ class _HubSession(asyncssh.SSHServer):
         return False
 
     def auth_completed(self) -> None:
+        self.logged_in = True
         self.hub.attach(self)
 
     def session_requested(self):
@@ -221,6 +229,8 @@ class Hub:
         self.sessions: dict[str, list[_HubSession]] = {}     # the logged-in ones, by client
         self.forwards: dict[int, HubForward] = {}
         self._failures: dict[str, _Failures] = {}
+        self.prelogin = PreLoginFailures(lambda text: self._say(text, warning=True), FAILURE_WINDOW,
+                                         MAX_FAILURE_ADDRESSES)
         self._server: asyncssh.SSHAcceptor | None = None
         self._tasks: list[asyncio.Task] = []
 
@@ -383,6 +393,7 @@ class Hub:
 
     async def auth_failed(self, session: _HubSession, username: str, key_fp: str, reason: str) -> None:
         address = session.peer.rsplit(":", 1)[0]
+        session.auth_refused = True
         record = self._failures.get(address)
         now = time.monotonic()
         if record is None or now - record.last > FAILURE_WINDOW:

@@ -18,8 +18,8 @@ from console.core import announce
 from console.core.clock import utc_iso
 from console.core.config import ForwardConfig, TunnelConfig, UnitConfig, join_host_port
 from console.core.events import EventBus, ForwardChanged, ForwardTraffic, UnitStateChanged
-from console.core.keys import load_or_create_unit_key
-from console.core.known_hosts import HostKeyCheck, KnownHosts, Verdict, check_host_key
+from console.core.keys import load_or_create_unit_key, unit_public_key
+from console.core.known_hosts import HostKeyCheck, KnownHosts, Verdict, check_host_key, host_key_algorithms
 from console.core.paths import StatePaths
 from console.core.states import ForwardState, UnitState
 from console.core.status import ForwardStatus, UnitStatus
@@ -27,6 +27,7 @@ from console.core.store import Store
 from console.core.throttle import Throttle, held_back
 from console.core.tunnel_log import TunnelLog
 from console import relay
+from console.tunnel import diagnose
 
 log = logging.getLogger("console.tunnel")
 
@@ -103,6 +104,8 @@ class _UnitClient(asyncssh.SSHClient):
 
 def describe_error(exc: BaseException, server: str, timeout: float) -> str:
     """Turn an exception from connect or a dropped connection into one plain sentence."""
+    if isinstance(exc, diagnose.NotAnSSHServer):
+        return str(exc)
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return f"no answer from {server} within {timeout:g}s"
     if isinstance(exc, asyncssh.ConnectionLost):
@@ -299,21 +302,33 @@ class UnitWorker:
         server = self.config.server
         self._host_check = None
         self._lost_reason = None
-        return await asyncssh.connect(
-            server.host, server.port,
-            username=self.config.username,
-            client_factory=lambda: _UnitClient(self),
-            client_keys=[key],
-            known_hosts=([], [], []),  # trust nothing by itself: every key goes to _validate_host_key
-            config=None, agent_path=None, password=None, kbdint_auth=False, gss_auth=False,
-            preferred_auth="publickey",
-            keepalive_interval=self.tunnel.keepalive_interval or None,
-            keepalive_count_max=self.tunnel.keepalive_count_max,
-            connect_timeout=self.tunnel.connect_timeout,
-            login_timeout=self.tunnel.connect_timeout,
-            encryption_algs=_ciphers(),
-            compression_algs=None,
-        )
+        greeting = diagnose.Greeting()  # what the server says first, should it not be an SSH server
+        try:
+            return await asyncssh.connect(
+                server.host, server.port,
+                tunnel=greeting,
+                username=self.config.username,
+                client_factory=lambda: _UnitClient(self),
+                client_keys=[key],
+                known_hosts=([], [], []),  # trust nothing by itself: every key goes to _validate_host_key
+                # the algorithms of the key we hold for the server first, so it shows that one
+                server_host_key_algs=host_key_algorithms(server, self.env.known_hosts),
+                config=None, agent_path=None, password=None, kbdint_auth=False, gss_auth=False,
+                preferred_auth="publickey",
+                keepalive_interval=self.tunnel.keepalive_interval or None,
+                keepalive_count_max=self.tunnel.keepalive_count_max,
+                connect_timeout=self.tunnel.connect_timeout,
+                login_timeout=self.tunnel.connect_timeout,
+                encryption_algs=_ciphers(),
+                compression_algs=None,
+            )
+        except (asyncssh.PermissionDenied, asyncssh.HostKeyNotVerifiable):
+            raise
+        except (asyncssh.Error, OSError) as exc:  # OSError: TimeoutError and a reset too
+            not_ssh = diagnose.not_ssh(greeting, server.address)
+            if not_ssh is not None:
+                raise not_ssh from exc
+            raise
 
     async def _run(self) -> None:
         attempt = 0
@@ -329,8 +344,8 @@ class UnitWorker:
                 self._host_key_refused()
             except asyncssh.PermissionDenied:
                 delay = self.tunnel.retry_max
-                error = (f"server {self.server} refused the key of unit {self.name} for user "
-                         f"{self.config.username}: run `sop-console key install {self.name}`")
+                key = await asyncio.to_thread(unit_public_key, self.env.paths, self.name)
+                error = diagnose.auth_refused(self.server, self.name, self.config.username, key.line.split()[0])
                 if self.state != "auth-failed" or self.last_error != error:
                     self.log_event(f"auth failed: {error}")
                 self.server_key = None
