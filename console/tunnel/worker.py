@@ -17,6 +17,7 @@ import asyncssh
 from console.core import announce
 from console.core.clock import utc_iso
 from console.core.config import ForwardConfig, TunnelConfig, UnitConfig, join_host_port
+from console.core.errors import os_reason
 from console.core.events import EventBus, ForwardChanged, ForwardTraffic, UnitStateChanged
 from console.core.keys import load_or_create_unit_key, unit_public_key
 from console.core.known_hosts import HostKeyCheck, KnownHosts, Verdict, check_host_key, host_key_algorithms
@@ -116,7 +117,7 @@ def describe_error(exc: BaseException, server: str, timeout: float) -> str:
     if isinstance(exc, asyncssh.DisconnectError):
         return f"server {server} disconnected: {exc.reason or exc}"
     if isinstance(exc, OSError):
-        return f"cannot reach {server}: {exc.strerror or exc}"
+        return f"cannot reach {server}: {os_reason(exc)}"
     return f"{type(exc).__name__}: {exc}"
 
 
