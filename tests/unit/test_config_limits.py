@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from console.core.config import MAX_ALIAS_VALUES, MAX_CONFIG_BYTES, load_config, parse_config
+from console.core.config import load_config, parse_config
+from console.core.config_file import MAX_ALIAS_VALUES, MAX_CONFIG_BYTES
 from console.core.config_form import form_from_config, read_raw, save_form
 from console.core.errors import ConfigError
 
