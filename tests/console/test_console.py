@@ -224,6 +224,35 @@ def test_log_view_opens_on_the_tail_of_a_large_log(state):
     run(body())
 
 
+def test_log_view_searches_with_s_and_leaves_question_mark_to_help(state):
+    """`?` is the help everywhere; in the log view `s` searches and `n` / `N` go from hit to hit."""
+    from console.ui.backend import StaticBackend
+
+    state.tunnel_log.write_text("".join(f"2026-11-22T10:00:00Z master event {i}\n" for i in range(500)))
+
+    async def body():
+        app = SopConsole(state, backend=StaticBackend({"units": []}), poll_log=False, watch_terminal=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("4")
+            await eventually(lambda: isinstance(app.screen, LogScreen))
+            view = app.screen.query_one(LogView)
+            await pilot.press("question_mark")
+            await eventually(lambda: bool(app.screen.query("HelpPanel")))
+            await pilot.press("question_mark")
+            await eventually(lambda: not app.screen.query("HelpPanel"))
+            await pilot.press("s", *"event 12", "enter")
+            await eventually(lambda: view._current >= 0, what="a search hit")
+            first = view._current
+            assert "event 12" in view.index.line(first)
+            await pilot.press("n")
+            await eventually(lambda: view._current not in (-1, first), what="the next hit")
+            assert "event 12" in view.index.line(view._current)
+            await pilot.press("N")
+            await eventually(lambda: view._current == first, what="back to the first hit")
+            assert not view.following
+    run(body())
+
+
 def test_help_palette_and_no_color(state, monkeypatch):
     """? shows the bindings; ctrl+p finds every menu action and the themes; NO_COLOR still shows states."""
     from textual.command import CommandPalette

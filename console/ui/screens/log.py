@@ -16,12 +16,13 @@ from console.ui.widgets.log_view import LogView
 
 
 class LogScreen(Screen):
-    """View log: follow (FOLLOW / PAUSED badge), / filter (esc clears), ? search with n / N."""
+    """View log: follow (FOLLOW / PAUSED badge), / filter (esc clears), s search with n / N. (`?` stays the
+    app's help here too.)"""
 
     BINDINGS = [
         Binding("escape", "back", "Back", id="log.back"),
         Binding("slash", "filter", "Filter", id="log.filter"),
-        Binding("question_mark", "search", "Search", show=False, id="log.search"),
+        Binding("s", "search", "Search", show=False, id="log.search"),
     ]
     _mode = "filter"  # what the input line asks for: "filter" or "search"
 

@@ -32,6 +32,13 @@ class LogView(ScrollView, can_focus=True):
         Binding("N", "previous_match", "Prev", id="log.previous"),
     ]
 
+    HELP = """\
+**Tunnel log.** `end` / `G` follows the end of the file (badge FOLLOW); scrolling up pauses (PAUSED).
+
+`/` shows only the lines that contain a text (`esc` clears it), `s` searches, `n` / `N` jump to the next and
+the previous hit. `?` is this help, as everywhere.
+"""
+
     def __init__(self, path: Path, *, poll: bool = True, id: str | None = None) -> None:
         super().__init__(id=id)
         self.index = LogIndex(path)
