@@ -52,7 +52,7 @@ class SopConsole(App):
         self.clients_signal: Signal[ClientChanged] = Signal(self, "clients")
         self.poll_log = poll_log
         self.on_close: list = []  # async callables run when the console ends (the demo closes its world here)
-        self._theme_name = theme_name
+        self._apply_theme(theme_name if theme_name in THEME_NAMES else "sop")
         self._watch_terminal = (sys.__stdin__ is not None and sys.__stdin__.isatty()
                                 and not os.environ.get("TEXTUAL_DRIVER")) if watch_terminal is None else watch_terminal
 
@@ -63,10 +63,23 @@ class SopConsole(App):
 
     # ------------------------------------------------------------------ start-up
 
-    def on_mount(self) -> None:
+    def _apply_theme(self, name: str) -> None:
+        """The theme, in place before any CSS is parsed. (Set in on_mount, as usual, Textual parsed the whole
+        stylesheet a second time for the new variables: 10-20 ms of a start that should take little more than
+        Textual's own.) What App._watch_theme does, minus that reparse; later changes go through `theme`."""
         for theme in load_themes():
             self.register_theme(theme)
-        self.theme = self._theme_name if self._theme_name in THEME_NAMES else "sop"
+        self.set_reactive(SopConsole.theme, name)
+        dark = self.current_theme.dark
+        self.update_classes({f"-theme-{name}": True, "-dark-mode": dark, "-light-mode": not dark}, update=False)
+        self._refresh_truecolor_filter(self.ansi_theme)
+        self.stylesheet.set_variables(self.get_css_variables())
+
+    def get_default_screen(self) -> MainScreen:
+        """The main screen at once, drawn while the daemon is asked for its status; the units follow."""
+        return MainScreen(self.session, self.status_signal)
+
+    def on_mount(self) -> None:
         if self._watch_terminal:
             self.set_interval(TERMINAL_CHECK_SECONDS, self._check_terminal)
             # The operator's SSH session closing hangs up the terminal: clean up (an engine run inside the console
@@ -92,7 +105,7 @@ class SopConsole(App):
             finally:
                 if self.session.engine_here is not None:
                     self.sub_title = "engine inside this console: quitting ends the tunnels"
-        await self.push_screen(MainScreen(self.session, self.status_signal))
+        self.status_signal.publish(StatusChanged())
         self._pump()
 
     @work(exclusive=True, group="events")
