@@ -263,15 +263,3 @@ def clients_remove(call: Call, id: str) -> dict:
 def clients_export(call: Call) -> list[str]:
     """authorized_keys lines that give a plain OpenSSH server the same limits."""
     return call.clients.export_authorized_keys()
-
-
-# TRANSITIONAL: the console (console/ui) still asks `clients` with an action; the lead switches it to the
-# clients.* operations at the merge, and then this entry goes.
-@operation("clients", hub=True)
-async def clients_by_action(call: Call, action: str, id: str | None = None, pub_key: str | None = None,
-                            quota: int | None = None, force: bool | None = None) -> Any:
-    """Old form of the clients.* operations (action: add, list, change, remove, export); going away."""
-    if action not in ("add", "list", "change", "remove", "export"):
-        raise UsageError(f"clients: unknown action {_clip(action)!r} (add, list, change, remove, export)")
-    given = {"id": id, "pub_key": pub_key, "quota": quota, "force": force}
-    return await perform(call, f"clients.{action}", {k: v for k, v in given.items() if v is not None})

@@ -1,29 +1,33 @@
-"""The SOP Console app: the appliance's subsystem menu over the daemon's live state."""
+"""The SOP Console app: the appliance's subsystem menu over the daemon's live state.
+
+The App owns the Session (what the console knows and asks, no Textual in it), turns the engine's events into
+StatusChanged / ClientChanged on two Signals the screens follow, and runs the menu's handlers on MenuChosen.
+Only the main screen is imported at start; every other screen and dialog when first shown."""
 
 from __future__ import annotations
 
 import asyncio
-import getpass
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.signal import Signal
 
-from console.control.client import report_key_install
-from console.core.config import Config, load_config
+from console.core import events
+from console.core.config import Config
 from console.core.errors import ConsoleError, DaemonNotRunning
-from console.core.events import ClientChanged, Reloaded
 from console.core.paths import StatePaths
-from console.ui.backend import DaemonBackend, StaticBackend, apply_event
-from console.ui.screens import (MENU, ClientsScreen, ConfigureScreen, ConfirmScreen, InstallKeyScreen, LogScreen, MainScreen,
-                                NoDaemonScreen, TrustScreen)
+from console.ui import menu
+from console.ui.backend import DaemonBackend, StaticBackend
+from console.ui.messages import ClientChanged, MenuChosen, StatusChanged
+from console.ui.screens.main import MainScreen
+from console.ui.session import Session
 from console.ui.themes import THEME_NAMES, load_themes, stylesheet
 
 TERMINAL_CHECK_SECONDS = 2.0
@@ -43,25 +47,39 @@ class SopConsole(App):
                  backend: DaemonBackend | StaticBackend | None = None, theme_name: str = "sop",
                  poll_log: bool = True, watch_terminal: bool | None = None) -> None:
         super().__init__()
-        self.paths = paths
-        self.config = config
-        self.config_path = config_path
-        self.backend = backend or DaemonBackend(paths.control_socket)
-        self.status: dict[str, Any] = {"units": []}
-        self.selected_unit: str | None = None
+        self.session = Session(paths, config=config, config_path=config_path, backend=backend)
+        self.status_signal: Signal[StatusChanged] = Signal(self, "status")
+        self.clients_signal: Signal[ClientChanged] = Signal(self, "clients")
         self.poll_log = poll_log
-        self.engine_here = None  # a Daemon run inside the console when no daemon was running
         self.on_close: list = []  # async callables run when the console ends (the demo closes its world here)
-        self._theme_name = theme_name
+        self._apply_theme(theme_name if theme_name in THEME_NAMES else "sop")
         self._watch_terminal = (sys.__stdin__ is not None and sys.__stdin__.isatty()
                                 and not os.environ.get("TEXTUAL_DRIVER")) if watch_terminal is None else watch_terminal
 
+    @property
+    def engine_here(self):
+        """The Daemon run inside this console when none was running (None: the tunnels are the daemon's)."""
+        return self.session.engine_here
+
     # ------------------------------------------------------------------ start-up
 
-    def on_mount(self) -> None:
+    def _apply_theme(self, name: str) -> None:
+        """The theme, in place before any CSS is parsed. (Set in on_mount, as usual, Textual parsed the whole
+        stylesheet a second time for the new variables: 10-20 ms of a start that should take little more than
+        Textual's own.) What App._watch_theme does, minus that reparse; later changes go through `theme`."""
         for theme in load_themes():
             self.register_theme(theme)
-        self.theme = self._theme_name if self._theme_name in THEME_NAMES else "sop"
+        self.set_reactive(SopConsole.theme, name)
+        dark = self.current_theme.dark
+        self.update_classes({f"-theme-{name}": True, "-dark-mode": dark, "-light-mode": not dark}, update=False)
+        self._refresh_truecolor_filter(self.ansi_theme)
+        self.stylesheet.set_variables(self.get_css_variables())
+
+    def get_default_screen(self) -> MainScreen:
+        """The main screen at once, drawn while the daemon is asked for its status; the units follow."""
+        return MainScreen(self.session, self.status_signal)
+
+    def on_mount(self) -> None:
         if self._watch_terminal:
             self.set_interval(TERMINAL_CHECK_SECONDS, self._check_terminal)
             # The operator's SSH session closing hangs up the terminal: clean up (an engine run inside the console
@@ -72,173 +90,43 @@ class SopConsole(App):
     @work(exclusive=True, group="attach")
     async def _attach(self) -> None:
         try:
-            status = await self.backend.connect()
+            await self.session.connect()
         except DaemonNotRunning as exc:
-            if await self.push_screen_wait(NoDaemonScreen(exc.message)):
-                await self._start_engine_here()
-            return
-        self._show(status)
+            from console.ui.dialogs.no_daemon import NoDaemonScreen
+
+            if not await self.push_screen_wait(NoDaemonScreen(exc.message)):
+                self.exit()
+                return
+            try:
+                await self.session.start_engine_here()
+            except ConsoleError as exc:
+                self.notify(exc.message, severity="error", timeout=10)
+                return
+            finally:
+                if self.session.engine_here is not None:
+                    self.sub_title = "engine inside this console: quitting ends the tunnels"
+        self.status_signal.publish(StatusChanged())
         self._pump()
-
-    async def _start_engine_here(self) -> None:
-        from console.daemon import Daemon
-
-        try:
-            config = self._config()
-            if config is None:
-                raise ConsoleError("no configuration to start the engine with (pass --config)")
-            self.engine_here = Daemon(config, self.paths, self.config_path, echo_log=False)
-            await self.engine_here.start()
-            self.sub_title = "engine inside this console: quitting ends the tunnels"
-            self.backend = DaemonBackend(self.paths.control_socket)
-            status = await self.backend.connect()
-        except ConsoleError as exc:
-            self.notify(exc.message, severity="error", timeout=10)
-            return
-        self._show(status)
-        self._pump()
-
-    def _show(self, status: dict) -> None:
-        self.status = status
-        names = [u["name"] for u in status.get("units", [])]
-        if self.selected_unit not in names:
-            self.selected_unit = names[0] if names else None
-        if not any(isinstance(screen, MainScreen) for screen in self.screen_stack):
-            self.push_screen(MainScreen())
-        else:
-            self._refresh_main()
 
     @work(exclusive=True, group="events")
     async def _pump(self) -> None:
         """Engine events, as they happen: a number on screen changes because an event said so."""
         try:
-            async for event in self.backend.events():
-                if isinstance(event, Reloaded):  # units or forwards may have changed: take a fresh snapshot
-                    self._show(await self.backend.request("status"))
-                elif isinstance(event, ClientChanged):
-                    for screen in self.screen_stack:
-                        if isinstance(screen, ClientsScreen):
-                            screen.client_changed(event.client)
-                elif apply_event(self.status, event):
-                    self._refresh_main()
+            async for event in self.session.changes():
+                if isinstance(event, events.ClientChanged):
+                    self.clients_signal.publish(ClientChanged(event.client))
+                else:
+                    self.status_signal.publish(StatusChanged())
         except ConsoleError as exc:
             self.notify(f"lost the daemon: {exc.message}", severity="error", timeout=10)
             return
         self.notify("the daemon went away; the console shows the last state it had", severity="error", timeout=30)
 
-    def _refresh_main(self) -> None:
-        for screen in self.screen_stack:
-            if isinstance(screen, MainScreen):
-                screen.render_status()
+    # ------------------------------------------------------------------ the menu, keys, palette
 
-    def unit_status(self, name: str | None) -> dict | None:
-        return next((u for u in self.status.get("units", []) if u["name"] == name), None)
-
-    # ------------------------------------------------------------------ the menu
-
-    def run_menu_action(self, action: str) -> None:
-        unit = self.selected_unit
-        if unit is None and action not in ("view_log", "configure", "clients"):
-            self.notify("no units configured", severity="warning")
-            return
-        handler: Callable[[str], Any] = getattr(self, f"_menu_{action}")
-        handler(unit)
-
-    def _menu_view_log(self, unit: str | None) -> None:
-        self.push_screen(LogScreen())
-
-    def _menu_clients(self, unit: str | None) -> None:
-        self.push_screen(ClientsScreen())
-
-    @work(group="menu")
-    async def _menu_start(self, unit: str) -> None:
-        await self._request("start", unit, f"{unit}: start requested")
-
-    @work(group="menu")
-    async def _menu_stop(self, unit: str) -> None:
-        if await self.push_screen_wait(ConfirmScreen(
-                f"Stop {unit}?", "Stopping cuts the operator's access to this unit until it is started again.")):
-            await self._request("stop", unit, f"{unit}: stopped")
-
-    async def _request(self, op: str, unit: str, done: str, **args: Any) -> Any:
-        try:
-            result = await self.backend.request(op, unit=unit, **args)
-        except ConsoleError as exc:
-            self.notify(exc.message, severity="error", timeout=10)
-            return None
-        self.notify(done)
-        return result
-
-    @work(group="menu")
-    async def _menu_install_key(self, unit: str) -> None:
-        config = self._config()
-        if config is None or unit not in config.units:
-            self.notify(f"no configuration for unit {unit}", severity="error")
-            return
-        from console.core.keys import unit_public_key  # asyncssh: 0.2 s of imports the first screen does not need
-
-        info = await asyncio.to_thread(unit_public_key, self.paths, unit)
-        target = f"{config.units[unit].username}@{config.units[unit].server.address}"
-        await self.push_screen_wait(InstallKeyScreen(unit, info.line, info.fingerprint, target))
-
-    async def install_key(self, unit: str, password: str) -> str:
-        """The same code path as `sop-console key install`; returns the outcome in words."""
-        from console.tunnel.key_install import INSTALLED, install_key
-
-        config = self._config()
-        assert config is not None
-
-        async def ask() -> str:
-            return password
-
-        result = await install_key(self.paths, config.units[unit], config.tunnel, ask)
-        warning = await report_key_install(self.paths, unit, result.summary, getpass.getuser())
-        if warning:
-            self.notify(warning, severity="warning")
-        return f"installed {result.key.fingerprint}" if result.outcome == INSTALLED else "already authorized"
-
-    @work(group="menu")
-    async def _menu_trust(self, unit: str) -> None:
-        status = self.unit_status(unit) or {}
-        mismatch = status.get("state") == "host-key-mismatch"
-        if not await self.push_screen_wait(TrustScreen(unit, status.get("server", "?"), status.get("server_key"),
-                                                       mismatch)):
-            return
-        result = await self._request("trust", unit, f"{unit}: host key recorded",
-                                     fingerprint=status.get("server_key"), replace=mismatch or None)
-        if result:
-            self.notify(f"{unit}: {result['fingerprint']} {result['outcome']}")
-
-    def _menu_configure(self, unit: str | None) -> None:
-        from console.core.config_form import form_from_config
-
-        self.push_screen(ConfigureScreen(form_from_config(self._config()),
-                                         str(self.config_path) if self.config_path else None))
-
-    async def save_configuration(self, form) -> None:
-        """Check as `check` does, write atomically (previous file kept as .bak), ask the daemon to reload."""
-        from console.core.config_form import save_form
-
-        assert self.config_path is not None
-        self.config = await asyncio.to_thread(save_form, self.config_path, form)
-        try:
-            changes = await self.backend.request("reload")
-        except ConsoleError as exc:
-            self.notify(f"saved {self.config_path}, but the daemon did not reload: {exc.message}",
-                        severity="warning", timeout=15)
-            return
-        summary = "; ".join(changes) if changes else "nothing changed"
-        self.notify(f"saved {self.config_path} (previous kept as .bak); daemon reloaded: {summary}", timeout=10)
-
-    def _config(self) -> Config | None:
-        if self.config is None and self.config_path is not None:
-            try:
-                self.config = load_config(self.config_path)
-            except ConsoleError as exc:
-                self.notify(exc.message, severity="error", timeout=10)
-        return self.config
-
-    # ------------------------------------------------------------------ keys, palette, terminal
+    @on(MenuChosen)
+    def _menu_chosen(self, message: MenuChosen) -> None:
+        self.run_worker(menu.run(self, message.action), group="menu")
 
     def action_help(self) -> None:
         if self.screen.query("HelpPanel"):
@@ -249,12 +137,14 @@ class SopConsole(App):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         if isinstance(screen, MainScreen):
-            for key, action, text in MENU:
-                yield SystemCommand(f"{key} {text}", f"{text} (selected unit)",
-                                    lambda action=action: self.run_menu_action(action))
+            for item in menu.MENU:
+                yield SystemCommand(f"{item.key} {item.text}", f"{item.text} (selected unit)",
+                                    lambda action=item.action: self.post_message(MenuChosen(action)))
         for name in THEME_NAMES:
             yield SystemCommand(f"Theme: {name}", f"switch to the {name} theme",
                                 lambda name=name: setattr(self, "theme", name))
+
+    # ------------------------------------------------------------------ the terminal, and leaving
 
     def _hangup(self) -> None:
         self._hangup_task = asyncio.create_task(self._leave_dead_terminal())
@@ -270,10 +160,7 @@ class SopConsole(App):
             os._exit(1)
 
     async def _cleanup(self) -> None:
-        await self.backend.close()
-        if self.engine_here is not None:
-            await self.engine_here.close()
-            self.engine_here = None
+        await self.session.close()
         for hook in self.on_close:
             await hook()
         self.on_close = []

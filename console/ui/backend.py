@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from console.control.client import ControlClient
-from console.core.events import Event, ForwardChanged, ForwardTraffic, UnitStateChanged
+from console.core.events import Event
 
 
 class DaemonBackend:
@@ -62,26 +62,3 @@ class StaticBackend:
 
     async def close(self) -> None:
         pass
-
-
-def apply_event(status: dict, event: Event) -> bool:
-    """Fold one engine event into a status snapshot; True if anything on screen may change."""
-    units = {u["name"]: u for u in status.get("units", [])}
-    if isinstance(event, UnitStateChanged):
-        unit = units.get(event.unit)
-        if unit is None:
-            return False
-        unit.update(state=event.state, since=event.since, last_error=event.last_error,
-                    next_retry=event.next_retry, server_key=event.server_key)
-        return True
-    if isinstance(event, (ForwardChanged, ForwardTraffic)):
-        unit = units.get(event.unit)
-        forward = next((f for f in unit["forwards"] if f["name"] == event.forward), None) if unit else None
-        if forward is None:
-            return False
-        if isinstance(event, ForwardChanged):
-            forward.update(state=event.state, error=event.error, remote=event.remote)
-        else:
-            forward.update(open=event.open, total=event.total, bytes_in=event.bytes_in, bytes_out=event.bytes_out)
-        return True
-    return False

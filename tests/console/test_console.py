@@ -13,8 +13,12 @@ from textual.widgets import DataTable, Input, Static
 from console.core.paths import StatePaths
 from console.daemon import Daemon
 from console.ui.app import SopConsole
-from console.ui.log_view import LogView
-from console.ui.screens import ConfirmScreen, InstallKeyScreen, LogScreen, MainScreen, NoDaemonScreen, TrustScreen
+from console.ui.dialogs.confirm import ConfirmScreen, TrustScreen
+from console.ui.dialogs.install_key import InstallKeyScreen
+from console.ui.dialogs.no_daemon import NoDaemonScreen
+from console.ui.screens.log import LogScreen
+from console.ui.screens.main import MainScreen
+from console.ui.widgets.log_view import LogView
 
 SIZE = (80, 24)
 
@@ -79,7 +83,7 @@ def test_menu_drives_stop_start_and_the_log(sshd, state):
                     cpu = time.process_time()
                     await asyncio.sleep(1.0)
                     assert time.process_time() - cpu < 0.3, "the console burns CPU while nothing happens"
-                    assert app.selected_unit == "clone"
+                    assert app.session.selected_unit == "clone"
                     await pilot.press("3", "y")
                     await eventually(lambda: unit_row(app, "clone")[1] == "■ stopped", timeout=3)
                     assert unit_row(app, "master")[1] == "● up"
@@ -220,6 +224,35 @@ def test_log_view_opens_on_the_tail_of_a_large_log(state):
     run(body())
 
 
+def test_log_view_searches_with_s_and_leaves_question_mark_to_help(state):
+    """`?` is the help everywhere; in the log view `s` searches and `n` / `N` go from hit to hit."""
+    from console.ui.backend import StaticBackend
+
+    state.tunnel_log.write_text("".join(f"2026-11-22T10:00:00Z master event {i}\n" for i in range(500)))
+
+    async def body():
+        app = SopConsole(state, backend=StaticBackend({"units": []}), poll_log=False, watch_terminal=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("4")
+            await eventually(lambda: isinstance(app.screen, LogScreen))
+            view = app.screen.query_one(LogView)
+            await pilot.press("question_mark")
+            await eventually(lambda: bool(app.screen.query("HelpPanel")))
+            await pilot.press("question_mark")
+            await eventually(lambda: not app.screen.query("HelpPanel"))
+            await pilot.press("s", *"event 12", "enter")
+            await eventually(lambda: view._current >= 0, what="a search hit")
+            first = view._current
+            assert "event 12" in view.index.line(first)
+            await pilot.press("n")
+            await eventually(lambda: view._current not in (-1, first), what="the next hit")
+            assert "event 12" in view.index.line(view._current)
+            await pilot.press("N")
+            await eventually(lambda: view._current == first, what="back to the first hit")
+            assert not view.following
+    run(body())
+
+
 def test_help_palette_and_no_color(state, monkeypatch):
     """? shows the bindings; ctrl+p finds every menu action and the themes; NO_COLOR still shows states."""
     from textual.command import CommandPalette
@@ -300,7 +333,8 @@ def test_clients_screen_runs_the_customer_life_cycle(state, tmp_path):
     from sshd import free_port
 
     from console.demo import _free_range
-    from console.ui.screens import ClientsScreen, SecretScreen
+    from console.ui.dialogs.ask import SecretScreen
+    from console.ui.screens.clients import ClientsScreen
 
     async def body():
         low, high = _free_range(8)
@@ -362,7 +396,7 @@ def test_a_cell_that_grows_widens_its_column():
     """Counters updated in place: "54 B" becoming "108 B" must not show as "108 " (its column grows)."""
     from textual.app import App
 
-    from console.ui.screens import _fill
+    from console.ui.widgets.tables import fill
 
     class Table(App):
         def compose(self):
@@ -373,9 +407,9 @@ def test_a_cell_that_grows_widens_its_column():
         async with app.run_test(size=SIZE) as pilot:
             table = app.query_one(DataTable)
             table.add_columns("port", "out")
-            _fill(table, {"a": ("2200", "54 B")})
+            fill(table, {"a": ("2200", "54 B")})
             await pilot.pause()
-            _fill(table, {"a": ("2200", "108 B")})
+            fill(table, {"a": ("2200", "108 B")})
             await pilot.pause()
             assert table.ordered_columns[1].content_width >= len("108 B")
             assert "108 B" in "".join(strip.text for strip in table.render_lines(table.region.reset_offset))
@@ -387,10 +421,10 @@ def test_clients_screen_whose_widgets_are_gone_when_a_fetch_ends(state):
     an answer that arrived just then was drawn onto widgets no longer there (NoMatches, WorkerFailed). The same
     state, made on purpose: the widgets removed, then a hub event starts a fetch."""
     from console.ui.backend import StaticBackend
-    from console.ui.screens import ClientsScreen
+    from console.ui.screens.clients import ClientsScreen
 
     async def body():
-        app = app_for(state, backend=StaticBackend({"units": []}, {"clients": {"clients": []}}))
+        app = app_for(state, backend=StaticBackend({"units": []}, {"clients.list": {"clients": []}}))
         async with app.run_test(size=SIZE) as pilot:
             await eventually(lambda: isinstance(app.screen, MainScreen))
             await pilot.press("7")

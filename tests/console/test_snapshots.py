@@ -91,7 +91,7 @@ def _app(tmp_path, theme: str) -> SopConsole:
     os.chmod(key_path, 0o600)
     state.tunnel_log.write_text(LOG)
     return SopConsole(state, config=parse_config(CONFIG, "snapshot.yaml"),
-                      backend=StaticBackend(STATUS, {"clients": CLIENTS}),
+                      backend=StaticBackend(STATUS, {"clients.list": CLIENTS}),
                       theme_name=theme, poll_log=False, watch_terminal=False)
 
 

@@ -12,11 +12,11 @@ from rich.style import Style
 from textual import work
 from textual.binding import Binding
 from textual.geometry import Size
-from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from console.core.log_index import LogIndex
+from console.ui.messages import FollowChanged
 
 POLL_SECONDS = 0.25
 HEAD_CHUNK = 2 * 1024 * 1024  # bytes indexed between two yields to the UI thread
@@ -32,10 +32,12 @@ class LogView(ScrollView, can_focus=True):
         Binding("N", "previous_match", "Prev", id="log.previous"),
     ]
 
-    class FollowChanged(Message):
-        def __init__(self, following: bool) -> None:
-            super().__init__()
-            self.following = following
+    HELP = """\
+**Tunnel log.** `end` / `G` follows the end of the file (badge FOLLOW); scrolling up pauses (PAUSED).
+
+`/` shows only the lines that contain a text (`esc` clears it), `s` searches, `n` / `N` jump to the next and
+the previous hit. `?` is this help, as everywhere.
+"""
 
     def __init__(self, path: Path, *, poll: bool = True, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -96,7 +98,9 @@ class LogView(ScrollView, can_focus=True):
         width = max((len(self.index.line(self._line_of_row(r))) for r in self._visible_rows()), default=0)
         self.virtual_size = Size(max(width, self.size.width), self.row_count)
         if self.following:  # after the refresh: the new virtual size sets how far down "end" is
-            self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
+            # force: that refresh may come before the layout that gives the view its scroll bar, and without
+            # one Textual refuses to scroll (the tail never came into view when indexing ended just then)
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True, force=True)
         self.refresh()
 
     def _visible_rows(self) -> range:
@@ -121,12 +125,12 @@ class LogView(ScrollView, can_focus=True):
     def _set_following(self, following: bool) -> None:
         if following != self.following:
             self.following = following
-            self.post_message(self.FollowChanged(following))
+            self.post_message(FollowChanged(following))
 
     def action_follow(self) -> None:
         self._set_following(True)
         self._current = -1
-        self.scroll_end(animate=False, immediate=True)
+        self.scroll_end(animate=False, immediate=True, force=True)
         self.refresh()
 
     def watch_scroll_y(self, old: float, new: float) -> None:
@@ -179,7 +183,7 @@ class LogView(ScrollView, can_focus=True):
             target = next((r for r in reversed(rows) if r < here), rows[-1])
         self._current = target
         self._set_following(False)
-        self.scroll_to(y=max(0, target - self.size.height // 2), animate=False, immediate=True)
+        self.scroll_to(y=max(0, target - self.size.height // 2), animate=False, immediate=True, force=True)
         self.refresh()
 
     def action_next_match(self) -> None:

@@ -1,0 +1,1 @@
+"""Modal dialogs, one a module (two close relatives may share one). Imported when first shown."""

@@ -1,0 +1,113 @@
+"""The subsystem menu in one table: key, action, text and handler. The main screen's bindings and list and the
+command palette are all made from it; the App runs a handler when a MenuChosen message arrives.
+
+A handler runs in a worker (it may wait for a dialog) and gets the app and the selected unit. The screens and
+dialogs behind the menu are imported when first chosen, not when the console starts."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from console.core.errors import ConsoleError
+
+if TYPE_CHECKING:
+    from console.ui.app import SopConsole
+
+Handler = Callable[["SopConsole", "str | None"], Awaitable[None]]
+
+
+async def install_key(app: SopConsole, unit: str | None) -> None:
+    from console.ui.dialogs.install_key import InstallKeyScreen
+
+    assert unit is not None
+    offer = await app.session.key_offer(unit)
+    await app.push_screen_wait(InstallKeyScreen(app.session, offer))
+
+
+async def start(app: SopConsole, unit: str | None) -> None:
+    assert unit is not None
+    await app.session.start_unit(unit)
+    app.notify(f"{unit}: start requested")
+
+
+async def stop(app: SopConsole, unit: str | None) -> None:
+    from console.ui.dialogs.confirm import ConfirmScreen
+
+    assert unit is not None
+    if await app.push_screen_wait(ConfirmScreen(
+            f"Stop {unit}?", "Stopping cuts the operator's access to this unit until it is started again.")):
+        await app.session.stop_unit(unit)
+        app.notify(f"{unit}: stopped")
+
+
+async def view_log(app: SopConsole, unit: str | None) -> None:
+    from console.ui.screens.log import LogScreen
+
+    await app.push_screen(LogScreen(app.session.paths.tunnel_log, poll=app.poll_log))
+
+
+async def configure(app: SopConsole, unit: str | None) -> None:
+    from console.ui.screens.configure import ConfigureScreen
+
+    session = app.session
+    try:
+        form = session.configuration_form()
+    except ConsoleError as exc:  # a file that does not load: say why, and offer a blank form to write a good one
+        app.notify(exc.message, severity="error", timeout=10)
+        form = session.configuration_form(blank=True)
+    await app.push_screen(ConfigureScreen(session, form))
+
+
+async def trust(app: SopConsole, unit: str | None) -> None:
+    from console.ui.dialogs.confirm import TrustScreen
+
+    assert unit is not None
+    server, fingerprint, mismatch = app.session.host_key_offer(unit)
+    if not await app.push_screen_wait(TrustScreen(unit, server, fingerprint, mismatch)):
+        return
+    result = await app.session.trust(unit, fingerprint, mismatch)
+    app.notify(f"{unit}: host key recorded")
+    if result:
+        app.notify(f"{unit}: {result['fingerprint']} {result['outcome']}")
+
+
+async def clients(app: SopConsole, unit: str | None) -> None:
+    from console.ui.screens.clients import ClientsScreen
+
+    await app.push_screen(ClientsScreen(app.session, app.clients_signal))
+
+
+@dataclass(frozen=True)
+class MenuItem:
+    key: str
+    action: str
+    text: str
+    handler: Handler
+    needs_unit: bool = True  # False: shown and run with no unit configured
+
+
+MENU: tuple[MenuItem, ...] = (
+    MenuItem("1", "install_key", "Install ssh key", install_key),
+    MenuItem("2", "start", "Start", start),
+    MenuItem("3", "stop", "Stop", stop),
+    MenuItem("4", "view_log", "View log", view_log, needs_unit=False),
+    MenuItem("5", "configure", "Configure", configure, needs_unit=False),
+    MenuItem("6", "trust", "Trust host key", trust),
+    MenuItem("7", "clients", "Clients", clients, needs_unit=False),
+)
+BY_ACTION = {item.action: item for item in MENU}
+
+
+async def run(app: SopConsole, action: str) -> None:
+    """Run a menu action for the selected unit; a failure is said in a notification."""
+    item = BY_ACTION[action]
+    unit = app.session.selected_unit
+    if unit is None and item.needs_unit:
+        app.notify("no units configured", severity="warning")
+        return
+    try:
+        await item.handler(app, unit)
+    except ConsoleError as exc:
+        app.notify(exc.message, severity="error", timeout=10)

@@ -1,0 +1,246 @@
+"""What the console knows and asks, without Textual: the status mirror, the selected unit, the configuration and
+every request to the daemon. Screens call the Session; the App turns what it yields into messages.
+
+Status is a dict (the daemon's `status` answer) and is read here and in the main screen only."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from console.core.config import Config, load_config
+from console.core.errors import EXIT_USAGE, ConsoleError
+from console.core.events import (ClientChanged, Event, ForwardChanged, ForwardTraffic, Reloaded,
+                                 UnitStateChanged)
+from console.core.paths import StatePaths
+from console.ui.backend import DaemonBackend, StaticBackend
+
+Backend = DaemonBackend | StaticBackend
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an operation came to, in words, and how loudly to say it ("information", "warning", "error")."""
+
+    text: str
+    severity: str = "information"
+
+
+@dataclass(frozen=True)
+class KeyOffer:
+    """What the Install ssh key dialog shows before anything is sent."""
+
+    unit: str
+    key_line: str
+    fingerprint: str
+    target: str
+
+
+class Session:
+    def __init__(self, paths: StatePaths, *, config: Config | None = None, config_path: Path | None = None,
+                 backend: Backend | None = None) -> None:
+        self.paths = paths
+        self.config = config
+        self.config_path = config_path
+        self.backend: Backend = backend or DaemonBackend(paths.control_socket)
+        self.status: dict[str, Any] = {"units": []}
+        self.selected_unit: str | None = None
+        self.engine_here = None  # a Daemon run inside the console when no daemon was running
+
+    # ------------------------------------------------------------------ the daemon, and the status mirror
+
+    async def connect(self) -> None:
+        """Attach to the daemon (DaemonNotRunning when there is none) and take its status."""
+        self._take(await self.backend.connect())
+
+    async def start_engine_here(self) -> None:
+        """Run the engine inside this process (its tunnels end with it) and attach to it."""
+        from console.daemon import Daemon
+
+        config = self.load_config()
+        if config is None:
+            raise ConsoleError("no configuration to start the engine with (pass --config)")
+        self.engine_here = Daemon(config, self.paths, self.config_path, echo_log=False)
+        await self.engine_here.start()
+        self.backend = DaemonBackend(self.paths.control_socket)
+        await self.connect()
+
+    async def changes(self) -> AsyncIterator[Event]:
+        """The engine's events, folded into the status mirror; yields those that change what a screen shows:
+        Reloaded (after a fresh snapshot was taken), a unit's or forward's change, and ClientChanged."""
+        async for event in self.backend.events():
+            if isinstance(event, Reloaded):  # units or forwards may have changed: take a fresh snapshot
+                self._take(await self.backend.request("status"))
+                yield event
+            elif isinstance(event, ClientChanged) or apply_event(self.status, event):
+                yield event
+
+    def _take(self, status: dict) -> None:
+        self.status = status
+        names = self.unit_names()
+        if self.selected_unit not in names:
+            self.selected_unit = names[0] if names else None
+
+    def units(self) -> list[dict]:
+        return self.status.get("units", [])
+
+    def unit_names(self) -> list[str]:
+        return [u["name"] for u in self.units()]
+
+    def unit_status(self, name: str | None) -> dict | None:
+        return next((u for u in self.units() if u["name"] == name), None)
+
+    def select_unit(self, name: str | None) -> bool:
+        """True if the selection changed."""
+        if name == self.selected_unit or name not in self.unit_names():
+            return False
+        self.selected_unit = name
+        return True
+
+    def next_unit(self) -> None:
+        names = self.unit_names()
+        if names:
+            current = self.selected_unit
+            self.selected_unit = names[(names.index(current) + 1) % len(names)] if current in names else names[0]
+
+    async def request(self, op: str, **args: Any) -> Any:
+        return await self.backend.request(op, **args)
+
+    async def close(self) -> None:
+        await self.backend.close()
+        if self.engine_here is not None:
+            await self.engine_here.close()
+            self.engine_here = None
+
+    # ------------------------------------------------------------------ units
+
+    async def start_unit(self, unit: str) -> None:
+        await self.backend.request("start", unit=unit)
+
+    async def stop_unit(self, unit: str) -> None:
+        await self.backend.request("stop", unit=unit)
+
+    def host_key_offer(self, unit: str) -> tuple[str, str | None, bool]:
+        """The unit's server, the key it presented (None: none yet) and whether that differs from the recorded one."""
+        status = self.unit_status(unit) or {}
+        return status.get("server", "?"), status.get("server_key"), status.get("state") == "host-key-mismatch"
+
+    async def trust(self, unit: str, fingerprint: str | None, replace: bool) -> dict:
+        """Record the server's host key (the one the unit was shown, or what the server shows now)."""
+        return await self.backend.request("trust", unit=unit, fingerprint=fingerprint, replace=replace or None)
+
+    async def key_offer(self, unit: str) -> KeyOffer:
+        config = self.load_config()
+        if config is None or unit not in config.units:
+            raise ConsoleError(f"no configuration for unit {unit}")
+        from console.core.keys import unit_public_key  # asyncssh: 0.2 s of imports the first screen does not need
+
+        info = await asyncio.to_thread(unit_public_key, self.paths, unit)
+        target = f"{config.units[unit].username}@{config.units[unit].server.address}"
+        return KeyOffer(unit, info.line, info.fingerprint, target)
+
+    async def install_key(self, unit: str, password: str) -> tuple[str, str | None]:
+        """The same code path as `sop-console key install`: the outcome in words, and a warning when the daemon
+        could not be told (None when it was, or when none runs)."""
+        from console.tunnel.key_install import INSTALLED, install_key
+
+        config = self.load_config()
+        if config is None or unit not in config.units:
+            raise ConsoleError(f"no configuration for unit {unit}")
+
+        async def ask() -> str:
+            return password
+
+        result = await install_key(self.paths, config.units[unit], config.tunnel, ask)
+        warning = await self.report_key_install(unit, result.summary)
+        return (f"installed {result.key.fingerprint}" if result.outcome == INSTALLED else "already authorized"), warning
+
+    async def report_key_install(self, unit: str, detail: str) -> str | None:
+        """Tell the daemon (it retries the unit at once and records it), or the store when none runs. A warning
+        when the daemon could not be told."""
+        from console.control.client import report_key_install
+
+        return await report_key_install(self.paths, unit, detail, getpass.getuser())
+
+    # ------------------------------------------------------------------ the configuration
+
+    def load_config(self) -> Config | None:
+        """The configuration this console runs with (None without one); ConsoleError if the file is bad."""
+        if self.config is None and self.config_path is not None:
+            self.config = load_config(self.config_path)
+        return self.config
+
+    def configuration_form(self, *, blank: bool = False):
+        """The Configure form filled from the configuration (empty without one, or when `blank`)."""
+        from console.core.config_form import form_from_config
+
+        return form_from_config(None if blank else self.load_config())
+
+    async def save_configuration(self, form) -> Outcome:
+        """Check as `check` does, write atomically (previous file kept as .bak), ask the daemon to reload.
+        ConsoleError (ConfigError with `problems`) when the form does not check: nothing was written."""
+        from console.core.config_form import save_form
+
+        if self.config_path is None:
+            raise ConsoleError("nothing to save to: start the console with --config FILE")
+        self.config = await asyncio.to_thread(save_form, self.config_path, form)
+        try:
+            changes = await self.backend.request("reload")
+        except ConsoleError as exc:
+            return Outcome(f"saved {self.config_path}, but the daemon did not reload: {exc.message}", "warning")
+        summary = "; ".join(changes) if changes else "nothing changed"
+        return Outcome(f"saved {self.config_path} (previous kept as .bak); daemon reloaded: {summary}")
+
+    # ------------------------------------------------------------------ the hub's clients
+    # Every request about clients is here, in one place.
+
+    async def clients_list(self, client_id: str | None = None) -> list[dict]:
+        """All clients, or the one named (an empty list when it no longer exists)."""
+        if client_id is None:
+            result = await self.backend.request("clients.list")
+        else:
+            try:
+                result = await self.backend.request("clients.list", id=client_id)
+            except ConsoleError as exc:
+                if exc.exit_code != EXIT_USAGE:  # a usage error here: no such client (removed)
+                    raise
+                return []
+        return result.get("clients", []) if isinstance(result, dict) else []
+
+    async def clients_add(self, client_id: str) -> dict:
+        """Register a client; the answer holds its private key (once) when the hub made the pair."""
+        result = await self.backend.request("clients.add", id=client_id)
+        return result if isinstance(result, dict) else {}
+
+    async def clients_change(self, client_id: str, quota: int) -> None:
+        await self.backend.request("clients.change", id=client_id, quota=quota)
+
+    async def clients_remove(self, client_id: str) -> None:
+        await self.backend.request("clients.remove", id=client_id)
+
+
+def apply_event(status: dict, event: Event) -> bool:
+    """Fold one engine event into a status snapshot; True if anything on screen may change."""
+    units = {u["name"]: u for u in status.get("units", [])}
+    if isinstance(event, UnitStateChanged):
+        unit = units.get(event.unit)
+        if unit is None:
+            return False
+        unit.update(state=event.state, since=event.since, last_error=event.last_error,
+                    next_retry=event.next_retry, server_key=event.server_key)
+        return True
+    if isinstance(event, (ForwardChanged, ForwardTraffic)):
+        unit = units.get(event.unit)
+        forward = next((f for f in unit["forwards"] if f["name"] == event.forward), None) if unit else None
+        if forward is None:
+            return False
+        if isinstance(event, ForwardChanged):
+            forward.update(state=event.state, error=event.error, remote=event.remote)
+        else:
+            forward.update(open=event.open, total=event.total, bytes_in=event.bytes_in, bytes_out=event.bytes_out)
+        return True
+    return False
