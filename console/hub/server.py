@@ -505,13 +505,27 @@ class Hub:
                 self.refuse(session, "a port", f"port 0: all {len(client.ports)} of its ports are forwarded "
                                                f"already")
                 return False
-            port = free[0]
-        elif listen_port in client.ports:
-            port = listen_port
-        else:
+            # The next free port that can be opened: another program may hold one of the block.
+            busy: list[str] = []
+            for port in free:
+                try:
+                    server, stats = await self._open_client_port(session, listen_host, port)
+                except OSError as exc:
+                    busy.append(f"{port} ({os_reason(exc)})")
+                    continue
+                if busy:
+                    self.quiet((session.user, "busy ports"), f"client {session.user}: port(s) "
+                               f"{', '.join(busy[:ANNOUNCE_SHOWN])} cannot be opened on {self.settings.bind}; "
+                               f"gave {port} for port 0", f"client {session.user}: skipped busy ports for port 0")
+                return self._forwarding(session, port, server, stats)
+            self.refuse(session, "a port", f"port 0: none of its {len(free)} free ports can be opened on "
+                                           f"{self.settings.bind}: {', '.join(busy[:ANNOUNCE_SHOWN])}")
+            return False
+        if listen_port not in client.ports:
             self.refuse(session, "a port", f"port {listen_port}: not one of its ports "
                                            f"({port_ranges(client.ports) or 'none: quota 0'})")
             return False
+        port = listen_port
         held = self.forwards.get(port)
         if held is not None:
             if held.session is session:
@@ -524,6 +538,16 @@ class Hub:
             self.detach(old)
             if old.conn is not None:
                 old.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "replaced by a newer session of this client")
+        try:
+            server, stats = await self._open_client_port(session, listen_host, port)
+        except OSError as exc:
+            self.refuse(session, "a port", f"port {port}: cannot listen on {self.settings.bind}: {os_reason(exc)}")
+            return False
+        return self._forwarding(session, port, server, stats)
+
+    async def _open_client_port(self, session: _HubSession, listen_host: str,
+                                port: int) -> tuple[asyncio.AbstractServer, relay.ForwardStats]:
+        """Listen on a client's port (OSError when it cannot); connections to it go through the session."""
         conn = session.conn
         assert conn is not None
         stats = relay.ForwardStats()
@@ -537,11 +561,10 @@ class Hub:
         def accepted() -> asyncio.Protocol:
             return relay.AcceptedSide(relay.RelaySession(stats, lambda: None), open_channel)
 
-        try:
-            server = await asyncio.get_running_loop().create_server(accepted, self.settings.bind, port)
-        except OSError as exc:
-            self.refuse(session, "a port", f"port {port}: cannot listen on {self.settings.bind}: {os_reason(exc)}")
-            return False
+        return await asyncio.get_running_loop().create_server(accepted, self.settings.bind, port), stats
+
+    def _forwarding(self, session: _HubSession, port: int, server: asyncio.AbstractServer,
+                    stats: relay.ForwardStats) -> _ClientPort:
         listener = _ClientPort(server, port, self._closed)
         self.forwards[port] = HubForward(session, listener, port, stats)
         log.info("hub: client %s forwards %s:%d", session.user, self.settings.bind, port)

@@ -442,6 +442,36 @@ def test_every_hub_option_is_documented_in_the_example_config():
     assert all(getattr(settings, name) == getattr(custom, name) for name in limits)
 
 
+# ------------------------------------------------------------------------------------------ item 8: -R 0
+
+@limits_test()
+async def test_port_zero_skips_a_port_another_program_holds(world):
+    client = world.register("acme", quota=3)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", client.ports[0]))
+        squatter.listen()
+        proc = await world.ssh("acme", "-N", "-R", "0:127.0.0.1:9")
+        try:
+            await eventually(lambda: client.ports[1] in world.hub.forwards or proc.returncode is not None,
+                             what="a forward")
+            assert proc.returncode is None and set(world.hub.forwards) == {client.ports[1]}
+            second = await world.ssh("acme", "-N", "-R", "0:127.0.0.1:9")
+            try:
+                await eventually(lambda: client.ports[2] in world.hub.forwards or second.returncode is not None,
+                                 what="a second forward")
+                assert second.returncode is None
+            finally:
+                if second.returncode is None:
+                    second.kill()
+                await second.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+    assert any(f"port(s) {client.ports[0]} (Address already in use) cannot be opened" in line
+               for line in world.lines)
+
+
 def test_the_log_limiter_bounds_what_it_remembers():
     """Many peers (a flood from many addresses) share one key per reason beyond max_keys; a key quiet for a
     window is forgotten, so its next line is said again."""
