@@ -284,7 +284,8 @@ class Hub:
         self.forwards: dict[int, HubForward] = {}
         self.session_channels: dict[str, int] = {}           # client -> session channels open, all connections
         self._failures: dict[str, _Failures] = {}
-        self.gate = limits.Gate(settings.max_startups, settings.max_startups_per_source)
+        self.gate = limits.Gate(settings.max_startups, settings.max_startups_per_source, settings.login_grace_time,
+                                refused=self._refused_at_the_door)
         # Every refusal line goes through here: the first of a kind, then one summary a minute.
         self.quiet = limits.LogLimiter(lambda text: self._say(text, warning=True))
         self._server: limits.Doorway | None = None
@@ -297,15 +298,18 @@ class Hub:
 
     async def start(self) -> None:
         before, now = limits.raise_open_files_limit()
+        lowered = self._fit_gate(self.settings)
         self._server = await self._listen_for_clients(self.settings.host, self.settings.port)
         log.info("hub: listening on %s:%d; client ports bind on %s; open files limit %d%s", self.settings.host,
                  self.port, self.settings.bind, now, f" (raised from {before})" if now != before else "")
+        if lowered:
+            self._say(lowered, warning=True)
         self._tasks = [asyncio.create_task(self._flush_seen()), asyncio.create_task(self._report_changes())]
 
     async def _listen_for_clients(self, host: str, port: int) -> limits.Doorway:
         return await limits.listen(
             lambda: _HubSession(self), host, port, gate=self.gate, connection_class=_HubConnection,
-            refused=self._refused_at_the_door, paused=self._accept_paused,
+            paused=self._accept_paused,
             login_timeout=self.settings.login_grace_time,
             server_host_keys=[self.host_key], line_editor=False, keepalive_interval=15, keepalive_count_max=3,
             allow_scp=False, agent_forwarding=False, x11_forwarding=False, password_auth=False,
@@ -334,11 +338,12 @@ class Hub:
         limits_before = (self.settings.max_startups, self.settings.max_startups_per_source,
                          self.settings.login_grace_time, self.settings.max_auth_tries, self.settings.max_sessions)
         if limits_now != limits_before:
-            self.gate.total, self.gate.per_source = settings.max_startups, settings.max_startups_per_source
+            lowered = self._fit_gate(settings)
             if self._server is not None:
                 self._server.options.login_timeout = settings.login_grace_time  # for connections from now on
             changes.append("hub limits now max_startups {}, max_startups_per_source {}, login_grace_time {:g}s, "
-                           "max_auth_tries {}, max_sessions {}".format(*limits_now))
+                           "max_auth_tries {}, max_sessions {}".format(*limits_now)
+                           + (f" ({lowered})" if lowered else ""))
         self.settings = settings
         return changes  # the engine's "configuration reloaded" line carries them
 
@@ -382,6 +387,7 @@ class Hub:
         self.registry.flush()
         if self._server is not None:
             self._server.close()
+        self.gate.close()
         for session in list(self.connections):
             if session.conn is not None:
                 session.conn.close()
@@ -467,6 +473,10 @@ class Hub:
     def refuse_address(self, address: str, kind: str, what: str) -> None:
         """A refusal before login: counted per address and kind."""
         self.quiet((address, kind), f"refused {what}", f"refused {kind} from {address}")
+
+    def _fit_gate(self, settings: HubSettings) -> str | None:
+        return self.gate.set_limits(settings.max_startups, settings.max_startups_per_source,
+                                    settings.login_grace_time, limits.open_files_limit())
 
     def _refused_at_the_door(self, address: str, why: str) -> None:
         self.refuse_address(address, "a connection", f"a connection from {address}: {why}")

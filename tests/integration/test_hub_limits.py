@@ -65,6 +65,7 @@ async def _banner_or_eof(address: str, port: int, timeout: float = 5) -> tuple[a
 
 @limits_test(max_startups=4, max_startups_per_source=2, login_grace_time=1.0)
 async def test_connections_not_logged_in_are_capped_per_address_and_in_total_and_timed_out(world):
+    world.hub.gate.room = 0  # no waiting room: a connection without a place is closed at once
     port = world.hub.port
     first, banner = await _banner_or_eof("127.0.0.5", port)
     assert banner.startswith(b"SSH-2.0-SOPConsoleHub")
@@ -85,7 +86,7 @@ async def test_connections_not_logged_in_are_capped_per_address_and_in_total_and
         writer.close()
     _KEEP.clear()
     text = "\n".join(world.lines)
-    assert "refused a connection from 127.0.0.5: 2 connections from 127.0.0.5 are not logged in yet" in text
+    assert "refused a connection from 127.0.0.5: 2 connections are not logged in yet and 0 wait" in text
     assert "before login: Login timeout expired" in text
     client = world.register("acme")  # and a client still logs in
     proc = await world.ssh("acme", "-N", "-R", f"127.0.0.1:{client.ports[0]}:127.0.0.1:9")
@@ -97,9 +98,44 @@ async def test_connections_not_logged_in_are_capped_per_address_and_in_total_and
         await proc.wait()
 
 
+@limits_test(max_startups=2, max_startups_per_source=2, login_grace_time=5.0)
+async def test_a_connection_without_a_place_waits_for_one(world):
+    """A reconnect storm from one address (a customer's NAT) is slowed to max_startups_per_source handshakes at a
+    time, not refused: the third connection waits, before any SSH, and gets the first place that frees."""
+    port = world.hub.port
+    first, banner = await _banner_or_eof("127.0.0.5", port)
+    assert banner.startswith(b"SSH-2.0-SOPConsoleHub")
+    await _banner_or_eof("127.0.0.5", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.5", 0))
+    third = asyncio.ensure_future(reader.readline())
+    await asyncio.sleep(0.3)
+    assert not third.done()  # waiting: no banner yet, and not closed
+    _KEEP[0].close()  # the first leaves
+    assert (await asyncio.wait_for(third, 2)).startswith(b"SSH-2.0-SOPConsoleHub")
+    for kept in (*_KEEP, writer):
+        kept.close()
+    _KEEP.clear()
+
+
+@limits_test()
+async def test_garbage_before_login_is_said_once_per_address_then_counted(world):
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", world.hub.port, local_addr=("127.0.0.8", 0))
+        writer.write(b"GET / HTTP/1.0\r\n\r\n")
+        assert await asyncio.wait_for(reader.read(), 5) is not None  # the hub closes it
+        writer.close()
+    await eventually(lambda: not world.hub.connections, what="connections gone")
+    told = [line for line in world.lines if "127.0.0.8" in line]
+    assert len(told) == 1 and re.match(r"refused a connection from 127\.0\.0\.8:\d+ before login: ", told[0]), told
+    world.hub.quiet.window = 0
+    world.hub.quiet.tick()
+    assert re.fullmatch(r"refused a connection before login from 127\.0\.0\.8: 2 more in the last \d+ s",
+                        world.lines[-1]), world.lines[-1]
+
+
 # The hub in its own process under a low open-files limit, so running out of descriptors is certain.
 HUB_PROCESS = r"""
-import asyncio, json, logging, sys
+import asyncio, json, logging, os, sys
 from pathlib import Path
 from console.core.keys import load_or_create_key
 from console.core.store import Store
@@ -114,6 +150,14 @@ async def main():
     registry = Registry(Store(Path(args["store"])), tuple(args["range"]), default_quota=3)
     hub = Hub(HubSettings(**args["settings"]), registry, load_or_create_key(Path(args["key"]), "hub"))
     await hub.start()
+    hog = []  # descriptors used by something else (clients logged in, their forwards): only args["free"] are left
+    while args.get("free") is not None:
+        try:
+            hog.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            for fd in hog[:args["free"]]:
+                os.close(fd)
+            break
     print(hub.port, flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the test closes stdin
     await hub.close()
@@ -123,7 +167,7 @@ asyncio.run(main())
 
 
 class HubProcess:
-    def __init__(self, tmp: Path, nofile: tuple[int, int], settings: dict) -> None:
+    def __init__(self, tmp: Path, nofile: tuple[int, int], settings: dict, free: int | None = None) -> None:
         self.tmp = tmp
         low, high = _free_range(6)
         store = tmp / "hub-store.json"
@@ -132,7 +176,8 @@ class HubProcess:
         self.world.tmp = tmp
         key = self.world.client_key("acme")
         self.client = registry.add("acme", key.with_suffix(".pub").read_text())
-        args = {"store": str(store), "range": [low, high], "key": str(tmp / "hub_key"), "settings": settings}
+        args = {"store": str(store), "range": [low, high], "key": str(tmp / "hub_key"), "settings": settings,
+                "free": free}
         self.stderr_path = tmp / "hub.stderr"
         self.stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
@@ -259,10 +304,9 @@ def test_a_client_logs_in_during_a_flood_of_2000_idle_connections(tmp_path, caps
 
 
 def test_out_of_descriptors_pauses_accepting_with_one_line(tmp_path):
-    """Limits set above what the process can hold: accept() fails with EMFILE. The hub pauses accepting and says
-    so once (not a traceback per attempt), and takes logins again once the idle ones are gone."""
-    hub = HubProcess(tmp_path, (64, 64), {"max_startups": 1000, "max_startups_per_source": 1000,
-                                          "login_grace_time": 1.0})
+    """Something else holds all but 10 of the hub's descriptors: accept() fails with EMFILE. The hub pauses
+    accepting and says so once (not a traceback per attempt), and takes logins again once the idle ones are gone."""
+    hub = HubProcess(tmp_path, (256, 256), {"max_startups_per_source": 100, "login_grace_time": 1.0}, free=10)
     flood = Flood(hub.port, ["127.0.0.2"], size=200, seconds=3, most=2000)
     ssh = None
     try:
@@ -329,7 +373,7 @@ async def test_a_flood_of_refused_requests_writes_a_few_lines_not_one_each(world
     # them 4.6 MB, more than the four 1 MiB files the log keeps.
     print(f"\n  {sent} refused requests in {REFUSAL_SECONDS:g} s: {written} bytes of tunnel log "
           f"({written / sent:.1f} bytes a request)")
-    assert sent >= 500
+    assert sent >= 200
     lines = log_path.read_text().splitlines()
     assert lines[0].endswith("engine started (the line a flood must not push out)")
     refusals = [line for line in lines if " hub refused " in line]
@@ -490,3 +534,42 @@ def test_the_log_limiter_bounds_what_it_remembers():
     quiet.tick()  # nothing more came: forgotten
     quiet(("10.0.0.0", "a connection"), "refused a connection from 10.0.0.0", "x")
     assert said[-1] == "refused a connection from 10.0.0.0"
+
+
+def test_the_waiting_room_is_fair_bounded_and_timed():
+    """Gate alone, with socket pairs for connections: a full room gives a newcomer from a quieter address the
+    place of the busiest address's oldest waiting one; a place that frees goes to the oldest waiting; a waiting
+    one is closed after the grace time."""
+    from console.hub.limits import Gate
+
+    async def body():
+        refused: list[tuple[str, str]] = []
+        started: list[str] = []
+        gate = Gate(total=1, per_source=1, grace=0.3, refused=lambda address, why: refused.append((address, why)))
+        gate.room = 2
+        pairs = []
+
+        def connect(address: str):
+            ours, theirs = socket.socketpair()
+            pairs.append(theirs)
+            gate.enter(address, ours, lambda sock, ticket, address=address: started.append(address) or
+                       tickets.append(ticket) or pairs.append(sock))
+            return theirs
+
+        tickets: list = []
+        connect("A")
+        a2, a3 = connect("A"), connect("A")
+        assert started == ["A"] and gate.queued == {"A": 2}
+        connect("B")  # the room is full: B takes the place of A's oldest waiting one
+        assert gate.queued == {"A": 1, "B": 1} and a2.recv(1) == b"" and refused[0][0] == "A"
+        connect("A")  # A has the most waiting already: closed
+        assert refused[-1][0] == "A" and "wait" in refused[-1][1] and gate.queued == {"A": 1, "B": 1}
+        tickets[0].leave()  # A's place frees: the oldest waiting (a3) gets it
+        assert started == ["A", "A"] and gate.queued == {"B": 1}
+        await asyncio.sleep(0.5)
+        assert gate.queue == [] and refused[-1][0] == "B" and "waited 0.3s" in refused[-1][1]
+        gate.close()
+        for sock in pairs:
+            sock.close()
+
+    run(body())
