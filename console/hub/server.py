@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncssh
 
@@ -33,6 +34,9 @@ from console.core.keys import fingerprint, public_line
 from console.hub import limits
 from console.hub.registry import Client, Registry, port_ranges
 from console import relay
+
+if TYPE_CHECKING:
+    from console.core.config import HubConfig
 
 log = logging.getLogger("console.hub")
 FAILURE_WINDOW = 60.0   # seconds a failed auth counts against its address
@@ -59,8 +63,8 @@ class HubSettings:
     max_sessions: int = 10             # session channels one client may hold open across its connections
 
     @classmethod
-    def from_config(cls, hub) -> HubSettings:
-        """From a console.core.config.HubConfig."""
+    def from_config(cls, hub: HubConfig) -> HubSettings:
+        """From the config's hub: section (what the engine should build the hub's settings with)."""
         return cls(hub.listen_host, hub.listen_port, hub.bind, hub.max_startups, hub.max_startups_per_source,
                    hub.login_grace_time, hub.max_auth_tries, hub.max_sessions)
 

@@ -377,7 +377,9 @@ async def test_a_flood_of_refused_requests_writes_a_few_lines_not_one_each(world
     lines = log_path.read_text().splitlines()
     assert lines[0].endswith("engine started (the line a flood must not push out)")
     refusals = [line for line in lines if " hub refused " in line]
-    assert len(refusals) == 5, "\n".join(refusals[:20])  # one line per kind of refusal
+    # One line per kind of refusal (a sixth kind, "a session channel", when the hub had not yet seen a refused
+    # channel close before the next one opened: each request is refused once either way).
+    assert 5 <= len(refusals) <= 6, "\n".join(refusals[:20])
     for kind in ("exec of 'id'", "a terminal (pty)", "the subsystem 'sftp'", "direct-tcpip to 127.0.0.1:22",
                  f"port {other.ports[0]}: not one of its ports"):
         assert any(kind in line for line in refusals), kind
@@ -386,10 +388,10 @@ async def test_a_flood_of_refused_requests_writes_a_few_lines_not_one_each(world
     world.hub.quiet.window = 0  # the minute is over: one summary per kind, with the count
     world.hub.quiet.tick()
     summaries = [line for line in log_path.read_text().splitlines() if " more in the last " in line]
-    assert len(summaries) == 5
+    assert 5 <= len(summaries) <= len(refusals)  # a kind seen once has nothing to sum up
     counted = sum(int(re.search(r": ([\d,]+) more in the last", line).group(1).replace(",", ""))
                   for line in summaries)
-    assert counted == sent - 5
+    assert counted == sent - len(refusals)
     assert any(re.search(r"hub refused exec for client acme from 127\.0\.0\.1: [\d,]+ more in the last \d+ s$", line)
                for line in summaries)
     tunnel_log.close()
