@@ -67,7 +67,7 @@ class Engine:
         settings = self.config.hub
         registry = Registry(self.store, (settings.port_low, settings.port_high), settings.default_quota)
         key = await asyncio.to_thread(load_or_create_key, self.paths.hub_key, "sop-console-hub")
-        self.hub = Hub(HubSettings(settings.listen_host, settings.listen_port, settings.bind), registry, key,
+        self.hub = Hub(HubSettings.from_config(settings), registry, key,
                        on_change=lambda client_id, change: self.bus.publish(ClientChanged(client_id, change)),
                        log_event=lambda text: self.tunnel_log.write("hub", text))
         try:
@@ -87,7 +87,7 @@ class Engine:
             self.config = dataclasses.replace(self.config, hub=old)
             return [f"hub {'added' if new else 'removed'}: restart the daemon to apply it"]
         try:
-            changes = await self.hub.apply(HubSettings(new.listen_host, new.listen_port, new.bind))
+            changes = await self.hub.apply(HubSettings.from_config(new))
         except OSError as exc:
             self.config = dataclasses.replace(self.config, hub=old)
             return [f"hub settings not applied: cannot listen on {new.listen_host}:{new.listen_port}: "

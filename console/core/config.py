@@ -65,6 +65,11 @@ class HubConfig:
     port_high: int = 5199
     default_quota: int = 20
     bind: str = "127.0.0.1"
+    max_startups: int = 100             # connections not logged in yet: in total...
+    max_startups_per_source: int = 10   # ...and from one address
+    login_grace_time: float = 30.0      # seconds a connection has to log in
+    max_auth_tries: int = 6             # failed logins before a connection is ended
+    max_sessions: int = 10              # session channels a client holds at once, over all its connections
 
 
 @dataclass(frozen=True)
@@ -404,7 +409,9 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
 
 
 def _hub(check: _Checker, raw: Any) -> HubConfig:
-    data = check.mapping(raw, "hub", ("listen", "ports", "default_quota", "bind"))
+    data = check.mapping(raw, "hub", ("listen", "ports", "default_quota", "bind", "max_startups",
+                                      "max_startups_per_source", "login_grace_time", "max_auth_tries",
+                                      "max_sessions"))
     hub = HubConfig()
     listen_text = check.string(data, "listen", "hub", "0.0.0.0:2222") or "0.0.0.0:2222"
     listen = split_host_port(listen_text)
@@ -421,7 +428,12 @@ def _hub(check: _Checker, raw: Any) -> HubConfig:
     if quota > high - low + 1:
         check.problem("hub.default_quota", f"must fit the range ({high - low + 1} ports), got {quota}")
     bind = _check_host(check, check.string(data, "bind", "hub", "127.0.0.1"), "hub.bind") or "127.0.0.1"
-    return HubConfig(listen[0], listen[1], low, high, quota, bind)
+    max_startups = check.integer(data, "max_startups", "hub", 100, 1, 100_000)
+    per_source = check.integer(data, "max_startups_per_source", "hub", 10, 1, 100_000)
+    grace = check.number(data, "login_grace_time", "hub", 30.0, 1, 3600)
+    tries = check.integer(data, "max_auth_tries", "hub", 6, 1, 100)
+    sessions = check.integer(data, "max_sessions", "hub", 10, 1, 10_000)
+    return HubConfig(listen[0], listen[1], low, high, quota, bind, max_startups, per_source, grace, tries, sessions)
 
 
 def _check_port_clash(check: _Checker, units: dict[str, UnitConfig]) -> None:

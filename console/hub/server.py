@@ -5,8 +5,12 @@
   chooses (`bind`, loopback by default) and echoes the requested host and port back, as the client matches
   incoming channels on that pair.
 - No shell, exec, subsystem, SFTP, agent, X11 or direct-tcpip. Every refusal is logged with client, address and
-  reason; repeated failed auth from one address is slowed down. The one session a client may open is the
-  announcement (console.core.announce): it only reads a JSON list of what the client's ports lead to.
+  reason, rate-limited per client (or address) and reason (console.hub.limits.LogLimiter); repeated failed auth
+  from one address is slowed down, and a connection is ended after max_auth_tries failures. The one session a
+  client may open is the announcement (console.core.announce): it only reads a JSON list of what the client's
+  ports lead to; a client holds at most max_sessions of them across its connections.
+- Connections not logged in yet are bounded in total and per address and must log in within login_grace_time;
+  the hub accepts through its own loop, which pauses on EMFILE (console.hub.limits).
 - A client's newest session takes its ports over from an older one (a peer that died without a FIN), so the
   client never waits for a TCP timeout.
 """
@@ -16,19 +20,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncssh
 
+from console import relay
 from console.core import announce
 from console.core.errors import os_reason
-from console import relay
 from console.core.keys import fingerprint, public_line
-from console.hub import compat
-from console.hub.prelogin import PreLoginFailures
+from console.hub import compat, limits
 from console.hub.registry import Client, Registry, port_ranges
+
+if TYPE_CHECKING:
+    from console.core.config import HubConfig
 
 log = logging.getLogger("console.hub")
 FAILURE_WINDOW = 60.0   # seconds a failed auth counts against its address
@@ -48,6 +56,17 @@ class HubSettings:
     host: str = "127.0.0.1"
     port: int = 0
     bind: str = "127.0.0.1"   # where client ports are opened, whatever the client asks
+    max_startups: int = 100            # connections not logged in yet, in total (sshd's MaxStartups)...
+    max_startups_per_source: int = 10  # ...and from one address (sshd's PerSourceMaxStartups)
+    login_grace_time: float = 30.0     # seconds a connection has to log in (sshd's LoginGraceTime)
+    max_auth_tries: int = 6            # failed logins on one connection before it is ended (sshd's MaxAuthTries)
+    max_sessions: int = 10             # session channels one client may hold open across its connections
+
+    @classmethod
+    def from_config(cls, hub: HubConfig) -> HubSettings:
+        """From the config's hub: section (what the engine should build the hub's settings with)."""
+        return cls(hub.listen_host, hub.listen_port, hub.bind, hub.max_startups, hub.max_startups_per_source,
+                   hub.login_grace_time, hub.max_auth_tries, hub.max_sessions)
 
 
 @dataclass
@@ -83,14 +102,33 @@ class _Failures:
     last: float = field(default_factory=time.monotonic)
 
 
+class _HubConnection(asyncssh.SSHServerConnection):
+    """asyncssh decides agent and X11 forwarding in its connection, without asking the SSHServer: here the hub
+    refuses them itself, so the refusal is logged like every other."""
+
+    async def create_agent_listener(self) -> bool:
+        session = self.get_owner()
+        if isinstance(session, _HubSession):
+            session.hub.refuse(session, "agent forwarding", "agent forwarding")
+        return False
+
+    async def attach_x11_listener(self, chan, auth_proto: bytes, auth_data: bytes, screen: int) -> str | None:
+        session = self.get_owner()
+        if isinstance(session, _HubSession):
+            session.hub.refuse(session, "X11 forwarding", "X11 forwarding")
+        return None
+
+
 class _HubSession(asyncssh.SSHServer):
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.conn: asyncssh.SSHServerConnection | None = None
         self.user = "?"
         self.peer = "?"
+        self.address = "?"
         self.announced: dict[int, announce.Announced] = {}  # port -> what the client said it leads to
         self.channels = 0                                   # session channels open now (announcements)
+        self.auth_failures = 0
         self.logged_in = False
         self.auth_refused = False                           # a failed login was told for this connection
 
@@ -98,14 +136,20 @@ class _HubSession(asyncssh.SSHServer):
         self.conn = conn
         compat.use_rfc_kex_guess(conn)  # Dropbear clients: see console/hub/compat.py
         peer = conn.get_extra_info("peername") or ("?", 0)
-        self.peer = f"{peer[0]}:{peer[1]}"
+        self.peer, self.address = f"{peer[0]}:{peer[1]}", str(peer[0])
         self.hub.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.hub.connections.discard(self)
-        if exc is not None and not self.logged_in and not self.auth_refused and self.conn is not None:
-            self.hub.prelogin.ended(self.peer, self.conn.get_extra_info("client_version"), exc)
         self.hub.detach(self)
+        if not self.logged_in and not self.auth_refused and exc is not None and str(exc) != "Connection lost":
+            # A protocol error (a client asyncssh does not get along with, a scanner, not SSH at all), the login
+            # grace time: said once per address and minute, with the client's software when it said one.
+            software = self.conn.get_extra_info("client_version") if self.conn is not None else None
+            said = f" ({_printable(software[:80])})" if software else ""
+            reason = _printable((getattr(exc, "reason", None) or str(exc) or type(exc).__name__)[:120])
+            self.hub.refuse_address(self.address, "a connection before login",
+                                    f"a connection from {self.peer}{said} before login: {reason}")
 
     def begin_auth(self, username: str) -> bool:
         self.user = username
@@ -121,22 +165,36 @@ class _HubSession(asyncssh.SSHServer):
             return True
         reason = ("unknown client" if client is None else "client disabled (quota 0)" if not client.enabled
                   else "key is not the client's")
+        self.auth_failures += 1
         await self.hub.auth_failed(self, username, fingerprint(key), reason)
+        tries = self.hub.settings.max_auth_tries
+        if self.auth_failures >= tries and self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                                 f"Too many authentication failures ({tries})")
         return False
 
     def auth_completed(self) -> None:
         self.logged_in = True
+        if self.conn is not None:
+            self.hub.gate.logged_in(self.conn)
         self.hub.attach(self)
 
     def session_requested(self):
         if self.channels >= MAX_CHANNELS:
-            self.hub.refuse(self, f"a session channel: {MAX_CHANNELS} are open already")
+            self.hub.refuse(self, "a session channel", f"a session channel: {MAX_CHANNELS} are open already")
+            return False
+        held = self.hub.session_channels.get(self.user, 0)
+        if held >= self.hub.settings.max_sessions:
+            self.hub.refuse(self, "a session channel", f"a session channel: the client holds {held} across its "
+                                                       f"connections (max_sessions)")
             return False
         self.channels += 1
+        self.hub.session_channels[self.user] = held + 1
         return _AnnounceChannel(self)
 
     def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
-        self.hub.refuse(self, f"a connection into the hub's network (direct-tcpip to {dest_host}:{dest_port})")
+        self.hub.refuse(self, "a connection into the hub's network (direct-tcpip)",
+                        f"a connection into the hub's network (direct-tcpip to {dest_host}:{dest_port})")
         return False
 
     def server_requested(self, listen_host: str, listen_port: int):
@@ -163,24 +221,28 @@ class _AnnounceChannel(asyncssh.SSHServerSession):
         if self.timer is not None:
             self.timer.cancel()
         self.session.channels -= 1
+        held = self.session.hub.session_channels
+        held[self.session.user] = held.get(self.session.user, 1) - 1
+        if held[self.session.user] <= 0:
+            del held[self.session.user]
 
     def pty_requested(self, term_type, term_size, term_modes) -> bool:
-        self.session.hub.refuse(self.session, "a terminal (pty)")
+        self.session.hub.refuse(self.session, "a terminal (pty)", "a terminal (pty)")
         return False
 
     def shell_requested(self) -> bool:
-        self.session.hub.refuse(self.session, "a shell")
+        self.session.hub.refuse(self.session, "a shell", "a shell")
         return False
 
     def exec_requested(self, command: str) -> bool:
-        self.session.hub.refuse(self.session, f"exec of {command[:80]!r}")
+        self.session.hub.refuse(self.session, "exec", f"exec of {command[:80]!r}")
         return False
 
     def subsystem_requested(self, subsystem: str) -> bool:
         if subsystem == announce.ANNOUNCE_SUBSYSTEM:
             self.accepted = True
             return True
-        self.session.hub.refuse(self.session, f"the subsystem {subsystem[:80]!r}")
+        self.session.hub.refuse(self.session, "a subsystem", f"the subsystem {subsystem[:80]!r}")
         return False
 
     def data_received(self, data: bytes, datatype) -> None:
@@ -191,7 +253,9 @@ class _AnnounceChannel(asyncssh.SSHServerSession):
             self._refused(f"announcement over {announce.MAX_BYTES} bytes")
 
     def _refused(self, reason: str) -> None:
-        self.session.hub.refuse(self.session, f"an announcement: {reason}")
+        # Counted per reason (without the item's index), so each kind of mistake is told once.
+        self.session.hub.refuse(self.session, "an announcement: " + re.sub(r"\[\d+\]", "[]", reason),
+                                f"an announcement: {reason}")
         self._answer({"ok": False, "error": reason}, 1)
 
     def eof_received(self) -> bool:
@@ -228,10 +292,13 @@ class Hub:
         self.connections: set[_HubSession] = set()          # every connection, before and after login
         self.sessions: dict[str, list[_HubSession]] = {}     # the logged-in ones, by client
         self.forwards: dict[int, HubForward] = {}
+        self.session_channels: dict[str, int] = {}           # client -> session channels open, all connections
         self._failures: dict[str, _Failures] = {}
-        self.prelogin = PreLoginFailures(lambda text: self._say(text, warning=True), FAILURE_WINDOW,
-                                         MAX_FAILURE_ADDRESSES)
-        self._server: asyncssh.SSHAcceptor | None = None
+        self.gate = limits.Gate(settings.max_startups, settings.max_startups_per_source, settings.login_grace_time,
+                                refused=self._refused_at_the_door)
+        # Every refusal line goes through here: the first of a kind, then one summary a minute.
+        self.quiet = limits.LogLimiter(lambda text: self._say(text, warning=True))
+        self._server: limits.Doorway | None = None
         self._tasks: list[asyncio.Task] = []
 
     @property
@@ -240,14 +307,20 @@ class Hub:
         return self._server.get_port()
 
     async def start(self) -> None:
+        before, now = limits.raise_open_files_limit()
+        lowered = self._fit_gate(self.settings)
         self._server = await self._listen_for_clients(self.settings.host, self.settings.port)
-        log.info("hub: listening on %s:%d; client ports bind on %s", self.settings.host, self.port,
-                 self.settings.bind)
+        log.info("hub: listening on %s:%d; client ports bind on %s; open files limit %d%s", self.settings.host,
+                 self.port, self.settings.bind, now, f" (raised from {before})" if now != before else "")
+        if lowered:
+            self._say(lowered, warning=True)
         self._tasks = [asyncio.create_task(self._flush_seen()), asyncio.create_task(self._report_changes())]
 
-    async def _listen_for_clients(self, host: str, port: int) -> asyncssh.SSHAcceptor:
-        return await asyncssh.create_server(
-            lambda: _HubSession(self), host, port,
+    async def _listen_for_clients(self, host: str, port: int) -> limits.Doorway:
+        return await limits.listen(
+            lambda: _HubSession(self), host, port, gate=self.gate, connection_class=_HubConnection,
+            paused=self._accept_paused,
+            login_timeout=self.settings.login_grace_time,
             server_host_keys=[self.host_key], line_editor=False, keepalive_interval=15, keepalive_count_max=3,
             allow_scp=False, agent_forwarding=False, x11_forwarding=False, password_auth=False,
             kbdint_auth=False, gss_host=None, server_version=announce.HUB_VERSION,
@@ -270,6 +343,17 @@ class Hub:
             changes.append(f"hub opens client ports on {settings.bind} instead of {self.settings.bind}"
                            + (f"; {held} forwarded now stay on {self.settings.bind} until their clients reconnect"
                               if held else ""))
+        limits_now = (settings.max_startups, settings.max_startups_per_source, settings.login_grace_time,
+                      settings.max_auth_tries, settings.max_sessions)
+        limits_before = (self.settings.max_startups, self.settings.max_startups_per_source,
+                         self.settings.login_grace_time, self.settings.max_auth_tries, self.settings.max_sessions)
+        if limits_now != limits_before:
+            lowered = self._fit_gate(settings)
+            if self._server is not None:
+                self._server.options.login_timeout = settings.login_grace_time  # for connections from now on
+            changes.append("hub limits now max_startups {}, max_startups_per_source {}, login_grace_time {:g}s, "
+                           "max_auth_tries {}, max_sessions {}".format(*limits_now)
+                           + (f" ({lowered})" if lowered else ""))
         self.settings = settings
         return changes  # the engine's "configuration reloaded" line carries them
 
@@ -289,6 +373,7 @@ class Hub:
         ticks = 0
         while True:
             await asyncio.sleep(CHANGE_SECONDS)
+            self.quiet.tick()  # refusal summaries whose minute is over
             ticks += 1
             if ticks * CHANGE_SECONDS >= TRAFFIC_SECONDS:
                 ticks = 0
@@ -308,9 +393,11 @@ class Hub:
         3.12 on, a server's wait_closed() waits for all of them, so waiting before closing them would hang."""
         for task in self._tasks:
             task.cancel()
+        self.quiet.tick(everything=True)
         self.registry.flush()
         if self._server is not None:
             self._server.close()
+        self.gate.close()
         for session in list(self.connections):
             if session.conn is not None:
                 session.conn.close()
@@ -374,7 +461,7 @@ class Hub:
         more = f" and {len(recorded) - ANNOUNCE_SHOWN} more" if len(recorded) > ANNOUNCE_SHOWN else ""
         self._say(f"client {session.user} from {session.peer} announced {said or 'no forwards'}{more}")
         if ignored:
-            self.refuse(session, "an announcement for port(s) "
+            self.refuse(session, "an announcement for ports it does not forward", "an announcement for port(s) "
                                   f"{', '.join(str(i['port']) for i in ignored)}: not forwarded by this session")
         self.changed(session.user, "announced")
         return {"ok": True, "recorded": sorted(recorded), "ignored": ignored}
@@ -388,8 +475,27 @@ class Hub:
         else:
             log.log(logging.WARNING if warning else logging.INFO, "hub: %s", text)
 
-    def refuse(self, session: _HubSession, what: str) -> None:
-        self._say(f"refused {what} for client {session.user} from {session.peer}", warning=True)
+    def refuse(self, session: _HubSession, kind: str, what: str) -> None:
+        """A refusal: `kind` is what the summary line counts ("exec"), `what` the first line's detail."""
+        self.quiet((session.user, kind), f"refused {what} for client {session.user} from {session.peer}",
+                   f"refused {kind} for client {session.user} from {session.address}")
+
+    def refuse_address(self, address: str, kind: str, what: str) -> None:
+        """A refusal before login: counted per address and kind."""
+        self.quiet((address, kind), f"refused {what}", f"refused {kind} from {address}")
+
+    def _fit_gate(self, settings: HubSettings) -> str | None:
+        return self.gate.set_limits(settings.max_startups, settings.max_startups_per_source,
+                                    settings.login_grace_time, limits.open_files_limit())
+
+    def _refused_at_the_door(self, address: str, why: str) -> None:
+        self.refuse_address(address, "a connection", f"a connection from {address}: {why}")
+
+    def _accept_paused(self, exc: OSError) -> None:
+        self.quiet(("hub", "out of resources"),
+                   f"not accepting connections for {limits.ACCEPT_PAUSE:g}s: {os_reason(exc)} (open files limit "
+                   f"{limits.open_files_limit()}, {len(self.connections)} connections)",
+                   "paused accepting connections, out of resources")
 
     async def auth_failed(self, session: _HubSession, username: str, key_fp: str, reason: str) -> None:
         address = session.peer.rsplit(":", 1)[0]
@@ -412,24 +518,39 @@ class Hub:
     async def open_port(self, session: _HubSession, listen_host: str, listen_port: int):
         client = self.registry.get(session.user)
         if client is None or not client.enabled:
-            self.refuse(session, f"port {listen_port}: client no longer enabled")
+            self.refuse(session, "a port", f"port {listen_port}: client no longer enabled")
             return False
         if listen_port == 0:
             free = [p for p in client.ports if p not in self.forwards]
             if not free:
-                self.refuse(session, f"port 0: all {len(client.ports)} of its ports are forwarded already")
+                self.refuse(session, "a port", f"port 0: all {len(client.ports)} of its ports are forwarded "
+                                               f"already")
                 return False
-            port = free[0]
-        elif listen_port in client.ports:
-            port = listen_port
-        else:
-            self.refuse(session, f"port {listen_port}: not one of its ports "
-                                  f"({port_ranges(client.ports) or 'none: quota 0'})")
+            # The next free port that can be opened: another program may hold one of the block.
+            busy: list[str] = []
+            for port in free:
+                try:
+                    server, stats = await self._open_client_port(session, listen_host, port)
+                except OSError as exc:
+                    busy.append(f"{port} ({os_reason(exc)})")
+                    continue
+                if busy:
+                    self.quiet((session.user, "busy ports"), f"client {session.user}: port(s) "
+                               f"{', '.join(busy[:ANNOUNCE_SHOWN])} cannot be opened on {self.settings.bind}; "
+                               f"gave {port} for port 0", f"client {session.user}: skipped busy ports for port 0")
+                return self._forwarding(session, port, server, stats)
+            self.refuse(session, "a port", f"port 0: none of its {len(free)} free ports can be opened on "
+                                           f"{self.settings.bind}: {', '.join(busy[:ANNOUNCE_SHOWN])}")
             return False
+        if listen_port not in client.ports:
+            self.refuse(session, "a port", f"port {listen_port}: not one of its ports "
+                                           f"({port_ranges(client.ports) or 'none: quota 0'})")
+            return False
+        port = listen_port
         held = self.forwards.get(port)
         if held is not None:
             if held.session is session:
-                self.refuse(session, f"port {port}: already forwarded by this session")
+                self.refuse(session, "a port", f"port {port}: already forwarded by this session")
                 return False
             # The same client again: its newest session wins; the old one is most likely dead.
             self._say(f"client {session.user} from {session.peer} takes port {port} over from its older session "
@@ -438,6 +559,16 @@ class Hub:
             self.detach(old)
             if old.conn is not None:
                 old.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "replaced by a newer session of this client")
+        try:
+            server, stats = await self._open_client_port(session, listen_host, port)
+        except OSError as exc:
+            self.refuse(session, "a port", f"port {port}: cannot listen on {self.settings.bind}: {os_reason(exc)}")
+            return False
+        return self._forwarding(session, port, server, stats)
+
+    async def _open_client_port(self, session: _HubSession, listen_host: str,
+                                port: int) -> tuple[asyncio.AbstractServer, relay.ForwardStats]:
+        """Listen on a client's port (OSError when it cannot); connections to it go through the session."""
         conn = session.conn
         assert conn is not None
         stats = relay.ForwardStats()
@@ -451,13 +582,17 @@ class Hub:
         def accepted() -> asyncio.Protocol:
             return relay.AcceptedSide(relay.RelaySession(stats, lambda: None), open_channel)
 
-        try:
-            server = await asyncio.get_running_loop().create_server(accepted, self.settings.bind, port)
-        except OSError as exc:
-            self.refuse(session, f"port {port}: cannot listen on {self.settings.bind}: {os_reason(exc)}")
-            return False
+        return await asyncio.get_running_loop().create_server(accepted, self.settings.bind, port), stats
+
+    def _forwarding(self, session: _HubSession, port: int, server: asyncio.AbstractServer,
+                    stats: relay.ForwardStats) -> _ClientPort:
         listener = _ClientPort(server, port, self._closed)
         self.forwards[port] = HubForward(session, listener, port, stats)
         log.info("hub: client %s forwards %s:%d", session.user, self.settings.bind, port)
         self.changed(session.user, "forwards")
         return listener
+
+
+def _printable(text: str) -> str:
+    """The peer chose this text (a disconnect reason, a version string): one line, no control characters."""
+    return "".join(char if char.isprintable() else "?" for char in text.strip())

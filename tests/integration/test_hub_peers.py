@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import subprocess
 
 from support import EchoServer, eventually, roundtrip, run
@@ -92,10 +91,10 @@ def test_connections_that_fail_before_login_are_logged_without_flooding(state):
                     await writer.drain()
                     await reader.read()      # the hub hangs up
                     writer.close()
-                await eventually(lambda: len([l for l in hub_log.lines if "before login" in l]) >= 4)
+                await eventually(lambda: not hub.connections, what="the six connections gone")
                 await asyncio.sleep(0.1)
             told = [line for line in hub_log.lines if "before login" in line]
-            assert [re.search(r"failure (\d+)", line).group(1) for line in told] == ["1", "2", "3", "4"]
+            assert len(told) == 1, told  # the first in full; the rest in the minute's summary (limits.LogLimiter)
             assert "connection from 127.0.0.1:" in told[0] and "Unsupported SSH version" in told[0]
         finally:
             await hub.close()
