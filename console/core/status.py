@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Self
 
+from console.core.events import Event, ForwardChanged, ForwardTraffic, UnitStateChanged
 from console.core.states import ForwardState, UnitState, human_bytes
 
 
@@ -128,6 +129,28 @@ class Status(_Record):
 
     def unit(self, name: str | None) -> UnitStatus | None:
         return next((u for u in self.units if u.name == name), None)
+
+    def apply(self, event: Event) -> bool:
+        """Fold one engine event into this status; True if anything an operator sees may have changed."""
+        if isinstance(event, UnitStateChanged):
+            unit = self.unit(event.unit)
+            if unit is None:
+                return False
+            unit.state, unit.since, unit.last_error = UnitState(event.state), event.since, event.last_error
+            unit.next_retry, unit.server_key = event.next_retry, event.server_key
+            return True
+        if isinstance(event, (ForwardChanged, ForwardTraffic)):
+            unit = self.unit(event.unit)
+            forward = unit.forward(event.forward) if unit is not None else None
+            if forward is None:
+                return False
+            if isinstance(event, ForwardChanged):
+                forward.state, forward.error, forward.remote = ForwardState(event.state), event.error, event.remote
+            else:
+                forward.open, forward.total = event.open, event.total
+                forward.bytes_in, forward.bytes_out = event.bytes_in, event.bytes_out
+            return True
+        return False
 
     def render(self) -> str:
         """The human form (`sop-console status`, the demo)."""

@@ -480,6 +480,13 @@ class Hub:
         self.quiet((session.user, kind), f"refused {what} for client {session.user} from {session.peer}",
                    f"refused {kind} for client {session.user} from {session.address}")
 
+    def refuse_port(self, session: _HubSession, requested: int, reason: str) -> None:
+        """A forward refused: logged as every refusal is, and the client told why (sshd tells it nothing), as an
+        SSH debug message just before the refusal; our units show it instead of their guesses (announce.py)."""
+        self.refuse(session, "a port", f"port {requested}: {reason}")
+        if session.conn is not None:
+            session.conn.send_debug(announce.refusal(requested, reason))
+
     def refuse_address(self, address: str, kind: str, what: str) -> None:
         """A refusal before login: counted per address and kind."""
         self.quiet((address, kind), f"refused {what}", f"refused {kind} from {address}")
@@ -518,13 +525,12 @@ class Hub:
     async def open_port(self, session: _HubSession, listen_host: str, listen_port: int):
         client = self.registry.get(session.user)
         if client is None or not client.enabled:
-            self.refuse(session, "a port", f"port {listen_port}: client no longer enabled")
+            self.refuse_port(session, listen_port, "client no longer enabled")
             return False
         if listen_port == 0:
             free = [p for p in client.ports if p not in self.forwards]
             if not free:
-                self.refuse(session, "a port", f"port 0: all {len(client.ports)} of its ports are forwarded "
-                                               f"already")
+                self.refuse_port(session, 0, f"all {len(client.ports)} of its ports are forwarded already")
                 return False
             # The next free port that can be opened: another program may hold one of the block.
             busy: list[str] = []
@@ -539,18 +545,18 @@ class Hub:
                                f"{', '.join(busy[:ANNOUNCE_SHOWN])} cannot be opened on {self.settings.bind}; "
                                f"gave {port} for port 0", f"client {session.user}: skipped busy ports for port 0")
                 return self._forwarding(session, port, server, stats)
-            self.refuse(session, "a port", f"port 0: none of its {len(free)} free ports can be opened on "
-                                           f"{self.settings.bind}: {', '.join(busy[:ANNOUNCE_SHOWN])}")
+            self.refuse_port(session, 0, f"none of its {len(free)} free ports can be opened on {self.settings.bind}: "
+                                         f"{', '.join(busy[:ANNOUNCE_SHOWN])}")
             return False
         if listen_port not in client.ports:
-            self.refuse(session, "a port", f"port {listen_port}: not one of its ports "
-                                           f"({port_ranges(client.ports) or 'none: quota 0'})")
+            self.refuse_port(session, listen_port,
+                             f"not one of its ports ({port_ranges(client.ports) or 'none: quota 0'})")
             return False
         port = listen_port
         held = self.forwards.get(port)
         if held is not None:
             if held.session is session:
-                self.refuse(session, "a port", f"port {port}: already forwarded by this session")
+                self.refuse_port(session, listen_port, "already forwarded by this session")
                 return False
             # The same client again: its newest session wins; the old one is most likely dead.
             self._say(f"client {session.user} from {session.peer} takes port {port} over from its older session "
@@ -562,7 +568,7 @@ class Hub:
         try:
             server, stats = await self._open_client_port(session, listen_host, port)
         except OSError as exc:
-            self.refuse(session, "a port", f"port {port}: cannot listen on {self.settings.bind}: {os_reason(exc)}")
+            self.refuse_port(session, listen_port, f"cannot listen on {self.settings.bind}: {os_reason(exc)}")
             return False
         return self._forwarding(session, port, server, stats)
 

@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class SopConsole(App):
         self.clients_signal: Signal[ClientChanged] = Signal(self, "clients")
         self.poll_log = poll_log
         self.on_close: list = []  # async callables run when the console ends (the demo closes its world here)
+        self._hangup_task: asyncio.Task | None = None  # leaving a terminal that hung up, once
         self._apply_theme(theme_name if theme_name in THEME_NAMES else "sop")
         self._watch_terminal = (sys.__stdin__ is not None and sys.__stdin__.isatty()
                                 and not os.environ.get("TEXTUAL_DRIVER")) if watch_terminal is None else watch_terminal
@@ -147,7 +149,22 @@ class SopConsole(App):
     # ------------------------------------------------------------------ the terminal, and leaving
 
     def _hangup(self) -> None:
+        """The terminal is gone (SIGHUP, a dead stdin, or Textual's input thread failing on it): leave quickly.
+        A watchdog thread ends the process even if the event loop is stuck in a write to the dead terminal."""
+        if self._hangup_task is not None:
+            return
+        watchdog = threading.Timer(HANGUP_CLEANUP_SECONDS + 0.5, os._exit, args=(1,))
+        watchdog.daemon = True
+        watchdog.start()
         self._hangup_task = asyncio.create_task(self._leave_dead_terminal())
+
+    def panic(self, *renderables) -> None:
+        # Textual's input thread raises on a hung-up terminal and asks for a panic, whose graceful exit would
+        # block for ever writing to that terminal: a dead terminal is a hangup, not a crash to print.
+        if not _terminal_alive():
+            self._hangup()
+            return
+        super().panic(*renderables)
 
     async def _leave_dead_terminal(self) -> None:
         """No terminal is left to restore, and Textual 8.2.8's shutdown blocks for ever on one that hung up
@@ -167,16 +184,19 @@ class SopConsole(App):
 
     def _check_terminal(self) -> None:
         """Leave when the operator's terminal is gone (Textual 8.2.8 would spin on a dead stdin)."""
-        stdin = sys.__stdin__
-        try:
-            alive = stdin is not None and not stdin.closed and os.isatty(stdin.fileno())
-        except (OSError, ValueError):
-            alive = False
-        if not alive:
-            self.exit(return_code=1, message="the terminal went away")
+        if not _terminal_alive():
+            self._hangup()
 
     async def action_quit(self) -> None:
         self.exit()
 
     async def on_unmount(self) -> None:
         await self._cleanup()
+
+
+def _terminal_alive() -> bool:
+    stdin = sys.__stdin__
+    try:
+        return stdin is not None and not stdin.closed and os.isatty(stdin.fileno())
+    except (OSError, ValueError):
+        return False

@@ -1,7 +1,7 @@
 """What the console knows and asks, without Textual: the status mirror, the selected unit, the configuration and
 every request to the daemon. Screens call the Session; the App turns what it yields into messages.
 
-Status is a dict (the daemon's `status` answer) and is read here and in the main screen only."""
+Status is the typed record of console/core/status.py, folded forward by the engine's events."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from typing import Any
 
 from console.core.config import Config, load_config
 from console.core.errors import EXIT_USAGE, ConsoleError
-from console.core.events import (ClientChanged, Event, ForwardChanged, ForwardTraffic, Reloaded,
-                                 UnitStateChanged)
+from console.core.events import ClientChanged, Event, Reloaded
 from console.core.paths import StatePaths
+from console.core.states import UnitState
+from console.core.status import ClientStatus, Status, UnitStatus
 from console.ui.backend import DaemonBackend, StaticBackend
 
 Backend = DaemonBackend | StaticBackend
@@ -47,7 +48,7 @@ class Session:
         self.config = config
         self.config_path = config_path
         self.backend: Backend = backend or DaemonBackend(paths.control_socket)
-        self.status: dict[str, Any] = {"units": []}
+        self.status = Status()
         self.selected_unit: str | None = None
         self.engine_here = None  # a Daemon run inside the console when no daemon was running
 
@@ -76,23 +77,23 @@ class Session:
             if isinstance(event, Reloaded):  # units or forwards may have changed: take a fresh snapshot
                 self._take(await self.backend.request("status"))
                 yield event
-            elif isinstance(event, ClientChanged) or apply_event(self.status, event):
+            elif isinstance(event, ClientChanged) or self.status.apply(event):
                 yield event
 
     def _take(self, status: dict) -> None:
-        self.status = status
+        self.status = Status.from_json(status)
         names = self.unit_names()
         if self.selected_unit not in names:
             self.selected_unit = names[0] if names else None
 
-    def units(self) -> list[dict]:
-        return self.status.get("units", [])
+    def units(self) -> list[UnitStatus]:
+        return self.status.units
 
     def unit_names(self) -> list[str]:
-        return [u["name"] for u in self.units()]
+        return [u.name for u in self.units()]
 
-    def unit_status(self, name: str | None) -> dict | None:
-        return next((u for u in self.units() if u["name"] == name), None)
+    def unit_status(self, name: str | None) -> UnitStatus | None:
+        return self.status.unit(name)
 
     def select_unit(self, name: str | None) -> bool:
         """True if the selection changed."""
@@ -126,8 +127,10 @@ class Session:
 
     def host_key_offer(self, unit: str) -> tuple[str, str | None, bool]:
         """The unit's server, the key it presented (None: none yet) and whether that differs from the recorded one."""
-        status = self.unit_status(unit) or {}
-        return status.get("server", "?"), status.get("server_key"), status.get("state") == "host-key-mismatch"
+        status = self.unit_status(unit)
+        if status is None:
+            return "?", None, False
+        return status.server, status.server_key, status.state is UnitState.HOST_KEY_MISMATCH
 
     async def trust(self, unit: str, fingerprint: str | None, replace: bool) -> dict:
         """Record the server's host key (the one the unit was shown, or what the server shows now)."""
@@ -198,7 +201,7 @@ class Session:
     # ------------------------------------------------------------------ the hub's clients
     # Every request about clients is here, in one place.
 
-    async def clients_list(self, client_id: str | None = None) -> list[dict]:
+    async def clients_list(self, client_id: str | None = None) -> list[ClientStatus]:
         """All clients, or the one named (an empty list when it no longer exists)."""
         if client_id is None:
             result = await self.backend.request("clients.list")
@@ -209,7 +212,7 @@ class Session:
                 if exc.exit_code != EXIT_USAGE:  # a usage error here: no such client (removed)
                     raise
                 return []
-        return result.get("clients", []) if isinstance(result, dict) else []
+        return [ClientStatus.from_json(c) for c in result.get("clients", [])] if isinstance(result, dict) else []
 
     async def clients_add(self, client_id: str) -> dict:
         """Register a client; the answer holds its private key (once) when the hub made the pair."""
@@ -221,26 +224,3 @@ class Session:
 
     async def clients_remove(self, client_id: str) -> None:
         await self.backend.request("clients.remove", id=client_id)
-
-
-def apply_event(status: dict, event: Event) -> bool:
-    """Fold one engine event into a status snapshot; True if anything on screen may change."""
-    units = {u["name"]: u for u in status.get("units", [])}
-    if isinstance(event, UnitStateChanged):
-        unit = units.get(event.unit)
-        if unit is None:
-            return False
-        unit.update(state=event.state, since=event.since, last_error=event.last_error,
-                    next_retry=event.next_retry, server_key=event.server_key)
-        return True
-    if isinstance(event, (ForwardChanged, ForwardTraffic)):
-        unit = units.get(event.unit)
-        forward = next((f for f in unit["forwards"] if f["name"] == event.forward), None) if unit else None
-        if forward is None:
-            return False
-        if isinstance(event, ForwardChanged):
-            forward.update(state=event.state, error=event.error, remote=event.remote)
-        else:
-            forward.update(open=event.open, total=event.total, bytes_in=event.bytes_in, bytes_out=event.bytes_out)
-        return True
-    return False

@@ -436,3 +436,28 @@ def test_clients_screen_whose_widgets_are_gone_when_a_fetch_ends(state):
             await pilot.pause()
             assert app.return_code is None  # still running: no worker failed
     run(body())
+
+
+def test_a_long_reason_is_shown_whole_wrapped_not_cut(state):
+    """A refused forward's reason at 80 columns wraps under the ports table instead of ending mid-sentence."""
+    from console.core.states import ForwardState, UnitState
+    from console.core.status import ForwardStatus, Status, UnitStatus
+    from console.ui.backend import StaticBackend
+
+    reason = ("server refused to listen on *:10081 (Failed to create remote TCP listener): the port is held by "
+              "another session (often a dead one of ours), in use, or not allowed (PermitListen, AllowTcpForwarding)")
+    status = Status([UnitStatus("master", UnitState.DEGRADED, "2026-11-22T10:00:00Z", "203.0.113.7:2222", "sop001",
+                                last_error=f"http refused: {reason}",
+                                forwards=[ForwardStatus("http", "*:10081", "127.0.0.1:80", ForwardState.REFUSED,
+                                                        reason)])])
+
+    async def body():
+        app = app_for(state, backend=StaticBackend(status.to_json()))
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+            await pilot.pause()
+            for box in ("#port-detail", "#unit-detail"):
+                widget = app.screen.query_one(box, Static)
+                shown = " ".join(line.text.strip() for line in widget.render_lines(widget.region.reset_offset))
+                assert "AllowTcpForwarding)" in shown, (box, shown)  # the reason's last words are on screen
+    run(body())

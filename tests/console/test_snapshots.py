@@ -7,6 +7,7 @@ after a deliberate change, and look at the SVGs before committing them."""
 from __future__ import annotations
 
 import os
+import time
 
 import asyncssh
 import pytest
@@ -15,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from console.core.config import parse_config
 from console.core.paths import StatePaths
+from console.core.states import ForwardState, UnitState
+from console.core.status import ClientForwardStatus, ClientStatus, ForwardStatus, Status, UnitStatus
 from console.ui.app import SopConsole
 from console.ui.backend import StaticBackend
 
@@ -30,23 +33,21 @@ units:
 
 
 def _fwd(name, remote, local, state="listening", error=None, open_=0, total=0, bytes_in=0, bytes_out=0):
-    return {"name": name, "remote": remote, "local": local, "state": state, "error": error, "open": open_,
-            "total": total, "bytes_in": bytes_in, "bytes_out": bytes_out}
+    return ForwardStatus(name, remote, local, ForwardState(state), error, open_, total, bytes_in, bytes_out)
 
 
-STATUS = {"units": [
-    {"name": "master", "state": "up", "since": "2026-11-22T10:00:00Z", "server": "203.0.113.7:2222",
-     "username": "sop001", "last_error": None, "next_retry": None, "server_key": None,
-     "forwards": [_fwd("ssh", "*:10022", "127.0.0.1:22", open_=1, total=14, bytes_in=48_213, bytes_out=1_204_551),
-                  _fwd("http", "*:10080", "127.0.0.1:80", total=3, bytes_in=1_200, bytes_out=5_400),
-                  _fwd("app", "*:10090", "127.0.0.1:8443")]},
-    {"name": "clone", "state": "degraded", "since": "2026-11-22T09:58:12Z", "server": "203.0.113.7:2222",
-     "username": "sop002", "last_error": "http refused: server refused to listen on *:10081",
-     "next_retry": None, "server_key": None,
-     "forwards": [_fwd("ssh", "*:10023", "127.0.0.1:22", total=2, bytes_in=900, bytes_out=4_100),
-                  _fwd("http", "*:10081", "127.0.0.1:80", state="refused",
-                       error="server refused to listen on *:10081: the port is held by another session")]},
-]}
+# Built from the typed records, sent as the daemon sends them (to_json): a fixture of the wrong shape fails here.
+STATUS = Status([
+    UnitStatus("master", UnitState.UP, "2026-11-22T10:00:00Z", "203.0.113.7:2222", "sop001", forwards=[
+        _fwd("ssh", "*:10022", "127.0.0.1:22", open_=1, total=14, bytes_in=48_213, bytes_out=1_204_551),
+        _fwd("http", "*:10080", "127.0.0.1:80", total=3, bytes_in=1_200, bytes_out=5_400),
+        _fwd("app", "*:10090", "127.0.0.1:8443")]),
+    UnitStatus("clone", UnitState.DEGRADED, "2026-11-22T09:58:12Z", "203.0.113.7:2222", "sop002",
+               last_error="http refused: server refused to listen on *:10081", forwards=[
+        _fwd("ssh", "*:10023", "127.0.0.1:22", total=2, bytes_in=900, bytes_out=4_100),
+        _fwd("http", "*:10081", "127.0.0.1:80", state="refused",
+             error="server refused to listen on *:10081: the port is held by another session")]),
+]).to_json()
 
 LOG = "".join(
     f"2026-11-22T10:{m:02d}:00Z {unit} {event}\n" for m, (unit, event) in enumerate([
@@ -63,13 +64,10 @@ LOG = "".join(
 
 def _client(cid, quota, low, forwards=(), last_seen="2026-11-22T09:12:40Z"):
     ports = list(range(low, low + quota))
-    return {"id": cid, "quota": quota, "enabled": quota > 0, "ports": ports,
-            "port_ranges": f"{low}-{low + quota - 1}" if quota else "", "connected": bool(forwards),
-            "forwards": [{"port": p, "bind": "127.0.0.1", "name": n, "destination": d, "open": o, "total": t,
-                          "bytes_in": i, "bytes_out": b, "session": "198.51.100.23:50122"}
+    return ClientStatus(cid, quota, quota > 0, ports, f"{low}-{low + quota - 1}" if quota else "", bool(forwards),
+                        [ClientForwardStatus(p, "127.0.0.1", n, d, o, t, i, b, "198.51.100.23:50122")
                          for p, n, d, o, t, i, b in forwards],
-            "fingerprint": "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU", "created": "2026-11-01T08:00:00Z",
-            "last_seen": last_seen}
+                        "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU", "2026-11-01T08:00:00Z", last_seen).to_json()
 
 
 CLIENTS = {"clients": [
@@ -95,31 +93,59 @@ def _app(tmp_path, theme: str) -> SopConsole:
                       theme_name=theme, poll_log=False, watch_terminal=False)
 
 
+def _rows(selector: str):
+    return lambda screen: bool(screen.query(selector)) and screen.query_one(selector).row_count > 0
+
+
+def _log_at_its_tail(screen) -> bool:
+    view = screen.query_one("LogView")
+    return view.row_count > 0 and view.max_scroll_y > 0 and view.scroll_y == view.max_scroll_y
+
+
+def _shown(key: str | None, screen: str, ready=lambda screen: True):
+    """Before the snapshot: press `key`, then wait until `screen` is up and `ready(screen)`. A screen is imported
+    and pushed by a worker (and the status comes from one): a busy machine must not snapshot it early."""
+    async def run_before(pilot) -> None:
+        if key:
+            await pilot.press(key)
+        deadline = time.monotonic() + 20
+        while not (type(pilot.app.screen).__name__ == screen and ready(pilot.app.screen)):
+            assert time.monotonic() < deadline, f"{screen} never showed ready"
+            await pilot.pause(0.02)
+        await pilot.pause()
+    return run_before
+
+
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("theme", THEMES)
 def test_main_screen(snap_compare, tmp_path, theme, size):
-    assert snap_compare(_app(tmp_path, theme), terminal_size=size)
+    assert snap_compare(_app(tmp_path, theme), terminal_size=size,
+                        run_before=_shown(None, "MainScreen", _rows("#ports")))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("theme", THEMES)
 def test_install_key_dialog(snap_compare, tmp_path, theme, size):
-    assert snap_compare(_app(tmp_path, theme), terminal_size=size, press=["1"])
+    assert snap_compare(_app(tmp_path, theme), terminal_size=size,
+                        run_before=_shown("1", "InstallKeyScreen"))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("theme", THEMES)
 def test_log_view(snap_compare, tmp_path, theme, size):
-    assert snap_compare(_app(tmp_path, theme), terminal_size=size, press=["4"])
+    assert snap_compare(_app(tmp_path, theme), terminal_size=size,
+                        run_before=_shown("4", "LogScreen", _log_at_its_tail))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("theme", THEMES)
 def test_configure_form(snap_compare, tmp_path, theme, size):
-    assert snap_compare(_app(tmp_path, theme), terminal_size=size, press=["5"])
+    assert snap_compare(_app(tmp_path, theme), terminal_size=size,
+                        run_before=_shown("5", "ConfigureScreen"))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("theme", THEMES)
 def test_clients_screen(snap_compare, tmp_path, theme, size):
-    assert snap_compare(_app(tmp_path, theme), terminal_size=size, press=["7"])
+    assert snap_compare(_app(tmp_path, theme), terminal_size=size,
+                        run_before=_shown("7", "ClientsScreen", _rows("#clients")))

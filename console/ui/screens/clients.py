@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from console.core.errors import ConsoleError
 from console.core.states import human_bytes
+from console.core.status import ClientStatus
 from console.ui.dialogs.ask import AskScreen, SecretScreen
 from console.ui.dialogs.confirm import ConfirmScreen
 from console.ui.messages import ClientChanged, follow
@@ -45,7 +46,7 @@ class ClientsScreen(Screen):
         super().__init__()
         self.session = session
         self._changes = changes
-        self._clients: dict[str, dict] = {}   # id -> the client as the daemon last described it
+        self._clients: dict[str, ClientStatus] = {}   # id -> the client as the daemon last described it
         self._stale: set[str] | None = None   # ids to fetch again; None: all of them
         self._loading = False
 
@@ -101,11 +102,11 @@ class ClientsScreen(Screen):
 
     async def _fetch(self, wanted: set[str] | None) -> None:
         if wanted is None:
-            self._clients = {c["id"]: c for c in await self.session.clients_list()}
+            self._clients = {c.id: c for c in await self.session.clients_list()}
             return
         for client_id in wanted:
             listed = await self.session.clients_list(client_id)
-            found = next((c for c in listed if c["id"] == client_id), None)
+            found = next((c for c in listed if c.id == client_id), None)
             if found is not None:
                 self._clients[client_id] = found
             else:
@@ -115,9 +116,9 @@ class ClientsScreen(Screen):
         rows = {}
         for client_id in sorted(self._clients):
             c = self._clients[client_id]
-            rows[client_id] = (client_id, "● enabled" if c["enabled"] else "■ disabled", str(c["quota"]),
-                               c["port_ranges"] or "-", "● yes" if c["connected"] else "○ no",
-                               str(len(c["forwards"])), short_time(c["last_seen"]) or "never")
+            rows[client_id] = (client_id, "● enabled" if c.enabled else "■ disabled", str(c.quota),
+                               c.port_ranges or "-", "● yes" if c.connected else "○ no",
+                               str(len(c.forwards)), short_time(c.last_seen) or "never")
         fill(self.query_one("#clients", DataTable), rows)
         self._detail()
 
@@ -125,17 +126,16 @@ class ClientsScreen(Screen):
         """The highlighted client's live forwards and key, from what was fetched: the cursor asks nothing."""
         client = self._clients.get(self._selected() or "")
         forwards = {}
-        for f in client["forwards"] if client else []:
-            forwards[str(f["port"])] = (str(f["port"]), f.get("name") or "-", str(f["open"]), str(f["total"]),
-                                        human_bytes(f["bytes_in"]), human_bytes(f["bytes_out"]),
-                                        f["destination"] or "(not announced)")
+        for f in client.forwards if client else []:
+            forwards[str(f.port)] = (str(f.port), f.name or "-", str(f.open), str(f.total), human_bytes(f.bytes_in),
+                                     human_bytes(f.bytes_out), f.destination or "(not announced)")
         table = self.query_one("#client-forwards", DataTable)
         fill(table, forwards)
-        table.border_title = f"{client['id']}: forwarded now" if client else "forwarded now"
+        table.border_title = f"{client.id}: forwarded now" if client else "forwarded now"
         text = "no clients yet: a adds one" if not self._clients else ""
         if client is not None:
-            sessions = sorted({f["session"] for f in client["forwards"]})
-            text = (f"{client['id']}: key {client['fingerprint']}\nports {client['port_ranges'] or 'none'}"
+            sessions = sorted({f.session for f in client.forwards})
+            text = (f"{client.id}: key {client.fingerprint}\nports {client.port_ranges or 'none'}"
                     + (f"; session from {', '.join(sessions)}" if sessions else ""))
         self.query_one("#client-detail", Static).update(text)
 

@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from console.core.states import human_bytes, label
+from console.core.states import human_bytes
 from console.ui.menu import MENU
 from console.ui.messages import MenuChosen, StatusChanged, follow
 from console.ui.widgets.tables import fill, short_time
@@ -76,18 +76,18 @@ class MainScreen(Screen):
         session = self.session
         selected = session.selected_unit
         self.query_one("#menu-title", Static).update(f"3rd Party Connection\nunit: {selected or 'none'}")
-        unit_rows = {unit["name"]: (unit["name"], label(unit["state"]), short_time(unit["since"]),
-                                    short_time(unit.get("next_retry")) or "-") for unit in session.units()}
+        unit_rows = {unit.name: (unit.name, unit.state.label, short_time(unit.since),
+                                 short_time(unit.next_retry) or "-") for unit in session.units()}
         units = self.query_one("#units", DataTable)
         if fill(units, unit_rows) and selected in unit_rows:
             units.move_cursor(row=list(unit_rows).index(selected))
         unit = session.unit_status(selected)
         detail = ""
         if unit is not None:
-            detail = f"{unit['name']}: {unit['username']}@{unit['server']}  "
-            if unit.get("server_key"):
-                detail += f"server key {unit['server_key']}: "
-            detail += unit["last_error"] or "no error"
+            detail = f"{unit.name}: {unit.username}@{unit.server}  "
+            if unit.server_key:
+                detail += f"server key {unit.server_key}: "
+            detail += unit.last_error or "no error"
         self.query_one("#unit-detail", Static).update(detail)
         self._render_ports()
 
@@ -95,12 +95,11 @@ class MainScreen(Screen):
         needle = self.query_one("#port-filter", Input).value.strip().lower()
         port_rows = {}
         for unit in self.session.units():
-            for fwd in unit["forwards"]:
-                cells = (unit["name"], fwd["name"], label(fwd["state"]), fwd["remote"], fwd["local"],
-                         str(fwd["open"]), str(fwd["total"]), human_bytes(fwd["bytes_in"]),
-                         human_bytes(fwd["bytes_out"]), fwd["error"] or "")
+            for fwd in unit.forwards:
+                cells = (unit.name, fwd.name, fwd.state.label, fwd.remote, fwd.local, str(fwd.open), str(fwd.total),
+                         human_bytes(fwd.bytes_in), human_bytes(fwd.bytes_out), fwd.error or "")
                 if not needle or any(needle in c.lower() for c in cells):
-                    port_rows[f"{unit['name']}/{fwd['name']}"] = cells
+                    port_rows[f"{unit.name}/{fwd.name}"] = cells
         ports = self.query_one("#ports", DataTable)
         fill(ports, port_rows)
         self._render_port_detail(ports)
