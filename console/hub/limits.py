@@ -10,9 +10,9 @@
   as often: 150,000 lines in 40 s. Here a socket is accepted, checked at the gate (held until a place is free,
   or closed at once, before asyncssh sees it), then handed to asyncssh with `loop.connect_accepted_socket`; on
   EMFILE, ENFILE, ENOBUFS or ENOMEM accepting pauses for ACCEPT_PAUSE seconds with one log line (rate-limited,
-  see `LogLimiter`).
-- `LogLimiter`: per key (client or address, and reason) the first line, then one summary line a window with the
-  count of lines it held back, so no peer can rotate the tunnel log away.
+  see LogLimiter).
+- Log lines go through console.core.log_limit.LogLimiter: per key (client or address, and reason) the first line,
+  then one summary line a window with the count of lines it held back, so no peer can rotate the tunnel log away.
 - `raise_open_files_limit`: the soft RLIMIT_NOFILE up to the hard one.
 
 The login grace time is asyncssh's own `login_timeout` (its default is 120 s); the auth-attempt and session
@@ -26,7 +26,6 @@ import errno
 import logging
 import resource
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,9 +36,7 @@ log = logging.getLogger("console.hub")
 ACCEPT_PAUSE = 1.0          # seconds accepting waits after the process ran out of descriptors (or memory)
 ACCEPT_BATCH = 100          # connections accepted per wake-up of the listening socket, as asyncio does
 OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-LOG_WINDOW = 60.0           # seconds a refusal of one kind is summed up before its summary line
 WAITING_ROOM = 10          # connections that may wait for a place, per place (Gate)
-LOG_KEYS = 1_000            # distinct (who, reason) keys held; beyond, they share one key per reason
 
 
 def raise_open_files_limit() -> tuple[int, int]:
@@ -56,50 +53,6 @@ def raise_open_files_limit() -> tuple[int, int]:
 
 def open_files_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-# ---------------------------------------------------------------------------------------------- log lines
-
-@dataclass
-class _Held:
-    started: float
-    summary: str
-    count: int = 0
-
-
-class LogLimiter:
-    """say(key, line, summary): the first line of a key is said; the same key again within `window` seconds is
-    only counted, and `tick()` (called often by the hub) says "<summary>: N more in the last 60 s" once the window
-    is over. A key quiet for a whole window is forgotten, so its next line is said again."""
-
-    def __init__(self, say: Callable[[str], None], window: float = LOG_WINDOW, max_keys: int = LOG_KEYS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._say, self.window, self.max_keys, self._clock = say, window, max_keys, clock
-        self._held: dict[tuple, _Held] = {}
-
-    def __call__(self, key: tuple, line: str, summary: str) -> None:
-        held = self._held.get(key)
-        if held is None and len(self._held) >= self.max_keys:
-            key, summary = ("*", key[-1]), f"{summary} (and others like it)"
-            held = self._held.get(key)
-        if held is None:
-            self._held[key] = _Held(self._clock(), summary)
-            self._say(line)
-        else:
-            held.count += 1
-            held.summary = summary
-
-    def tick(self, *, everything: bool = False) -> None:
-        """Summarise the keys whose window is over (all of them with everything=True, at shutdown)."""
-        now = self._clock()
-        for key, held in list(self._held.items()):
-            if not everything and now - held.started < self.window:
-                continue
-            if held.count:
-                self._say(f"{held.summary}: {held.count:,} more in the last {max(1, round(now - held.started))} s")
-                self._held[key] = _Held(now, held.summary)  # the next window counts on; its first line is not said
-            else:
-                del self._held[key]
 
 
 # ---------------------------------------------------------------------------------------------- the gate

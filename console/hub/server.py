@@ -5,7 +5,7 @@
   chooses (`bind`, loopback by default) and echoes the requested host and port back, as the client matches
   incoming channels on that pair.
 - No shell, exec, subsystem, SFTP, agent, X11 or direct-tcpip. Every refusal is logged with client, address and
-  reason, rate-limited per client (or address) and reason (console.hub.limits.LogLimiter); repeated failed auth
+  reason, rate-limited per client (or address) and reason (console.core.log_limit.LogLimiter); repeated failed auth
   from one address is slowed down, and a connection is ended after max_auth_tries failures. The one session a
   client may open is the announcement (console.core.announce): it only reads a JSON list of what the client's
   ports lead to; a client holds at most max_sessions of them across its connections.
@@ -32,6 +32,7 @@ from console import relay
 from console.core import announce
 from console.core.errors import os_reason
 from console.core.keys import fingerprint, public_line
+from console.core.log_limit import LogLimiter
 from console.hub import compat, limits
 from console.hub.registry import Client, Registry, port_ranges
 
@@ -297,7 +298,7 @@ class Hub:
         self.gate = limits.Gate(settings.max_startups, settings.max_startups_per_source, settings.login_grace_time,
                                 refused=self._refused_at_the_door)
         # Every refusal line goes through here: the first of a kind, then one summary a minute.
-        self.quiet = limits.LogLimiter(lambda text: self._say(text, warning=True))
+        self.quiet = LogLimiter(lambda text: self._say(text, warning=True))
         self._server: limits.Doorway | None = None
         self._tasks: list[asyncio.Task] = []
 

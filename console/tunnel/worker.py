@@ -25,7 +25,7 @@ from console.core.paths import StatePaths
 from console.core.states import ForwardState, UnitState
 from console.core.status import ForwardStatus, UnitStatus
 from console.core.store import Store
-from console.core.throttle import Throttle, held_back
+from console.core.log_limit import LogLimiter
 from console.core.tunnel_log import TunnelLog
 from console import relay
 from console.tunnel import diagnose
@@ -145,7 +145,7 @@ class UnitWorker:
         self._announce_task: asyncio.Task | None = None
         self._announced: list[announce.Announced] | None = None  # what the hub on this connection was told
         self.hub_refusals: dict[int, str] = {}   # requested port -> why our hub refused it (its debug message)
-        self._refusal_lines = Throttle(RETRY_LOG_EVERY)  # one line a forward and reason a minute
+        self._refusal_lines = LogLimiter(self.log_event, RETRY_LOG_EVERY)  # a forward and reason: a line a minute
 
     # ------------------------------------------------------------------ public surface
 
@@ -485,12 +485,11 @@ class UnitWorker:
                          + (f" ({detail})" if detail else "")
                          + ": the port is held by another session (often a dead one of ours), in use, or not "
                            "allowed (PermitListen, AllowTcpForwarding)")
-            held = self._refusal_lines.check(cfg.name, error)
-            if held is not None:
-                self.log_event(f"forward {cfg.name} refused: {error}{held_back(held, RETRY_LOG_EVERY)}")
+            self._refusal_lines((cfg.name, error), f"forward {cfg.name} refused: {error}",
+                                f"forward {cfg.name} refused again")
             self._set_forward(fr, "refused", error)
             return False
-        self._refusal_lines.forget(cfg.name)
+        self._refusal_lines.settle(cfg.name)  # what was held back is said before it listens
         fr.listener = listener
         fr.port = listener.get_port()
         self._set_forward(fr, "listening", None)
@@ -526,6 +525,7 @@ class UnitWorker:
             await asyncio.sleep(TRAFFIC_INTERVAL)
             for fr in self.forwards.values():
                 self._publish_traffic(fr)
+            self._refusal_lines.tick()  # a minute's summary of refused retries
 
 
 def _ciphers() -> list[str]:

@@ -518,26 +518,6 @@ async def test_port_zero_skips_a_port_another_program_holds(world):
                for line in world.lines)
 
 
-def test_the_log_limiter_bounds_what_it_remembers():
-    """Many peers (a flood from many addresses) share one key per reason beyond max_keys; a key quiet for a
-    window is forgotten, so its next line is said again."""
-    from console.hub.limits import LogLimiter
-
-    said: list[str] = []
-    now = [0.0]
-    quiet = LogLimiter(said.append, window=60, max_keys=3, clock=lambda: now[0])
-    for i in range(10):
-        quiet((f"10.0.0.{i}", "a connection"), f"refused a connection from 10.0.0.{i}", f"refused from 10.0.0.{i}")
-    assert said == [f"refused a connection from 10.0.0.{i}" for i in range(4)]  # 3 keys, then the shared one
-    now[0] = 61
-    quiet.tick()
-    assert said[4:] == ["refused from 10.0.0.9 (and others like it): 6 more in the last 61 s"]
-    now[0] = 122
-    quiet.tick()  # nothing more came: forgotten
-    quiet(("10.0.0.0", "a connection"), "refused a connection from 10.0.0.0", "x")
-    assert said[-1] == "refused a connection from 10.0.0.0"
-
-
 def test_the_waiting_room_is_fair_bounded_and_timed():
     """Gate alone, with socket pairs for connections: a full room gives a newcomer from a quieter address the
     place of the busiest address's oldest waiting one; a place that frees goes to the oldest waiting; a waiting

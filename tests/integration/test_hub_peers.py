@@ -94,7 +94,7 @@ def test_connections_that_fail_before_login_are_logged_without_flooding(state):
                 await eventually(lambda: not hub.connections, what="the six connections gone")
                 await asyncio.sleep(0.1)
             told = [line for line in hub_log.lines if "before login" in line]
-            assert len(told) == 1, told  # the first in full; the rest in the minute's summary (limits.LogLimiter)
+            assert len(told) == 1, told  # the first in full; the rest in the minute's summary (LogLimiter)
             assert "connection from 127.0.0.1:" in told[0] and "Unsupported SSH version" in told[0]
         finally:
             await hub.close()
