@@ -18,9 +18,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,10 +29,10 @@ import asyncssh
 from console import relay
 from console.core import announce
 from console.core.errors import os_reason
-from console.core.keys import fingerprint, public_line
 from console.core.log_limit import LogLimiter
-from console.hub import compat, limits
+from console.hub import limits
 from console.hub.registry import Client, Registry, port_ranges
+from console.hub.session import HubConnection, HubSession
 
 if TYPE_CHECKING:
     from console.core.config import HubConfig
@@ -46,8 +44,6 @@ MAX_FAILURE_ADDRESSES = 10_000  # addresses with failures remembered before the 
 SEEN_FLUSH_SECONDS = 30.0  # last_seen reaches the store this often (and at close), not once per connection
 CHANGE_SECONDS = 0.25      # client changes are reported in batches this often (one report per client)...
 TRAFFIC_SECONDS = 1.0      # ...and changed counters this often, not once per byte
-ANNOUNCE_SECONDS = 10.0    # an announcement channel that has not finished by then is closed
-MAX_CHANNELS = 4           # session channels one connection may hold open at once
 CLOSE_SECONDS = 0.3        # on shutdown, how long the hub waits for its connections to finish closing
 ANNOUNCE_SHOWN = 5         # forwards named in an announcement's log line
 
@@ -72,7 +68,7 @@ class HubSettings:
 
 @dataclass
 class HubForward:
-    session: _HubSession
+    session: HubSession
     listener: _ClientPort
     port: int
     stats: relay.ForwardStats = field(default_factory=relay.ForwardStats)  # in: arrived through the tunnel
@@ -103,179 +99,6 @@ class _Failures:
     last: float = field(default_factory=time.monotonic)
 
 
-class _HubConnection(asyncssh.SSHServerConnection):
-    """asyncssh decides agent and X11 forwarding in its connection, without asking the SSHServer: here the hub
-    refuses them itself, so the refusal is logged like every other."""
-
-    async def create_agent_listener(self) -> bool:
-        session = self.get_owner()
-        if isinstance(session, _HubSession):
-            session.hub.refuse(session, "agent forwarding", "agent forwarding")
-        return False
-
-    async def attach_x11_listener(self, chan, auth_proto: bytes, auth_data: bytes, screen: int) -> str | None:
-        session = self.get_owner()
-        if isinstance(session, _HubSession):
-            session.hub.refuse(session, "X11 forwarding", "X11 forwarding")
-        return None
-
-
-class _HubSession(asyncssh.SSHServer):
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.conn: asyncssh.SSHServerConnection | None = None
-        self.user = "?"
-        self.peer = "?"
-        self.address = "?"
-        self.announced: dict[int, announce.Announced] = {}  # port -> what the client said it leads to
-        self.channels = 0                                   # session channels open now (announcements)
-        self.auth_failures = 0
-        self.logged_in = False
-        self.auth_refused = False                           # a failed login was told for this connection
-
-    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        self.conn = conn
-        compat.use_rfc_kex_guess(conn)  # Dropbear clients: see console/hub/compat.py
-        peer = conn.get_extra_info("peername") or ("?", 0)
-        self.peer, self.address = f"{peer[0]}:{peer[1]}", str(peer[0])
-        self.hub.connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.hub.connections.discard(self)
-        self.hub.detach(self)
-        if not self.logged_in and not self.auth_refused and exc is not None and str(exc) != "Connection lost":
-            # A protocol error (a client asyncssh does not get along with, a scanner, not SSH at all), the login
-            # grace time: said once per address and minute, with the client's software when it said one.
-            software = self.conn.get_extra_info("client_version") if self.conn is not None else None
-            said = f" ({_printable(software[:80])})" if software else ""
-            reason = _printable((getattr(exc, "reason", None) or str(exc) or type(exc).__name__)[:120])
-            self.hub.refuse_address(self.address, "a connection before login",
-                                    f"a connection from {self.peer}{said} before login: {reason}")
-
-    def begin_auth(self, username: str) -> bool:
-        self.user = username
-        return True
-
-    def public_key_auth_supported(self) -> bool:
-        return True
-
-    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        client = self.hub.registry.get(username)
-        body = public_line(key)  # type and base64, no comment
-        if client is not None and client.enabled and client.key == body:
-            return True
-        reason = ("unknown client" if client is None else "client disabled (quota 0)" if not client.enabled
-                  else "key is not the client's")
-        self.auth_failures += 1
-        await self.hub.auth_failed(self, username, fingerprint(key), reason)
-        tries = self.hub.settings.max_auth_tries
-        if self.auth_failures >= tries and self.conn is not None:
-            self.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
-                                 f"Too many authentication failures ({tries})")
-        return False
-
-    def auth_completed(self) -> None:
-        self.logged_in = True
-        if self.conn is not None:
-            self.hub.gate.logged_in(self.conn)
-        self.hub.attach(self)
-
-    def session_requested(self):
-        if self.channels >= MAX_CHANNELS:
-            self.hub.refuse(self, "a session channel", f"a session channel: {MAX_CHANNELS} are open already")
-            return False
-        held = self.hub.session_channels.get(self.user, 0)
-        if held >= self.hub.settings.max_sessions:
-            self.hub.refuse(self, "a session channel", f"a session channel: the client holds {held} across its "
-                                                       f"connections (max_sessions)")
-            return False
-        self.channels += 1
-        self.hub.session_channels[self.user] = held + 1
-        return _AnnounceChannel(self)
-
-    def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
-        self.hub.refuse(self, "a connection into the hub's network (direct-tcpip)",
-                        f"a connection into the hub's network (direct-tcpip to {dest_host}:{dest_port})")
-        return False
-
-    def server_requested(self, listen_host: str, listen_port: int):
-        return self.hub.open_port(self, listen_host, listen_port)
-
-
-class _AnnounceChannel(asyncssh.SSHServerSession):
-    """The only session a client gets: the announcement subsystem, which reads one JSON document and answers.
-    A shell, exec, pty or any other subsystem on it is refused and logged; a channel that does not finish
-    within ANNOUNCE_SECONDS is closed."""
-
-    def __init__(self, session: _HubSession) -> None:
-        self.session = session
-        self.chan: asyncssh.SSHServerChannel | None = None
-        self.data = bytearray()
-        self.accepted = False
-        self.timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, chan: asyncssh.SSHServerChannel) -> None:
-        self.chan = chan
-        self.timer = asyncio.get_running_loop().call_later(ANNOUNCE_SECONDS, chan.close)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.session.channels -= 1
-        held = self.session.hub.session_channels
-        held[self.session.user] = held.get(self.session.user, 1) - 1
-        if held[self.session.user] <= 0:
-            del held[self.session.user]
-
-    def pty_requested(self, term_type, term_size, term_modes) -> bool:
-        self.session.hub.refuse(self.session, "a terminal (pty)", "a terminal (pty)")
-        return False
-
-    def shell_requested(self) -> bool:
-        self.session.hub.refuse(self.session, "a shell", "a shell")
-        return False
-
-    def exec_requested(self, command: str) -> bool:
-        self.session.hub.refuse(self.session, "exec", f"exec of {command[:80]!r}")
-        return False
-
-    def subsystem_requested(self, subsystem: str) -> bool:
-        if subsystem == announce.ANNOUNCE_SUBSYSTEM:
-            self.accepted = True
-            return True
-        self.session.hub.refuse(self.session, "a subsystem", f"the subsystem {subsystem[:80]!r}")
-        return False
-
-    def data_received(self, data: bytes, datatype) -> None:
-        if not self.accepted:
-            return
-        self.data += data
-        if len(self.data) > announce.MAX_BYTES:
-            self._refused(f"announcement over {announce.MAX_BYTES} bytes")
-
-    def _refused(self, reason: str) -> None:
-        # Counted per reason (without the item's index), so each kind of mistake is told once.
-        self.session.hub.refuse(self.session, "an announcement: " + re.sub(r"\[\d+\]", "[]", reason),
-                                f"an announcement: {reason}")
-        self._answer({"ok": False, "error": reason}, 1)
-
-    def eof_received(self) -> bool:
-        if self.accepted and self.chan is not None:
-            try:
-                forwards = announce.parse(bytes(self.data))
-            except ValueError as exc:
-                self._refused(str(exc))
-            else:
-                self._answer(self.session.hub.record_announcement(self.session, forwards), 0)
-        return False
-
-    def _answer(self, reply: dict, status: int) -> None:
-        self.accepted = False  # whatever else arrives is ignored
-        assert self.chan is not None
-        self.chan.write((json.dumps(reply) + "\n").encode())
-        self.chan.exit(status)
-
-
 class Hub:
     def __init__(self, settings: HubSettings, registry: Registry, host_key: asyncssh.SSHKey,
                  on_change: Callable[[str, str], None] | None = None,
@@ -290,8 +113,8 @@ class Hub:
         # 10,000 forwards must not become 10,000 events for every console.
         self.on_change = on_change or (lambda client_id, change: None)
         self._changed: dict[str, set[str]] = {}
-        self.connections: set[_HubSession] = set()          # every connection, before and after login
-        self.sessions: dict[str, list[_HubSession]] = {}     # the logged-in ones, by client
+        self.connections: set[HubSession] = set()          # every connection, before and after login
+        self.sessions: dict[str, list[HubSession]] = {}     # the logged-in ones, by client
         self.forwards: dict[int, HubForward] = {}
         self.session_channels: dict[str, int] = {}           # client -> session channels open, all connections
         self._failures: dict[str, _Failures] = {}
@@ -319,7 +142,7 @@ class Hub:
 
     async def _listen_for_clients(self, host: str, port: int) -> limits.Doorway:
         return await limits.listen(
-            lambda: _HubSession(self), host, port, gate=self.gate, connection_class=_HubConnection,
+            lambda: HubSession(self), host, port, gate=self.gate, connection_class=HubConnection,
             paused=self._accept_paused,
             login_timeout=self.settings.login_grace_time,
             server_host_keys=[self.host_key], line_editor=False, keepalive_interval=15, keepalive_count_max=3,
@@ -410,13 +233,13 @@ class Hub:
 
     # ------------------------------------------------------------------ sessions
 
-    def attach(self, session: _HubSession) -> None:
+    def attach(self, session: HubSession) -> None:
         self.sessions.setdefault(session.user, []).append(session)
         self.registry.seen(session.user)
         self._say(f"client {session.user} connected from {session.peer}")
         self.changed(session.user, "connected")
 
-    def detach(self, session: _HubSession) -> None:
+    def detach(self, session: HubSession) -> None:
         for forward in list(self.forwards.values()):
             if forward.session is session:
                 forward.listener.close()  # and out of self.forwards (_closed)
@@ -446,7 +269,7 @@ class Hub:
         """What a client forwards now: its ports are its own, so look only at those (not every forward)."""
         return [self.forwards[port] for port in client.ports if port in self.forwards]
 
-    def record_announcement(self, session: _HubSession, forwards: list[announce.Announced]) -> dict:
+    def record_announcement(self, session: HubSession, forwards: list[announce.Announced]) -> dict:
         """Record what a session says its ports lead to (the whole list: it replaces the last one). Only
         ports this session forwards now are recorded; the rest are answered as ignored, with the reason."""
         recorded: dict[int, announce.Announced] = {}
@@ -476,12 +299,12 @@ class Hub:
         else:
             log.log(logging.WARNING if warning else logging.INFO, "hub: %s", text)
 
-    def refuse(self, session: _HubSession, kind: str, what: str) -> None:
+    def refuse(self, session: HubSession, kind: str, what: str) -> None:
         """A refusal: `kind` is what the summary line counts ("exec"), `what` the first line's detail."""
         self.quiet((session.user, kind), f"refused {what} for client {session.user} from {session.peer}",
                    f"refused {kind} for client {session.user} from {session.address}")
 
-    def refuse_port(self, session: _HubSession, requested: int, reason: str) -> None:
+    def refuse_port(self, session: HubSession, requested: int, reason: str) -> None:
         """A forward refused: logged as every refusal is, and the client told why (sshd tells it nothing), as an
         SSH debug message just before the refusal; our units show it instead of their guesses (announce.py)."""
         self.refuse(session, "a port", f"port {requested}: {reason}")
@@ -505,7 +328,7 @@ class Hub:
                    f"{limits.open_files_limit()}, {len(self.connections)} connections)",
                    "paused accepting connections, out of resources")
 
-    async def auth_failed(self, session: _HubSession, username: str, key_fp: str, reason: str) -> None:
+    async def auth_failed(self, session: HubSession, username: str, key_fp: str, reason: str) -> None:
         address = session.peer.rsplit(":", 1)[0]
         session.auth_refused = True
         record = self._failures.get(address)
@@ -523,7 +346,7 @@ class Hub:
         if record.count > 3:  # slow down whoever keeps trying
             await asyncio.sleep(min(MAX_AUTH_DELAY, 0.25 * 2 ** (record.count - 4)))
 
-    async def open_port(self, session: _HubSession, listen_host: str, listen_port: int):
+    async def open_port(self, session: HubSession, listen_host: str, listen_port: int):
         client = self.registry.get(session.user)
         if client is None or not client.enabled:
             self.refuse_port(session, listen_port, "client no longer enabled")
@@ -573,7 +396,7 @@ class Hub:
             return False
         return self._forwarding(session, port, server, stats)
 
-    async def _open_client_port(self, session: _HubSession, listen_host: str,
+    async def _open_client_port(self, session: HubSession, listen_host: str,
                                 port: int) -> tuple[asyncio.AbstractServer, relay.ForwardStats]:
         """Listen on a client's port (OSError when it cannot); connections to it go through the session."""
         conn = session.conn
@@ -591,15 +414,10 @@ class Hub:
 
         return await asyncio.get_running_loop().create_server(accepted, self.settings.bind, port), stats
 
-    def _forwarding(self, session: _HubSession, port: int, server: asyncio.AbstractServer,
+    def _forwarding(self, session: HubSession, port: int, server: asyncio.AbstractServer,
                     stats: relay.ForwardStats) -> _ClientPort:
         listener = _ClientPort(server, port, self._closed)
         self.forwards[port] = HubForward(session, listener, port, stats)
         log.info("hub: client %s forwards %s:%d", session.user, self.settings.bind, port)
         self.changed(session.user, "forwards")
         return listener
-
-
-def _printable(text: str) -> str:
-    """The peer chose this text (a disconnect reason, a version string): one line, no control characters."""
-    return "".join(char if char.isprintable() else "?" for char in text.strip())
