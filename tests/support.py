@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import contextlib
 import getpass
 import time
@@ -138,3 +139,22 @@ def fwd_of(engine, unit: str, name: str) -> ForwardStatus:
 
 def config_of(text: str):
     return parse_config(text, "test.yaml")
+
+
+class HubLog(logging.Handler):
+    """The hub's log lines (logger console.hub) while in a with block."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def __enter__(self) -> HubLog:
+        logging.getLogger("console.hub").addHandler(self)
+        logging.getLogger("console.hub").setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger("console.hub").removeHandler(self)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import re
 import signal
@@ -12,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import EchoServer, eventually, roundtrip, run
+from support import EchoServer, HubLog, eventually, roundtrip, run
 
 from console.core.keys import load_or_create_key
 from console.core.paths import StatePaths
@@ -112,7 +111,7 @@ async def test_no_shell_exec_or_local_forward_and_unknown_keys_refused(world):
     world.register("acme")
     code, err = await finished(await world.ssh("acme", command=("true",)))
     assert code != 0 and "exec request failed" in err
-    with _HubLog() as hub_log:
+    with HubLog() as hub_log:
         code, err = await finished(await world.ssh("acme", "-W", "127.0.0.1:22"))
     assert code != 0 and "stdio forwarding failed" in err
     assert any("refused a connection into the hub's network (direct-tcpip to 127.0.0.1:22) for client acme" in line
@@ -468,23 +467,6 @@ def test_our_units_announce_what_their_ports_lead_to(tmp_path, state):
     run(body())
 
 
-class _HubLog(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-    def __enter__(self) -> _HubLog:
-        logging.getLogger("console.hub").addHandler(self)
-        logging.getLogger("console.hub").setLevel(logging.INFO)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        logging.getLogger("console.hub").removeHandler(self)
-
-
 @hub_test
 async def test_the_announcement_takes_data_only_and_only_for_own_live_ports(world):
     import asyncssh
@@ -496,7 +478,7 @@ async def test_the_announcement_takes_data_only_and_only_for_own_live_ports(worl
     other = world.register("other")
     key = asyncssh.read_private_key(world.client_key("acme"))
     pinned = ([asyncssh.import_public_key(world.hub.host_key.export_public_key())], [], [])
-    with _HubLog() as hub_log:
+    with HubLog() as hub_log:
         async with asyncssh.connect("127.0.0.1", world.hub.port, username="acme", client_keys=[key],
                                     known_hosts=pinned, config=None, agent_path=None) as conn:
             assert announce.is_hub(conn.get_extra_info("server_version"))
@@ -546,7 +528,7 @@ async def test_the_announcement_takes_data_only_and_only_for_own_live_ports(worl
 @hub_test
 async def test_openssh_clients_get_no_shell_sftp_or_pty_and_each_refusal_is_logged(world):
     world.register("acme")
-    with _HubLog() as hub_log:
+    with HubLog() as hub_log:
         code, err = await finished(await world.ssh("acme", "-s", command=("sftp",)))
         assert code != 0 and "subsystem request failed" in err
         code, err = await finished(await world.ssh("acme", "-tt"))
@@ -579,7 +561,7 @@ async def test_closing_the_hub_ends_every_connection_even_one_not_logged_in(worl
 @hub_test
 async def test_failed_logins_are_slowed_and_logged_without_flooding(world):
     world.register("acme")
-    with _HubLog() as hub_log:
+    with HubLog() as hub_log:
         started = asyncio.get_running_loop().time()
         for _ in range(6):
             code, err = await finished(await world.ssh("acme", "-N", key="stranger"))

@@ -4,11 +4,10 @@ connections that never get as far as a login."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import subprocess
 
-from support import EchoServer, eventually, roundtrip, run
+from support import EchoServer, HubLog, eventually, roundtrip, run
 from sshd import find_dropbear
 
 from console.core.keys import load_or_create_key
@@ -17,23 +16,6 @@ from console.core.store import Store
 from console.demo import _free_range
 from console.hub.registry import Registry
 from console.hub.server import Hub, HubSettings
-
-
-class _HubLog(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-    def __enter__(self) -> _HubLog:
-        logging.getLogger("console.hub").addHandler(self)
-        logging.getLogger("console.hub").setLevel(logging.INFO)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        logging.getLogger("console.hub").removeHandler(self)
 
 
 async def _hub(state: StatePaths) -> tuple[Hub, Registry]:
@@ -56,7 +38,7 @@ def test_a_dropbear_client_forwards_its_port_through_the_hub(dropbear_tools, tmp
         proc = None
         try:
             async with EchoServer() as echo:
-                with _HubLog() as hub_log:
+                with HubLog() as hub_log:
                     proc = await asyncio.create_subprocess_exec(
                         find_dropbear("dbclient"), "-y", "-y", "-i", f"{key}.dropbear", "-p", str(hub.port), "-N",
                         "-R", f"127.0.0.1:{client.ports[0]}:127.0.0.1:{echo.port}", "appliance@127.0.0.1",
@@ -83,7 +65,7 @@ def test_connections_that_fail_before_login_are_logged_without_flooding(state):
     async def body():
         hub, _registry = await _hub(state)
         try:
-            with _HubLog() as hub_log:
+            with HubLog() as hub_log:
                 for _ in range(6):
                     reader, writer = await asyncio.open_connection("127.0.0.1", hub.port)
                     await reader.readline()  # the hub's greeting
