@@ -110,7 +110,7 @@ def _shown(key: str | None, screen: str, ready=lambda screen: True):
             await pilot.press(key)
         deadline = time.monotonic() + 20
         while not (type(pilot.app.screen).__name__ == screen and ready(pilot.app.screen)):
-            assert time.monotonic() < deadline, f"{screen} never showed ready"
+            assert time.monotonic() < deadline, f"{screen} never showed ready (now {pilot.app.screen!r})"
             await pilot.pause(0.02)
         await pilot.pause()
     return run_before

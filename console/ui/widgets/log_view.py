@@ -98,10 +98,23 @@ the previous hit. `?` is this help, as everywhere.
         width = max((len(self.index.line(self._line_of_row(r))) for r in self._visible_rows()), default=0)
         self.virtual_size = Size(max(width, self.size.width), self.row_count)
         if self.following:  # after the refresh: the new virtual size sets how far down "end" is
-            # force: that refresh may come before the layout that gives the view its scroll bar, and without
-            # one Textual refuses to scroll (the tail never came into view when indexing ended just then)
-            self.call_after_refresh(self.scroll_end, animate=False, immediate=True, force=True)
+            self.call_after_refresh(self._follow_end)
         self.refresh()
+
+    def _follow_end(self, tries: int = 3) -> None:
+        """Scroll to the last line. force: the refresh may come before the layout that gives the view its scroll
+        bar, and without one Textual refuses to scroll. Again after the next refresh while short of the end: the
+        rows now in view can be wider than those before, and the horizontal scroll bar that appears then takes a
+        line (the last line stayed hidden until the log grew)."""
+        if not self.following:
+            return
+        self.scroll_end(animate=False, immediate=True, force=True)
+        if tries:
+            self.call_after_refresh(self._follow_again, tries - 1)
+
+    def _follow_again(self, tries: int) -> None:
+        if self.following and self.scroll_y < self.max_scroll_y:
+            self._follow_end(tries)
 
     def _visible_rows(self) -> range:
         top = int(self.scroll_offset.y)
