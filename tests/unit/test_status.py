@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from console.core.states import GLYPHS, ForwardState, UnitState
-from console.core.status import ClientStatus, Status
+from console.core.status import ClientForwardStatus, ClientStatus, ForwardStatus, Status, UnitStatus
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -56,3 +57,23 @@ def test_client_record_round_trips():
     client = ClientStatus.from_json(data)
     assert client.forwards[0].counters() == "open 1 total 2 in 3 B out 4 B"
     assert json.dumps(client.to_json()) == json.dumps(data)
+
+
+def test_to_json_is_what_dataclasses_asdict_gives_without_sharing_lists():
+    """to_json skips asdict's deepcopy of every leaf (it cost ~90 ms of the daemon's loop per `clients list` of
+    500 clients x 20 forwards): the same dict, and lists of its own, so a caller changing the answer changes no
+    record."""
+    forward = ForwardStatus("ssh", "127.0.0.1:2200", "127.0.0.1:22", ForwardState.LISTENING, None, 1, 2, 3, 4)
+    status = Status([UnitStatus("master", UnitState.UP, "2026-11-22T10:00:00Z", "h:22", "u", "boom", None, None,
+                                [forward])], ["store recovered"])
+    client = ClientStatus("acme", 2, True, [2200, 2201], "2200-2201", True,
+                          [ClientForwardStatus(2200, "127.0.0.1", "ssh", None, 1, 2, 3, 4, "127.0.0.1:5000")],
+                          "SHA256:x", "2026-11-22T10:00:00Z", None)
+    for record in (status, client, forward):
+        assert record.to_json() == dataclasses.asdict(record)
+        assert json.dumps(record.to_json()) == json.dumps(dataclasses.asdict(record))
+    as_json = client.to_json()
+    as_json["ports"].append(9999)
+    as_json["forwards"][0]["port"] = 1
+    assert client.ports == [2200, 2201] and client.forwards[0].port == 2200
+    assert status.to_json()["units"][0]["state"] is UnitState.UP  # the enum member, as asdict leaves it
