@@ -8,11 +8,13 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from console.core.config import Config, load_config
 from console.core.errors import UsageError
 from console.core.paths import StatePaths, config_path, state_dir
+
+if TYPE_CHECKING:  # the schema and its YAML load when a config is read, not at start
+    from console.core.config import Config
 
 Handler = Callable[["Context"], int]
 
@@ -24,6 +26,8 @@ class Context:
         self.paths = StatePaths(state_dir(getattr(args, "state_dir", None)))
 
     def config(self) -> Config:
+        from console.core.config import load_config
+
         return load_config(self.config_path)
 
     def units(self, config: Config, name: str | None) -> list[str]:

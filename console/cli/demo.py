@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from console.cli.context import Commands, Context, has_terminal, need_terminal
-from console.core.config import THEMES
+from console.core.choices import THEMES
 from console.core.errors import EXIT_OK
 from console.core.paths import StatePaths
 

@@ -3,13 +3,17 @@ running daemon is told of an install so the unit retries at once)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncio
 import getpass
 import sys
 
 from console.cli.context import Commands, Context
-from console.core.config import Config
 from console.core.errors import EXIT_FAILED, EXIT_OK, ConsoleError, UsageError
+
+if TYPE_CHECKING:  # the schema and its YAML load when a config is read, not at start
+    from console.core.config import Config
 
 
 def register(commands: Commands) -> None:

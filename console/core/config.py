@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from console.core.choices import HOST_KEY_POLICIES, THEMES, UNIT_NAMES
 from console.core.config_file import compose, read_config_text
 from console.core.errors import ConfigError, UsageError, os_reason
 
-UNIT_NAMES = ("master", "clone")
-HOST_KEY_POLICIES = ("strict", "accept-new")
-THEMES = ("sop", "dark", "light")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
 # The seed's connect.yaml repository form: service[+scheme]://host:port[path], e.g. webdav+http://10.0.0.1:80/.

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from console.core.config import SEED_FORWARDS, UNIT_NAMES, Config, parse_config
+from console.core.choices import UNIT_NAMES
+from console.core.config import SEED_FORWARDS, Config, parse_config
 from console.core.config_file import load_yaml, read_config_text
 from console.core.errors import ConfigError, OperationFailed, os_reason
 from console.core.paths import atomic_write, write_failure

@@ -6,6 +6,8 @@ Only the main screen is imported at start; every other screen and dialog when fi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncio
 import os
 import signal
@@ -21,7 +23,6 @@ from textual.screen import Screen
 from textual.signal import Signal
 
 from console.core import events
-from console.core.config import Config
 from console.core.errors import ConsoleError, DaemonNotRunning
 from console.core.paths import StatePaths
 from console.ui import menu
@@ -29,10 +30,14 @@ from console.ui.backend import DaemonBackend, StaticBackend
 from console.ui.messages import ClientChanged, MenuChosen, StatusChanged
 from console.ui.screens.main import MainScreen
 from console.ui.session import Session
-from console.ui.themes import THEME_NAMES, load_themes, stylesheet
+from console.core.choices import THEMES
+from console.ui.themes import load_themes, stylesheet
 
 TERMINAL_CHECK_SECONDS = 2.0
 HANGUP_CLEANUP_SECONDS = 1.5
+
+if TYPE_CHECKING:  # the schema and its YAML load when a config is read, not at start
+    from console.core.config import Config
 
 
 class SopConsole(App):
@@ -54,7 +59,7 @@ class SopConsole(App):
         self.poll_log = poll_log
         self.on_close: list = []  # async callables run when the console ends (the demo closes its world here)
         self._hangup_task: asyncio.Task | None = None  # leaving a terminal that hung up, once
-        self._apply_theme(theme_name if theme_name in THEME_NAMES else "sop")
+        self._apply_theme(theme_name if theme_name in THEMES else "sop")
         self._watch_terminal = (sys.__stdin__ is not None and sys.__stdin__.isatty()
                                 and not os.environ.get("TEXTUAL_DRIVER")) if watch_terminal is None else watch_terminal
 
@@ -142,7 +147,7 @@ class SopConsole(App):
             for item in menu.MENU:
                 yield SystemCommand(f"{item.key} {item.text}", f"{item.text} (selected unit)",
                                     lambda action=item.action: self.post_message(MenuChosen(action)))
-        for name in THEME_NAMES:
+        for name in THEMES:
             yield SystemCommand(f"Theme: {name}", f"switch to the {name} theme",
                                 lambda name=name: setattr(self, "theme", name))
 

@@ -10,15 +10,17 @@ import getpass
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from console.core.config import Config, load_config
 from console.core.errors import EXIT_USAGE, ConsoleError
 from console.core.events import ClientChanged, Event, Reloaded
 from console.core.paths import StatePaths
 from console.core.states import UnitState
 from console.core.status import ClientStatus, Status, UnitStatus
 from console.ui.backend import DaemonBackend, StaticBackend
+
+if TYPE_CHECKING:  # the schema and its YAML load when a config is read, not at start
+    from console.core.config import Config
 
 Backend = DaemonBackend | StaticBackend
 
@@ -174,6 +176,8 @@ class Session:
     def load_config(self) -> Config | None:
         """The configuration this console runs with (None without one); ConsoleError if the file is bad."""
         if self.config is None and self.config_path is not None:
+            from console.core.config import load_config
+
             self.config = load_config(self.config_path)
         return self.config
 

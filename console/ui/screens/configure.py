@@ -11,6 +11,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Select, Static
 
+from console.core.choices import HOST_KEY_POLICIES
 from console.core.errors import ConsoleError
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class ConfigureScreen(Screen):
             yield from _field("SSH Server port", "port", form.port)
             with Horizontal(classes="form-row"):
                 yield Label("Host key policy", classes="form-label")
-                yield Select([(p, p) for p in ("strict", "accept-new")], value=form.host_key_policy,
+                yield Select([(p, p) for p in HOST_KEY_POLICIES], value=form.host_key_policy,
                              allow_blank=False, compact=True, id="host_key_policy")
             for unit, entry in form.units.items():
                 yield Label(f"{unit.capitalize()} unit", classes="form-section")
