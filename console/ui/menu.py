@@ -64,13 +64,11 @@ async def trust(app: SopConsole, unit: str | None) -> None:
     from console.ui.dialogs.confirm import TrustScreen
 
     assert unit is not None
-    server, fingerprint, mismatch = app.session.host_key_offer(unit)
-    if not await app.push_screen_wait(TrustScreen(unit, server, fingerprint, mismatch)):
+    offer = await app.session.host_key_check(unit)  # the key the server presents now, beside the one we trust
+    if not await app.push_screen_wait(TrustScreen(offer)):
         return
-    result = await app.session.trust(unit, fingerprint, mismatch)
-    app.notify(f"{unit}: host key recorded")
-    if result:
-        app.notify(f"{unit}: {result['fingerprint']} {result['outcome']}")
+    result = await app.session.trust(unit, offer["fingerprint"], offer["outcome"] == "changed")
+    app.notify(f"{unit}: host key {result['fingerprint']} {result['outcome']}")
 
 
 async def clients(app: SopConsole, unit: str | None) -> None:
