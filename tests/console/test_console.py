@@ -327,6 +327,31 @@ def test_help_palette_and_no_color(state, monkeypatch):
     run(body())
 
 
+def test_palette_says_what_each_command_does_and_offers_only_our_themes(state):
+    """Per-unit wording (naming the unit) only on the per-unit actions; the themes are the product's three, not
+    Textual's twenty (which the stylesheet does not cover)."""
+    from console.core.choices import THEMES
+    from console.ui.backend import StaticBackend
+
+    status = {"units": [{"name": "clone", "state": "up", "since": "2026-11-22T10:00:00Z", "server": "203.0.113.7:22",
+                         "username": "root", "last_error": None, "next_retry": None, "server_key": None,
+                         "forwards": []}]}
+
+    async def body():
+        app = SopConsole(state, backend=StaticBackend(status), poll_log=False, watch_terminal=False)
+        async with app.run_test(size=SIZE):
+            await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "clone")[1])
+            commands = {c.title: c.help for c in app.get_system_commands(app.screen)}
+            for title in ("1 Install ssh key", "2 Start", "3 Stop", "6 Trust host key"):
+                assert "clone" in commands[title], (title, commands[title])
+            for title in ("4 View log", "5 Configure", "7 Clients"):
+                assert "selected unit" not in commands[title] and "clone" not in commands[title], \
+                    (title, commands[title])
+            assert sorted(t for t in commands if t.lower().startswith("theme")) == \
+                sorted(f"Theme: {name}" for name in THEMES)
+    run(body())
+
+
 def test_configure_checks_saves_keeps_a_backup_and_reloads(sshd, state, tmp_path):
     from sshd import free_port
 
