@@ -61,8 +61,8 @@ class TrustScreen(ConfirmScreen):
         self.offer = offer
         outcome = offer["outcome"]
         trusted = ", ".join(offer.get("trusted") or []) or "none yet"
-        lines = [f"The server presents  {offer['fingerprint']}",
-                 f"{'The config pins' if offer.get('pinned') else 'Trusted now'}      {trusted}"]
+        held = "The config pins" if offer.get("pinned") else "Trusted now"
+        lines = [f"{'The server presents':<20} {offer['fingerprint']}", f"{held:<20} {trusted}"]
         if outcome == "already trusted":
             lines.append("The key it presents is the one trusted: nothing to change.")
         else:
