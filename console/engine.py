@@ -12,11 +12,12 @@ import logging
 
 import asyncssh
 
+from console.core.announce import is_hub
 from console.core.config import Config, HubConfig, UnitConfig
 from console.core.errors import OperationFailed, UsageError, os_reason
 from console.core.events import ClientChanged, EventBus, LogLine, Reloaded
 from console.core.keys import fingerprint
-from console.core.known_hosts import KnownHosts, Verdict, check_host_key, host_key_algorithms
+from console.core.known_hosts import KnownHosts, Verdict, check_host_key, fetch_host_key, host_key_algorithms
 from console.core.paths import StatePaths
 from console.core.status import Status
 from console.core.store import Store
@@ -198,43 +199,51 @@ class Engine:
             done.append(worker.name)
         return done
 
-    async def trust(self, name: str, who: str, expect: str | None = None, replace: bool = False) -> dict:
-        """Record the host key the unit's server presents now, after the operator has seen it."""
+    async def trust(self, name: str, who: str, expect: str | None = None, replace: bool = False,
+                    check: bool = False) -> dict:
+        """Record the host key the unit's server presents now, after the operator has seen it. `check`: record
+        nothing, say what the server presents, what we trust for it and what software it runs (the console shows
+        this before it asks)."""
         (worker,) = self.worker(name)
         server = worker.config.server
         try:
             algorithms = host_key_algorithms(server, self.known_hosts)  # the key the unit is shown, not RSA first
-            key = await asyncio.wait_for(asyncssh.get_server_host_key(server.host, server.port,
-                                                                      server_host_key_algs=algorithms),
-                                         self.config.tunnel.connect_timeout)
+            key, software = await fetch_host_key(server, algorithms, self.config.tunnel.connect_timeout)
         except (TimeoutError, OSError, asyncssh.Error) as exc:
             raise OperationFailed(f"cannot fetch the host key of {server.address}: "
                                   f"{os_reason(exc)}") from None
         if key is None:
             raise OperationFailed(f"{server.address} presented no host key")
         presented = fingerprint(key)
+        verdict = check_host_key(server, self.known_hosts, key)
+        result = {"unit": name, "server": server.address, "fingerprint": presented,
+                  "trusted": list(verdict.expected), "pinned": bool(server.host_key),
+                  "software": software, "hub": is_hub(software)}
+        if check:
+            return result | {"outcome": {Verdict.TRUSTED: "already trusted", Verdict.UNKNOWN: "not trusted yet",
+                                         Verdict.MISMATCH: "changed"}[verdict.verdict]}
         expect = expect or worker.server_key  # what the operator was shown, so a swapped key is not recorded
         if expect and expect.rstrip("=") != presented.rstrip("="):
             raise OperationFailed(f"{server.address} presents {presented}, not the {expect} you expected: "
                                   "nothing recorded")
-        check = check_host_key(server, self.known_hosts, key)
-        if check.verdict is Verdict.TRUSTED:
+        if verdict.verdict is Verdict.TRUSTED:
             outcome = "already trusted"
         elif server.host_key:
             raise OperationFailed(f"{server.address} presents {presented} but the config pins "
                                   f"{server.host_key}: fix the pin in the config; nothing recorded")
-        elif check.verdict is Verdict.MISMATCH and not replace:
+        elif verdict.verdict is Verdict.MISMATCH and not replace:
             raise OperationFailed(f"HOST KEY MISMATCH: {server.address} presents {presented}, we hold "
-                                  f"{', '.join(check.expected)}. If the server's key really changed, verify it "
+                                  f"{', '.join(verdict.expected)}. If the server's key really changed, verify it "
                                   f"and run `sop-console trust {name} --replace`")
         else:
-            self.known_hosts.add(server.host, server.port, key, replace=check.verdict is Verdict.MISMATCH)
-            outcome = "replaced" if check.verdict is Verdict.MISMATCH else "trusted"
+            self.known_hosts.add(server.host, server.port, key, replace=verdict.verdict is Verdict.MISMATCH)
+            outcome = "replaced" if verdict.verdict is Verdict.MISMATCH else "trusted"
             self.store.record_host_key(server.address, presented, "trust", who)
             self.store.record("trust", who, name, f"{server.address} {presented} ({outcome})")
             worker.log_event(f"host key {presented} of {server.address} {outcome} by {who}")
+            result["trusted"] = [presented]
         worker.kick()
-        return {"unit": name, "server": server.address, "fingerprint": presented, "outcome": outcome}
+        return result | {"outcome": outcome}
 
     def status(self) -> Status:
         return Status([w.status() for w in self.workers.values()], self.store.notices)

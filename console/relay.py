@@ -2,8 +2,12 @@
 units (console/tunnel), the hub (console/hub) and the proxy rules to come, so none of them imports another.
 
 Flow control runs both ways: a full local socket pauses the channel (so the SSH window stops growing), a
-full channel pauses the local socket. "in" is what arrives from the server side, "out" what the local
-service sends back.
+full channel pauses the local socket.
+
+One meaning of the counters everywhere (a unit's forward, a hub client's port, the console, `status`, `clients
+list`): "in" is what goes toward the appliance's service (what the operator's side sends), "out" what the service
+sends back. On a unit the service is the local socket; on the hub it is at the far end of the channel
+(`service_on_channel`), so the same bytes count the same way on both sides of a tunnel.
 """
 
 from __future__ import annotations
@@ -42,7 +46,10 @@ class _LocalSide(asyncio.Protocol):
         self.relay.local = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.relay.stats.bytes_out += len(data)
+        if self.relay.service_on_channel:
+            self.relay.stats.bytes_in += len(data)
+        else:
+            self.relay.stats.bytes_out += len(data)
         self.relay.to_channel(data)
 
     def eof_received(self) -> bool:
@@ -62,8 +69,10 @@ class _LocalSide(asyncio.Protocol):
 
 
 class RelaySession(asyncssh.SSHTCPSession):
-    def __init__(self, stats: ForwardStats, on_change: Callable[[], None]) -> None:
+    def __init__(self, stats: ForwardStats, on_change: Callable[[], None], *,
+                 service_on_channel: bool = False) -> None:
         self.stats = stats
+        self.service_on_channel = service_on_channel  # the hub: the appliance's service is behind the channel
         self._on_change = on_change
         self.chan: asyncssh.SSHTCPChannel | None = None
         self.local: asyncio.Transport | None = None
@@ -89,7 +98,10 @@ class RelaySession(asyncssh.SSHTCPSession):
             chan.close()
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self.stats.bytes_in += len(data)
+        if self.service_on_channel:
+            self.stats.bytes_out += len(data)
+        else:
+            self.stats.bytes_in += len(data)
         if self.local is not None:
             self.local.write(data)
 

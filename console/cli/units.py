@@ -25,6 +25,8 @@ def register(commands: Commands) -> None:
     p.add_argument("unit", metavar="UNIT")
     p.add_argument("--fingerprint", metavar="SHA256:...", help="refuse unless the server presents this key")
     p.add_argument("--replace", action="store_true", help="replace a key we hold that the server no longer shows")
+    p.add_argument("--check", action="store_true",
+                   help="record nothing: show the key presented now, the one trusted and the server's software")
 
 
 def check(ctx: Context) -> int:
@@ -71,6 +73,12 @@ def unit_action(ctx: Context) -> int:
 
 
 def trust(ctx: Context) -> int:
-    result = ctx.request("trust", unit=ctx.args.unit, fingerprint=ctx.args.fingerprint, replace=ctx.args.replace)
+    result = ctx.request("trust", unit=ctx.args.unit, fingerprint=ctx.args.fingerprint, replace=ctx.args.replace,
+                         check=ctx.args.check or None)
     print(f"{result['unit']}: host key {result['fingerprint']} of {result['server']}: {result['outcome']}")
+    if ctx.args.check:
+        held = ", ".join(result.get("trusted") or []) or "none yet"
+        print(f"  trusted: {held}{' (pinned in the config)' if result.get('pinned') else ''}")
+        print(f"  server software: {result.get('software') or 'unknown'}"
+              + (" (our hub: `sop-console hub key` on it prints its fingerprint)" if result.get("hub") else ""))
     return EXIT_OK

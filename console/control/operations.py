@@ -218,9 +218,11 @@ def kick(call: Call, unit: str | None = None, reason: str | None = None, record:
 
 
 @operation("trust")
-async def trust(call: Call, unit: str, fingerprint: str | None = None, replace: bool = False) -> dict:
-    """Record the host key a unit's server presents (refused unless it shows `fingerprint`, when given)."""
-    return await call.engine.trust(unit, call.who, fingerprint, replace)
+async def trust(call: Call, unit: str, fingerprint: str | None = None, replace: bool = False,
+                check: bool = False) -> dict:
+    """Record the host key a unit's server presents (refused unless it shows `fingerprint`, when given); `check`
+    records nothing and says what it shows, what we trust and the server's SSH software."""
+    return await call.engine.trust(unit, call.who, fingerprint, replace, check)
 
 
 @operation("reload")

@@ -8,7 +8,8 @@ the subsystem ANNOUNCE_SUBSYSTEM, writes one JSON document and closes its side:
                            "service": "smb://samba.example.com:139"}]}
 
 Each announcement is the whole current list (it replaces the previous one of that session). The hub answers with
-one JSON line, {"ok": true, "recorded": [2200], "ignored": [{"port": 2201, "reason": "..."}]}, and exit status 0
+one JSON line, {"ok": true, "recorded": [2200], "ignored": [{"port": 2201, "reason": "..."}], "bind": "127.0.0.1"}
+(`bind`: the address the hub's client ports really listen on, whatever the unit asked for), and exit status 0
 (1 with {"ok": false, "error": ...} when the document is refused). The hub executes nothing: the subsystem only
 reads data. A unit announces only to a server whose SSH version string is HUB_VERSION (so a plain OpenSSH server
 never sees the request), and a plain OpenSSH client that announces nothing still forwards (destination null).
@@ -40,6 +41,12 @@ class Announced:
     def destination(self) -> str:
         """What the operator sees: the service URI when one was given, else host:port."""
         return self.service or self.local
+
+
+def reply_bind(reply: dict) -> str | None:
+    """The hub's bind address from its reply to an announcement, if it gave one fit to show."""
+    bind = reply.get("bind")
+    return bind if isinstance(bind, str) and len(bind) <= 64 and _PRINTABLE.match(bind) else None
 
 
 def is_hub(server_version: str | None) -> bool:

@@ -5,6 +5,7 @@ A host is written as OpenSSH writes it: ``host`` for port 22, ``[host]:port`` ot
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,3 +118,41 @@ def host_key_algorithms(server: ServerConfig, known: KnownHosts) -> list[str]:
               [a for a in default if a not in PREFERRED_HOST_KEY_ALGS]
     held = {a.decode() for key in held_keys(server, known) for a in key.sig_algorithms}
     return [a for a in ordered if a in held] + [a for a in ordered if a not in held]
+
+
+class _KeyCatcher(asyncssh.SSHClient):
+    """Keeps the host key a server presents and its SSH software, then refuses it: nothing logs in."""
+
+    def __init__(self) -> None:
+        self.conn: asyncssh.SSHClientConnection | None = None
+        self.key: asyncssh.SSHKey | None = None
+        self.software: str | None = None
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        self.conn = conn
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        self.key = key
+        if self.conn is not None:
+            self.software = self.conn.get_extra_info("server_version")
+        return False
+
+
+async def fetch_host_key(server: ServerConfig, algorithms: list[str],
+                         timeout: float) -> tuple[asyncssh.SSHKey | None, str | None]:
+    """The host key a server presents now and its SSH version string ("SSH-2.0-OpenSSH_9.2p1"), on one connection
+    that stops at the key exchange (asyncssh.get_server_host_key gives the key alone)."""
+    catcher = _KeyCatcher()
+    try:
+        conn = await asyncio.wait_for(asyncssh.connect(
+            server.host, server.port, known_hosts=([], [], []), server_host_key_algs=algorithms,
+            client_factory=lambda: catcher, username="sop-console-trust", client_keys=None, agent_path=None,
+            password=None, kbdint_auth=False, gss_auth=False, config=None, connect_timeout=timeout), timeout)
+    except asyncssh.HostKeyNotVerifiable:
+        pass
+    except asyncssh.Error:
+        if catcher.key is None:
+            raise
+    else:  # a server that authenticates a key-less client: the key was seen, the session is not needed
+        conn.abort()
+    return catcher.key, catcher.software

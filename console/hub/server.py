@@ -71,7 +71,7 @@ class HubForward:
     session: HubSession
     listener: _ClientPort
     port: int
-    stats: relay.ForwardStats = field(default_factory=relay.ForwardStats)  # in: arrived through the tunnel
+    stats: relay.ForwardStats = field(default_factory=relay.ForwardStats)  # in: toward the client's service
 
 
 class _ClientPort:
@@ -288,7 +288,8 @@ class Hub:
             self.refuse(session, "an announcement for ports it does not forward", "an announcement for port(s) "
                                   f"{', '.join(str(i['port']) for i in ignored)}: not forwarded by this session")
         self.changed(session.user, "announced")
-        return {"ok": True, "recorded": sorted(recorded), "ignored": ignored}
+        # where the ports really listen: the client asked for "" or its own bind, the hub chose its own
+        return {"ok": True, "recorded": sorted(recorded), "ignored": ignored, "bind": self.settings.bind}
 
     # ------------------------------------------------------------------ policy
 
@@ -410,7 +411,7 @@ class Hub:
                                          window=relay.WINDOW, max_pktsize=relay.MAX_PACKET)
 
         def accepted() -> asyncio.Protocol:
-            return relay.AcceptedSide(relay.RelaySession(stats, lambda: None), open_channel)
+            return relay.AcceptedSide(relay.RelaySession(stats, lambda: None, service_on_channel=True), open_channel)
 
         return await asyncio.get_running_loop().create_server(accepted, self.settings.bind, port), stats
 

@@ -75,10 +75,11 @@ class ForwardRuntime:
     listener: asyncssh.SSHListener | None = None
     retry_task: asyncio.Task | None = None
     reported: tuple[int, int, int, int] = (0, 0, 0, 0)
+    server_bind: str | None = None  # where the server says it listens (our hub, in its announcement reply)
 
     @property
     def remote(self) -> str:
-        bind = self.config.remote_bind or "*"
+        bind = self.server_bind or self.config.remote_bind or "*"
         return join_host_port(bind, self.port if self.port is not None else self.config.remote_port)
 
     def status(self) -> ForwardStatus:
@@ -277,11 +278,20 @@ class UnitWorker:
                 reason = (reply.get("error") if isinstance(reply, dict) else None) or done.stderr or "no reason given"
                 self.log_event(f"the hub refused the announcement of the forwards: {reason}")
                 return
+            self._hub_bind(announce.reply_bind(reply))
             ignored = reply.get("ignored") or []
             if ignored:
                 self.log_event("the hub ignored the announcement for port(s) "
                                + ", ".join(f"{i.get('port')} ({i.get('reason')})" for i in ignored))
             self._announced = forwards
+
+    def _hub_bind(self, bind: str | None) -> None:
+        """The hub said where its ports listen: the remote column shows that, not the bind we asked for."""
+        for fr in self.forwards.values():
+            if bind and fr.server_bind != bind:
+                fr.server_bind = bind
+                self.env.bus.publish(ForwardChanged(unit=self.name, forward=fr.config.name, state=fr.state,
+                                                    remote=fr.remote, error=fr.error))
 
     # ------------------------------------------------------------------ host keys
 

@@ -142,10 +142,12 @@ class SopConsole(App):
             self.action_show_help_panel()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Textual's "Theme" offers its twenty themes, which our stylesheet does not cover: ours are below.
+        yield from (c for c in super().get_system_commands(screen) if c.title != "Theme")
         if isinstance(screen, MainScreen):
+            unit = self.session.selected_unit or "the selected unit"
             for item in menu.MENU:
-                yield SystemCommand(f"{item.key} {item.text}", f"{item.text} (selected unit)",
+                yield SystemCommand(f"{item.key} {item.text}", item.does.format(unit=unit),
                                     lambda action=item.action: self.post_message(MenuChosen(action)))
         for name in THEMES:
             yield SystemCommand(f"Theme: {name}", f"switch to the {name} theme",

@@ -64,13 +64,11 @@ async def trust(app: SopConsole, unit: str | None) -> None:
     from console.ui.dialogs.confirm import TrustScreen
 
     assert unit is not None
-    server, fingerprint, mismatch = app.session.host_key_offer(unit)
-    if not await app.push_screen_wait(TrustScreen(unit, server, fingerprint, mismatch)):
+    offer = await app.session.host_key_check(unit)  # the key the server presents now, beside the one we trust
+    if not await app.push_screen_wait(TrustScreen(offer)):
         return
-    result = await app.session.trust(unit, fingerprint, mismatch)
-    app.notify(f"{unit}: host key recorded")
-    if result:
-        app.notify(f"{unit}: {result['fingerprint']} {result['outcome']}")
+    result = await app.session.trust(unit, offer["fingerprint"], offer["outcome"] == "changed")
+    app.notify(f"{unit}: host key {result['fingerprint']} {result['outcome']}")
 
 
 async def clients(app: SopConsole, unit: str | None) -> None:
@@ -85,17 +83,22 @@ class MenuItem:
     action: str
     text: str
     handler: Handler
-    needs_unit: bool = True  # False: shown and run with no unit configured
+    needs_unit: bool = True  # False: shown and run with no unit configured; the palette names no unit for it
+    does: str = ""           # what it does, for the palette; "{unit}" is the selected unit
 
 
 MENU: tuple[MenuItem, ...] = (
-    MenuItem("1", "install_key", "Install ssh key", install_key),
-    MenuItem("2", "start", "Start", start),
-    MenuItem("3", "stop", "Stop", stop),
-    MenuItem("4", "view_log", "View log", view_log, needs_unit=False),
-    MenuItem("5", "configure", "Configure", configure, needs_unit=False),
-    MenuItem("6", "trust", "Trust host key", trust),
-    MenuItem("7", "clients", "Clients", clients, needs_unit=False),
+    MenuItem("1", "install_key", "Install ssh key", install_key,
+             does="put {unit}'s public key on its server (asks the server password)"),
+    MenuItem("2", "start", "Start", start, does="start {unit}'s tunnels"),
+    MenuItem("3", "stop", "Stop", stop, does="stop {unit}'s tunnels (asks first)"),
+    MenuItem("4", "view_log", "View log", view_log, needs_unit=False,
+             does="the tunnel log: every unit and the hub"),
+    MenuItem("5", "configure", "Configure", configure, needs_unit=False,
+             does="edit the configuration file: the server, both units, the hub"),
+    MenuItem("6", "trust", "Trust host key", trust, does="check and trust the host key of {unit}'s server"),
+    MenuItem("7", "clients", "Clients", clients, needs_unit=False,
+             does="the hub's clients: their ports and what each forwards"),
 )
 BY_ACTION = {item.action: item for item in MENU}
 

@@ -127,15 +127,12 @@ class Session:
     async def stop_unit(self, unit: str) -> None:
         await self.backend.request("stop", unit=unit)
 
-    def host_key_offer(self, unit: str) -> tuple[str, str | None, bool]:
-        """The unit's server, the key it presented (None: none yet) and whether that differs from the recorded one."""
-        status = self.unit_status(unit)
-        if status is None:
-            return "?", None, False
-        return status.server, status.server_key, status.state is UnitState.HOST_KEY_MISMATCH
+    async def host_key_check(self, unit: str) -> dict:
+        """What the unit's server presents now, what we trust for it and its software; nothing is recorded."""
+        return await self.backend.request("trust", unit=unit, check=True)
 
-    async def trust(self, unit: str, fingerprint: str | None, replace: bool) -> dict:
-        """Record the server's host key (the one the unit was shown, or what the server shows now)."""
+    async def trust(self, unit: str, fingerprint: str, replace: bool) -> dict:
+        """Record the server's host key: refused unless it still presents the one the operator was shown."""
         return await self.backend.request("trust", unit=unit, fingerprint=fingerprint, replace=replace or None)
 
     async def key_offer(self, unit: str) -> KeyOffer:

@@ -10,6 +10,7 @@ import time
 from support import EchoServer, authorize_units, config_of, eventually, run, unit_yaml
 from textual.widgets import DataTable, Input, Static
 
+from console.core.keys import fingerprint, parse_public_key
 from console.core.paths import StatePaths
 from console.daemon import Daemon
 from console.ui.app import SopConsole
@@ -189,6 +190,47 @@ def test_trust_host_key_from_the_menu(sshd, state):
     run(body())
 
 
+def notifications(app: SopConsole) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+def test_trust_host_key_already_trusted_shows_both_keys_and_one_outcome(sshd, state):
+    """The key the server presents now beside the one trusted, OpenSSH's advice, and one toast that says what
+    happened (not "recorded" and then "already trusted")."""
+    async def body():
+        daemon = await start_daemon(sshd, state, unit_yaml(sshd, {"master": []}))  # the real key, pinned
+        try:
+            app = app_for(state)
+            async with app.run_test(size=SIZE) as pilot:
+                await eventually(lambda: isinstance(app.screen, MainScreen)
+                                 and unit_row(app, "master")[1] == "● up", timeout=5)
+                held = fingerprint(parse_public_key(sshd.host_public_key))
+                await pilot.press("6")
+                await eventually(lambda: isinstance(app.screen, TrustScreen), timeout=5)
+                text = str(app.screen.query_one(".dialog-text", Static).render())
+                assert text.count(held) == 2, text  # presented now, and the one trusted
+                assert "nothing to change" in text
+                before = len(notifications(app))
+                await pilot.press("y")
+                await eventually(lambda: len(notifications(app)) > before, timeout=5)
+                await pilot.pause(0.3)
+                assert notifications(app)[before:] == [f"master: host key {held} already trusted"]
+        finally:
+            await daemon.close()
+    run(body())
+
+
+def test_trust_host_key_advice_fits_the_server_kind():
+    """OpenSSH: ssh-keygen -lf on the server's host key; our hub: `sop-console hub key` on the hub."""
+    offer = {"unit": "master", "server": "127.0.0.1:22", "fingerprint": "SHA256:new", "trusted": [],
+             "pinned": False, "outcome": "not trusted yet"}
+    hub = str(TrustScreen(offer | {"software": "SSH-2.0-SOPConsoleHub_1", "hub": True}).detail)
+    openssh = str(TrustScreen(offer | {"software": "SSH-2.0-OpenSSH_9.2p1 Debian-2", "hub": False}).detail)
+    assert "sop-console hub key" in hub and "ssh-keygen" not in hub
+    assert "ssh-keygen -lf" in openssh and "hub key" not in openssh
+    assert "none yet" in hub
+
+
 def test_no_daemon_offers_the_engine_inside_the_console(sshd, state, tmp_path):
     async def body():
         config = tmp_path / "console.yaml"
@@ -282,6 +324,31 @@ def test_help_palette_and_no_color(state, monkeypatch):
             await eventually(lambda: isinstance(app.screen, CommandPalette))
             await pilot.press(*"Start", "enter")
             await eventually(lambda: ("start", {"unit": "master"}) in backend.requests)
+    run(body())
+
+
+def test_palette_says_what_each_command_does_and_offers_only_our_themes(state):
+    """Per-unit wording (naming the unit) only on the per-unit actions; the themes are the product's three, not
+    Textual's twenty (which the stylesheet does not cover)."""
+    from console.core.choices import THEMES
+    from console.ui.backend import StaticBackend
+
+    status = {"units": [{"name": "clone", "state": "up", "since": "2026-11-22T10:00:00Z", "server": "203.0.113.7:22",
+                         "username": "root", "last_error": None, "next_retry": None, "server_key": None,
+                         "forwards": []}]}
+
+    async def body():
+        app = SopConsole(state, backend=StaticBackend(status), poll_log=False, watch_terminal=False)
+        async with app.run_test(size=SIZE):
+            await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "clone")[1])
+            commands = {c.title: c.help for c in app.get_system_commands(app.screen)}
+            for title in ("1 Install ssh key", "2 Start", "3 Stop", "6 Trust host key"):
+                assert "clone" in commands[title], (title, commands[title])
+            for title in ("4 View log", "5 Configure", "7 Clients"):
+                assert "selected unit" not in commands[title] and "clone" not in commands[title], \
+                    (title, commands[title])
+            assert sorted(t for t in commands if t.lower().startswith("theme")) == \
+                sorted(f"Theme: {name}" for name in THEMES)
     run(body())
 
 

@@ -234,6 +234,10 @@ def test_trust_through_the_daemon(sshd, tmp_path):
         shown = _status(state)["units"][0]["server_key"]
         wrong = cli("trust", "master", "--fingerprint", "SHA256:" + "B" * 43, state=state.root)
         assert wrong.returncode == 1 and "nothing recorded" in wrong.stderr
+        seen = cli("trust", "master", "--check", state=state.root)
+        assert seen.returncode == 0 and f"{shown} of 127.0.0.1:{sshd.port}: not trusted yet" in seen.stdout
+        assert "trusted: none yet" in seen.stdout and "server software: SSH-2.0-OpenSSH" in seen.stdout
+        assert not state.known_hosts.exists() or "ssh-ed25519" not in state.known_hosts.read_text()
         done = cli("trust", "master", state=state.root)
         assert done.returncode == 0 and shown in done.stdout and "trusted" in done.stdout
         wait_for(lambda: _status(state)["units"][0]["state"] == "up", timeout=5)

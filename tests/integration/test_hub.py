@@ -467,6 +467,65 @@ def test_our_units_announce_what_their_ports_lead_to(tmp_path, state):
     run(body())
 
 
+def test_counters_mean_the_same_on_the_unit_and_the_hub_and_the_unit_shows_the_hubs_bind(tmp_path, state):
+    """A unit of ours forwards through our hub (both in one engine): 100 kB go to the service and 2 bytes come
+    back. "in" is toward the service and "out" back from it, on the unit's forward and on the hub's client port
+    alike; the unit's remote column says where the hub really listens (its bind, told in the announcement's
+    reply), not `*`; and trust's check names the server as our hub."""
+    from support import config_of, fwd_of
+    from sshd import free_port
+
+    from console.core.keys import public_line, unit_public_key
+    from console.engine import Engine
+
+    async def service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(1 << 16):
+            pass
+        writer.write(b"ok")
+        await writer.drain()
+        writer.close()
+
+    async def body():
+        low, high = _free_range(3)
+        hub_port = free_port()
+        store = Store(state.database)
+        Registry(store, (low, high), 3).add("acme", unit_public_key(state, "master").line)
+        store.close()
+        hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
+        sink = await asyncio.start_server(service, "127.0.0.1", 0)
+        sink_port = sink.sockets[0].getsockname()[1]
+        text = (f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
+                "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
+                f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: 3}}\n"
+                "units:\n  master:\n    username: acme\n    forwards:\n"
+                f"      - {{name: app, remote_port: 0, local: '127.0.0.1:{sink_port}'}}\n")
+        engine = Engine(config_of(text), state)
+        await engine.start()
+        try:
+            def hub_side():
+                (acme,) = engine.clients.list("acme")["clients"]
+                return acme.forwards[0] if acme.forwards else None
+
+            await eventually(lambda: hub_side() is not None and hub_side().name == "app", what="announced")
+            port = hub_side().port
+            await eventually(lambda: fwd_of(engine, "master", "app").remote == f"127.0.0.1:{port}",
+                             what=f"the hub's bind on the unit (shows {fwd_of(engine, 'master', 'app').remote})")
+            assert await roundtrip(port, b"x" * 100_000) == b"ok"
+            await eventually(lambda: fwd_of(engine, "master", "app").bytes_out == 2 and hub_side().bytes_out == 2,
+                             what="the counters")
+            unit, hub = fwd_of(engine, "master", "app"), hub_side()
+            assert (unit.bytes_in, unit.bytes_out) == (100_000, 2)
+            assert (hub.bytes_in, hub.bytes_out) == (100_000, 2)
+            assert unit.counters().endswith("in 100.0 kB out 2 B") and hub.counters().endswith("in 100.0 kB out 2 B")
+            seen = await engine.trust("master", "tester", check=True)
+            assert seen["hub"] is True and seen["software"] == "SSH-2.0-SOPConsoleHub_1"
+            assert seen["outcome"] == "already trusted" and seen["pinned"] is True
+        finally:
+            await engine.shutdown()
+            sink.close()
+    run(body())
+
+
 @hub_test
 async def test_the_announcement_takes_data_only_and_only_for_own_live_ports(world):
     import asyncssh

@@ -176,8 +176,14 @@ def test_strict_host_key_unknown_then_trusted(sshd, state):
             snap = unit_of(engine, "master")
             assert snap.server_key.startswith("SHA256:")
             assert snap.server_key in snap.last_error
+            seen = await engine.trust("master", "tester", check=True)  # records nothing; says who serves it
+            assert (seen["fingerprint"], seen["trusted"], seen["outcome"]) == \
+                (snap.server_key, [], "not trusted yet")
+            assert seen["software"].startswith("SSH-2.0-OpenSSH") and seen["hub"] is False
+            assert not KnownHosts(state.known_hosts).keys_for("127.0.0.1", sshd.port)
             result = await engine.trust("master", "tester")
             assert result["outcome"] == "trusted" and result["fingerprint"] == snap.server_key
+            assert result["trusted"] == [snap.server_key]
             await eventually(lambda: unit_of(engine, "master").state == "up", timeout=5, what="up after trust")
             assert KnownHosts(state.known_hosts).keys_for("127.0.0.1", sshd.port)
     run(body())

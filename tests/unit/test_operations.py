@@ -30,7 +30,7 @@ def test_the_table_declares_each_operation_once_with_typed_parameters():
         "restart": ("unit: str | None = ...", False, False),
         "kick": ("unit: str | None = ..., reason: str | None = ..., record: str | None = ..., "
                  "detail: str | None = ...", False, False),
-        "trust": ("unit: str, fingerprint: str | None = ..., replace: bool = ...", False, False),
+        "trust": ("unit: str, fingerprint: str | None = ..., replace: bool = ..., check: bool = ...", False, False),
         "reload": ("", False, False),
         "clients.add": ("id: str, pub_key: str | None = ..., quota: int | None = ..., force: bool = ...", True, False),
         "clients.list": ("id: str | None = ...", True, True),

@@ -42,18 +42,37 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(yes)
 
 
-class TrustScreen(ConfirmScreen):
-    """Trust host key: the fingerprint the server presented, recorded only on confirmation (default Cancel)."""
+def compare_advice(offer: dict) -> str:
+    """Where the operator reads the server's own fingerprint: our hub says it, an OpenSSH server's key file does."""
+    if offer.get("hub"):
+        return "On the hub, `sop-console hub key` prints its fingerprint."
+    software = str(offer.get("software") or "")
+    if "OpenSSH" in software:
+        return "On the server, `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it (the key file of " \
+               "the type shown)."
+    return f"Ask the server's administrator for its host key fingerprint ({software or 'unknown software'})."
 
-    def __init__(self, unit: str, server: str, fingerprint: str | None, mismatch: bool) -> None:
-        self.unit, self.server, self.fingerprint, self.mismatch = unit, server, fingerprint, mismatch
-        if fingerprint:
-            text = f"The server presents\n  {fingerprint}\nCompare it with the server's own " \
-                   "(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) before you trust it."
-            if mismatch:
-                text += "\nA changed key can mean an attack. Replace the recorded key only if you know why."
+
+class TrustScreen(ConfirmScreen):
+    """Trust host key: the fingerprint the server presents now beside the one we trust, and where to compare it;
+    recorded only on confirmation (default Cancel). `offer` is the trust operation's check answer."""
+
+    def __init__(self, offer: dict) -> None:
+        self.offer = offer
+        outcome = offer["outcome"]
+        trusted = ", ".join(offer.get("trusted") or []) or "none yet"
+        held = "The config pins" if offer.get("pinned") else "Trusted now"
+        lines = [f"{'The server presents':<20} {offer['fingerprint']}", f"{held:<20} {trusted}"]
+        if outcome == "already trusted":
+            lines.append("The key it presents is the one trusted: nothing to change.")
         else:
-            text = "The unit has not been shown an untrusted key. Trusting fetches the key the server shows now."
-        title = "HOST KEY CHANGED" if mismatch else "Trust host key"
-        super().__init__(f"{title}: {unit} -> {server}", text, yes="Replace key" if mismatch else "Trust",
+            lines.append("Compare it with the server's own before you trust it. " + compare_advice(offer))
+            if outcome == "changed" and offer.get("pinned"):
+                lines.append("The config pins another key: fix the pin (Configure); nothing is recorded here.")
+            elif outcome == "changed":
+                lines.append("A changed key can mean an attack. Replace the recorded key only if you know why.")
+        title = {"changed": "HOST KEY CHANGED", "already trusted": "Host key already trusted"}.get(
+            outcome, "Trust host key")
+        yes = {"changed": "Replace key", "already trusted": "OK"}.get(outcome, "Trust")
+        super().__init__(f"{title}: {offer['unit']} -> {offer['server']}", "\n".join(lines), yes=yes,
                          no="Cancel", wide=True)
