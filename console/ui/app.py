@@ -35,6 +35,9 @@ from console.ui.themes import load_themes, stylesheet
 
 TERMINAL_CHECK_SECONDS = 2.0
 HANGUP_CLEANUP_SECONDS = 1.5
+RECONNECT_FIRST_SECONDS = 0.2  # the daemon gone: the first try to reconnect, then 1.5 times longer each time
+RECONNECT_MAX_SECONDS = 0.8    # ...up to this: a daemon that comes back is followed again within a second
+RECONNECT_TRY_SECONDS = 5.0    # one try's bound (a daemon that accepts but does not answer)
 
 if TYPE_CHECKING:  # the schema and its YAML load when a config is read, not at start
     from console.core.config import Config
@@ -117,17 +120,35 @@ class SopConsole(App):
 
     @work(exclusive=True, group="events")
     async def _pump(self) -> None:
-        """Engine events, as they happen: a number on screen changes because an event said so."""
-        try:
-            async for event in self.session.changes():
-                if isinstance(event, events.ClientChanged):
-                    self.clients_signal.publish(ClientChanged(event.client))
-                else:
-                    self.status_signal.publish(StatusChanged())
-        except ConsoleError as exc:
-            self.notify(f"lost the daemon: {exc.message}", severity="error", timeout=10)
-            return
-        self.notify("the daemon went away; the console shows the last state it had", severity="error", timeout=30)
+        """Engine events, as they happen: a number on screen changes because an event said so. When the daemon
+        goes away (stopped, restarted, or the stream cut), the screens show the last state as stale while the
+        console reconnects; once it is back they show its fresh status and follow its events again."""
+        while True:
+            try:
+                async for event in self.session.changes():
+                    if isinstance(event, events.ClientChanged):
+                        self.clients_signal.publish(ClientChanged(event.client))
+                    else:
+                        self.status_signal.publish(StatusChanged())
+            except (ConsoleError, OSError, ValueError):
+                pass  # the connection broke, or the stream was cut: reconnect all the same
+            self.session.lost()
+            self.status_signal.publish(StatusChanged())
+            await self._reconnect()
+            self.status_signal.publish(StatusChanged())
+            self.clients_signal.publish(ClientChanged(None))
+
+    async def _reconnect(self) -> None:
+        """Try the daemon's socket until it answers: soon at first, then every RECONNECT_MAX_SECONDS at most.
+        Each try is bounded, and waits without blocking the screen."""
+        delay = RECONNECT_FIRST_SECONDS
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await asyncio.wait_for(self.session.reconnect(), RECONNECT_TRY_SECONDS)
+                return
+            except (ConsoleError, OSError, ValueError, TimeoutError):
+                delay = min(delay * 1.5, RECONNECT_MAX_SECONDS)
 
     # ------------------------------------------------------------------ the menu, keys, palette
 

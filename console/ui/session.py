@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from console.core.errors import EXIT_USAGE, ConsoleError
+from console.core.errors import EXIT_USAGE, ConsoleError, DaemonNotRunning
 from console.core.events import ClientChanged, Event, Reloaded
 from console.core.paths import StatePaths
 from console.core.states import UnitState
@@ -53,12 +54,41 @@ class Session:
         self.status = Status()
         self.selected_unit: str | None = None
         self.engine_here = None  # a Daemon run inside the console when no daemon was running
+        self.stale_since: float | None = None  # while the daemon is gone: when the status was last live (epoch)
 
     # ------------------------------------------------------------------ the daemon, and the status mirror
 
     async def connect(self) -> None:
         """Attach to the daemon (DaemonNotRunning when there is none) and take its status."""
         self._take(await self.backend.connect())
+
+    def lost(self) -> None:
+        """The daemon went away: what the mirror holds is now the last state known, as of this moment."""
+        if self.stale_since is None:
+            self.stale_since = time.time()
+
+    def as_of(self) -> str:
+        """When the stale status was last live, HH:MM:SS local time ("" while live)."""
+        return time.strftime("%H:%M:%S", time.localtime(self.stale_since)) if self.stale_since is not None else ""
+
+    async def reconnect(self) -> None:
+        """Attach again to the daemon on the same socket: fresh connections, a fresh status, the event stream
+        followed again. DaemonNotRunning (or OSError) while none answers; the old connections stay until then."""
+        if not isinstance(self.backend, DaemonBackend):
+            raise DaemonNotRunning("no daemon to reconnect to")
+        fresh = DaemonBackend(self.backend.socket_path)
+        try:
+            status = await fresh.connect()
+        except BaseException:
+            await fresh.close()
+            raise
+        old, self.backend = self.backend, fresh
+        try:
+            await old.close()
+        except (OSError, ConsoleError):
+            pass  # the connections of a daemon that is gone
+        self._take(status)
+        self.stale_since = None
 
     async def start_engine_here(self) -> None:
         """Run the engine inside this process (its tunnels end with it) and attach to it."""
@@ -111,6 +141,10 @@ class Session:
             self.selected_unit = names[(names.index(current) + 1) % len(names)] if current in names else names[0]
 
     async def request(self, op: str, **args: Any) -> Any:
+        """One request to the daemon; while it is gone, DaemonNotRunning at once, saying the console reconnects."""
+        if self.stale_since is not None:
+            raise DaemonNotRunning(f"the daemon is gone; the console is reconnecting (what it shows is as of "
+                                   f"{self.as_of()})")
         return await self.backend.request(op, **args)
 
     async def close(self) -> None:
@@ -122,10 +156,10 @@ class Session:
     # ------------------------------------------------------------------ units
 
     async def start_unit(self, unit: str) -> None:
-        await self.backend.request("start", unit=unit)
+        await self.request("start", unit=unit)
 
     async def stop_unit(self, unit: str) -> None:
-        await self.backend.request("stop", unit=unit)
+        await self.request("stop", unit=unit)
 
     def host_key_offer(self, unit: str) -> tuple[str, str | None, bool]:
         """The unit's server, the key it presented (None: none yet) and whether that differs from the recorded one."""
@@ -136,7 +170,7 @@ class Session:
 
     async def trust(self, unit: str, fingerprint: str | None, replace: bool) -> dict:
         """Record the server's host key (the one the unit was shown, or what the server shows now)."""
-        return await self.backend.request("trust", unit=unit, fingerprint=fingerprint, replace=replace or None)
+        return await self.request("trust", unit=unit, fingerprint=fingerprint, replace=replace or None)
 
     async def key_offer(self, unit: str) -> KeyOffer:
         config = self.load_config()
@@ -196,7 +230,7 @@ class Session:
             raise ConsoleError("nothing to save to: start the console with --config FILE")
         self.config = await asyncio.to_thread(save_form, self.config_path, form)
         try:
-            changes = await self.backend.request("reload")
+            changes = await self.request("reload")
         except ConsoleError as exc:
             return Outcome(f"saved {self.config_path}, but the daemon did not reload: {exc.message}", "warning")
         summary = "; ".join(changes) if changes else "nothing changed"
@@ -208,10 +242,10 @@ class Session:
     async def clients_list(self, client_id: str | None = None) -> list[ClientStatus]:
         """All clients, or the one named (an empty list when it no longer exists)."""
         if client_id is None:
-            result = await self.backend.request("clients.list")
+            result = await self.request("clients.list")
         else:
             try:
-                result = await self.backend.request("clients.list", id=client_id)
+                result = await self.request("clients.list", id=client_id)
             except ConsoleError as exc:
                 if exc.exit_code != EXIT_USAGE:  # a usage error here: no such client (removed)
                     raise
@@ -220,11 +254,11 @@ class Session:
 
     async def clients_add(self, client_id: str) -> dict:
         """Register a client; the answer holds its private key (once) when the hub made the pair."""
-        result = await self.backend.request("clients.add", id=client_id)
+        result = await self.request("clients.add", id=client_id)
         return result if isinstance(result, dict) else {}
 
     async def clients_change(self, client_id: str, quota: int) -> None:
-        await self.backend.request("clients.change", id=client_id, quota=quota)
+        await self.request("clients.change", id=client_id, quota=quota)
 
     async def clients_remove(self, client_id: str) -> None:
-        await self.backend.request("clients.remove", id=client_id)
+        await self.request("clients.remove", id=client_id)

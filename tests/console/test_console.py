@@ -461,3 +461,44 @@ def test_a_long_reason_is_shown_whole_wrapped_not_cut(state):
                 shown = " ".join(line.text.strip() for line in widget.render_lines(widget.region.reset_offset))
                 assert "AllowTcpForwarding)" in shown, (box, shown)  # the reason's last words are on screen
     run(body())
+
+
+def test_the_console_reconnects_to_a_restarted_daemon(sshd, state):
+    """The daemon stops: a bar says so and the states shown are marked stale; it comes back: live again, with no
+    key pressed (fresh status, the event stream followed again, requests answered by the new daemon)."""
+    async def body():
+        async with EchoServer() as echo:
+            text = unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]})
+            daemons = [await start_daemon(sshd, state, text)]
+            try:
+                app = app_for(state)
+                async with app.run_test(size=SIZE) as pilot:
+                    await eventually(lambda: isinstance(app.screen, MainScreen))
+                    bar = app.screen.query_one("#daemon-bar", Static)
+                    units = app.screen.query_one("#units", DataTable)
+                    await eventually(lambda: unit_row(app, "master")[1] == "● up", timeout=5)
+                    assert not bar.display and not units.has_class("-stale")
+
+                    await daemons[0].close()
+                    await eventually(lambda: bar.display and "reconnecting" in str(bar.render()), timeout=1,
+                                     what="the daemon-gone bar")
+                    assert "as of" in str(bar.render())
+                    assert units.has_class("-stale") and "as of" in str(units.border_title)
+                    assert unit_row(app, "master")[1] == "● up"  # the last state known, marked as such
+                    await pilot.pause(0.5)  # still gone: still saying so
+                    assert bar.display
+
+                    daemons.append(await start_daemon(sshd, state, text))
+                    await eventually(lambda: not bar.display, timeout=1.5, what="live again within a second")
+                    assert not units.has_class("-stale") and "as of" not in str(units.border_title or "")
+                    await eventually(lambda: unit_row(app, "master")[1] == "● up", timeout=5)
+                    await pilot.press("3", "y")  # a request the new daemon carries out; its event reaches the screen
+                    await eventually(lambda: unit_row(app, "master")[1] == "■ stopped", timeout=3)
+                    assert daemons[1].engine.status().units[0].state == "stopped"
+            finally:
+                if len(daemons) == 1 and daemons[0].control._server is not None and state.control_socket.exists():
+                    await daemons[0].close()
+                if len(daemons) == 2:
+                    await daemons[1].close()
+    run(body())
+

@@ -44,6 +44,7 @@ class MainScreen(Screen):
         self._changes = changes
 
     def compose(self) -> ComposeResult:
+        yield Static("", id="daemon-bar")  # shown only while the daemon is gone
         with Horizontal(id="body"):
             with Vertical(id="menu-box"):
                 yield Static("", id="menu-title")
@@ -90,6 +91,22 @@ class MainScreen(Screen):
             detail += unit.last_error or "no error"
         self.query_one("#unit-detail", Static).update(detail)
         self._render_ports()
+        self._render_connection()
+
+    def _render_connection(self) -> None:
+        """While the daemon is gone: the bar, and the tables dimmed with the time their state is from."""
+        stale = self.session.stale_since is not None
+        as_of = self.session.as_of()
+        bar = self.query_one("#daemon-bar", Static)
+        if stale:
+            bar.update(f"✖ daemon gone, reconnecting… the states below are as of {as_of}")
+        bar.display = stale
+        for widget in self.query("#units, #unit-detail, #ports, #port-detail"):
+            widget.set_class(stale, "-stale")
+        for table in self.query("#units, #ports").results(DataTable):
+            title = f"stale: as of {as_of}" if stale else None
+            if table.border_title != title:
+                table.border_title = title
 
     def _render_ports(self) -> None:
         needle = self.query_one("#port-filter", Input).value.strip().lower()
