@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.signal import Signal
 
 from console.core import events
-from console.core.errors import ConsoleError, DaemonNotRunning
+from console.core.errors import ConsoleError, DaemonNotRunning, os_reason
 from console.core.paths import StatePaths
 from console.ui import menu
 from console.ui.backend import DaemonBackend, StaticBackend
@@ -102,21 +102,33 @@ class SopConsole(App):
         try:
             await self.session.connect()
         except DaemonNotRunning as exc:
-            from console.ui.dialogs.no_daemon import NoDaemonScreen
-
-            if not await self.push_screen_wait(NoDaemonScreen(exc.message)):
+            if not await self._start_engine_here(exc.message):
                 self.exit()
                 return
+        self.status_signal.publish(StatusChanged())
+        self._pump()
+
+    async def _start_engine_here(self, reason: str) -> bool:
+        """No daemon: offer the engine inside the console; when it fails to start, say why, with Retry and Quit.
+        True once the engine runs here; False when the operator quits."""
+        from console.ui.dialogs.no_daemon import NoDaemonScreen
+
+        failure: str | None = None
+        while await self.push_screen_wait(NoDaemonScreen(reason, failure)):
             try:
                 await self.session.start_engine_here()
             except ConsoleError as exc:
-                self.notify(exc.message, severity="error", timeout=10)
-                return
-            finally:
-                if self.session.engine_here is not None:
-                    self.sub_title = "engine inside this console: quitting ends the tunnels"
-        self.status_signal.publish(StatusChanged())
-        self._pump()
+                failure = exc.message
+            except OSError as exc:
+                failure = os_reason(exc)
+            else:
+                self.sub_title = "engine inside this console: quitting ends the tunnels"
+                return True
+        return False
+
+    def closing_line(self) -> str:
+        """What to print once the console has closed (see Session.closing_line)."""
+        return self.session.closing_line()
 
     @work(exclusive=True, group="events")
     async def _pump(self) -> None:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # the schema and its YAML load when a config is read, not at 
     from console.core.config import Config
 
 Backend = DaemonBackend | StaticBackend
+DAEMON = "daemon"
+ENGINE_HERE = "engine here"
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,14 @@ class Session:
         self.selected_unit: str | None = None
         self.engine_here = None  # a Daemon run inside the console when no daemon was running
         self.stale_since: float | None = None  # while the daemon is gone: when the status was last live (epoch)
+        self.ran: str | None = None  # what this console was attached to: DAEMON, ENGINE_HERE, or None (nothing)
 
     # ------------------------------------------------------------------ the daemon, and the status mirror
 
     async def connect(self) -> None:
         """Attach to the daemon (DaemonNotRunning when there is none) and take its status."""
         self._take(await self.backend.connect())
+        self.ran = ENGINE_HERE if self.engine_here is not None else DAEMON
 
     def lost(self) -> None:
         """The daemon went away: what the mirror holds is now the last state known, as of this moment."""
@@ -91,16 +95,39 @@ class Session:
         self.stale_since = None
 
     async def start_engine_here(self) -> None:
-        """Run the engine inside this process (its tunnels end with it) and attach to it."""
+        """Run the engine inside this process (its tunnels end with it) and attach to it. The config file is
+        read again each time (a retry after it was put right). On failure (ConsoleError, OSError) nothing is
+        left running: the engine is shut down, the state dir's lock released."""
         from console.daemon import Daemon
 
+        if self.config_path is not None:
+            self.config = None
         config = self.load_config()
         if config is None:
             raise ConsoleError("no configuration to start the engine with (pass --config)")
-        self.engine_here = Daemon(config, self.paths, self.config_path, echo_log=False)
-        await self.engine_here.start()
+        daemon = Daemon(config, self.paths, self.config_path, echo_log=False)
+        try:
+            await daemon.start()
+        except BaseException:
+            try:
+                await daemon.close()
+            except Exception:  # noqa: BLE001 - an engine that half started: what matters is the first failure
+                daemon.lock.release()
+            raise
+        self.engine_here = daemon
         self.backend = DaemonBackend(self.paths.control_socket)
         await self.connect()
+
+    def closing_line(self) -> str:
+        """What the console says as it closes, true to what ran: a daemon (still there or gone), the engine run
+        here (stopped with the console), or nothing."""
+        if self.ran == ENGINE_HERE:
+            return "console closed; the engine it ran has stopped, and its tunnels with it"
+        if self.ran == DAEMON and self.stale_since is not None:
+            return f"console closed; the daemon had gone away (last seen at {self.as_of()}) and was not back"
+        if self.ran == DAEMON:
+            return "console closed; the tunnels keep running in the daemon"
+        return "console closed; no daemon was running and no engine ran here"
 
     async def changes(self) -> AsyncIterator[Event]:
         """The engine's events, folded into the status mirror; yields those that change what a screen shows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 
 from support import EchoServer, authorize_units, config_of, eventually, run, unit_yaml
@@ -502,3 +503,69 @@ def test_the_console_reconnects_to_a_restarted_daemon(sshd, state):
                     await daemons[1].close()
     run(body())
 
+
+def _hub_yaml(port: int) -> str:
+    return f"hub:\n  listen: 127.0.0.1:{port}\n  ports: 47100-47120\n"
+
+
+def test_start_engine_here_that_fails_says_why_and_offers_retry(sshd, state, tmp_path):
+    async def body():
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "console.yaml"
+        config.write_text(unit_yaml(sshd, {"master": []}) + _hub_yaml(port))
+        authorize_units(sshd, state, ["master"])
+        app = app_for(state, config_path=config)
+        try:
+            async with app.run_test(size=SIZE) as pilot:
+                await eventually(lambda: isinstance(app.screen, NoDaemonScreen))
+                await pilot.press("s")
+                await eventually(lambda: isinstance(app.screen, NoDaemonScreen) and app.screen.query("#retry"),
+                                 timeout=5, what="the failure in the dialog")
+                text = str(app.screen.query_one(".dialog-text", Static).render())
+                assert f"cannot listen on 127.0.0.1:{port}" in text and "Address already in use" in text
+                assert app.engine_here is None and not state.control_socket.exists()
+                busy.close()
+                await pilot.press("r")  # the port is free now: retry starts the engine
+                await eventually(lambda: isinstance(app.screen, MainScreen)
+                                 and unit_row(app, "master")[1] == "● up", timeout=5)
+                assert app.engine_here is not None
+                assert "the tunnels end" in str(app.screen.query_one("#quit-note", Static).render())
+                await pilot.press("q")
+        finally:
+            busy.close()
+        assert not state.control_socket.exists()
+        assert app.closing_line() == "console closed; the engine it ran has stopped, and its tunnels with it"
+    run(body())
+
+
+def test_start_engine_here_with_a_bad_config_then_quit_says_nothing_ran(state, tmp_path):
+    async def body():
+        config = tmp_path / "console.yaml"
+        config.write_text("server: {host: 127.0.0.1, port: 70000}\nunits: {}\n")
+        app = app_for(state, config_path=config)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, NoDaemonScreen))
+            await pilot.press("s")
+            await eventually(lambda: isinstance(app.screen, NoDaemonScreen) and app.screen.query("#retry"),
+                             timeout=5, what="the failure in the dialog")
+            assert "70000" in str(app.screen.query_one(".dialog-text", Static).render())
+            await pilot.press("q")
+        assert app.engine_here is None
+        assert app.closing_line() == "console closed; no daemon was running and no engine ran here"
+    run(body())
+
+
+def test_the_closing_line_says_what_ran(state):
+    from console.ui.session import DAEMON, ENGINE_HERE, Session
+
+    session = Session(state)
+    assert session.closing_line() == "console closed; no daemon was running and no engine ran here"
+    session.ran = ENGINE_HERE
+    assert session.closing_line() == "console closed; the engine it ran has stopped, and its tunnels with it"
+    session.ran = DAEMON
+    assert session.closing_line() == "console closed; the tunnels keep running in the daemon"
+    session.stale_since = time.mktime((2026, 11, 30, 12, 1, 2, 0, 0, -1))
+    assert session.closing_line() == "console closed; the daemon had gone away (last seen at 12:01:02) and was not back"

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from console.ui.session import Session
 
 QUIT_NOTE = "q quits the console; the tunnels keep running"
+QUIT_NOTE_ENGINE_HERE = "q quits the console and the engine it runs: the tunnels end"
 
 
 class MainScreen(Screen):
@@ -92,6 +93,10 @@ class MainScreen(Screen):
         self.query_one("#unit-detail", Static).update(detail)
         self._render_ports()
         self._render_connection()
+        note = QUIT_NOTE if session.engine_here is None else QUIT_NOTE_ENGINE_HERE
+        quit_note = self.query_one("#quit-note", Static)
+        if str(quit_note.render()) != note:
+            quit_note.update(note)
 
     def _render_connection(self) -> None:
         """While the daemon is gone: the bar, and the tables dimmed with the time their state is from."""
