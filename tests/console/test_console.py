@@ -11,6 +11,7 @@ import time
 from support import EchoServer, authorize_units, config_of, eventually, run, unit_yaml
 from textual.widgets import DataTable, Input, Static
 
+from console.core.errors import DaemonNotRunning
 from console.core.paths import StatePaths
 from console.daemon import Daemon
 from console.ui.app import SopConsole
@@ -569,3 +570,28 @@ def test_the_closing_line_says_what_ran(state):
     assert session.closing_line() == "console closed; the tunnels keep running in the daemon"
     session.stale_since = time.mktime((2026, 11, 30, 12, 1, 2, 0, 0, -1))
     assert session.closing_line() == "console closed; the daemon had gone away (last seen at 12:01:02) and was not back"
+
+
+def test_the_daemon_gone_bar_shows_on_the_clients_screen_too(state):
+    from console.core.status import Status
+    from console.ui.backend import StaticBackend
+    from console.ui.messages import StatusChanged
+    from console.ui.screens.clients import ClientsScreen
+
+    async def body():
+        app = app_for(state, backend=StaticBackend(Status().to_json(), {"clients.list": {"clients": []}}))
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("7")
+            await eventually(lambda: isinstance(app.screen, ClientsScreen))
+            bar = app.screen.query_one("#daemon-bar", Static)
+            assert not bar.display
+            app.session.lost()  # what the App does when the daemon's connection ends
+            app.status_signal.publish(StatusChanged())
+            await eventually(lambda: bar.display and bar.region.y == 0 and "reconnecting" in str(bar.render()))
+            try:  # a request says at once that the daemon is gone
+                await app.session.clients_list()
+            except DaemonNotRunning as exc:
+                assert "the daemon is gone; the console is reconnecting" in exc.message
+            else:
+                raise AssertionError("a request while the daemon is gone was sent")
+    run(body())

@@ -15,6 +15,7 @@ from textual.widgets.option_list import Option
 from console.core.states import human_bytes
 from console.ui.menu import MENU
 from console.ui.messages import MenuChosen, StatusChanged, follow
+from console.ui.widgets.daemon_bar import DaemonBar
 from console.ui.widgets.tables import fill, short_time
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class MainScreen(Screen):
         self._changes = changes
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="daemon-bar")  # shown only while the daemon is gone
+        yield DaemonBar(self.session, self._changes)  # shown only while the daemon is gone
         with Horizontal(id="body"):
             with Vertical(id="menu-box"):
                 yield Static("", id="menu-title")
@@ -99,13 +100,9 @@ class MainScreen(Screen):
             quit_note.update(note)
 
     def _render_connection(self) -> None:
-        """While the daemon is gone: the bar, and the tables dimmed with the time their state is from."""
+        """While the daemon is gone (the DaemonBar says so): the tables dimmed, with the time their state is from."""
         stale = self.session.stale_since is not None
         as_of = self.session.as_of()
-        bar = self.query_one("#daemon-bar", Static)
-        if stale:
-            bar.update(f"✖ daemon gone, reconnecting… the states below are as of {as_of}")
-        bar.display = stale
         for widget in self.query("#units, #unit-detail, #ports, #port-detail"):
             widget.set_class(stale, "-stale")
         for table in self.query("#units, #ports").results(DataTable):
