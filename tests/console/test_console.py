@@ -471,7 +471,7 @@ def test_the_console_reconnects_to_a_restarted_daemon(sshd, state):
     async def body():
         async with EchoServer() as echo:
             text = unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]})
-            daemons = [await start_daemon(sshd, state, text)]
+            running = [await start_daemon(sshd, state, text)]
             try:
                 app = app_for(state)
                 async with app.run_test(size=SIZE) as pilot:
@@ -481,7 +481,7 @@ def test_the_console_reconnects_to_a_restarted_daemon(sshd, state):
                     await eventually(lambda: unit_row(app, "master")[1] == "● up", timeout=5)
                     assert not bar.display and not units.has_class("-stale")
 
-                    await daemons[0].close()
+                    await running.pop().close()
                     await eventually(lambda: bar.display and "reconnecting" in str(bar.render()), timeout=1,
                                      what="the daemon-gone bar")
                     assert "as of" in str(bar.render())
@@ -490,18 +490,16 @@ def test_the_console_reconnects_to_a_restarted_daemon(sshd, state):
                     await pilot.pause(0.5)  # still gone: still saying so
                     assert bar.display
 
-                    daemons.append(await start_daemon(sshd, state, text))
+                    running.append(await start_daemon(sshd, state, text))
                     await eventually(lambda: not bar.display, timeout=1.5, what="live again within a second")
                     assert not units.has_class("-stale") and "as of" not in str(units.border_title or "")
                     await eventually(lambda: unit_row(app, "master")[1] == "● up", timeout=5)
                     await pilot.press("3", "y")  # a request the new daemon carries out; its event reaches the screen
                     await eventually(lambda: unit_row(app, "master")[1] == "■ stopped", timeout=3)
-                    assert daemons[1].engine.status().units[0].state == "stopped"
+                    assert running[0].engine.status().units[0].state == "stopped"
             finally:
-                if len(daemons) == 1 and daemons[0].control._server is not None and state.control_socket.exists():
-                    await daemons[0].close()
-                if len(daemons) == 2:
-                    await daemons[1].close()
+                for daemon in running:
+                    await daemon.close()
     run(body())
 
 
