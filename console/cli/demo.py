@@ -32,10 +32,7 @@ def console(ctx: Context) -> int:
         theme = ctx.config().console.theme
     app = SopConsole(ctx.paths, config_path=config_path, theme_name=theme or "sop")
     app.run()
-    if app.engine_here is not None:
-        print("console closed; the engine it ran has stopped, and its tunnels with it")
-    else:
-        print("console closed; the tunnels keep running in the daemon")
+    print(app.closing_line())
     return app.return_code or EXIT_OK
 
 

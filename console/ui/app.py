@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.signal import Signal
 
 from console.core import events
-from console.core.errors import ConsoleError, DaemonNotRunning
+from console.core.errors import ConsoleError, DaemonNotRunning, os_reason
 from console.core.paths import StatePaths
 from console.ui import menu
 from console.ui.backend import DaemonBackend, StaticBackend
@@ -35,6 +35,9 @@ from console.ui.themes import load_themes, stylesheet
 
 TERMINAL_CHECK_SECONDS = 2.0
 HANGUP_CLEANUP_SECONDS = 1.5
+RECONNECT_FIRST_SECONDS = 0.2  # the daemon gone: the first try to reconnect, then 1.5 times longer each time
+RECONNECT_MAX_SECONDS = 0.8    # ...up to this: a daemon that comes back is followed again within a second
+RECONNECT_TRY_SECONDS = 5.0    # one try's bound (a daemon that accepts but does not answer)
 
 if TYPE_CHECKING:  # the schema and its YAML load when a config is read, not at start
     from console.core.config import Config
@@ -99,35 +102,65 @@ class SopConsole(App):
         try:
             await self.session.connect()
         except DaemonNotRunning as exc:
-            from console.ui.dialogs.no_daemon import NoDaemonScreen
-
-            if not await self.push_screen_wait(NoDaemonScreen(exc.message)):
+            if not await self._start_engine_here(exc.message):
                 self.exit()
                 return
-            try:
-                await self.session.start_engine_here()
-            except ConsoleError as exc:
-                self.notify(exc.message, severity="error", timeout=10)
-                return
-            finally:
-                if self.session.engine_here is not None:
-                    self.sub_title = "engine inside this console: quitting ends the tunnels"
         self.status_signal.publish(StatusChanged())
         self._pump()
 
+    async def _start_engine_here(self, reason: str) -> bool:
+        """No daemon: offer the engine inside the console; when it fails to start, say why, with Retry and Quit.
+        True once the engine runs here; False when the operator quits."""
+        from console.ui.dialogs.no_daemon import NoDaemonScreen
+
+        failure: str | None = None
+        while await self.push_screen_wait(NoDaemonScreen(reason, failure)):
+            try:
+                await self.session.start_engine_here()
+            except ConsoleError as exc:
+                failure = exc.message
+            except OSError as exc:
+                failure = os_reason(exc)
+            else:
+                self.sub_title = "engine inside this console: quitting ends the tunnels"
+                return True
+        return False
+
+    def closing_line(self) -> str:
+        """What to print once the console has closed (see Session.closing_line)."""
+        return self.session.closing_line()
+
     @work(exclusive=True, group="events")
     async def _pump(self) -> None:
-        """Engine events, as they happen: a number on screen changes because an event said so."""
-        try:
-            async for event in self.session.changes():
-                if isinstance(event, events.ClientChanged):
-                    self.clients_signal.publish(ClientChanged(event.client))
-                else:
-                    self.status_signal.publish(StatusChanged())
-        except ConsoleError as exc:
-            self.notify(f"lost the daemon: {exc.message}", severity="error", timeout=10)
-            return
-        self.notify("the daemon went away; the console shows the last state it had", severity="error", timeout=30)
+        """Engine events, as they happen: a number on screen changes because an event said so. When the daemon
+        goes away (stopped, restarted, or the stream cut), the screens show the last state as stale while the
+        console reconnects; once it is back they show its fresh status and follow its events again."""
+        while True:
+            try:
+                async for event in self.session.changes():
+                    if isinstance(event, events.ClientChanged):
+                        self.clients_signal.publish(ClientChanged(event.client))
+                    else:
+                        self.status_signal.publish(StatusChanged())
+            except (ConsoleError, OSError, ValueError):
+                pass  # the connection broke, or the stream was cut: reconnect all the same
+            self.session.lost()
+            self.status_signal.publish(StatusChanged())
+            await self._reconnect()
+            self.status_signal.publish(StatusChanged())
+            self.clients_signal.publish(ClientChanged(None))
+
+    async def _reconnect(self) -> None:
+        """Try the daemon's socket until it answers: soon at first, then every RECONNECT_MAX_SECONDS at most.
+        Each try is bounded, and waits without blocking the screen."""
+        delay = RECONNECT_FIRST_SECONDS
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await asyncio.wait_for(self.session.reconnect(), RECONNECT_TRY_SECONDS)
+                return
+            except (ConsoleError, OSError, ValueError, TimeoutError):
+                delay = min(delay * 1.5, RECONNECT_MAX_SECONDS)
 
     # ------------------------------------------------------------------ the menu, keys, palette
 

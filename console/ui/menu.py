@@ -74,7 +74,7 @@ async def trust(app: SopConsole, unit: str | None) -> None:
 async def clients(app: SopConsole, unit: str | None) -> None:
     from console.ui.screens.clients import ClientsScreen
 
-    await app.push_screen(ClientsScreen(app.session, app.clients_signal))
+    await app.push_screen(ClientsScreen(app.session, app.clients_signal, app.status_signal))
 
 
 @dataclass(frozen=True)

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from console.core.errors import EXIT_USAGE, ConsoleError
+from console.core.errors import EXIT_USAGE, ConsoleError, DaemonNotRunning
 from console.core.events import ClientChanged, Event, Reloaded
 from console.core.paths import StatePaths
-from console.core.states import UnitState
 from console.core.status import ClientStatus, Status, UnitStatus
 from console.ui.backend import DaemonBackend, StaticBackend
 
@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # the schema and its YAML load when a config is read, not at 
     from console.core.config import Config
 
 Backend = DaemonBackend | StaticBackend
+DAEMON = "daemon"
+ENGINE_HERE = "engine here"
 
 
 @dataclass(frozen=True)
@@ -53,24 +55,78 @@ class Session:
         self.status = Status()
         self.selected_unit: str | None = None
         self.engine_here = None  # a Daemon run inside the console when no daemon was running
+        self.stale_since: float | None = None  # while the daemon is gone: when the status was last live (epoch)
+        self.ran: str | None = None  # what this console was attached to: DAEMON, ENGINE_HERE, or None (nothing)
 
     # ------------------------------------------------------------------ the daemon, and the status mirror
 
     async def connect(self) -> None:
         """Attach to the daemon (DaemonNotRunning when there is none) and take its status."""
         self._take(await self.backend.connect())
+        self.ran = ENGINE_HERE if self.engine_here is not None else DAEMON
+
+    def lost(self) -> None:
+        """The daemon went away: what the mirror holds is now the last state known, as of this moment."""
+        if self.stale_since is None:
+            self.stale_since = time.time()
+
+    def as_of(self) -> str:
+        """When the stale status was last live, HH:MM:SS local time ("" while live)."""
+        return time.strftime("%H:%M:%S", time.localtime(self.stale_since)) if self.stale_since is not None else ""
+
+    async def reconnect(self) -> None:
+        """Attach again to the daemon on the same socket: fresh connections, a fresh status, the event stream
+        followed again. DaemonNotRunning (or OSError) while none answers; the old connections stay until then."""
+        if not isinstance(self.backend, DaemonBackend):
+            raise DaemonNotRunning("no daemon to reconnect to")
+        fresh = DaemonBackend(self.backend.socket_path)
+        try:
+            status = await fresh.connect()
+        except BaseException:
+            await fresh.close()
+            raise
+        old, self.backend = self.backend, fresh
+        try:
+            await old.close()
+        except (OSError, ConsoleError):
+            pass  # the connections of a daemon that is gone
+        self._take(status)
+        self.stale_since = None
 
     async def start_engine_here(self) -> None:
-        """Run the engine inside this process (its tunnels end with it) and attach to it."""
+        """Run the engine inside this process (its tunnels end with it) and attach to it. The config file is
+        read again each time (a retry after it was put right). On failure (ConsoleError, OSError) nothing is
+        left running: the engine is shut down, the state dir's lock released."""
         from console.daemon import Daemon
 
+        if self.config_path is not None:
+            self.config = None
         config = self.load_config()
         if config is None:
             raise ConsoleError("no configuration to start the engine with (pass --config)")
-        self.engine_here = Daemon(config, self.paths, self.config_path, echo_log=False)
-        await self.engine_here.start()
+        daemon = Daemon(config, self.paths, self.config_path, echo_log=False)
+        try:
+            await daemon.start()
+        except BaseException:
+            try:
+                await daemon.close()
+            except Exception:  # noqa: BLE001 - an engine that half started: what matters is the first failure
+                daemon.lock.release()
+            raise
+        self.engine_here = daemon
         self.backend = DaemonBackend(self.paths.control_socket)
         await self.connect()
+
+    def closing_line(self) -> str:
+        """What the console says as it closes, true to what ran: a daemon (still there or gone), the engine run
+        here (stopped with the console), or nothing."""
+        if self.ran == ENGINE_HERE:
+            return "console closed; the engine it ran has stopped, and its tunnels with it"
+        if self.ran == DAEMON and self.stale_since is not None:
+            return f"console closed; the daemon had gone away (last seen at {self.as_of()}) and was not back"
+        if self.ran == DAEMON:
+            return "console closed; the tunnels keep running in the daemon"
+        return "console closed; no daemon was running and no engine ran here"
 
     async def changes(self) -> AsyncIterator[Event]:
         """The engine's events, folded into the status mirror; yields those that change what a screen shows:
@@ -111,6 +167,10 @@ class Session:
             self.selected_unit = names[(names.index(current) + 1) % len(names)] if current in names else names[0]
 
     async def request(self, op: str, **args: Any) -> Any:
+        """One request to the daemon; while it is gone, DaemonNotRunning at once, saying the console reconnects."""
+        if self.stale_since is not None:
+            raise DaemonNotRunning(f"the daemon is gone; the console is reconnecting (what it shows is as of "
+                                   f"{self.as_of()})")
         return await self.backend.request(op, **args)
 
     async def close(self) -> None:
@@ -122,18 +182,18 @@ class Session:
     # ------------------------------------------------------------------ units
 
     async def start_unit(self, unit: str) -> None:
-        await self.backend.request("start", unit=unit)
+        await self.request("start", unit=unit)
 
     async def stop_unit(self, unit: str) -> None:
-        await self.backend.request("stop", unit=unit)
+        await self.request("stop", unit=unit)
 
     async def host_key_check(self, unit: str) -> dict:
         """What the unit's server presents now, what we trust for it and its software; nothing is recorded."""
-        return await self.backend.request("trust", unit=unit, check=True)
+        return await self.request("trust", unit=unit, check=True)
 
     async def trust(self, unit: str, fingerprint: str, replace: bool) -> dict:
         """Record the server's host key: refused unless it still presents the one the operator was shown."""
-        return await self.backend.request("trust", unit=unit, fingerprint=fingerprint, replace=replace or None)
+        return await self.request("trust", unit=unit, fingerprint=fingerprint, replace=replace or None)
 
     async def key_offer(self, unit: str) -> KeyOffer:
         config = self.load_config()
@@ -193,7 +253,7 @@ class Session:
             raise ConsoleError("nothing to save to: start the console with --config FILE")
         self.config = await asyncio.to_thread(save_form, self.config_path, form)
         try:
-            changes = await self.backend.request("reload")
+            changes = await self.request("reload")
         except ConsoleError as exc:
             return Outcome(f"saved {self.config_path}, but the daemon did not reload: {exc.message}", "warning")
         summary = "; ".join(changes) if changes else "nothing changed"
@@ -205,10 +265,10 @@ class Session:
     async def clients_list(self, client_id: str | None = None) -> list[ClientStatus]:
         """All clients, or the one named (an empty list when it no longer exists)."""
         if client_id is None:
-            result = await self.backend.request("clients.list")
+            result = await self.request("clients.list")
         else:
             try:
-                result = await self.backend.request("clients.list", id=client_id)
+                result = await self.request("clients.list", id=client_id)
             except ConsoleError as exc:
                 if exc.exit_code != EXIT_USAGE:  # a usage error here: no such client (removed)
                     raise
@@ -217,11 +277,11 @@ class Session:
 
     async def clients_add(self, client_id: str) -> dict:
         """Register a client; the answer holds its private key (once) when the hub made the pair."""
-        result = await self.backend.request("clients.add", id=client_id)
+        result = await self.request("clients.add", id=client_id)
         return result if isinstance(result, dict) else {}
 
     async def clients_change(self, client_id: str, quota: int) -> None:
-        await self.backend.request("clients.change", id=client_id, quota=quota)
+        await self.request("clients.change", id=client_id, quota=quota)
 
     async def clients_remove(self, client_id: str) -> None:
-        await self.backend.request("clients.remove", id=client_id)
+        await self.request("clients.remove", id=client_id)

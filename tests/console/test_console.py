@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 
 from support import EchoServer, authorize_units, config_of, eventually, run, unit_yaml
 from textual.widgets import DataTable, Input, Static
 
+from console.core.errors import DaemonNotRunning
 from console.core.keys import fingerprint, parse_public_key
 from console.core.paths import StatePaths
 from console.daemon import Daemon
@@ -527,4 +529,134 @@ def test_a_long_reason_is_shown_whole_wrapped_not_cut(state):
                 widget = app.screen.query_one(box, Static)
                 shown = " ".join(line.text.strip() for line in widget.render_lines(widget.region.reset_offset))
                 assert "AllowTcpForwarding)" in shown, (box, shown)  # the reason's last words are on screen
+    run(body())
+
+
+def test_the_console_reconnects_to_a_restarted_daemon(sshd, state):
+    """The daemon stops: a bar says so and the states shown are marked stale; it comes back: live again, with no
+    key pressed (fresh status, the event stream followed again, requests answered by the new daemon)."""
+    async def body():
+        async with EchoServer() as echo:
+            text = unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]})
+            running = [await start_daemon(sshd, state, text)]
+            try:
+                app = app_for(state)
+                async with app.run_test(size=SIZE) as pilot:
+                    await eventually(lambda: isinstance(app.screen, MainScreen))
+                    bar = app.screen.query_one("#daemon-bar", Static)
+                    units = app.screen.query_one("#units", DataTable)
+                    await eventually(lambda: unit_row(app, "master")[1] == "● up", timeout=5)
+                    assert not bar.display and not units.has_class("-stale")
+
+                    await running.pop().close()
+                    await eventually(lambda: bar.display and "reconnecting" in str(bar.render()), timeout=1,
+                                     what="the daemon-gone bar")
+                    assert "as of" in str(bar.render())
+                    assert units.has_class("-stale") and "as of" in str(units.border_title)
+                    assert unit_row(app, "master")[1] == "● up"  # the last state known, marked as such
+                    await pilot.pause(0.5)  # still gone: still saying so
+                    assert bar.display
+
+                    running.append(await start_daemon(sshd, state, text))
+                    await eventually(lambda: not bar.display, timeout=1.5, what="live again within a second")
+                    assert not units.has_class("-stale") and "as of" not in str(units.border_title or "")
+                    await eventually(lambda: unit_row(app, "master")[1] == "● up", timeout=5)
+                    await pilot.press("3", "y")  # a request the new daemon carries out; its event reaches the screen
+                    await eventually(lambda: unit_row(app, "master")[1] == "■ stopped", timeout=3)
+                    assert running[0].engine.status().units[0].state == "stopped"
+            finally:
+                for daemon in running:
+                    await daemon.close()
+    run(body())
+
+
+def _hub_yaml(port: int) -> str:
+    return f"hub:\n  listen: 127.0.0.1:{port}\n  ports: 47100-47120\n"
+
+
+def test_start_engine_here_that_fails_says_why_and_offers_retry(sshd, state, tmp_path):
+    async def body():
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "console.yaml"
+        config.write_text(unit_yaml(sshd, {"master": []}) + _hub_yaml(port))
+        authorize_units(sshd, state, ["master"])
+        app = app_for(state, config_path=config)
+        try:
+            async with app.run_test(size=SIZE) as pilot:
+                await eventually(lambda: isinstance(app.screen, NoDaemonScreen))
+                await pilot.press("s")
+                await eventually(lambda: isinstance(app.screen, NoDaemonScreen) and app.screen.query("#retry"),
+                                 timeout=5, what="the failure in the dialog")
+                text = str(app.screen.query_one(".dialog-text", Static).render())
+                assert f"cannot listen on 127.0.0.1:{port}" in text and "Address already in use" in text
+                assert app.engine_here is None and not state.control_socket.exists()
+                busy.close()
+                await pilot.press("r")  # the port is free now: retry starts the engine
+                await eventually(lambda: isinstance(app.screen, MainScreen)
+                                 and unit_row(app, "master")[1] == "● up", timeout=5)
+                assert app.engine_here is not None
+                assert "the tunnels end" in str(app.screen.query_one("#quit-note", Static).render())
+                await pilot.press("q")
+        finally:
+            busy.close()
+        assert not state.control_socket.exists()
+        assert app.closing_line() == "console closed; the engine it ran has stopped, and its tunnels with it"
+    run(body())
+
+
+def test_start_engine_here_with_a_bad_config_then_quit_says_nothing_ran(state, tmp_path):
+    async def body():
+        config = tmp_path / "console.yaml"
+        config.write_text("server: {host: 127.0.0.1, port: 70000}\nunits: {}\n")
+        app = app_for(state, config_path=config)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, NoDaemonScreen))
+            await pilot.press("s")
+            await eventually(lambda: isinstance(app.screen, NoDaemonScreen) and app.screen.query("#retry"),
+                             timeout=5, what="the failure in the dialog")
+            assert "70000" in str(app.screen.query_one(".dialog-text", Static).render())
+            await pilot.press("q")
+        assert app.engine_here is None
+        assert app.closing_line() == "console closed; no daemon was running and no engine ran here"
+    run(body())
+
+
+def test_the_closing_line_says_what_ran(state):
+    from console.ui.session import DAEMON, ENGINE_HERE, Session
+
+    session = Session(state)
+    assert session.closing_line() == "console closed; no daemon was running and no engine ran here"
+    session.ran = ENGINE_HERE
+    assert session.closing_line() == "console closed; the engine it ran has stopped, and its tunnels with it"
+    session.ran = DAEMON
+    assert session.closing_line() == "console closed; the tunnels keep running in the daemon"
+    session.stale_since = time.mktime((2026, 11, 30, 12, 1, 2, 0, 0, -1))
+    assert session.closing_line() == "console closed; the daemon had gone away (last seen at 12:01:02) and was not back"
+
+
+def test_the_daemon_gone_bar_shows_on_the_clients_screen_too(state):
+    from console.core.status import Status
+    from console.ui.backend import StaticBackend
+    from console.ui.messages import StatusChanged
+    from console.ui.screens.clients import ClientsScreen
+
+    async def body():
+        app = app_for(state, backend=StaticBackend(Status().to_json(), {"clients.list": {"clients": []}}))
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("7")
+            await eventually(lambda: isinstance(app.screen, ClientsScreen))
+            bar = app.screen.query_one("#daemon-bar", Static)
+            assert not bar.display
+            app.session.lost()  # what the App does when the daemon's connection ends
+            app.status_signal.publish(StatusChanged())
+            await eventually(lambda: bar.display and bar.region.y == 0 and "reconnecting" in str(bar.render()))
+            try:  # a request says at once that the daemon is gone
+                await app.session.clients_list()
+            except DaemonNotRunning as exc:
+                assert "the daemon is gone; the console is reconnecting" in exc.message
+            else:
+                raise AssertionError("a request while the daemon is gone was sent")
     run(body())

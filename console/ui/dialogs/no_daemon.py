@@ -1,4 +1,5 @@
-"""Shown when no daemon runs: quit, or run the engine inside the console (clearly labelled)."""
+"""Shown when no daemon runs: quit, or run the engine inside the console (clearly labelled). When that engine
+could not start, the same screen says why and offers Retry and Quit."""
 
 from __future__ import annotations
 
@@ -11,27 +12,50 @@ from textual.widgets import Button, Label, Static
 
 
 class NoDaemonScreen(Screen[bool]):
-    """Dismissed with True to start the engine here; quitting leaves the console."""
+    """Dismissed with True to start (or retry starting) the engine here; quitting leaves the console.
+    `failure`: why the last start failed (None: none was tried yet)."""
 
     BINDINGS = [Binding("s", "start_here", "Start engine here", id="nodaemon.start"),
+                Binding("r", "retry", "Retry", id="nodaemon.retry"),
                 Binding("q,escape", "app.quit", "Quit", id="nodaemon.quit")]
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, failure: str | None = None) -> None:
         super().__init__()
         self.reason = reason
+        self.failure = failure
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Label("No daemon is running", classes="dialog-title")
-            yield Static(f"{self.reason}\n\nStart it as a service (`sop-console daemon`), or press s to run the "
-                         "engine inside this console.\nCareful: then the tunnels end when you quit the console.",
-                         classes="dialog-text")
+            if self.failure is None:
+                yield Label("No daemon is running", classes="dialog-title")
+                yield Static(f"{self.reason}\n\nStart it as a service (`sop-console daemon`), or press s to run the "
+                             "engine inside this console.\nCareful: then the tunnels end when you quit the console.",
+                             classes="dialog-text")
+            else:
+                yield Label("The engine could not start here", classes="dialog-title")
+                yield Static(f"{self.failure}\n\nNothing is running: no daemon, and no engine in this console. "
+                             "Put right what is said above (the config file is read again), then press r to retry, "
+                             "or q to quit.", classes="dialog-text")
             with Horizontal(classes="buttons"):
                 yield Button("Quit", id="quit", variant="primary")
-                yield Button("Start engine here", id="start", variant="warning")
+                if self.failure is None:
+                    yield Button("Start engine here", id="start", variant="warning")
+                else:
+                    yield Button("Retry", id="retry", variant="warning")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "start_here":
+            return self.failure is None
+        if action == "retry":
+            return self.failure is not None
+        return True
 
     @on(Button.Pressed, "#start")
     def action_start_here(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#retry")
+    def action_retry(self) -> None:
         self.dismiss(True)
 
     @on(Button.Pressed, "#quit")

@@ -17,7 +17,8 @@ from console.core.states import human_bytes
 from console.core.status import ClientStatus
 from console.ui.dialogs.ask import AskScreen, SecretScreen
 from console.ui.dialogs.confirm import ConfirmScreen
-from console.ui.messages import ClientChanged, follow
+from console.ui.messages import ClientChanged, StatusChanged, follow
+from console.ui.widgets.daemon_bar import DaemonBar
 from console.ui.widgets.tables import fill, short_time
 
 if TYPE_CHECKING:
@@ -42,15 +43,17 @@ class ClientsScreen(Screen):
     ]
     FULL_RELOAD_OVER = 10  # more clients changed at once than this: one list of all instead of one request each
 
-    def __init__(self, session: Session, changes: Signal[ClientChanged]) -> None:
+    def __init__(self, session: Session, changes: Signal[ClientChanged], status: Signal[StatusChanged]) -> None:
         super().__init__()
         self.session = session
         self._changes = changes
+        self._status = status  # followed by the bar that says when the daemon is gone
         self._clients: dict[str, ClientStatus] = {}   # id -> the client as the daemon last described it
         self._stale: set[str] | None = None   # ids to fetch again; None: all of them
         self._loading = False
 
     def compose(self) -> ComposeResult:
+        yield DaemonBar(self.session, self._status)  # shown only while the daemon is gone
         yield Static("Clients (hub)", id="clients-title")
         yield DataTable(id="clients", cursor_type="row")
         yield DataTable(id="client-forwards", cursor_type="none")

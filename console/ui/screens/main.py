@@ -15,6 +15,7 @@ from textual.widgets.option_list import Option
 from console.core.states import human_bytes
 from console.ui.menu import MENU
 from console.ui.messages import MenuChosen, StatusChanged, follow
+from console.ui.widgets.daemon_bar import DaemonBar
 from console.ui.widgets.tables import fill, short_time
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from console.ui.session import Session
 
 QUIT_NOTE = "q quits the console; the tunnels keep running"
+QUIT_NOTE_ENGINE_HERE = "q quits the console and the engine it runs: the tunnels end"
 
 
 class MainScreen(Screen):
@@ -44,6 +46,7 @@ class MainScreen(Screen):
         self._changes = changes
 
     def compose(self) -> ComposeResult:
+        yield DaemonBar(self.session, self._changes)  # shown only while the daemon is gone
         with Horizontal(id="body"):
             with Vertical(id="menu-box"):
                 yield Static("", id="menu-title")
@@ -90,6 +93,22 @@ class MainScreen(Screen):
             detail += unit.last_error or "no error"
         self.query_one("#unit-detail", Static).update(detail)
         self._render_ports()
+        self._render_connection()
+        note = QUIT_NOTE if session.engine_here is None else QUIT_NOTE_ENGINE_HERE
+        quit_note = self.query_one("#quit-note", Static)
+        if str(quit_note.render()) != note:
+            quit_note.update(note)
+
+    def _render_connection(self) -> None:
+        """While the daemon is gone (the DaemonBar says so): the tables dimmed, with the time their state is from."""
+        stale = self.session.stale_since is not None
+        as_of = self.session.as_of()
+        for widget in self.query("#units, #unit-detail, #ports, #port-detail"):
+            widget.set_class(stale, "-stale")
+        for table in self.query("#units, #ports").results(DataTable):
+            title = f"stale: as of {as_of}" if stale else None
+            if table.border_title != title:
+                table.border_title = title
 
     def _render_ports(self) -> None:
         needle = self.query_one("#port-filter", Input).value.strip().lower()
