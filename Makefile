@@ -1,11 +1,17 @@
 # make demo: set up and run the demo (loopback hub, demo services, both units).
 # make test: set up and run the test suite (installs openssh-server and dropbear-bin when they are missing).
+# make install: a venv in $(PREFIX) from the system Python with this tree installed (not editable), the command
+#   linked into $(BINDIR); every file readable and runnable by every user (the operator's account runs it).
 PYTHON ?= python3
+PREFIX ?= /opt/sop-console
+BINDIR ?= /usr/local/bin
+# The system's Python, not the installing user's (a pyenv or ~/.local Python is unreadable to other accounts).
+SYSTEM_PYTHON ?= $(shell if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else echo python3; fi)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv sshd dropbear autossh clean
+.PHONY: demo test bench venv install sshd dropbear autossh clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +23,14 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/sop-console demo
+
+install:
+	umask 022 && $(SYSTEM_PYTHON) -m venv '$(PREFIX)'
+	umask 022 && '$(PREFIX)/bin/python' -m pip install -q --upgrade '$(CURDIR)'
+	chmod -R a+rX '$(PREFIX)'
+	mkdir -p '$(BINDIR)'
+	ln -sfn '$(PREFIX)/bin/sop-console' '$(BINDIR)/sop-console'
+	@echo "installed: $(BINDIR)/sop-console -> $(PREFIX)/bin/sop-console ($$('$(PREFIX)/bin/sop-console' --version))"
 
 sshd:
 	@if [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; then :; \
