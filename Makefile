@@ -1,11 +1,17 @@
 # make demo: set up and run the demo (loopback hub, demo services, both units).
-# make test: set up and run the test suite (installs openssh-server and dropbear-bin when they are missing).
+# make test: set up and run the test suite (installs openssh-server, dropbear-bin and tmux when they are missing).
+# make install: a venv in $(PREFIX) from the system Python with this tree installed (not editable), the command
+#   linked into $(BINDIR); every file readable and runnable by every user (the operator's account runs it).
 PYTHON ?= python3
+PREFIX ?= /opt/sop-console
+BINDIR ?= /usr/local/bin
+# The system's Python, not the installing user's (a pyenv or ~/.local Python is unreadable to other accounts).
+SYSTEM_PYTHON ?= $(shell if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else echo python3; fi)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv sshd dropbear autossh clean
+.PHONY: demo test bench venv install sshd dropbear tmux autossh clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,34 +24,39 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/sop-console demo
 
-sshd:
-	@if [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1; then :; \
+install:
+	umask 022 && $(SYSTEM_PYTHON) -m venv '$(PREFIX)'
+	umask 022 && '$(PREFIX)/bin/python' -m pip install -q --upgrade '$(CURDIR)'
+	chmod -R a+rX '$(PREFIX)'
+	mkdir -p '$(BINDIR)'
+	ln -sfn '$(PREFIX)/bin/sop-console' '$(BINDIR)/sop-console'
+	@echo "installed: $(BINDIR)/sop-console -> $(PREFIX)/bin/sop-console ($$('$(PREFIX)/bin/sop-console' --version))"
+
+# $(call need,COMMAND,PACKAGE,WHY[,optional]): with COMMAND missing, install PACKAGE with apt (as root); else say
+# how to, and fail unless the fourth argument says the tool is optional.
+define need
+	@if command -v $(1) >/dev/null 2>&1 || [ -x /usr/sbin/$(1) ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing openssh-server (the tests talk to a real sshd)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; \
+		echo "installing $(2) ($(3))"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
 	else \
-		echo "sshd is missing: install the package openssh-server (e.g. sudo apt-get install openssh-server)"; exit 1; \
+		echo "$(1) is missing: install the package $(2) (e.g. sudo apt-get install $(2))"; $(if $(4),:,exit 1); \
 	fi
+endef
+
+sshd:
+	$(call need,sshd,openssh-server,the tests talk to a real sshd)
 
 dropbear:
-	@if command -v dbclient >/dev/null 2>&1 && { command -v dropbear >/dev/null 2>&1 || [ -x /usr/sbin/dropbear ]; }; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing dropbear-bin (the tests talk to a real Dropbear server and client)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dropbear-bin >/dev/null; \
-	else \
-		echo "dropbear is missing: install the package dropbear-bin (e.g. sudo apt-get install dropbear-bin)"; exit 1; \
-	fi
+	$(call need,dropbear,dropbear-bin,the tests talk to a real Dropbear server and client)
+
+tmux:
+	$(call need,tmux,tmux,a console test runs in a real terminal)
 
 autossh:
-	@if command -v autossh >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing autossh (bench/recovery.py compares against it)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq autossh >/dev/null; \
-	else \
-		echo "autossh is missing: install the package autossh to compare against it"; \
-	fi
+	$(call need,autossh,autossh,bench/recovery.py compares against it,optional)
 
-test: $(STAMP) sshd dropbear
+test: $(STAMP) sshd dropbear tmux
 	$(PY) -m pytest -q
 
 bench: $(STAMP) sshd autossh

@@ -1,6 +1,7 @@
 """`sop-console daemon`: the engine in the foreground, systemd-friendly.
 
-Logs to stderr; SIGTERM/SIGINT stop every tunnel cleanly within 2 s; SIGHUP reloads the config, keeping
+Logs to stderr (each line with its UTC time; under systemd without it, with the journal's priority prefix
+instead); SIGTERM/SIGINT stop every tunnel cleanly within 2 s; SIGHUP reloads the config, keeping
 unchanged units and forwards running (an invalid new config is reported and the old one kept).
 """
 
@@ -23,8 +24,41 @@ from console.engine import Engine
 log = logging.getLogger("console.daemon")
 
 
+def under_systemd(environ: dict[str, str] | os._Environ = os.environ) -> bool:
+    """Started by systemd (it sets INVOCATION_ID for every service, JOURNAL_STREAM when stderr is the journal),
+    which stamps each line itself."""
+    return bool(environ.get("JOURNAL_STREAM") or environ.get("INVOCATION_ID"))
+
+
+class JournalFormatter(logging.Formatter):
+    """Lines for the journal: the syslog priority as sd-daemon's `<N>` prefix (so `journalctl -p err` works),
+    and no time stamp of our own (the journal records one)."""
+
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self.PRIORITY.get(record.levelno, 6)
+        # every line of a multi-line message (a traceback) gets the prefix, or the journal files it as INFO
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
+
+
+def log_formatter(environ: dict[str, str] | os._Environ = os.environ) -> logging.Formatter:
+    """The daemon's stderr lines: under systemd as JournalFormatter says; elsewhere each starts with its UTC time,
+    as the tunnel log's lines do (`2026-11-22T10:00:00Z INFO console.daemon: ...`)."""
+    if under_systemd(environ):
+        return JournalFormatter()
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    return formatter
+
+
 def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(log_formatter())
+    logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 

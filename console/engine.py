@@ -44,8 +44,8 @@ class Engine:
         self.clients = None    # console.hub.admin.ClientsAdmin for it
 
     def _on_log_line(self, line: str) -> None:
-        if self._echo:
-            log.info("%s", line)
+        if self._echo:  # the line without its time stamp: the daemon's log format adds one, or the journal does
+            log.info("%s", line.partition(" ")[2])
         self.bus.publish(LogLine(line))
 
     # ------------------------------------------------------------------ life cycle

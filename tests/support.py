@@ -6,6 +6,8 @@ import asyncio
 import logging
 import contextlib
 import getpass
+import subprocess
+from pathlib import Path
 import time
 from collections.abc import Awaitable, Callable
 
@@ -158,3 +160,11 @@ class HubLog(logging.Handler):
 
     def __exit__(self, *exc) -> None:
         logging.getLogger("console.hub").removeHandler(self)
+
+
+def as_user(user: str, home: Path, *cmd: str | Path, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command as a local user with a minimal login-like environment (no root's PATH or HOME)."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "USER": user,
+           **kwargs.pop("env", {})}
+    return subprocess.run([str(c) for c in cmd], user=user, group=user, extra_groups=[], env=env, cwd=home,
+                          capture_output=True, text=True, timeout=kwargs.pop("timeout", 30), **kwargs)

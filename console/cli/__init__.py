@@ -3,19 +3,21 @@ work on files alone (check, key show, key install, log).
 
 Each module here declares its own subcommands and their handlers (`register(commands)`): units, log, keys,
 clients (and hub), demo (and console). This one builds the parser and turns failures into exit codes:
-0 ok, 1 operation failed, 2 usage or configuration error, 3 daemon not running.
+0 ok, 1 operation failed, 2 usage or configuration error, 3 daemon not running. Started by sshd's ForceCommand with
+no command of its own, it runs the client's SSH_ORIGINAL_COMMAND only when `ssh_command` allows it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from console import __version__
-from console.cli import clients, demo, keys, log, units
+from console.cli import clients, demo, keys, log, ssh_command, units
 from console.cli.context import Commands, Context
-from console.core.errors import EXIT_FAILED, ConfigError, ConsoleError
+from console.core.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, ConsoleError
 
 MODULES = (units, log, keys, clients, demo)  # in the order --help lists their commands
 
@@ -57,7 +59,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = parser()
+    args = top.parse_args(argv)
+    if args.command is None:  # maybe sshd's ForceCommand, with what the client asked for (console/cli/ssh_command.py)
+        try:
+            asked = ssh_command.original_command(argv, os.environ)
+        except ssh_command.Refused as exc:
+            print(f"sop-console: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if asked is not None:
+            args = top.parse_args(asked)
     ctx = Context(args)
     try:
         return args.handler(ctx)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import stat
 import subprocess
@@ -293,3 +295,33 @@ def test_event_stream_sees_a_stop_within_a_second(daemon):
             assert any(isinstance(e, ForwardChanged) and e.forward == "ssh" and e.state == "stopped" for e in seen)
 
     asyncio.run(body())
+
+
+STAMP = re.compile(r"\d{4}-\d\d-\d\d|\d\d:\d\d:\d\d")
+
+
+@pytest.mark.parametrize("systemd", [{"JOURNAL_STREAM": "8:123456"}, {"INVOCATION_ID": "0" * 32}, {}],
+                         ids=["journal-stream", "invocation-id", "terminal"])
+def test_daemon_log_lines_leave_time_stamps_to_the_journal(tmp_path, systemd):
+    """Under systemd the journal stamps each line: ours carry no time, and start with the priority (<6> info)."""
+    config = tmp_path / "console.yaml"
+    config.write_text(f"server: {{host: 127.0.0.1, port: {free_port()}}}\n"
+                      "units:\n  master: {ssh_port: 10022}\n")  # a closed port: the unit retries, quietly here
+    env = {key: value for key, value in os.environ.items() if key not in ("JOURNAL_STREAM", "INVOCATION_ID")}
+    state = StatePaths(tmp_path / "state")
+    proc = subprocess.Popen([sys.executable, "-m", "console", "--state-dir", str(state.root), "--config", str(config),
+                             "daemon"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**env, **systemd})
+    try:
+        wait_for(lambda: state.control_socket.exists(), what="control socket")
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=10)
+    lines = stderr.splitlines()
+    assert any("engine up with 1 unit(s)" in line for line in lines), stderr
+    for line in lines:
+        if systemd:
+            assert not STAMP.search(line), f"a time stamp under systemd: {line!r}"
+            assert re.match(r"<[2-7]>(DEBUG|INFO|WARNING|ERROR|CRITICAL) ", line), line
+        else:
+            assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ", line), line
