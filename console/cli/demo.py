@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from console.cli.context import Commands, Context, has_terminal, need_terminal
 from console.core.choices import THEMES
 from console.core.errors import EXIT_OK
 from console.core.paths import StatePaths
+
+if TYPE_CHECKING:
+    from console.demo import DemoWorld
+    from console.ui.app import SopConsole
 
 
 def register(commands: Commands) -> None:
@@ -36,22 +41,31 @@ def console(ctx: Context) -> int:
     return app.return_code or EXIT_OK
 
 
+def demo_app(paths: StatePaths, world: DemoWorld) -> SopConsole:
+    """The console on the demo's world: it says, in Configure and above the keys, that quitting ends the demo and
+    that its configuration (made in memory) cannot be saved; closing it closes the world."""
+    from console.ui.app import SopConsole
+    from console.ui.backend import DaemonBackend
+
+    app = SopConsole(paths, config=world.config, backend=DaemonBackend(paths.control_socket), demo=True)
+    app.sub_title = "demo: everything on loopback; quitting ends it"
+    app.on_close.append(world.close)  # also when the terminal hangs up
+    return app
+
+
 async def _demo_console(paths: StatePaths) -> int:
     """The demo with the console on top, in one process: quitting the console ends the demo."""
     from console.demo import build_demo, demo_traffic
-    from console.ui.app import SopConsole
-    from console.ui.backend import DaemonBackend
 
     world = await build_demo(paths)
     traffic = asyncio.create_task(demo_traffic(world))
     try:
-        app = SopConsole(paths, config=world.config, backend=DaemonBackend(paths.control_socket))
-        app.sub_title = "demo: everything on loopback; quitting ends it"
-        app.on_close.append(world.close)  # also when the terminal hangs up
+        app = demo_app(paths, world)
         await app.run_async()
     finally:
         traffic.cancel()
         await world.close()
+    print(app.closing_line())
     return 0
 
 

@@ -26,6 +26,11 @@ Backend = DaemonBackend | StaticBackend
 DAEMON = "daemon"
 ENGINE_HERE = "engine here"
 
+# What `q` does, in each mode: the line above the keys on the main screen.
+QUIT_NOTE = "q quits the console; the tunnels keep running"
+QUIT_NOTE_ENGINE_HERE = "q quits the console and the engine it runs: the tunnels end"
+QUIT_NOTE_DEMO = "q ends the demo: its hub, services and tunnels stop"
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -47,8 +52,9 @@ class KeyOffer:
 
 class Session:
     def __init__(self, paths: StatePaths, *, config: Config | None = None, config_path: Path | None = None,
-                 backend: Backend | None = None) -> None:
+                 backend: Backend | None = None, demo: bool = False) -> None:
         self.paths = paths
+        self.demo = demo  # the demo's console: its daemon, hub and services live in this process and end with it
         self.config = config
         self.config_path = config_path
         self.backend: Backend = backend or DaemonBackend(paths.control_socket)
@@ -119,7 +125,9 @@ class Session:
 
     def closing_line(self) -> str:
         """What the console says as it closes, true to what ran: a daemon (still there or gone), the engine run
-        here (stopped with the console), or nothing."""
+        here (stopped with the console), the demo (ended with it), or nothing."""
+        if self.demo:
+            return "demo closed; its hub, services and tunnels have stopped"
         if self.ran == ENGINE_HERE:
             return "console closed; the engine it ran has stopped, and its tunnels with it"
         if self.ran == DAEMON and self.stale_since is not None:
@@ -127,6 +135,12 @@ class Session:
         if self.ran == DAEMON:
             return "console closed; the tunnels keep running in the daemon"
         return "console closed; no daemon was running and no engine ran here"
+
+    def quit_note(self) -> str:
+        """What `q` does here, said above the keys: the daemon's tunnels stay; the engine here and the demo end."""
+        if self.demo:
+            return QUIT_NOTE_DEMO
+        return QUIT_NOTE_ENGINE_HERE if self.engine_here is not None else QUIT_NOTE
 
     async def changes(self) -> AsyncIterator[Event]:
         """The engine's events, folded into the status mirror; yields those that change what a screen shows:
@@ -238,6 +252,25 @@ class Session:
             self.config = load_config(self.config_path)
         return self.config
 
+    def cannot_save(self) -> str | None:
+        """Why Configure cannot save here (the demo's configuration is in memory; no file was given), or None."""
+        if self.demo:
+            return "the demo's configuration is made in memory when it starts: there is no file to save it to"
+        if self.config_path is None:
+            return "nothing to save to: start the console with --config FILE"
+        return None
+
+    def save_note(self) -> str:
+        """Configure's title: what it edits and what saving does, true to the mode (one line each, <= 78 columns)."""
+        if self.demo:
+            return ("Configure: the demo's configuration (in memory)\n"
+                    "Look only: nothing is saved, and the demo ends when you quit.")
+        if self.config_path is None:
+            return ("Configure: no file (this console was started without one)\n"
+                    "Nothing can be saved: start the console with --config FILE.")
+        reloads = "the engine here reloads it" if self.engine_here is not None else "the daemon reloads it"
+        return f"Configure: {self.config_path}\nSaving rewrites it (comments dropped, .bak kept); {reloads}."
+
     def configuration_form(self, *, blank: bool = False):
         """The Configure form filled from the configuration (empty without one, or when `blank`)."""
         from console.core.config_form import form_from_config
@@ -249,8 +282,9 @@ class Session:
         ConsoleError (ConfigError with `problems`) when the form does not check: nothing was written."""
         from console.core.config_form import save_form
 
-        if self.config_path is None:
-            raise ConsoleError("nothing to save to: start the console with --config FILE")
+        why_not = self.cannot_save()
+        if why_not is not None:
+            raise ConsoleError(why_not)
         self.config = await asyncio.to_thread(save_form, self.config_path, form)
         try:
             changes = await self.request("reload")

@@ -660,3 +660,98 @@ def test_the_daemon_gone_bar_shows_on_the_clients_screen_too(state):
             else:
                 raise AssertionError("a request while the daemon is gone was sent")
     run(body())
+
+
+# ---------------------------------------------------------------------- what q and Configure say, in each mode
+
+def _quit_note(app: SopConsole) -> str:
+    return str(app.screen.query_one("#quit-note", Static).render())
+
+
+def _configure_title(app: SopConsole) -> str:
+    return str(app.screen.query_one("#form-title", Static).render())
+
+
+def test_attached_to_the_daemon_q_and_configure_say_the_daemon_keeps_running_and_reloads(sshd, state, tmp_path):
+    async def body():
+        path = tmp_path / "console.yaml"
+        path.write_text(unit_yaml(sshd, {"master": []}))
+        daemon = await start_daemon(sshd, state, path.read_text())
+        try:
+            app = app_for(state, config_path=path)
+            async with app.run_test(size=SIZE) as pilot:
+                await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[0])
+                assert _quit_note(app) == "q quits the console; the tunnels keep running"
+                await pilot.press("5")
+                await eventually(lambda: type(app.screen).__name__ == "ConfigureScreen")
+                title = _configure_title(app)
+                assert str(path) in title and "the daemon reloads it" in title and ".bak" in title
+                await pilot.press("escape", "q")
+            assert app.closing_line() == "console closed; the tunnels keep running in the daemon"
+        finally:
+            await daemon.close()
+    run(body())
+
+
+def test_engine_here_q_and_configure_say_the_tunnels_end_with_the_console(sshd, state, tmp_path):
+    async def body():
+        path = tmp_path / "console.yaml"
+        path.write_text(unit_yaml(sshd, {"master": []}))
+        app = app_for(state, config_path=path)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, NoDaemonScreen))
+            await pilot.press("s")
+            await eventually(lambda: isinstance(app.screen, MainScreen) and app.engine_here is not None, timeout=5)
+            assert _quit_note(app) == "q quits the console and the engine it runs: the tunnels end"
+            await pilot.press("5")
+            await eventually(lambda: type(app.screen).__name__ == "ConfigureScreen")
+            title = _configure_title(app)
+            assert str(path) in title and "the engine here reloads it" in title
+            assert "daemon" not in title
+            await pilot.press("escape", "q")
+        assert app.closing_line() == "console closed; the engine it ran has stopped, and its tunnels with it"
+    run(body())
+
+
+def test_demo_q_and_configure_say_what_the_demo_does(tmp_path):
+    from console.cli.demo import demo_app
+    from console.demo import build_demo
+    from console.ui.screens.configure import ConfigureScreen
+
+    async def body():
+        paths = StatePaths(tmp_path / "demo")
+        world = await build_demo(paths)
+        try:
+            app = demo_app(paths, world)
+            app.poll_log = False
+            app._watch_terminal = False
+            async with app.run_test(size=SIZE) as pilot:
+                await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[0])
+                assert _quit_note(app) == "q ends the demo: its hub, services and tunnels stop"
+                await pilot.press("5")
+                await eventually(lambda: isinstance(app.screen, ConfigureScreen))
+                title = _configure_title(app)
+                assert "demo" in title and "Saving rewrites" not in title and "nothing is saved" in title
+                await pilot.press("ctrl+s")  # says why, and writes nothing
+                errors = app.screen.query_one("#form-errors", Static)
+                await eventually(lambda: "not saved" in str(errors.render()))
+                assert "demo" in str(errors.render()) and "--config" not in str(errors.render())
+                await pilot.press("escape", "q")
+            assert app.closing_line() == "demo closed; its hub, services and tunnels have stopped"
+        finally:
+            await world.close()
+    run(body())
+
+
+def test_no_config_file_configure_says_it_cannot_save(state):
+    from console.core.status import Status
+    from console.ui.backend import StaticBackend
+
+    async def body():
+        app = app_for(state, backend=StaticBackend(Status().to_json()))
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("5")
+            await eventually(lambda: type(app.screen).__name__ == "ConfigureScreen")
+            title = _configure_title(app)
+            assert "no file" in title and "Saving rewrites" not in title and "--config FILE" in title
+    run(body())

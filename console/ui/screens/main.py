@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 
     from console.ui.session import Session
 
-QUIT_NOTE = "q quits the console; the tunnels keep running"
-QUIT_NOTE_ENGINE_HERE = "q quits the console and the engine it runs: the tunnels end"
-
 
 class MainScreen(Screen):
     """The menu for the selected unit; the units and the ports tables, redrawn on each StatusChanged."""
@@ -57,7 +54,7 @@ class MainScreen(Screen):
                 yield DataTable(id="ports", cursor_type="row")
                 yield Static("", id="port-detail")
                 yield Input(placeholder="filter ports (esc clears)", id="port-filter", classes="hidden")
-        yield Static(QUIT_NOTE, id="quit-note")
+        yield Static(self.session.quit_note(), id="quit-note")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -94,7 +91,7 @@ class MainScreen(Screen):
         self.query_one("#unit-detail", Static).update(detail)
         self._render_ports()
         self._render_connection()
-        note = QUIT_NOTE if session.engine_here is None else QUIT_NOTE_ENGINE_HERE
+        note = session.quit_note()
         quit_note = self.query_one("#quit-note", Static)
         if str(quit_note.render()) != note:
             quit_note.update(note)
