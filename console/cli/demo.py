@@ -27,15 +27,30 @@ def register(commands: Commands) -> None:
     p.add_argument("--theme", choices=THEMES, help="override console.theme from the config")
 
 
-def console(ctx: Context) -> int:
+def console_app(ctx: Context) -> SopConsole:
+    """The console for this command line. A config file that does not check does not keep it shut (under sshd's
+    ForceCommand it is the only way in): it opens on the daemon's live state, says every problem with its line,
+    and Configure offers the file's text to put right. `check` and the other commands still exit 2."""
+    from console.core.errors import ConfigError
     from console.ui.app import SopConsole
 
-    need_terminal()
     config_path = ctx.config_path if ctx.config_path.exists() else None
     theme = getattr(ctx.args, "theme", None)
-    if theme is None and config_path is not None:
-        theme = ctx.config().console.theme
-    app = SopConsole(ctx.paths, config_path=config_path, theme_name=theme or "sop")
+    config, problems = None, []
+    if config_path is not None:
+        try:
+            config = ctx.config()
+        except ConfigError as exc:
+            problems = exc.problems
+        else:
+            theme = theme or config.console.theme
+    return SopConsole(ctx.paths, config=config, config_path=config_path, theme_name=theme or "sop",
+                      config_problems=problems)
+
+
+def console(ctx: Context) -> int:
+    need_terminal()
+    app = console_app(ctx)
     app.run()
     print(app.closing_line())
     return app.return_code or EXIT_OK

@@ -54,9 +54,11 @@ class SopConsole(App):
 
     def __init__(self, paths: StatePaths, *, config: Config | None = None, config_path: Path | None = None,
                  backend: DaemonBackend | StaticBackend | None = None, theme_name: str = "sop",
-                 poll_log: bool = True, watch_terminal: bool | None = None, demo: bool = False) -> None:
+                 poll_log: bool = True, watch_terminal: bool | None = None, demo: bool = False,
+                 config_problems: list[str] | None = None) -> None:
         super().__init__()
-        self.session = Session(paths, config=config, config_path=config_path, backend=backend, demo=demo)
+        self.session = Session(paths, config=config, config_path=config_path, backend=backend, demo=demo,
+                               config_problems=config_problems)
         self.status_signal: Signal[StatusChanged] = Signal(self, "status")
         self.clients_signal: Signal[ClientChanged] = Signal(self, "clients")
         self.poll_log = poll_log

@@ -52,8 +52,11 @@ class KeyOffer:
 
 class Session:
     def __init__(self, paths: StatePaths, *, config: Config | None = None, config_path: Path | None = None,
-                 backend: Backend | None = None, demo: bool = False) -> None:
+                 backend: Backend | None = None, demo: bool = False, config_problems: list[str] | None = None) -> None:
         self.paths = paths
+        # The config file did not check when the console opened (one `FILE:LINE: ...` each): the console opens all
+        # the same, says so, and Configure offers the file's text. Emptied once a good file is saved or read.
+        self.config_problems: list[str] = list(config_problems or [])
         self.demo = demo  # the demo's console: its daemon, hub and services live in this process and end with it
         self.config = config
         self.config_path = config_path
@@ -148,6 +151,8 @@ class Session:
         async for event in self.backend.events():
             if isinstance(event, Reloaded):  # units or forwards may have changed: take a fresh snapshot
                 self._take(await self.backend.request("status"))
+                if self.config_problems:  # the file may have been put right (the daemon read a good one)
+                    await asyncio.to_thread(self.check_config_file)
                 yield event
             elif isinstance(event, ClientChanged) or self.status.apply(event):
                 yield event
@@ -260,6 +265,39 @@ class Session:
             return "nothing to save to: start the console with --config FILE"
         return None
 
+    def check_config_file(self) -> list[str]:
+        """Read the config file again: its problems now (none: it checks, and it is the configuration used)."""
+        if self.config_path is None:
+            return self.config_problems
+        from console.core.config import load_config
+        from console.core.errors import ConfigError
+
+        try:
+            self.config, self.config_problems = load_config(self.config_path), []
+        except ConfigError as exc:
+            self.config_problems = list(exc.problems)
+        return self.config_problems
+
+    def config_text(self) -> str | None:
+        """The config file's text, for Configure's editor when the form cannot read the file (None when the text
+        cannot be read either: too large, not UTF-8, unreadable)."""
+        if self.config_path is None:
+            return None
+        from console.core.config_file import read_config_text
+
+        try:
+            return read_config_text(self.config_path)
+        except (ConsoleError, OSError, UnicodeDecodeError):
+            return None
+
+    def save_effect(self, *, as_typed: bool = False) -> str:
+        """What saving does here, once it is possible: the file rewritten (from the form, without its comments;
+        or the text as typed), the .bak, who reloads it."""
+        reloads = "the engine here reloads it" if self.engine_here is not None else "the daemon reloads it"
+        if as_typed:
+            return f"Saving writes this text as it is (.bak kept); {reloads}."
+        return f"Saving rewrites it (comments dropped, .bak kept); {reloads}."
+
     def save_note(self) -> str:
         """Configure's title: what it edits and what saving does, true to the mode (one line each, <= 78 columns)."""
         if self.demo:
@@ -268,8 +306,7 @@ class Session:
         if self.config_path is None:
             return ("Configure: no file (this console was started without one)\n"
                     "Nothing can be saved: start the console with --config FILE.")
-        reloads = "the engine here reloads it" if self.engine_here is not None else "the daemon reloads it"
-        return f"Configure: {self.config_path}\nSaving rewrites it (comments dropped, .bak kept); {reloads}."
+        return f"Configure: {self.config_path}\n{self.save_effect()}"
 
     def configuration_form(self, *, blank: bool = False):
         """The Configure form filled from the configuration (empty without one, or when `blank`)."""
@@ -286,6 +323,22 @@ class Session:
         if why_not is not None:
             raise ConsoleError(why_not)
         self.config = await asyncio.to_thread(save_form, self.config_path, form)
+        self.config_problems = []
+        return await self._reload_saved()
+
+    async def save_config_text(self, text: str) -> Outcome:
+        """The file's own text from Configure's editor: checked as `check` does (ConfigError with one
+        `FILE:LINE: ...` per problem: nothing written), written atomically (.bak kept), the daemon asked to reload."""
+        from console.core.config_form import save_text
+
+        why_not = self.cannot_save()
+        if why_not is not None:
+            raise ConsoleError(why_not)
+        self.config = await asyncio.to_thread(save_text, self.config_path, text)
+        self.config_problems = []
+        return await self._reload_saved()
+
+    async def _reload_saved(self) -> Outcome:
         try:
             changes = await self.request("reload")
         except ConsoleError as exc:

@@ -755,3 +755,85 @@ def test_no_config_file_configure_says_it_cannot_save(state):
             title = _configure_title(app)
             assert "no file" in title and "Saving rewrites" not in title and "--config FILE" in title
     run(body())
+
+
+# ---------------------------------------------------------------------- a config file that does not check
+
+def _console_app(path, state: StatePaths) -> SopConsole:
+    """The console as `sop-console --config PATH` opens it (the command line's own code)."""
+    from console.cli import parser
+    from console.cli.context import Context
+    from console.cli.demo import console_app
+
+    app = console_app(Context(parser().parse_args(["--config", str(path), "--state-dir", str(state.root)])))
+    app.poll_log = False
+    return app
+
+
+def test_a_typo_in_the_config_file_opens_the_console_with_a_banner_and_configure_fixes_it(sshd, state, tmp_path):
+    """Under ForceCommand the console is the only way in: a broken file must not lock the operator out."""
+    from textual.widgets import TextArea
+
+    async def body():
+        async with EchoServer() as echo:
+            path = tmp_path / "console.yaml"
+            good = unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]})
+            path.write_text(good)
+            cfg = config_of(good)
+            authorize_units(sshd, state, cfg.units)
+            daemon = Daemon(cfg, state, path, echo_log=False)
+            await daemon.start()
+            try:
+                broken = good.replace("    username:", "    usernme:")
+                path.write_text(broken)  # broken on disk; the daemon keeps its last good config
+                line = broken.splitlines().index(next(x for x in broken.splitlines() if "usernme" in x)) + 1
+                app = _console_app(path, state)
+                async with app.run_test(size=SIZE) as pilot:
+                    await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[1] == "● up",
+                                     what="the daemon's live units")
+                    banner = app.screen.query_one("#config-banner", Static)
+                    assert banner.display
+                    text = str(banner.render())
+                    assert f"{path}:{line}: units.master.usernme: unknown key (did you mean 'username'?)" in text
+                    assert "5 Configure" in text and "daemon" in text
+
+                    await pilot.press("5")  # the form cannot read the file: its text, to edit
+                    await eventually(lambda: type(app.screen).__name__ == "ConfigTextScreen")
+                    editor = app.screen.query_one("#config-text", TextArea)
+                    assert editor.text == broken
+                    title = str(app.screen.query_one("#text-title", Static).render())
+                    assert str(path) in title and "as it is" in title and "the daemon reloads it" in title
+                    errors = app.screen.query_one("#form-errors", Static)
+                    assert f"{line}: units.master.usernme" in str(errors.render())
+                    editor.text = broken + "tunnel: {retry_max: 0}\n"  # still wrong (and a duplicate key): not saved
+                    await pilot.press("ctrl+s")
+                    await eventually(lambda: "not saved" in str(errors.render()))
+                    assert "usernme" in str(errors.render()) and path.read_text() == broken
+                    assert not (tmp_path / "console.yaml.bak").exists()
+
+                    editor.text = broken.replace("usernme:", "username:")
+                    await pilot.press("ctrl+s")
+                    await eventually(lambda: isinstance(app.screen, MainScreen), what="the editor closed")
+                    assert path.read_text() == good and (tmp_path / "console.yaml.bak").read_text() == broken
+                    await eventually(lambda: not banner.display, what="the banner gone after the reload")
+                    assert unit_row(app, "master")[1] == "● up"
+                    await pilot.press("5")  # the file checks again: the form
+                    await eventually(lambda: type(app.screen).__name__ == "ConfigureScreen")
+            finally:
+                await daemon.close()
+    run(body())
+
+
+def test_a_broken_config_file_opens_the_console_but_check_still_fails(tmp_path, monkeypatch, capsys):
+    from console.cli import main
+
+    path = tmp_path / "console.yaml"
+    path.write_text("server: {host: 127.0.0.1}\nunits:\n  master: {usernme: x}\n")
+    seen = []
+    monkeypatch.setenv("TEXTUAL_DRIVER", "test")  # the console needs a terminal: pretend one serves it
+    monkeypatch.setattr(SopConsole, "run", lambda self, *a, **k: seen.append(self))
+    assert main(["--config", str(path), "--state-dir", str(tmp_path / "state")]) == 0
+    assert seen and seen[0].session.config_problems == [
+        f"{path}:3: units.master.usernme: unknown key (did you mean 'username'?)"]
+    assert main(["--config", str(path), "check"]) == 2
+    assert "usernme: unknown key" in capsys.readouterr().err
