@@ -113,6 +113,7 @@ class Session:
         config = self.load_config()
         if config is None:
             raise ConsoleError("no configuration to start the engine with (pass --config)")
+        self.config_problems = []  # the file checks
         daemon = Daemon(config, self.paths, self.config_path, echo_log=False)
         try:
             await daemon.start()
@@ -294,6 +295,8 @@ class Session:
         """What saving does here, once it is possible: the file rewritten (from the form, without its comments;
         or the text as typed), the .bak, who reloads it."""
         reloads = "the engine here reloads it" if self.engine_here is not None else "the daemon reloads it"
+        if self.ran is None:  # attached to nothing yet: no daemon runs (the engine here could not start)
+            reloads = "no daemon runs: r starts the engine here with it"
         if as_typed:
             return f"Saving writes this text as it is (.bak kept); {reloads}."
         return f"Saving rewrites it (comments dropped, .bak kept); {reloads}."
@@ -339,6 +342,8 @@ class Session:
         return await self._reload_saved()
 
     async def _reload_saved(self) -> Outcome:
+        if self.ran is None:
+            return Outcome(f"saved {self.config_path} (previous kept as .bak); no daemon runs to reload it")
         try:
             changes = await self.request("reload")
         except ConsoleError as exc:

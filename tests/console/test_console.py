@@ -837,3 +837,37 @@ def test_a_broken_config_file_opens_the_console_but_check_still_fails(tmp_path, 
         f"{path}:3: units.master.usernme: unknown key (did you mean 'username'?)"]
     assert main(["--config", str(path), "check"]) == 2
     assert "usernme: unknown key" in capsys.readouterr().err
+
+
+def test_no_daemon_and_a_broken_config_file_the_dialog_offers_the_files_text(sshd, state, tmp_path):
+    """The daemon could not start on the broken file (systemd does not restart an exit 2): the engine here
+    cannot either; the dialog offers the file's text, and once it is saved, Retry starts the engine."""
+    from textual.widgets import TextArea
+
+    async def body():
+        path = tmp_path / "console.yaml"
+        good = unit_yaml(sshd, {"master": []})
+        broken = good.replace("    username:", "    usernme:")
+        path.write_text(broken)
+        authorize_units(sshd, state, ["master"])
+        app = _console_app(path, state)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, NoDaemonScreen))
+            await pilot.press("s")
+            await eventually(lambda: isinstance(app.screen, NoDaemonScreen) and app.screen.query("#edit"),
+                             timeout=5, what="the failure, with the file to edit")
+            assert "usernme" in str(app.screen.query_one(".dialog-text", Static).render())
+            await pilot.press("e")
+            await eventually(lambda: type(app.screen).__name__ == "ConfigTextScreen")
+            title = str(app.screen.query_one("#text-title", Static).render())
+            assert "no daemon" in title and "r starts the engine here" in title
+            app.screen.query_one("#config-text", TextArea).text = good
+            await pilot.press("ctrl+s")
+            await eventually(lambda: isinstance(app.screen, NoDaemonScreen), what="back to the dialog")
+            assert path.read_text() == good and (tmp_path / "console.yaml.bak").read_text() == broken
+            await pilot.press("r")
+            await eventually(lambda: isinstance(app.screen, MainScreen) and app.engine_here is not None
+                             and unit_row(app, "master")[1] == "● up", timeout=5)
+            assert not app.screen.query_one("#config-banner", Static).display
+            await pilot.press("q")
+    run(body())
