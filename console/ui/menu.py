@@ -54,7 +54,7 @@ async def configure(app: SopConsole, unit: str | None) -> None:
 
     session = app.session
     if session.config_path is not None:  # read the file again: it may have been broken, or put right, meanwhile
-        problems = await asyncio.to_thread(session.check_config_file)
+        problems = await session.check_config_file()
         text = await asyncio.to_thread(session.config_text) if problems else None
         if text is not None:  # the form cannot read it: the file's own text, checked on save by the same parser
             from console.ui.messages import StatusChanged

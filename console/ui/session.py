@@ -153,7 +153,7 @@ class Session:
             if isinstance(event, Reloaded):  # units or forwards may have changed: take a fresh snapshot
                 self._take(await self.backend.request("status"))
                 if self.config_problems:  # the file may have been put right (the daemon read a good one)
-                    await asyncio.to_thread(self.check_config_file)
+                    await self.check_config_file()
                 yield event
             elif isinstance(event, ClientChanged) or self.status.apply(event):
                 yield event
@@ -266,18 +266,16 @@ class Session:
             return "nothing to save to: start the console with --config FILE"
         return None
 
-    def check_config_file(self) -> list[str]:
-        """Read the config file again: its problems now (none: it checks, and it is the configuration used)."""
+    async def check_config_file(self) -> list[str]:
+        """Read the config file again (in a thread): its problems now (none: it checks, and it is the configuration
+        used from now on)."""
         if self.config_path is None:
             return self.config_problems
-        from console.core.config import load_config
-        from console.core.errors import ConfigError
-
-        try:
-            self.config, self.config_problems = load_config(self.config_path), []
-        except ConfigError as exc:
-            self.config_problems = list(exc.problems)
-        return self.config_problems
+        config, problems = await asyncio.to_thread(_read_config, self.config_path)
+        if config is not None:
+            self.config = config
+        self.config_problems = problems
+        return problems
 
     def config_text(self) -> str | None:
         """The config file's text, for Configure's editor when the form cannot read the file (None when the text
@@ -377,3 +375,14 @@ class Session:
 
     async def clients_remove(self, client_id: str) -> None:
         await self.request("clients.remove", id=client_id)
+
+
+def _read_config(path: Path) -> tuple[Config | None, list[str]]:
+    """The config file read and checked: the config, or None and its problems (one `FILE:LINE: ...` each)."""
+    from console.core.config import load_config
+    from console.core.errors import ConfigError
+
+    try:
+        return load_config(path), []
+    except ConfigError as exc:
+        return None, list(exc.problems)
