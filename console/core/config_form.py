@@ -16,7 +16,7 @@ import yaml
 
 from console.core.choices import UNIT_NAMES
 from console.core.config import SEED_FORWARDS, Config, parse_config
-from console.core.config_file import load_yaml, read_config_text
+from console.core.config_file import MAX_CONFIG_BYTES, _too_large, load_yaml, read_config_text
 from console.core.errors import ConfigError, OperationFailed, os_reason
 from console.core.paths import atomic_write, write_failure
 
@@ -151,6 +151,23 @@ def save_form(path: Path, form: ConfigForm) -> Config:
     """Validate, keep the previous file as PATH.bak, write the new one; both writes atomic, so a full disk
     (WriteFailed: "no space left on DEVICE writing FILE") leaves each file whole, old or new."""
     text, config = check_form(path, form)
+    _write_keeping_backup(path, text)
+    return config
+
+
+def save_text(path: Path, text: str) -> Config:
+    """The file's own text, as typed in Configure's editor (for a file the form cannot read): checked with the
+    parser `check` uses (ConfigError: one `FILE:LINE: ...` per problem, nothing written), then saved as the form
+    saves, the previous file kept as PATH.bak. The text is written as it is, comments included."""
+    size = len(text.encode())
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}:1: {_too_large(size)}"])
+    config = parse_config(text, str(path))
+    _write_keeping_backup(path, text)
+    return config
+
+
+def _write_keeping_backup(path: Path, text: str) -> None:
     try:
         previous = path.read_bytes()
         mode = stat.S_IMODE(path.stat().st_mode)
@@ -165,4 +182,3 @@ def save_form(path: Path, form: ConfigForm) -> Config:
     except OSError as exc:
         raise write_failure(exc, path) from exc
     atomic_write(path, text.encode(), mode=0o600)
-    return config

@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.signal import Signal
 
 from console.core import events
-from console.core.errors import ConsoleError, DaemonNotRunning, os_reason
+from console.core.errors import ConfigError, ConsoleError, DaemonNotRunning, os_reason
 from console.core.paths import StatePaths
 from console.ui import menu
 from console.ui.backend import DaemonBackend, StaticBackend
@@ -54,9 +54,11 @@ class SopConsole(App):
 
     def __init__(self, paths: StatePaths, *, config: Config | None = None, config_path: Path | None = None,
                  backend: DaemonBackend | StaticBackend | None = None, theme_name: str = "sop",
-                 poll_log: bool = True, watch_terminal: bool | None = None) -> None:
+                 poll_log: bool = True, watch_terminal: bool | None = None, demo: bool = False,
+                 config_problems: list[str] | None = None) -> None:
         super().__init__()
-        self.session = Session(paths, config=config, config_path=config_path, backend=backend)
+        self.session = Session(paths, config=config, config_path=config_path, backend=backend, demo=demo,
+                               config_problems=config_problems)
         self.status_signal: Signal[StatusChanged] = Signal(self, "status")
         self.clients_signal: Signal[ClientChanged] = Signal(self, "clients")
         self.poll_log = poll_log
@@ -114,13 +116,25 @@ class SopConsole(App):
         from console.ui.dialogs.no_daemon import NoDaemonScreen
 
         failure: str | None = None
-        while await self.push_screen_wait(NoDaemonScreen(reason, failure)):
+        editable = False  # the config file is why it failed, and its text can be edited here
+        while choice := await self.push_screen_wait(NoDaemonScreen(reason, failure, editable)):
+            if choice == "edit":
+                text = await asyncio.to_thread(self.session.config_text)
+                if text is not None:
+                    from console.ui.screens.config_text import ConfigTextScreen
+
+                    await self.push_screen_wait(ConfigTextScreen(self.session, text, self.session.config_problems))
+                continue
             try:
                 await self.session.start_engine_here()
-            except ConsoleError as exc:
+            except ConfigError as exc:
                 failure = exc.message
+                self.session.config_problems = list(exc.problems)
+                editable = await asyncio.to_thread(self.session.config_text) is not None
+            except ConsoleError as exc:
+                failure, editable = exc.message, False
             except OSError as exc:
-                failure = os_reason(exc)
+                failure, editable = os_reason(exc), False
             else:
                 self.sub_title = "engine inside this console: quitting ends the tunnels"
                 return True

@@ -6,6 +6,7 @@ dialogs behind the menu are imported when first chosen, not when the console sta
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -52,9 +53,19 @@ async def configure(app: SopConsole, unit: str | None) -> None:
     from console.ui.screens.configure import ConfigureScreen
 
     session = app.session
+    if session.config_path is not None:  # read the file again: it may have been broken, or put right, meanwhile
+        problems = await session.check_config_file()
+        text = await asyncio.to_thread(session.config_text) if problems else None
+        if text is not None:  # the form cannot read it: the file's own text, checked on save by the same parser
+            from console.ui.messages import StatusChanged
+            from console.ui.screens.config_text import ConfigTextScreen
+
+            app.status_signal.publish(StatusChanged())  # the main screen's banner says the same problems
+            await app.push_screen(ConfigTextScreen(session, text, problems))
+            return
     try:
         form = session.configuration_form()
-    except ConsoleError as exc:  # a file that does not load: say why, and offer a blank form to write a good one
+    except ConsoleError as exc:  # a file that cannot be read: say why, and offer a blank form to write a good one
         app.notify(exc.message, severity="error", timeout=10)
         form = session.configuration_form(blank=True)
     await app.push_screen(ConfigureScreen(session, form))

@@ -26,6 +26,11 @@ Backend = DaemonBackend | StaticBackend
 DAEMON = "daemon"
 ENGINE_HERE = "engine here"
 
+# What `q` does, in each mode: the line above the keys on the main screen.
+QUIT_NOTE = "q quits the console; the tunnels keep running"
+QUIT_NOTE_ENGINE_HERE = "q quits the console and the engine it runs: the tunnels end"
+QUIT_NOTE_DEMO = "q ends the demo: its hub, services and tunnels stop"
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -47,8 +52,12 @@ class KeyOffer:
 
 class Session:
     def __init__(self, paths: StatePaths, *, config: Config | None = None, config_path: Path | None = None,
-                 backend: Backend | None = None) -> None:
+                 backend: Backend | None = None, demo: bool = False, config_problems: list[str] | None = None) -> None:
         self.paths = paths
+        # The config file did not check when the console opened (one `FILE:LINE: ...` each): the console opens all
+        # the same, says so, and Configure offers the file's text. Emptied once a good file is saved or read.
+        self.config_problems: list[str] = list(config_problems or [])
+        self.demo = demo  # the demo's console: its daemon, hub and services live in this process and end with it
         self.config = config
         self.config_path = config_path
         self.backend: Backend = backend or DaemonBackend(paths.control_socket)
@@ -104,6 +113,7 @@ class Session:
         config = self.load_config()
         if config is None:
             raise ConsoleError("no configuration to start the engine with (pass --config)")
+        self.config_problems = []  # the file checks
         daemon = Daemon(config, self.paths, self.config_path, echo_log=False)
         try:
             await daemon.start()
@@ -119,7 +129,9 @@ class Session:
 
     def closing_line(self) -> str:
         """What the console says as it closes, true to what ran: a daemon (still there or gone), the engine run
-        here (stopped with the console), or nothing."""
+        here (stopped with the console), the demo (ended with it), or nothing."""
+        if self.demo:
+            return "demo closed; its hub, services and tunnels have stopped"
         if self.ran == ENGINE_HERE:
             return "console closed; the engine it ran has stopped, and its tunnels with it"
         if self.ran == DAEMON and self.stale_since is not None:
@@ -128,12 +140,20 @@ class Session:
             return "console closed; the tunnels keep running in the daemon"
         return "console closed; no daemon was running and no engine ran here"
 
+    def quit_note(self) -> str:
+        """What `q` does here, said above the keys: the daemon's tunnels stay; the engine here and the demo end."""
+        if self.demo:
+            return QUIT_NOTE_DEMO
+        return QUIT_NOTE_ENGINE_HERE if self.engine_here is not None else QUIT_NOTE
+
     async def changes(self) -> AsyncIterator[Event]:
         """The engine's events, folded into the status mirror; yields those that change what a screen shows:
         Reloaded (after a fresh snapshot was taken), a unit's or forward's change, and ClientChanged."""
         async for event in self.backend.events():
             if isinstance(event, Reloaded):  # units or forwards may have changed: take a fresh snapshot
                 self._take(await self.backend.request("status"))
+                if self.config_problems:  # the file may have been put right (the daemon read a good one)
+                    await self.check_config_file()
                 yield event
             elif isinstance(event, ClientChanged) or self.status.apply(event):
                 yield event
@@ -238,6 +258,57 @@ class Session:
             self.config = load_config(self.config_path)
         return self.config
 
+    def cannot_save(self) -> str | None:
+        """Why Configure cannot save here (the demo's configuration is in memory; no file was given), or None."""
+        if self.demo:
+            return "the demo's configuration is made in memory when it starts: there is no file to save it to"
+        if self.config_path is None:
+            return "nothing to save to: start the console with --config FILE"
+        return None
+
+    async def check_config_file(self) -> list[str]:
+        """Read the config file again (in a thread): its problems now (none: it checks, and it is the configuration
+        used from now on)."""
+        if self.config_path is None:
+            return self.config_problems
+        config, problems = await asyncio.to_thread(_read_config, self.config_path)
+        if config is not None:
+            self.config = config
+        self.config_problems = problems
+        return problems
+
+    def config_text(self) -> str | None:
+        """The config file's text, for Configure's editor when the form cannot read the file (None when the text
+        cannot be read either: too large, not UTF-8, unreadable)."""
+        if self.config_path is None:
+            return None
+        from console.core.config_file import read_config_text
+
+        try:
+            return read_config_text(self.config_path)
+        except (ConsoleError, OSError, UnicodeDecodeError):
+            return None
+
+    def save_effect(self, *, as_typed: bool = False) -> str:
+        """What saving does here, once it is possible: the file rewritten (from the form, without its comments;
+        or the text as typed), the .bak, who reloads it."""
+        reloads = "the engine here reloads it" if self.engine_here is not None else "the daemon reloads it"
+        if self.ran is None:  # attached to nothing yet: no daemon runs (the engine here could not start)
+            reloads = "no daemon runs: r starts the engine here with it"
+        if as_typed:
+            return f"Saving writes this text as it is (.bak kept); {reloads}."
+        return f"Saving rewrites it (comments dropped, .bak kept); {reloads}."
+
+    def save_note(self) -> str:
+        """Configure's title: what it edits and what saving does, true to the mode (one line each, <= 78 columns)."""
+        if self.demo:
+            return ("Configure: the demo's configuration (in memory)\n"
+                    "Look only: nothing is saved, and the demo ends when you quit.")
+        if self.config_path is None:
+            return ("Configure: no file (this console was started without one)\n"
+                    "Nothing can be saved: start the console with --config FILE.")
+        return f"Configure: {self.config_path}\n{self.save_effect()}"
+
     def configuration_form(self, *, blank: bool = False):
         """The Configure form filled from the configuration (empty without one, or when `blank`)."""
         from console.core.config_form import form_from_config
@@ -249,9 +320,28 @@ class Session:
         ConsoleError (ConfigError with `problems`) when the form does not check: nothing was written."""
         from console.core.config_form import save_form
 
-        if self.config_path is None:
-            raise ConsoleError("nothing to save to: start the console with --config FILE")
+        why_not = self.cannot_save()
+        if why_not is not None:
+            raise ConsoleError(why_not)
         self.config = await asyncio.to_thread(save_form, self.config_path, form)
+        self.config_problems = []
+        return await self._reload_saved()
+
+    async def save_config_text(self, text: str) -> Outcome:
+        """The file's own text from Configure's editor: checked as `check` does (ConfigError with one
+        `FILE:LINE: ...` per problem: nothing written), written atomically (.bak kept), the daemon asked to reload."""
+        from console.core.config_form import save_text
+
+        why_not = self.cannot_save()
+        if why_not is not None:
+            raise ConsoleError(why_not)
+        self.config = await asyncio.to_thread(save_text, self.config_path, text)
+        self.config_problems = []
+        return await self._reload_saved()
+
+    async def _reload_saved(self) -> Outcome:
+        if self.ran is None:
+            return Outcome(f"saved {self.config_path} (previous kept as .bak); no daemon runs to reload it")
         try:
             changes = await self.request("reload")
         except ConsoleError as exc:
@@ -285,3 +375,14 @@ class Session:
 
     async def clients_remove(self, client_id: str) -> None:
         await self.request("clients.remove", id=client_id)
+
+
+def _read_config(path: Path) -> tuple[Config | None, list[str]]:
+    """The config file read and checked: the config, or None and its problems (one `FILE:LINE: ...` each)."""
+    from console.core.config import load_config
+    from console.core.errors import ConfigError
+
+    try:
+        return load_config(path), []
+    except ConfigError as exc:
+        return None, list(exc.problems)

@@ -660,3 +660,214 @@ def test_the_daemon_gone_bar_shows_on_the_clients_screen_too(state):
             else:
                 raise AssertionError("a request while the daemon is gone was sent")
     run(body())
+
+
+# ---------------------------------------------------------------------- what q and Configure say, in each mode
+
+def _quit_note(app: SopConsole) -> str:
+    return str(app.screen.query_one("#quit-note", Static).render())
+
+
+def _configure_title(app: SopConsole) -> str:
+    return str(app.screen.query_one("#form-title", Static).render())
+
+
+def test_attached_to_the_daemon_q_and_configure_say_the_daemon_keeps_running_and_reloads(sshd, state, tmp_path):
+    async def body():
+        path = tmp_path / "console.yaml"
+        path.write_text(unit_yaml(sshd, {"master": []}))
+        daemon = await start_daemon(sshd, state, path.read_text())
+        try:
+            app = app_for(state, config_path=path)
+            async with app.run_test(size=SIZE) as pilot:
+                await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[0])
+                assert _quit_note(app) == "q quits the console; the tunnels keep running"
+                await pilot.press("5")
+                await eventually(lambda: type(app.screen).__name__ == "ConfigureScreen")
+                title = _configure_title(app)
+                assert str(path) in title and "the daemon reloads it" in title and ".bak" in title
+                await pilot.press("escape", "q")
+            assert app.closing_line() == "console closed; the tunnels keep running in the daemon"
+        finally:
+            await daemon.close()
+    run(body())
+
+
+def test_engine_here_q_and_configure_say_the_tunnels_end_with_the_console(sshd, state, tmp_path):
+    async def body():
+        path = tmp_path / "console.yaml"
+        path.write_text(unit_yaml(sshd, {"master": []}))
+        app = app_for(state, config_path=path)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, NoDaemonScreen))
+            await pilot.press("s")
+            await eventually(lambda: isinstance(app.screen, MainScreen) and app.engine_here is not None, timeout=5)
+            assert _quit_note(app) == "q quits the console and the engine it runs: the tunnels end"
+            await pilot.press("5")
+            await eventually(lambda: type(app.screen).__name__ == "ConfigureScreen")
+            title = _configure_title(app)
+            assert str(path) in title and "the engine here reloads it" in title
+            assert "daemon" not in title
+            await pilot.press("escape", "q")
+        assert app.closing_line() == "console closed; the engine it ran has stopped, and its tunnels with it"
+    run(body())
+
+
+def test_demo_q_and_configure_say_what_the_demo_does(tmp_path):
+    from console.cli.demo import demo_app
+    from console.demo import build_demo
+    from console.ui.screens.configure import ConfigureScreen
+
+    async def body():
+        paths = StatePaths(tmp_path / "demo")
+        world = await build_demo(paths)
+        try:
+            app = demo_app(paths, world)
+            app.poll_log = False
+            app._watch_terminal = False
+            async with app.run_test(size=SIZE) as pilot:
+                await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[0])
+                assert _quit_note(app) == "q ends the demo: its hub, services and tunnels stop"
+                await pilot.press("5")
+                await eventually(lambda: isinstance(app.screen, ConfigureScreen))
+                title = _configure_title(app)
+                assert "demo" in title and "Saving rewrites" not in title and "nothing is saved" in title
+                await pilot.press("ctrl+s")  # says why, and writes nothing
+                errors = app.screen.query_one("#form-errors", Static)
+                await eventually(lambda: "not saved" in str(errors.render()))
+                assert "demo" in str(errors.render()) and "--config" not in str(errors.render())
+                await pilot.press("escape", "q")
+            assert app.closing_line() == "demo closed; its hub, services and tunnels have stopped"
+        finally:
+            await world.close()
+    run(body())
+
+
+def test_no_config_file_configure_says_it_cannot_save(state):
+    from console.core.status import Status
+    from console.ui.backend import StaticBackend
+
+    async def body():
+        app = app_for(state, backend=StaticBackend(Status().to_json()))
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("5")
+            await eventually(lambda: type(app.screen).__name__ == "ConfigureScreen")
+            title = _configure_title(app)
+            assert "no file" in title and "Saving rewrites" not in title and "--config FILE" in title
+    run(body())
+
+
+# ---------------------------------------------------------------------- a config file that does not check
+
+def _console_app(path, state: StatePaths) -> SopConsole:
+    """The console as `sop-console --config PATH` opens it (the command line's own code)."""
+    from console.cli import parser
+    from console.cli.context import Context
+    from console.cli.demo import console_app
+
+    app = console_app(Context(parser().parse_args(["--config", str(path), "--state-dir", str(state.root)])))
+    app.poll_log = False
+    return app
+
+
+def test_a_typo_in_the_config_file_opens_the_console_with_a_banner_and_configure_fixes_it(sshd, state, tmp_path):
+    """Under ForceCommand the console is the only way in: a broken file must not lock the operator out."""
+    from textual.widgets import TextArea
+
+    async def body():
+        async with EchoServer() as echo:
+            path = tmp_path / "console.yaml"
+            good = unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]})
+            path.write_text(good)
+            cfg = config_of(good)
+            authorize_units(sshd, state, cfg.units)
+            daemon = Daemon(cfg, state, path, echo_log=False)
+            await daemon.start()
+            try:
+                broken = good.replace("    username:", "    usernme:")
+                path.write_text(broken)  # broken on disk; the daemon keeps its last good config
+                line = broken.splitlines().index(next(x for x in broken.splitlines() if "usernme" in x)) + 1
+                app = _console_app(path, state)
+                async with app.run_test(size=SIZE) as pilot:
+                    await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[1] == "● up",
+                                     what="the daemon's live units")
+                    banner = app.screen.query_one("#config-banner", Static)
+                    assert banner.display
+                    text = str(banner.render())
+                    assert f"{path}:{line}: units.master.usernme: unknown key (did you mean 'username'?)" in text
+                    assert "5 Configure" in text and "daemon" in text
+
+                    await pilot.press("5")  # the form cannot read the file: its text, to edit
+                    await eventually(lambda: type(app.screen).__name__ == "ConfigTextScreen")
+                    editor = app.screen.query_one("#config-text", TextArea)
+                    assert editor.text == broken
+                    title = str(app.screen.query_one("#text-title", Static).render())
+                    assert str(path) in title and "as it is" in title and "the daemon reloads it" in title
+                    errors = app.screen.query_one("#form-errors", Static)
+                    assert f"{line}: units.master.usernme" in str(errors.render())
+                    editor.text = broken + "tunnel: {retry_max: 0}\n"  # still wrong (and a duplicate key): not saved
+                    await pilot.press("ctrl+s")
+                    await eventually(lambda: "not saved" in str(errors.render()))
+                    assert "usernme" in str(errors.render()) and path.read_text() == broken
+                    assert not (tmp_path / "console.yaml.bak").exists()
+
+                    editor.text = broken.replace("usernme:", "username:")
+                    await pilot.press("ctrl+s")
+                    await eventually(lambda: isinstance(app.screen, MainScreen), what="the editor closed")
+                    assert path.read_text() == good and (tmp_path / "console.yaml.bak").read_text() == broken
+                    await eventually(lambda: not banner.display, what="the banner gone after the reload")
+                    assert unit_row(app, "master")[1] == "● up"
+                    await pilot.press("5")  # the file checks again: the form
+                    await eventually(lambda: type(app.screen).__name__ == "ConfigureScreen")
+            finally:
+                await daemon.close()
+    run(body())
+
+
+def test_a_broken_config_file_opens_the_console_but_check_still_fails(tmp_path, monkeypatch, capsys):
+    from console.cli import main
+
+    path = tmp_path / "console.yaml"
+    path.write_text("server: {host: 127.0.0.1}\nunits:\n  master: {usernme: x}\n")
+    seen = []
+    monkeypatch.setenv("TEXTUAL_DRIVER", "test")  # the console needs a terminal: pretend one serves it
+    monkeypatch.setattr(SopConsole, "run", lambda self, *a, **k: seen.append(self))
+    assert main(["--config", str(path), "--state-dir", str(tmp_path / "state")]) == 0
+    assert seen and seen[0].session.config_problems == [
+        f"{path}:3: units.master.usernme: unknown key (did you mean 'username'?)"]
+    assert main(["--config", str(path), "check"]) == 2
+    assert "usernme: unknown key" in capsys.readouterr().err
+
+
+def test_no_daemon_and_a_broken_config_file_the_dialog_offers_the_files_text(sshd, state, tmp_path):
+    """The daemon could not start on the broken file (systemd does not restart an exit 2): the engine here
+    cannot either; the dialog offers the file's text, and once it is saved, Retry starts the engine."""
+    from textual.widgets import TextArea
+
+    async def body():
+        path = tmp_path / "console.yaml"
+        good = unit_yaml(sshd, {"master": []})
+        broken = good.replace("    username:", "    usernme:")
+        path.write_text(broken)
+        authorize_units(sshd, state, ["master"])
+        app = _console_app(path, state)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, NoDaemonScreen))
+            await pilot.press("s")
+            await eventually(lambda: isinstance(app.screen, NoDaemonScreen) and app.screen.query("#edit"),
+                             timeout=5, what="the failure, with the file to edit")
+            assert "usernme" in str(app.screen.query_one(".dialog-text", Static).render())
+            await pilot.press("e")
+            await eventually(lambda: type(app.screen).__name__ == "ConfigTextScreen")
+            title = str(app.screen.query_one("#text-title", Static).render())
+            assert "no daemon" in title and "r starts the engine here" in title
+            app.screen.query_one("#config-text", TextArea).text = good
+            await pilot.press("ctrl+s")
+            await eventually(lambda: isinstance(app.screen, NoDaemonScreen), what="back to the dialog")
+            assert path.read_text() == good and (tmp_path / "console.yaml.bak").read_text() == broken
+            await pilot.press("r")
+            await eventually(lambda: isinstance(app.screen, MainScreen) and app.engine_here is not None
+                             and unit_row(app, "master")[1] == "● up", timeout=5)
+            assert not app.screen.query_one("#config-banner", Static).display
+            await pilot.press("q")
+    run(body())

@@ -82,3 +82,25 @@ def test_a_new_file_from_the_form(tmp_path):
     form.units["master"].app_target_port = "8443"
     config = save_form(tmp_path / "new.yaml", form)
     assert set(config.units) == {"master"} and config.units["master"].forwards[1].local == "127.0.0.1:8443"
+
+
+def test_the_files_text_is_checked_as_check_does_and_saved_keeping_a_backup(tmp_path):
+    """Configure's text editor, for a file the form cannot read: the same parser, file:line, atomic, .bak."""
+    import stat
+
+    from console.core.config_form import save_text
+
+    path = tmp_path / "console.yaml"
+    broken = ORIGINAL.replace("username:", "usernme:")
+    path.write_text(broken)
+    path.chmod(0o640)
+    with pytest.raises(ConfigError) as info:
+        save_text(path, broken + "tunnel: {retry_max: 100000000}\n")
+    assert f"{path}:6: units.master.usernme: unknown key (did you mean 'username'?)" in info.value.problems
+    assert path.read_text() == broken and not (tmp_path / "console.yaml.bak").exists()  # nothing written
+    config = save_text(path, ORIGINAL)
+    assert config.units["master"].username == "sop001"
+    assert path.read_text() == ORIGINAL  # the text as typed, comments and all
+    assert (tmp_path / "console.yaml.bak").read_text() == broken
+    assert stat.S_IMODE((tmp_path / "console.yaml.bak").stat().st_mode) == 0o640
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -32,10 +32,7 @@ class ConfigureScreen(Screen):
 
     def compose(self) -> ComposeResult:
         form = self.form
-        path = self.session.config_path
-        where = str(path) if path else "no file (this console was started without one)"
-        yield Static(f"Configure: {where}\nSaving rewrites it; comments are not kept (previous file: .bak).",
-                     id="form-title")
+        yield Static(self.session.save_note(), id="form-title")
         with VerticalScroll(id="form"):
             yield Label("SSH server", classes="form-section")
             yield from _field("SSH Server hostname", "host", form.host)
@@ -71,8 +68,9 @@ class ConfigureScreen(Screen):
     @work(exclusive=True, group="configure")
     async def action_save(self) -> None:
         errors = self.query_one("#form-errors", Static)
-        if self.session.config_path is None:
-            errors.update("✖ nothing to save to: start the console with --config FILE")
+        why_not = self.session.cannot_save()
+        if why_not is not None:
+            errors.update(f"✖ not saved: {why_not}")
             return
         try:
             outcome = await self.session.save_configuration(self._read())

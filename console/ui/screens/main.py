@@ -23,8 +23,7 @@ if TYPE_CHECKING:
 
     from console.ui.session import Session
 
-QUIT_NOTE = "q quits the console; the tunnels keep running"
-QUIT_NOTE_ENGINE_HERE = "q quits the console and the engine it runs: the tunnels end"
+BANNER_PROBLEMS = 5  # the config file's problems listed on the main screen; Configure lists them all
 
 
 class MainScreen(Screen):
@@ -47,6 +46,7 @@ class MainScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield DaemonBar(self.session, self._changes)  # shown only while the daemon is gone
+        yield Static("", id="config-banner")  # shown only while the config file does not check
         with Horizontal(id="body"):
             with Vertical(id="menu-box"):
                 yield Static("", id="menu-title")
@@ -57,7 +57,7 @@ class MainScreen(Screen):
                 yield DataTable(id="ports", cursor_type="row")
                 yield Static("", id="port-detail")
                 yield Input(placeholder="filter ports (esc clears)", id="port-filter", classes="hidden")
-        yield Static(QUIT_NOTE, id="quit-note")
+        yield Static(self.session.quit_note(), id="quit-note")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -94,10 +94,30 @@ class MainScreen(Screen):
         self.query_one("#unit-detail", Static).update(detail)
         self._render_ports()
         self._render_connection()
-        note = QUIT_NOTE if session.engine_here is None else QUIT_NOTE_ENGINE_HERE
+        self._render_config_problems()
+        note = session.quit_note()
         quit_note = self.query_one("#quit-note", Static)
         if str(quit_note.render()) != note:
             quit_note.update(note)
+
+    def _render_config_problems(self) -> None:
+        """The config file does not check: every problem with its line, what runs meanwhile, and the way out."""
+        session = self.session
+        problems = session.config_problems
+        banner = self.query_one("#config-banner", Static)
+        if problems:
+            runs = ("the engine here runs the configuration it started with" if session.engine_here is not None
+                    else "the daemon keeps the configuration it last loaded")
+            shown = problems if len(problems) <= BANNER_PROBLEMS else problems[:BANNER_PROBLEMS - 1]
+            more = len(problems) - len(shown)
+            text = (f"✖ {session.config_path} does not check: {runs}. 5 Configure to fix it.\n"
+                    + "\n".join(shown) + (f"\n… and {more} more (5 Configure lists them all)" if more else ""))
+            if str(banner.render()) != text:
+                banner.update(text)
+        banner.display = bool(problems)
+
+    def on_screen_resume(self) -> None:
+        self.render_status()  # back from Configure: a saved file may have put the config right
 
     def _render_connection(self) -> None:
         """While the daemon is gone (the DaemonBar says so): the tables dimmed, with the time their state is from."""
