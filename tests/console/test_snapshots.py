@@ -1,4 +1,5 @@
-"""Snapshots (pytest-textual-snapshot) of the console's screens, at 80x24 and 120x40, in every theme.
+"""Snapshots (pytest-textual-snapshot) of the console's screens, at 80x24 and 120x40, in every theme; the main
+screen also at 60x20, 80x24 and 200x50 with a long state (the smallest terminal we lay out for, and a large one).
 
 Deterministic by construction: a fixed status (StaticBackend), a fixed log, a key derived from a fixed seed;
 no clocks, hostnames, temp paths or random ports reach the screen. Update with `pytest --snapshot-update`
@@ -49,6 +50,19 @@ STATUS = Status([
              error="server refused to listen on *:10081: the port is held by another session")]),
 ]).to_json()
 
+FINGERPRINT = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+# The longest state word, a retry time, a server key and a long error: what a small terminal must still show.
+LONG_STATUS = Status([
+    UnitStatus("master", UnitState.UP, "2026-11-22T10:00:00Z", "203.0.113.7:2222", "sop001", forwards=[
+        _fwd("ssh", "*:10022", "127.0.0.1:22", open_=1, total=14, bytes_in=48_213, bytes_out=1_204_551),
+        _fwd("http", "*:10080", "127.0.0.1:80", total=3, bytes_in=1_200, bytes_out=5_400),
+        _fwd("app", "*:10090", "127.0.0.1:8443")]),
+    UnitStatus("clone", UnitState.HOST_KEY_UNKNOWN, "2026-11-22T09:58:12Z", "203.0.113.7:2222", "sop002",
+               next_retry="2026-11-22T10:05:00Z", server_key=FINGERPRINT,
+               last_error=f"host key {FINGERPRINT} of 203.0.113.7:2222 is not trusted yet: verify it and run "
+                          "`sop-console trust clone`"),
+]).to_json()
+
 LOG = "".join(
     f"2026-11-22T10:{m:02d}:00Z {unit} {event}\n" for m, (unit, event) in enumerate([
         ("engine", "engine up with 2 unit(s): master, clone"),
@@ -79,7 +93,7 @@ CLIENTS = {"clients": [
 ]}
 
 
-def _app(tmp_path, theme: str) -> SopConsole:
+def _app(tmp_path, theme: str, status: dict = STATUS) -> SopConsole:
     state = StatePaths(tmp_path / "state").prepare()
     seed = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
     pem = seed.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
@@ -89,7 +103,7 @@ def _app(tmp_path, theme: str) -> SopConsole:
     os.chmod(key_path, 0o600)
     state.tunnel_log.write_text(LOG)
     return SopConsole(state, config=parse_config(CONFIG, "snapshot.yaml"),
-                      backend=StaticBackend(STATUS, {"clients.list": CLIENTS}),
+                      backend=StaticBackend(status, {"clients.list": CLIENTS}),
                       theme_name=theme, poll_log=False, watch_terminal=False)
 
 
@@ -149,3 +163,17 @@ def test_configure_form(snap_compare, tmp_path, theme, size):
 def test_clients_screen(snap_compare, tmp_path, theme, size):
     assert snap_compare(_app(tmp_path, theme), terminal_size=size,
                         run_before=_shown("7", "ClientsScreen", _rows("#clients")))
+
+
+# ---------------------------------------------------------------------- the smallest and a large terminal
+
+EDGE_SIZES = [(60, 20), (80, 24), (200, 50)]
+
+
+@pytest.mark.parametrize("size", EDGE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_main_screen_long_state(snap_compare, tmp_path, size):
+    """The clone `? host-key-unknown` and selected: both units, the next retry, the detail whole, the ports'
+    local column; under 90 columns the menu is one line."""
+    assert snap_compare(_app(tmp_path, "sop", LONG_STATUS), terminal_size=size,
+                        run_before=_shown("u", "MainScreen", _rows("#ports")))
+
