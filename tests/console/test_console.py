@@ -281,9 +281,9 @@ def test_log_view_searches_with_s_and_leaves_question_mark_to_help(state):
             await eventually(lambda: isinstance(app.screen, LogScreen))
             view = app.screen.query_one(LogView)
             await pilot.press("question_mark")
-            await eventually(lambda: bool(app.screen.query("HelpPanel")))
+            await eventually(lambda: type(app.screen).__name__ == "HelpScreen")
             await pilot.press("question_mark")
-            await eventually(lambda: not app.screen.query("HelpPanel"))
+            await eventually(lambda: isinstance(app.screen, LogScreen))
             await pilot.press("s", *"event 12", "enter")
             await eventually(lambda: view._current >= 0, what="a search hit")
             first = view._current
@@ -315,9 +315,9 @@ def test_help_palette_and_no_color(state, monkeypatch):
             await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[1])
             assert unit_row(app, "master")[1] == "◐ degraded"  # a word and a glyph, not a colour alone
             await pilot.press("question_mark")
-            await eventually(lambda: bool(app.screen.query("HelpPanel")))
+            await eventually(lambda: type(app.screen).__name__ == "HelpScreen")
             await pilot.press("question_mark")
-            await eventually(lambda: not app.screen.query("HelpPanel"))
+            await eventually(lambda: isinstance(app.screen, MainScreen))
             titles = [c.title for c in app.get_system_commands(app.screen)]
             for wanted in ("1 Install ssh key", "2 Start", "3 Stop", "4 View log", "5 Configure",
                            "6 Trust host key", "Theme: sop", "Theme: dark", "Theme: light"):
@@ -744,3 +744,37 @@ def test_small_terminals_keep_both_units_the_local_column_and_the_whole_detail(s
     for size in ((60, 20), (80, 24), (200, 50)):
         run(body(size))
 
+
+def test_help_is_a_full_screen_page_of_the_apps_keys_that_esc_and_question_mark_close(state):
+    """? opens a screen of its own: the keys of the screen it came from first (the menu's 1-7 with what they do),
+    then the others grouped by screen; esc and ? close it, from the main screen and from the log view."""
+    async def body():
+        app = long_state_app(state)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "clone")[1])
+            await pilot.press("question_mark")
+            await eventually(lambda: type(app.screen).__name__ == "HelpScreen")
+            await pilot.pause()
+            assert app.screen.region.size == app.size
+            lines = screen_text(app).splitlines()
+            for item in ("1", "2", "3", "4", "5", "6", "7"):
+                assert any(line.lstrip().startswith(f"{item} ") for line in lines[:20]), (item, lines)
+            text = "\n".join(lines)
+            assert "Install ssh key" in text and "View log" in text
+            await pilot.press("escape")
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("f1")
+            await eventually(lambda: type(app.screen).__name__ == "HelpScreen")
+            await pilot.press("question_mark")
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+
+            await pilot.press("4")
+            await eventually(lambda: isinstance(app.screen, LogScreen))
+            await pilot.press("question_mark")
+            await eventually(lambda: type(app.screen).__name__ == "HelpScreen")
+            await pilot.pause()
+            first = screen_text(app).split("Main screen")[0]
+            assert "Follow" in first or "follow" in first, first  # the log view's keys come first from there
+            await pilot.press("escape")
+            await eventually(lambda: isinstance(app.screen, LogScreen))
+    run(body())

@@ -1,5 +1,6 @@
 """Snapshots (pytest-textual-snapshot) of the console's screens, at 80x24 and 120x40, in every theme; the main
-screen also at 60x20, 80x24 and 200x50 with a long state (the smallest terminal we lay out for, and a large one).
+screen (with a long state) and help also at 60x20, 80x24 and 200x50 (the smallest terminal we lay out for, and a
+large one).
 
 Deterministic by construction: a fixed status (StaticBackend), a fixed log, a key derived from a fixed seed;
 no clocks, hostnames, temp paths or random ports reach the screen. Update with `pytest --snapshot-update`
@@ -116,13 +117,17 @@ def _log_at_its_tail(screen) -> bool:
     return view.row_count > 0 and view.max_scroll_y > 0 and view.scroll_y == view.max_scroll_y
 
 
-def _shown(key: str | None, screen: str, ready=lambda screen: True):
-    """Before the snapshot: press `key`, then wait until `screen` is up and `ready(screen)`. A screen is imported
-    and pushed by a worker (and the status comes from one): a busy machine must not snapshot it early."""
+def _shown(key: str | None, screen: str, ready=lambda screen: True, before=None):
+    """Before the snapshot: press `key` (once `before(main screen)`, if given), then wait until `screen` is up and
+    `ready(screen)`. A screen is imported and pushed by a worker (and the status comes from one): a busy machine
+    must not snapshot it early."""
     async def run_before(pilot) -> None:
+        deadline = time.monotonic() + 20
+        while before is not None and not before(pilot.app.screen):
+            assert time.monotonic() < deadline, f"the main screen never showed ready (now {pilot.app.screen!r})"
+            await pilot.pause(0.02)
         if key:
             await pilot.press(key)
-        deadline = time.monotonic() + 20
         while not (type(pilot.app.screen).__name__ == screen and ready(pilot.app.screen)):
             assert time.monotonic() < deadline, f"{screen} never showed ready (now {pilot.app.screen!r})"
             await pilot.pause(0.02)
@@ -176,4 +181,10 @@ def test_main_screen_long_state(snap_compare, tmp_path, size):
     local column; under 90 columns the menu is one line."""
     assert snap_compare(_app(tmp_path, "sop", LONG_STATUS), terminal_size=size,
                         run_before=_shown("u", "MainScreen", _rows("#ports")))
+
+
+@pytest.mark.parametrize("size", EDGE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_help_page(snap_compare, tmp_path, size):
+    assert snap_compare(_app(tmp_path, "sop"), terminal_size=size,
+                        run_before=_shown("question_mark", "HelpScreen", before=_rows("#ports")))
 

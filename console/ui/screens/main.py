@@ -43,11 +43,11 @@ class MainScreen(Screen):
     BINDINGS = [
         *(Binding(item.key, f"menu('{item.action}')", item.text, show=False, id=f"menu.{item.action}")
           for item in MENU),
-        Binding("u", "next_unit", "Unit", id="main.unit"),
-        Binding("slash", "filter", "Filter", id="main.filter"),
-        Binding("escape", "clear_filter", "Clear", show=False, id="main.clear"),
-        Binding("j", "cursor('down')", "Down", show=False, id="main.down"),
-        Binding("k", "cursor('up')", "Up", show=False, id="main.up"),
+        Binding("u", "next_unit", "Unit", tooltip="the next unit: the menu acts on it", id="main.unit"),
+        Binding("slash", "filter", "Filter", tooltip="show only the ports matching a text", id="main.filter"),
+        Binding("escape", "clear_filter", "Clear", show=False, tooltip="clear the ports filter", id="main.clear"),
+        Binding("j", "cursor('down')", "Down", show=False, tooltip="down (as the arrow)", id="main.down"),
+        Binding("k", "cursor('up')", "Up", show=False, tooltip="up (as the arrow)", id="main.up"),
     ]
 
     def __init__(self, session: Session, changes: Signal[StatusChanged]) -> None:
