@@ -1,6 +1,6 @@
 """Snapshots (pytest-textual-snapshot) of the console's screens, at 80x24 and 120x40, in every theme; the main
-screen (with a long state) and help also at 60x20, 80x24 and 200x50 (the smallest terminal we lay out for, and a
-large one).
+screen (with a long state) and help also at 60x20, 80x24 and 200x50, the log view and Clients at 60x20 and 200x50
+(the smallest terminal we lay out for, and a large one).
 
 Deterministic by construction: a fixed status (StaticBackend), a fixed log, a key derived from a fixed seed;
 no clocks, hostnames, temp paths or random ports reach the screen. Update with `pytest --snapshot-update`
@@ -117,6 +117,12 @@ def _log_at_its_tail(screen) -> bool:
     return view.row_count > 0 and view.max_scroll_y > 0 and view.scroll_y == view.max_scroll_y
 
 
+def _log_read_to_its_tail(screen) -> bool:
+    """As _log_at_its_tail, for a terminal tall enough to show the whole log (nothing to scroll)."""
+    view = screen.query_one("LogView")
+    return view.index.complete and view.row_count > 0 and view.scroll_y == view.max_scroll_y
+
+
 def _shown(key: str | None, screen: str, ready=lambda screen: True, before=None):
     """Before the snapshot: press `key` (once `before(main screen)`, if given), then wait until `screen` is up and
     `ready(screen)`. A screen is imported and pushed by a worker (and the status comes from one): a busy machine
@@ -188,3 +194,15 @@ def test_help_page(snap_compare, tmp_path, size):
     assert snap_compare(_app(tmp_path, "sop"), terminal_size=size,
                         run_before=_shown("question_mark", "HelpScreen", before=_rows("#ports")))
 
+
+
+@pytest.mark.parametrize("size", [(60, 20), (200, 50)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_log_view_edges(snap_compare, tmp_path, size):
+    assert snap_compare(_app(tmp_path, "sop"), terminal_size=size,
+                        run_before=_shown("4", "LogScreen", _log_read_to_its_tail))
+
+
+@pytest.mark.parametrize("size", [(60, 20), (200, 50)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_clients_screen_edges(snap_compare, tmp_path, size):
+    assert snap_compare(_app(tmp_path, "sop"), terminal_size=size,
+                        run_before=_shown("7", "ClientsScreen", _rows("#clients")))
