@@ -1,5 +1,6 @@
-"""The subsystem menu in one table: key, action, text and handler. The main screen's bindings and list and the
-command palette are all made from it; the App runs a handler when a MenuChosen message arrives.
+"""The subsystem menu in one table: key, action, text and handler. The main screen's bindings, list and one-line
+bar, the help page and the command palette are all made from it; the App runs a handler when a MenuChosen message
+arrives.
 
 A handler runs in a worker (it may wait for a dialog) and gets the app and the selected unit. The screens and
 dialogs behind the menu are imported when first chosen, not when the console starts."""
