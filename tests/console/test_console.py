@@ -724,6 +724,10 @@ def test_small_terminals_keep_both_units_the_local_column_and_the_whole_detail(s
             ports = app.screen.query_one("#ports", DataTable)
             for column in ("unit", "fwd", "state", "local"):
                 assert column in visible_columns(ports), (size, column, visible_columns(ports))
+            assert app.focused is not None and app.focused.region.area > 0, (size, app.focused)  # not the hidden menu
+            await pilot.press("slash", "escape")
+            await pilot.pause()
+            assert app.focused is not None and app.focused.region.area > 0, (size, app.focused)
             await pilot.press("u")  # the clone, with its fingerprint and error
             await eventually(lambda: app.session.selected_unit == "clone")
             await pilot.pause()

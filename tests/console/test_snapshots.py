@@ -186,7 +186,7 @@ def test_main_screen_long_state(snap_compare, tmp_path, size):
     """The clone `? host-key-unknown` and selected: both units, the next retry, the detail whole, the ports'
     local column; under 90 columns the menu is one line."""
     assert snap_compare(_app(tmp_path, "sop", LONG_STATUS), terminal_size=size,
-                        run_before=_shown("u", "MainScreen", _rows("#ports")))
+                        run_before=_shown("u", "MainScreen", _rows("#ports"), before=_rows("#ports")))
 
 
 @pytest.mark.parametrize("size", EDGE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

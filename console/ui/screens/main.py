@@ -74,7 +74,11 @@ class MainScreen(Screen):
     def on_mount(self) -> None:
         follow(self._changes, self)  # before the first drawing: no change falls between the two
         self.render_status()
-        self.query_one("#menu", OptionList).focus()
+        self._focus_home()
+
+    def _focus_home(self) -> None:
+        """The menu when it is the box; when it is folded into the bar (not focusable), the units table."""
+        self.query_one("#units" if self.has_class("-narrow") else "#menu").focus()
 
     @on(StatusChanged)
     def _status_changed(self) -> None:
@@ -92,7 +96,7 @@ class MainScreen(Screen):
         if narrow != self.has_class("-narrow"):
             self.set_class(narrow, "-narrow")
             if narrow and self.focused is self.query_one("#menu"):
-                self.query_one("#units").focus()
+                self._focus_home()
         self._render_menu_bar(width)
 
     def _render_menu_bar(self, width: int | None = None) -> None:
@@ -207,7 +211,7 @@ class MainScreen(Screen):
         box.value = ""
         box.add_class("hidden")
         self._render_ports()
-        self.query_one("#menu", OptionList).focus()
+        self._focus_home()
 
     @on(Input.Changed, "#port-filter")
     def _filter_changed(self) -> None:
