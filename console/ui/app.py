@@ -47,9 +47,13 @@ class SopConsole(App):
     TITLE = "SOP Console"
     CSS = stylesheet()
     BINDINGS = [
-        Binding("q", "quit", "Quit", id="app.quit"),
-        Binding("question_mark,f1", "help", "Help", id="app.help"),
-        Binding("ctrl+p", "command_palette", "Commands", show=False, id="app.palette"),
+        Binding("q", "quit", "Quit", tooltip="quit the console (the line above the keys says what keeps running)",
+                id="app.quit"),
+        Binding("question_mark,f1", "help", "Help", tooltip="this help: every key, this screen's first",
+                id="app.help"),
+        Binding("ctrl+p", "command_palette", "Commands", show=False,
+                tooltip="the command palette: every menu action, saying what it does, and the themes",
+                id="app.palette"),
     ]
 
     def __init__(self, paths: StatePaths, *, config: Config | None = None, config_path: Path | None = None,
@@ -183,10 +187,13 @@ class SopConsole(App):
         self.run_worker(menu.run(self, message.action), group="menu")
 
     def action_help(self) -> None:
-        if self.screen.query("HelpPanel"):
-            self.action_hide_help_panel()
+        """A page of its own with every key, the current screen's first (imported when first shown)."""
+        from console.ui.screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss()
         else:
-            self.action_show_help_panel()
+            self.push_screen(HelpScreen(self.screen, self.session.selected_unit))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         # Textual's "Theme" offers its twenty themes, which our stylesheet does not cover: ours are below.

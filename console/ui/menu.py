@@ -1,5 +1,6 @@
-"""The subsystem menu in one table: key, action, text and handler. The main screen's bindings and list and the
-command palette are all made from it; the App runs a handler when a MenuChosen message arrives.
+"""The subsystem menu in one table: key, action, text and handler. The main screen's bindings, list and one-line
+bar, the help page and the command palette are all made from it; the App runs a handler when a MenuChosen message
+arrives.
 
 A handler runs in a worker (it may wait for a dialog) and gets the app and the selected unit. The screens and
 dialogs behind the menu are imported when first chosen, not when the console starts."""
@@ -94,21 +95,22 @@ class MenuItem:
     action: str
     text: str
     handler: Handler
+    short: str               # the word in the one-line menu of a narrow terminal
     needs_unit: bool = True  # False: shown and run with no unit configured; the palette names no unit for it
     does: str = ""           # what it does, for the palette; "{unit}" is the selected unit
 
 
 MENU: tuple[MenuItem, ...] = (
-    MenuItem("1", "install_key", "Install ssh key", install_key,
+    MenuItem("1", "install_key", "Install ssh key", install_key, "Key",
              does="put {unit}'s public key on its server (asks the server password)"),
-    MenuItem("2", "start", "Start", start, does="start {unit}'s tunnels"),
-    MenuItem("3", "stop", "Stop", stop, does="stop {unit}'s tunnels (asks first)"),
-    MenuItem("4", "view_log", "View log", view_log, needs_unit=False,
+    MenuItem("2", "start", "Start", start, "Start", does="start {unit}'s tunnels"),
+    MenuItem("3", "stop", "Stop", stop, "Stop", does="stop {unit}'s tunnels (asks first)"),
+    MenuItem("4", "view_log", "View log", view_log, "Log", needs_unit=False,
              does="the tunnel log: every unit and the hub"),
-    MenuItem("5", "configure", "Configure", configure, needs_unit=False,
+    MenuItem("5", "configure", "Configure", configure, "Config", needs_unit=False,
              does="edit the configuration file: the server, both units, the hub"),
-    MenuItem("6", "trust", "Trust host key", trust, does="check and trust the host key of {unit}'s server"),
-    MenuItem("7", "clients", "Clients", clients, needs_unit=False,
+    MenuItem("6", "trust", "Trust host key", trust, "Trust", does="check and trust the host key of {unit}'s server"),
+    MenuItem("7", "clients", "Clients", clients, "Clients", needs_unit=False,
              does="the hub's clients: their ports and what each forwards"),
 )
 BY_ACTION = {item.action: item for item in MENU}

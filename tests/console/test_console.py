@@ -281,9 +281,9 @@ def test_log_view_searches_with_s_and_leaves_question_mark_to_help(state):
             await eventually(lambda: isinstance(app.screen, LogScreen))
             view = app.screen.query_one(LogView)
             await pilot.press("question_mark")
-            await eventually(lambda: bool(app.screen.query("HelpPanel")))
+            await eventually(lambda: type(app.screen).__name__ == "HelpScreen")
             await pilot.press("question_mark")
-            await eventually(lambda: not app.screen.query("HelpPanel"))
+            await eventually(lambda: isinstance(app.screen, LogScreen))
             await pilot.press("s", *"event 12", "enter")
             await eventually(lambda: view._current >= 0, what="a search hit")
             first = view._current
@@ -315,9 +315,9 @@ def test_help_palette_and_no_color(state, monkeypatch):
             await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[1])
             assert unit_row(app, "master")[1] == "◐ degraded"  # a word and a glyph, not a colour alone
             await pilot.press("question_mark")
-            await eventually(lambda: bool(app.screen.query("HelpPanel")))
+            await eventually(lambda: type(app.screen).__name__ == "HelpScreen")
             await pilot.press("question_mark")
-            await eventually(lambda: not app.screen.query("HelpPanel"))
+            await eventually(lambda: isinstance(app.screen, MainScreen))
             titles = [c.title for c in app.get_system_commands(app.screen)]
             for wanted in ("1 Install ssh key", "2 Start", "3 Stop", "4 View log", "5 Configure",
                            "6 Trust host key", "Theme: sop", "Theme: dark", "Theme: light"):
@@ -870,4 +870,125 @@ def test_no_daemon_and_a_broken_config_file_the_dialog_offers_the_files_text(ssh
                              and unit_row(app, "master")[1] == "● up", timeout=5)
             assert not app.screen.query_one("#config-banner", Static).display
             await pilot.press("q")
+
+
+# ---------------------------------------------------------------------- small and large terminals, and help
+
+FINGERPRINT = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+LONG_STATUS = {"units": [
+    {"name": "master", "state": "up", "since": "2026-11-22T10:00:00Z", "server": "203.0.113.7:2222",
+     "username": "sop001", "last_error": None, "next_retry": None, "server_key": None, "forwards": [
+         {"name": name, "remote": remote, "local": local, "state": "listening", "error": None, "open": 0,
+          "total": 3, "bytes_in": 48_213, "bytes_out": 1_204_551}
+         for name, remote, local in (("ssh", "*:10022", "127.0.0.1:22"), ("http", "*:10080", "127.0.0.1:80"),
+                                     ("app", "*:10090", "127.0.0.1:8443"))]},
+    {"name": "clone", "state": "host-key-unknown", "since": "2026-11-22T09:58:12Z", "server": "203.0.113.7:2222",
+     "username": "sop002", "next_retry": "2026-11-22T10:05:00Z", "server_key": FINGERPRINT,
+     "last_error": f"host key {FINGERPRINT} of 203.0.113.7:2222 is not trusted yet: verify it and run "
+                   "`sop-console trust clone`", "forwards": []},
+]}
+
+
+def screen_text(app: SopConsole) -> str:
+    """What the terminal shows, as plain text."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True, force_terminal=True,
+                      legacy_windows=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+def visible_columns(table: DataTable) -> list[str]:
+    """The columns shown whole inside the table's region (not cut at its right edge)."""
+    shown, x = [], 0
+    for column in table.ordered_columns:
+        x += column.get_render_width(table)
+        if x <= table.scrollable_content_region.width:
+            shown.append(str(column.label))
+    return shown
+
+
+def long_state_app(state: StatePaths) -> SopConsole:
+    from console.ui.backend import StaticBackend
+
+    return SopConsole(state, backend=StaticBackend(LONG_STATUS), poll_log=False, watch_terminal=False)
+
+
+def test_small_terminals_keep_both_units_the_local_column_and_the_whole_detail(state):
+    """A long state (`? host-key-unknown`) at 60x20 and 80x24: both unit rows inside the units table's region,
+    the next retry and the ports' local column whole, the detail wrapped (the fingerprint whole), the menu one
+    line above the tables; at 200x50 the menu is the box on the left."""
+    async def body(size):
+        app = long_state_app(state)
+        async with app.run_test(size=size) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "clone")[1])
+            await pilot.pause()
+            units = app.screen.query_one("#units", DataTable)
+            assert units.region.bottom <= app.size.height
+            assert units.scrollable_content_region.height - units.header_height >= units.row_count == 2, size
+            assert "state" in visible_columns(units)
+            ports = app.screen.query_one("#ports", DataTable)
+            for column in ("unit", "fwd", "state", "local"):
+                assert column in visible_columns(ports), (size, column, visible_columns(ports))
+            assert app.focused is not None and app.focused.region.area > 0, (size, app.focused)  # not the hidden menu
+            await pilot.press("slash", "escape")
+            await pilot.pause()
+            assert app.focused is not None and app.focused.region.area > 0, (size, app.focused)
+            await pilot.press("u")  # the clone, with its fingerprint and error
+            await eventually(lambda: app.session.selected_unit == "clone")
+            await pilot.pause()
+            text = screen_text(app)
+            assert FINGERPRINT in text, text
+            assert "`sop-console trust clone`" in " ".join(text.split()), text
+            menu_box = app.screen.query_one("#menu-box")
+            if size[0] < 90:
+                assert not menu_box.display and app.screen.query_one("#menu-bar").display
+                assert "next retry" in visible_columns(units) or size[0] < 70, visible_columns(units)
+                assert "unit: clone" in text or size[0] < 70
+                assert "7 Clients" in text
+            else:
+                assert menu_box.display and not app.screen.query_one("#menu-bar").display
+                assert visible_columns(ports) == [str(c.label) for c in ports.ordered_columns]
+                assert visible_columns(units) == ["unit", "state", "since", "next retry"]
+
+    for size in ((60, 20), (80, 24), (200, 50)):
+        run(body(size))
+
+
+def test_help_is_a_full_screen_page_of_the_apps_keys_that_esc_and_question_mark_close(state):
+    """? opens a screen of its own: the keys of the screen it came from first (the menu's 1-7 with what they do),
+    then the others grouped by screen; esc and ? close it, from the main screen and from the log view."""
+    async def body():
+        app = long_state_app(state)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "clone")[1])
+            await pilot.press("question_mark")
+            await eventually(lambda: type(app.screen).__name__ == "HelpScreen")
+            await pilot.pause()
+            assert app.screen.region.size == app.size
+            lines = screen_text(app).splitlines()
+            for item in ("1", "2", "3", "4", "5", "6", "7"):
+                assert any(line.lstrip().startswith(f"{item} ") for line in lines[:20]), (item, lines)
+            text = "\n".join(lines)
+            assert "Install ssh key" in text and "View log" in text
+            await pilot.press("escape")
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("f1")
+            await eventually(lambda: type(app.screen).__name__ == "HelpScreen")
+            await pilot.press("question_mark")
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+
+            await pilot.press("4")
+            await eventually(lambda: isinstance(app.screen, LogScreen))
+            await pilot.press("question_mark")
+            await eventually(lambda: type(app.screen).__name__ == "HelpScreen")
+            await pilot.pause()
+            first = screen_text(app).split("Main screen")[0]
+            assert "Follow" in first or "follow" in first, first  # the log view's keys come first from there
+            await pilot.press("escape")
+            await eventually(lambda: isinstance(app.screen, LogScreen))
     run(body())

@@ -1,4 +1,6 @@
-"""Snapshots (pytest-textual-snapshot) of the console's screens, at 80x24 and 120x40, in every theme.
+"""Snapshots (pytest-textual-snapshot) of the console's screens, at 80x24 and 120x40, in every theme; the main
+screen (with a long state) and help also at 60x20, 80x24 and 200x50, the log view and Clients at 60x20 and 200x50
+(the smallest terminal we lay out for, and a large one).
 
 Deterministic by construction: a fixed status (StaticBackend), a fixed log, a key derived from a fixed seed;
 no clocks, hostnames, temp paths or random ports reach the screen. Update with `pytest --snapshot-update`
@@ -49,6 +51,19 @@ STATUS = Status([
              error="server refused to listen on *:10081: the port is held by another session")]),
 ]).to_json()
 
+FINGERPRINT = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+# The longest state word, a retry time, a server key and a long error: what a small terminal must still show.
+LONG_STATUS = Status([
+    UnitStatus("master", UnitState.UP, "2026-11-22T10:00:00Z", "203.0.113.7:2222", "sop001", forwards=[
+        _fwd("ssh", "*:10022", "127.0.0.1:22", open_=1, total=14, bytes_in=48_213, bytes_out=1_204_551),
+        _fwd("http", "*:10080", "127.0.0.1:80", total=3, bytes_in=1_200, bytes_out=5_400),
+        _fwd("app", "*:10090", "127.0.0.1:8443")]),
+    UnitStatus("clone", UnitState.HOST_KEY_UNKNOWN, "2026-11-22T09:58:12Z", "203.0.113.7:2222", "sop002",
+               next_retry="2026-11-22T10:05:00Z", server_key=FINGERPRINT,
+               last_error=f"host key {FINGERPRINT} of 203.0.113.7:2222 is not trusted yet: verify it and run "
+                          "`sop-console trust clone`"),
+]).to_json()
+
 LOG = "".join(
     f"2026-11-22T10:{m:02d}:00Z {unit} {event}\n" for m, (unit, event) in enumerate([
         ("engine", "engine up with 2 unit(s): master, clone"),
@@ -79,7 +94,7 @@ CLIENTS = {"clients": [
 ]}
 
 
-def _app(tmp_path, theme: str) -> SopConsole:
+def _app(tmp_path, theme: str, status: dict = STATUS) -> SopConsole:
     state = StatePaths(tmp_path / "state").prepare()
     seed = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
     pem = seed.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
@@ -89,7 +104,7 @@ def _app(tmp_path, theme: str) -> SopConsole:
     os.chmod(key_path, 0o600)
     state.tunnel_log.write_text(LOG)
     return SopConsole(state, config=parse_config(CONFIG, "snapshot.yaml"),
-                      backend=StaticBackend(STATUS, {"clients.list": CLIENTS}),
+                      backend=StaticBackend(status, {"clients.list": CLIENTS}),
                       theme_name=theme, poll_log=False, watch_terminal=False)
 
 
@@ -102,13 +117,23 @@ def _log_at_its_tail(screen) -> bool:
     return view.row_count > 0 and view.max_scroll_y > 0 and view.scroll_y == view.max_scroll_y
 
 
-def _shown(key: str | None, screen: str, ready=lambda screen: True):
-    """Before the snapshot: press `key`, then wait until `screen` is up and `ready(screen)`. A screen is imported
-    and pushed by a worker (and the status comes from one): a busy machine must not snapshot it early."""
+def _log_read_to_its_tail(screen) -> bool:
+    """As _log_at_its_tail, for a terminal tall enough to show the whole log (nothing to scroll)."""
+    view = screen.query_one("LogView")
+    return view.index.complete and view.row_count > 0 and view.scroll_y == view.max_scroll_y
+
+
+def _shown(key: str | None, screen: str, ready=lambda screen: True, before=None):
+    """Before the snapshot: press `key` (once `before(main screen)`, if given), then wait until `screen` is up and
+    `ready(screen)`. A screen is imported and pushed by a worker (and the status comes from one): a busy machine
+    must not snapshot it early."""
     async def run_before(pilot) -> None:
+        deadline = time.monotonic() + 20
+        while before is not None and not before(pilot.app.screen):
+            assert time.monotonic() < deadline, f"the main screen never showed ready (now {pilot.app.screen!r})"
+            await pilot.pause(0.02)
         if key:
             await pilot.press(key)
-        deadline = time.monotonic() + 20
         while not (type(pilot.app.screen).__name__ == screen and ready(pilot.app.screen)):
             assert time.monotonic() < deadline, f"{screen} never showed ready (now {pilot.app.screen!r})"
             await pilot.pause(0.02)
@@ -148,4 +173,36 @@ def test_configure_form(snap_compare, tmp_path, theme, size):
 @pytest.mark.parametrize("theme", THEMES)
 def test_clients_screen(snap_compare, tmp_path, theme, size):
     assert snap_compare(_app(tmp_path, theme), terminal_size=size,
+                        run_before=_shown("7", "ClientsScreen", _rows("#clients")))
+
+
+# ---------------------------------------------------------------------- the smallest and a large terminal
+
+EDGE_SIZES = [(60, 20), (80, 24), (200, 50)]
+
+
+@pytest.mark.parametrize("size", EDGE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_main_screen_long_state(snap_compare, tmp_path, size):
+    """The clone `? host-key-unknown` and selected: both units, the next retry, the detail whole, the ports'
+    local column; under 90 columns the menu is one line."""
+    assert snap_compare(_app(tmp_path, "sop", LONG_STATUS), terminal_size=size,
+                        run_before=_shown("u", "MainScreen", _rows("#ports"), before=_rows("#ports")))
+
+
+@pytest.mark.parametrize("size", EDGE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_help_page(snap_compare, tmp_path, size):
+    assert snap_compare(_app(tmp_path, "sop"), terminal_size=size,
+                        run_before=_shown("question_mark", "HelpScreen", before=_rows("#ports")))
+
+
+
+@pytest.mark.parametrize("size", [(60, 20), (200, 50)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_log_view_edges(snap_compare, tmp_path, size):
+    assert snap_compare(_app(tmp_path, "sop"), terminal_size=size,
+                        run_before=_shown("4", "LogScreen", _log_read_to_its_tail))
+
+
+@pytest.mark.parametrize("size", [(60, 20), (200, 50)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_clients_screen_edges(snap_compare, tmp_path, size):
+    assert snap_compare(_app(tmp_path, "sop"), terminal_size=size,
                         run_before=_shown("7", "ClientsScreen", _rows("#clients")))

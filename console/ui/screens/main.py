@@ -8,7 +8,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import Screen
+from rich.cells import cell_len
+from textual import events
 from textual.widgets import DataTable, Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -16,7 +19,8 @@ from console.core.states import human_bytes
 from console.ui.menu import MENU
 from console.ui.messages import MenuChosen, StatusChanged, follow
 from console.ui.widgets.daemon_bar import DaemonBar
-from console.ui.widgets.tables import fill, short_time
+from console.ui.widgets.fitted_table import Col, FittedTable
+from console.ui.widgets.tables import short_time
 
 if TYPE_CHECKING:
     from textual.signal import Signal
@@ -24,6 +28,12 @@ if TYPE_CHECKING:
     from console.ui.session import Session
 
 BANNER_PROBLEMS = 5  # the config file's problems listed on the main screen; Configure lists them all
+MENU_FOLDS_BELOW = 90  # columns: narrower, the menu is one line above the tables instead of a box beside them
+
+# The tables' columns, with the order they are dropped in when the width is short (the highest rank first).
+UNIT_COLUMNS = (Col("unit", 0), Col("state", 0), Col("since", 2), Col("next retry", 1))
+PORT_COLUMNS = (Col("unit", 0), Col("fwd", 0), Col("state", 0), Col("remote", 2), Col("local", 1), Col("open", 5),
+                Col("total", 6), Col("in", 3), Col("out", 4), Col("reason", 7))
 
 
 class MainScreen(Screen):
@@ -32,11 +42,11 @@ class MainScreen(Screen):
     BINDINGS = [
         *(Binding(item.key, f"menu('{item.action}')", item.text, show=False, id=f"menu.{item.action}")
           for item in MENU),
-        Binding("u", "next_unit", "Unit", id="main.unit"),
-        Binding("slash", "filter", "Filter", id="main.filter"),
-        Binding("escape", "clear_filter", "Clear", show=False, id="main.clear"),
-        Binding("j", "cursor('down')", "Down", show=False, id="main.down"),
-        Binding("k", "cursor('up')", "Up", show=False, id="main.up"),
+        Binding("u", "next_unit", "Unit", tooltip="the next unit: the menu acts on it", id="main.unit"),
+        Binding("slash", "filter", "Filter", tooltip="show only the ports matching a text", id="main.filter"),
+        Binding("escape", "clear_filter", "Clear", show=False, tooltip="clear the ports filter", id="main.clear"),
+        Binding("j", "cursor('down')", "Down", show=False, tooltip="down (as the arrow)", id="main.down"),
+        Binding("k", "cursor('up')", "Up", show=False, tooltip="up (as the arrow)", id="main.up"),
     ]
 
     def __init__(self, session: Session, changes: Signal[StatusChanged]) -> None:
@@ -47,31 +57,60 @@ class MainScreen(Screen):
     def compose(self) -> ComposeResult:
         yield DaemonBar(self.session, self._changes)  # shown only while the daemon is gone
         yield Static("", id="config-banner")  # shown only while the config file does not check
+        yield Static("", id="menu-bar")  # the menu folded into one line, on a narrow terminal
         with Horizontal(id="body"):
             with Vertical(id="menu-box"):
                 yield Static("", id="menu-title")
                 yield OptionList(*(Option(f"{item.key} {item.text}", id=item.action) for item in MENU), id="menu")
             with Vertical(id="tables"):
-                yield DataTable(id="units", cursor_type="row", zebra_stripes=False)
+                yield FittedTable(UNIT_COLUMNS, id="units", cursor_type="row", zebra_stripes=False)
                 yield Static("", id="unit-detail")
-                yield DataTable(id="ports", cursor_type="row")
+                yield FittedTable(PORT_COLUMNS, id="ports", cursor_type="row")
                 yield Static("", id="port-detail")
                 yield Input(placeholder="filter ports (esc clears)", id="port-filter", classes="hidden")
         yield Static(self.session.quit_note(), id="quit-note")
         yield Footer()
 
     def on_mount(self) -> None:
-        units = self.query_one("#units", DataTable)
-        units.add_columns("unit", "state", "since", "next retry")
-        ports = self.query_one("#ports", DataTable)
-        ports.add_columns("unit", "fwd", "state", "remote", "local", "open", "total", "in", "out", "reason")
         follow(self._changes, self)  # before the first drawing: no change falls between the two
         self.render_status()
-        self.query_one("#menu", OptionList).focus()
+        self._focus_home()
+
+    def _focus_home(self) -> None:
+        """The menu when it is the box; when it is folded into the bar (not focusable), the units table."""
+        self.query_one("#units" if self.has_class("-narrow") else "#menu").focus()
 
     @on(StatusChanged)
     def _status_changed(self) -> None:
         self.render_status()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fold_menu(event.size.width)
+
+    def on_screen_resume(self) -> None:
+        self._fold_menu(self.app.size.width)  # the terminal may have changed size under another screen
+        self.render_status()  # back from Configure: a saved file may have put the config right
+
+    def _fold_menu(self, width: int) -> None:
+        """Under MENU_FOLDS_BELOW columns the menu box gives its room to the tables: one line above them."""
+        narrow = width < MENU_FOLDS_BELOW
+        if narrow != self.has_class("-narrow"):
+            self.set_class(narrow, "-narrow")
+            if narrow and self.focused is self.query_one("#menu"):
+                self._focus_home()
+        self._render_menu_bar(width)
+
+    def _render_menu_bar(self, width: int | None = None) -> None:
+        """The selected unit and the menu's keys in one line: the full words when they fit, else shorter ones;
+        each item a link (a click chooses it, as its key does)."""
+        width = (width if width is not None else self.app.size.width) - 2  # the bar's padding
+        unit = self.session.selected_unit or "none"
+        for with_unit, gap in ((True, "  "), (True, " "), (False, "  "), (False, " ")):
+            head = f"unit: {unit} │ " if with_unit else ""
+            if cell_len(head + gap.join(f"{i.key} {i.short}" for i in MENU)) <= width:
+                break
+        items = gap.join(f"[@click=screen.menu('{i.action}')][b]{i.key}[/b] {i.short}[/]" for i in MENU)
+        self.query_one("#menu-bar", Static).update(f"[b]{head}[/b]{items}" if head else items)
 
     # ------------------------------------------------------------------ rendering
 
@@ -79,19 +118,21 @@ class MainScreen(Screen):
         session = self.session
         selected = session.selected_unit
         self.query_one("#menu-title", Static).update(f"3rd Party Connection\nunit: {selected or 'none'}")
+        self._render_menu_bar()
         unit_rows = {unit.name: (unit.name, unit.state.label, short_time(unit.since),
                                  short_time(unit.next_retry) or "-") for unit in session.units()}
-        units = self.query_one("#units", DataTable)
-        if fill(units, unit_rows) and selected in unit_rows:
-            units.move_cursor(row=list(unit_rows).index(selected))
+        units = self.query_one("#units", FittedTable)
+        units.show(unit_rows)
+        if selected in unit_rows and units.cursor_row != list(unit_rows).index(selected):
+            units.move_cursor(row=list(unit_rows).index(selected))  # `u` moves the cursor too
         unit = session.unit_status(selected)
         detail = ""
-        if unit is not None:
-            detail = f"{unit.name}: {unit.username}@{unit.server}  "
-            if unit.server_key:
-                detail += f"server key {unit.server_key}: "
-            detail += unit.last_error or "no error"
-        self.query_one("#unit-detail", Static).update(detail)
+        if unit is not None:  # wrapped whole: the key on a line of its own, the error below
+            detail = f"{unit.name}: {unit.username}@{unit.server}"
+            if unit.server_key and unit.server_key not in (unit.last_error or ""):
+                detail += f"  server key {unit.server_key}"
+            detail += "\n" + (unit.last_error or "no error")
+        self.query_one("#unit-detail", Static).update(Content(detail))  # plain text: an error is no markup
         self._render_ports()
         self._render_connection()
         self._render_config_problems()
@@ -116,9 +157,6 @@ class MainScreen(Screen):
                 banner.update(text)
         banner.display = bool(problems)
 
-    def on_screen_resume(self) -> None:
-        self.render_status()  # back from Configure: a saved file may have put the config right
-
     def _render_connection(self) -> None:
         """While the daemon is gone (the DaemonBar says so): the tables dimmed, with the time their state is from."""
         stale = self.session.stale_since is not None
@@ -139,23 +177,23 @@ class MainScreen(Screen):
                          human_bytes(fwd.bytes_in), human_bytes(fwd.bytes_out), fwd.error or "")
                 if not needle or any(needle in c.lower() for c in cells):
                     port_rows[f"{unit.name}/{fwd.name}"] = cells
-        ports = self.query_one("#ports", DataTable)
-        fill(ports, port_rows)
+        ports = self.query_one("#ports", FittedTable)
+        ports.show(port_rows)
         self._render_port_detail(ports)
 
-    def _render_port_detail(self, ports: DataTable) -> None:
-        """The highlighted forward in full: at 80 columns its counters and reason are off the table's edge."""
+    def _render_port_detail(self, ports: FittedTable) -> None:
+        """The highlighted forward in full: every column, the ones a narrow table leaves out too."""
         text = ""
         if ports.row_count:
-            cells = ports.get_row_at(ports.cursor_row)
+            cells = ports.row(ports.ordered_rows[ports.cursor_row].key.value)
             unit, fwd, state, remote, local, open_, total, bytes_in, bytes_out, reason = cells
             text = (f"{unit}/{fwd} {state} {remote} -> {local}  open {open_} total {total} "
                     f"in {bytes_in} out {bytes_out}" + (f"\n{reason}" if reason else ""))
-        self.query_one("#port-detail", Static).update(text)
+        self.query_one("#port-detail", Static).update(Content(text))
 
     @on(DataTable.RowHighlighted, "#ports")
     def _port_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self._render_port_detail(event.data_table)
+        self._render_port_detail(self.query_one("#ports", FittedTable))
 
     # ------------------------------------------------------------------ actions
 
@@ -191,7 +229,7 @@ class MainScreen(Screen):
         box.value = ""
         box.add_class("hidden")
         self._render_ports()
-        self.query_one("#menu", OptionList).focus()
+        self._focus_home()
 
     @on(Input.Changed, "#port-filter")
     def _filter_changed(self) -> None:

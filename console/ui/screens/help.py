@@ -1,0 +1,104 @@
+"""Help: a page of its own with the console's keys, grouped by screen, the one it was opened from first; then the
+keys that work everywhere, the other screens, and Textual's own last. Built from the screens' bindings and the
+menu table, so a key is written once. `esc`, `?`, `f1` and `q` close it (q here does not quit the console)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.table import Table
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Static
+
+from console.ui.menu import BY_ACTION, MENU
+from console.ui.screens.clients import ClientsScreen
+from console.ui.screens.configure import ConfigureScreen
+from console.ui.screens.log import LogScreen
+from console.ui.screens.main import MainScreen
+from console.ui.widgets.log_view import LogView
+
+Row = tuple[str, str]  # the keys as shown, what they do
+
+
+class HelpScreen(Screen):
+    """Every key of the console, the current screen's first."""
+
+    BINDINGS = [
+        Binding("escape,question_mark,f1,q", "close", "Close", id="help.close"),
+        Binding("j", "scroll('down')", "Down", show=False, id="help.down"),
+        Binding("k", "scroll('up')", "Up", show=False, id="help.up"),
+    ]
+
+    def __init__(self, shown_over: Screen, unit: str | None) -> None:
+        super().__init__()
+        self.shown_over = type(shown_over)
+        self.unit = unit
+
+    def compose(self) -> ComposeResult:
+        yield Static("Help: the console's keys   esc or ? closes", id="help-title")
+        with VerticalScroll(id="help"):
+            groups = [(title, rows) for title, rows in self.groups() if rows]
+            width = max(len(keys) for _, rows in groups for keys, _ in rows)  # one column of keys for all
+            for title, rows in groups:
+                yield Static(title, classes="help-group")
+                yield Static(_table(rows, width), classes="help-keys")
+
+    def on_mount(self) -> None:
+        self.query_one("#help").focus()
+
+    def action_close(self) -> None:
+        self.dismiss()
+
+    def action_scroll(self, direction: str) -> None:
+        help_ = self.query_one("#help", VerticalScroll)
+        help_.scroll_down() if direction == "down" else help_.scroll_up()
+
+    # ------------------------------------------------------------------ the groups, from the bindings
+
+    def groups(self) -> list[tuple[str, list[Row]]]:
+        from console.ui.app import SopConsole
+
+        screens = {
+            MainScreen: ("Main screen: 3rd Party Connection", self._menu_rows() + self._rows(
+                b for b in MainScreen.BINDINGS if not b.id.startswith("menu."))),
+            LogScreen: (_titled("view_log"), self._rows([*LogView.BINDINGS, *LogScreen.BINDINGS])),
+            ClientsScreen: (_titled("clients"), self._rows(ClientsScreen.BINDINGS)),
+            ConfigureScreen: (_titled("configure"), self._rows(ConfigureScreen.BINDINGS)),
+        }
+        first = screens.pop(self.shown_over, None)
+        if first is None:  # a dialog: its own keys, if it has any, then the main screen's
+            first = ("This dialog", self._rows(getattr(self.shown_over, "BINDINGS", [])))
+        textual = [*Screen.BINDINGS, *App.BINDINGS]
+        return [first, ("Everywhere", self._rows(SopConsole.BINDINGS)), *screens.values(),
+                ("Textual's own keys", self._rows(textual))]
+
+    def _menu_rows(self) -> list[Row]:
+        unit = self.unit or "the selected unit"
+        return [(item.key, f"{item.text}: {item.does.format(unit=unit)}") for item in MENU]
+
+    def _rows(self, bindings: Iterable[Binding | tuple]) -> list[Row]:
+        rows = []
+        for binding in bindings:
+            if not isinstance(binding, Binding) or not (binding.tooltip or binding.description):
+                continue
+            keys = " / ".join(self.app.get_key_display(binding.with_key(key.strip()))
+                              for key in binding.key.split(",") if not key.startswith("super+"))  # a Mac's key
+            rows.append((keys, binding.tooltip or binding.description))
+        return rows
+
+
+def _titled(action: str) -> str:
+    item = BY_ACTION[action]
+    return f"{item.key} {item.text}"
+
+
+def _table(rows: list[Row], width: int) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True, min_width=width, style="bold")
+    table.add_column(ratio=1)
+    for keys, what in rows:
+        table.add_row(keys, what)
+    return table
