@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,25 +13,33 @@ from textual.widgets import Button, Input, Label, Static
 
 
 class AskScreen(ModalScreen[str | None]):
-    """One line of input (a client_id, a quota); esc cancels."""
+    """One line of input (a client_id, a quota); esc cancels. `refuse(answer)` says why an answer cannot be
+    taken (None: it can): the dialog then stays, says so under the line, and the operator corrects it."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="ask.cancel")]
 
-    def __init__(self, question: str, placeholder: str = "") -> None:
+    def __init__(self, question: str, placeholder: str = "",
+                 refuse: Callable[[str], str | None] | None = None) -> None:
         super().__init__()
-        self.question, self.placeholder = question, placeholder
+        self.question, self.placeholder, self.refuse = question, placeholder, refuse
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.question, classes="dialog-title")
             yield Input(placeholder=self.placeholder, id="answer")
+            yield Static("", id="ask-error")
 
     def on_mount(self) -> None:
         self.query_one("#answer", Input).focus()
 
     @on(Input.Submitted, "#answer")
     def _submitted(self, event: Input.Submitted) -> None:
-        self.dismiss(event.value.strip() or None)
+        answer = event.value.strip()
+        reason = self.refuse(answer) if answer and self.refuse is not None else None
+        if reason:
+            self.query_one("#ask-error", Static).update(f"✖ {reason}")
+            return
+        self.dismiss(answer or None)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -1,0 +1,57 @@
+"""Issue 11 item 10: the clients' dialogs, counts in words, the tables' bottom rows, the log view's wrap and
+search hits, the private key shown once."""
+
+from __future__ import annotations
+
+import os
+
+from support import eventually, run
+from test_console import app_for, rows
+from test_snapshots import CLIENTS, STATUS
+from textual.widgets import Input, Static
+
+from console.ui.backend import StaticBackend
+from console.ui.dialogs.ask import AskScreen, SecretScreen
+from console.ui.screens.main import MainScreen
+
+SIZE = (80, 24)
+
+
+def _centred(app) -> bool:
+    box = app.screen.query_one(".dialog").region
+    width, height = app.size
+    return abs(box.x - (width - box.right)) <= 1 and abs(box.y - (height - box.bottom)) <= 1
+
+
+def test_clients_dialogs_are_centred_and_a_bad_quota_is_refused_in_place(state):
+    from console.ui.screens.clients import ClientsScreen
+
+    async def body():
+        backend = StaticBackend(STATUS, {"clients.list": CLIENTS})
+        app = app_for(state, backend=backend)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("7")
+            await eventually(lambda: isinstance(app.screen, ClientsScreen) and rows(app, "clients"))
+            await pilot.press("a")
+            await eventually(lambda: isinstance(app.screen, AskScreen))
+            await pilot.pause()
+            assert _centred(app), app.screen.query_one(".dialog").region
+            await pilot.press("escape")
+            await eventually(lambda: isinstance(app.screen, ClientsScreen))
+            await pilot.press("c")
+            await eventually(lambda: isinstance(app.screen, AskScreen))
+            await pilot.pause()
+            assert _centred(app)
+            await pilot.press(*"lots", "enter")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, AskScreen), "a quota that is not a number closed the dialog"
+            said = str(app.screen.query_one("#ask-error", Static).render())
+            assert "lots" in said and "number" in said
+            assert not [op for op, _ in backend.requests if op == "clients.change"]
+            box = app.screen.query_one("#answer", Input)
+            box.value = ""
+            await pilot.press(*"7", "enter")
+            await eventually(lambda: isinstance(app.screen, ClientsScreen))
+            await eventually(lambda: ("clients.change", {"id": "acme", "quota": 7}) in backend.requests)
+    run(body())
