@@ -176,7 +176,8 @@ class ClientsScreen(Screen):
             return
         answer = await self.app.push_screen_wait(AskScreen(
             f"Ports for {client_id} (0 disables)", "e.g. 20",
-            refuse=lambda text: None if text.isascii() and text.isdigit() else f"a number of ports (0-9 only), not {text!r}"))
+            refuse=lambda text: None if text.isascii() and text.isdigit()
+            else f"a number of ports (0-9 only), not {text!r}"))
         if answer is None:
             return
         if int(answer) == 0 and not await self._confirm_disable(client_id):
