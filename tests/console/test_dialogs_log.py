@@ -55,3 +55,44 @@ def test_clients_dialogs_are_centred_and_a_bad_quota_is_refused_in_place(state):
             await eventually(lambda: isinstance(app.screen, ClientsScreen))
             await eventually(lambda: ("clients.change", {"id": "acme", "quota": 7}) in backend.requests)
     run(body())
+
+
+BLOCKS = set("▁▂▃▄▅▆▇█▉▊▋▌▍▎▏▔▕")
+
+
+def _drawn(app, widget) -> list[str]:
+    """The screen's text inside a widget's region, as a terminal without colour (tmux capture-pane) shows it."""
+    strips = app.screen._compositor.render_strips()
+    box = widget.region
+    return [strips[y].crop(box.x, box.right).text for y in range(box.y, box.bottom)]
+
+
+def test_the_tables_draw_no_stray_block_glyphs(tmp_path):
+    """A table wider than its box (the ports' reason, a client's long URI) had a horizontal scroll bar whose thumb is
+    colour alone but for its fractional edge: a lone `▊` in the bottom row, all a terminal without colour shows.
+    left / right still scroll to the columns beyond the box."""
+    from test_snapshots import _app
+    from textual.widgets import DataTable
+
+    from console.ui.screens.clients import ClientsScreen
+
+    async def body():
+        app = _app(tmp_path, "sop")
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen) and rows(app, "ports"))
+            await pilot.pause(0.2)
+            for table in app.screen.query(DataTable):
+                text = _drawn(app, table)
+                assert not BLOCKS & set("".join(text)), "\n".join(text)
+            ports = app.screen.query_one("#ports", DataTable)
+            ports.focus()
+            await pilot.press("right", "right")
+            await pilot.pause(0.1)
+            assert ports.scroll_x > 0  # the columns beyond the box are still reachable
+            await pilot.press("7")
+            await eventually(lambda: isinstance(app.screen, ClientsScreen) and rows(app, "clients"))
+            await pilot.pause(0.2)
+            for table in app.screen.query(DataTable):
+                text = _drawn(app, table)
+                assert not BLOCKS & set("".join(text)), "\n".join(text)
+    run(body())
