@@ -60,10 +60,10 @@ def test_clients_dialogs_are_centred_and_a_bad_quota_is_refused_in_place(state):
 BLOCKS = set("▁▂▃▄▅▆▇█▉▊▋▌▍▎▏▔▕")
 
 
-def _drawn(app, widget) -> list[str]:
+def _drawn(app, widget, box=None) -> list[str]:
     """The screen's text inside a widget's region, as a terminal without colour (tmux capture-pane) shows it."""
     strips = app.screen._compositor.render_strips()
-    box = widget.region
+    box = box or widget.region
     return [strips[y].crop(box.x, box.right).text for y in range(box.y, box.bottom)]
 
 
@@ -95,4 +95,64 @@ def test_the_tables_draw_no_stray_block_glyphs(tmp_path):
             for table in app.screen.query(DataTable):
                 text = _drawn(app, table)
                 assert not BLOCKS & set("".join(text)), "\n".join(text)
+    run(body())
+
+
+def test_log_view_marks_cut_lines_wraps_on_w_and_highlights_search_hits(state):
+    """Like `less -S`: no wrap by default, a `›` where a line is cut; `w` wraps (and back). Search hits are
+    highlighted in the lines and the badge says `hit n of m`."""
+    from console.ui.screens.log import LogScreen
+    from console.ui.widgets.log_view import LogView
+
+    tail = "the end of a long line"
+    long = "2026-11-22T10:00:00Z master " + "x" * 100 + " " + tail
+    state.tunnel_log.write_text("".join(f"2026-11-22T10:00:00Z master event {i}\n" for i in range(300)) + long
+                                + "\n2026-11-22T10:00:00Z master event done\n")
+
+    async def body():
+        app = app_for(state, backend=StaticBackend({"units": []}))
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("4")
+            await eventually(lambda: isinstance(app.screen, LogScreen))
+            view = app.screen.query_one(LogView)
+            await eventually(lambda: view.index.complete and view.bottom_row == view.index.count - 1)
+            await pilot.pause(0.1)
+            shown = _drawn(app, view, view.scrollable_content_region)
+            cut = next(line for line in shown if "xxxx" in line)
+            assert cut.rstrip().endswith("›"), shown
+            assert tail not in "".join(shown)
+            footer = "".join(_drawn(app, app.screen.query_one("Footer")))
+            assert "w Wrap" in footer, footer
+            assert "`w`" in LogView.HELP
+            await pilot.press("right", "right", "right", "right", "right", "right")
+            await pilot.pause(0.1)
+            shown = _drawn(app, view, view.scrollable_content_region)
+            assert view.scroll_x > 0 and shown[0].startswith("‹"), shown
+            assert view.max_scroll_x >= len(long) + 1 - view.scrollable_content_region.width  # right reaches its end
+            await pilot.press("left", "left", "left", "left", "left", "left")
+            await pilot.pause(0.1)
+            assert view.scroll_x == 0
+
+            await pilot.press("w")
+            await pilot.pause(0.1)
+            shown = _drawn(app, view, view.scrollable_content_region)
+            assert view.wrap and tail in "".join(shown) and "›" not in "".join(shown), shown
+            assert view.bottom_row == view.index.count - 1 and "event done" in shown[-1], shown  # still the tail
+            await pilot.press("w")
+            await pilot.pause(0.1)
+            assert not view.wrap and tail not in "".join(_drawn(app, view, view.scrollable_content_region))
+
+            await pilot.press("s", *"event 12", "enter")
+            await eventually(lambda: view._current >= 0)
+            await pilot.pause(0.1)
+            badge = app.screen.query_one("#log-badge", Static)
+            assert "hit 1 of 11" in str(badge.render()), badge.render()  # 12, 120-129
+            await pilot.press("n")
+            await eventually(lambda: "hit 2 of 11" in str(badge.render()))
+            y = view._current - int(view.scroll_offset.y)
+            strip = view.render_line(y)
+            styles = {segment.text: segment.style for segment in strip if segment.text.strip()}
+            hit = next(style for text, style in styles.items() if text.lower() == "event 12")
+            other = next(style for text, style in styles.items() if "master" in text)
+            assert hit != other and (hit.bold or hit.underline), styles
     run(body())
