@@ -156,3 +156,52 @@ def test_log_view_marks_cut_lines_wraps_on_w_and_highlights_search_hits(state):
             other = next(style for text, style in styles.items() if "master" in text)
             assert hit != other and (hit.bold or hit.underline), styles
     run(body())
+
+
+KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\n" + "\n".join(["b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW"] * 5)
+       + "\n-----END OPENSSH PRIVATE KEY-----\n")
+
+
+def test_the_private_key_is_shown_without_a_border_copied_by_osc52_and_saved_to_a_new_file(state, tmp_path):
+    """A mouse copy of the key must pick up the key alone: no border beside its lines. `c` copies it through the
+    terminal (OSC 52); `s` saves it to a file the operator names: 0600, never over an existing file."""
+    from console.ui.screens.clients import ClientsScreen
+
+    async def body():
+        backend = StaticBackend(STATUS, {"clients.list": CLIENTS, "clients.add": {"private_key": KEY}})
+        app = app_for(state, backend=backend)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("7")
+            await eventually(lambda: isinstance(app.screen, ClientsScreen) and rows(app, "clients"))
+            await pilot.press("a", *"acme", "enter")
+            await eventually(lambda: isinstance(app.screen, SecretScreen))
+            await pilot.pause(0.1)
+            rows_with_key = [line.rstrip() for line in _drawn(app, app.screen, app.screen.region)
+                             if "OPENSSH" in line or "b3Bl" in line]
+            assert rows_with_key == KEY.strip().splitlines()  # the whole terminal row: nothing beside the key
+
+            await pilot.press("c")
+            assert app.clipboard == KEY.strip() + "\n"
+
+            target = tmp_path / "acme_key"
+            await pilot.press("s")
+            await eventually(lambda: isinstance(app.screen, AskScreen))
+            app.screen.query_one("#answer", Input).value = str(target)
+            await pilot.press("enter")
+            await eventually(lambda: isinstance(app.screen, SecretScreen))
+            assert target.read_text() == KEY.strip() + "\n"
+            assert os.stat(target).st_mode & 0o777 == 0o600
+
+            target.write_text("something else\n")
+            await pilot.press("s")
+            await eventually(lambda: isinstance(app.screen, AskScreen))
+            app.screen.query_one("#answer", Input).value = str(target)
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert isinstance(app.screen, AskScreen), "an existing file was overwritten"
+            assert "exists" in str(app.screen.query_one("#ask-error", Static).render())
+            assert target.read_text() == "something else\n"
+            await pilot.press("escape")
+            await eventually(lambda: isinstance(app.screen, SecretScreen))
+    run(body())
