@@ -205,3 +205,57 @@ def test_the_private_key_is_shown_without_a_border_copied_by_osc52_and_saved_to_
             await pilot.press("escape")
             await eventually(lambda: isinstance(app.screen, SecretScreen))
     run(body())
+
+
+def test_a_burst_of_keys_after_slash_in_tmux_all_reach_the_filter_box(tmp_path):
+    """Issue 11 item 10f, on a real terminal (tmux): `/` and the text after it in one burst, as a fast typist or a
+    paste sends them. The box was focused later (Textual's Widget.focus() is deferred) than the keys already read,
+    so the screen's bindings took them: `1` opened Install ssh key, `q` quit. Keys typed into a box that has the
+    focus were never lost (a 90-character burst, 10 times)."""
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+    from test_terminal import _until
+
+    if shutil.which("tmux") is None:
+        if os.environ.get("CI"):
+            pytest.fail("tmux is missing in CI: make test installs it")
+        pytest.skip("tmux not installed (apt-get install tmux)")
+    env = {**os.environ, "TEXTUAL_ANIMATIONS": "none", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    tmux = ["tmux", "-S", str(tmp_path / "tmux.sock")]
+    command = [sys.executable, "-m", "console", "--state-dir", str(tmp_path / "demo"), "demo"]
+    text = "xyz01234567 89 abcdefghijklmnopqrstuvw"  # bindings of the screen behind: 1-7, u, j, k, q, ...
+
+    def screen() -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", "console"], capture_output=True, text=True,
+                              env=env).stdout
+
+    def send(*keys: str, literal: bool = False) -> None:
+        subprocess.run([*tmux, "send-keys", "-t", "console", *(["-l"] if literal else []), *keys], check=True,
+                       env=env)
+
+    try:
+        subprocess.run([*tmux, "new-session", "-d", "-s", "console", "-x", "80", "-y", "24",
+                        shlex.join(command)], check=True, env=env)
+        subprocess.run([*tmux, "set-option", "-t", "console", "remain-on-exit", "on"], check=True, env=env)
+        _until(lambda: "● up" in screen(), 30, "the demo's units up", screen)
+        send("/" + text, literal=True)
+        _until(lambda: text in screen(), 5, "the whole text in the ports' filter box", screen)
+        assert "Install ssh key" in screen() and "password" not in screen()
+        send("Escape")
+        _until(lambda: text not in screen(), 5, "the filter cleared", screen)
+        send("4")
+        _until(lambda: "FOLLOW" in screen(), 10, "the log view", screen)
+        send("/" + text, literal=True)
+        _until(lambda: text in screen(), 5, "the whole text in the log's filter box", screen)
+        send("Escape")
+        _until(lambda: "show only lines" not in screen(), 5, "the log's filter box closed", screen)
+        send("Escape")
+        _until(lambda: "Install ssh key" in screen(), 5, "back on the main screen", screen)
+        send("q")
+        _until(lambda: "Install ssh key" not in screen(), 10, "the console closed", screen)
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, env=env)

@@ -66,7 +66,7 @@ class LogScreen(Screen):
         self._mode = mode
         box.value = self.query_one(LogView).filter_text if mode == "filter" else ""
         box.remove_class("hidden")
-        box.focus()
+        self.set_focus(box)  # now, not deferred as focus() is: the keys typed right after `/` belong in the box
 
     def action_filter(self) -> None:
         self._ask("filter")
