@@ -30,7 +30,7 @@ from console import relay
 from console.core import announce
 from console.core.errors import os_reason
 from console.core.log_limit import LogLimiter
-from console.core.words import noun
+from console.core.words import counted, noun
 from console.hub import limits
 from console.hub.registry import Client, Registry, port_ranges
 from console.hub.session import HubConnection, HubSession
@@ -327,7 +327,7 @@ class Hub:
     def _accept_paused(self, exc: OSError) -> None:
         self.quiet(("hub", "out of resources"),
                    f"not accepting connections for {limits.ACCEPT_PAUSE:g}s: {os_reason(exc)} (open files limit "
-                   f"{limits.open_files_limit()}, {len(self.connections)} connections)",
+                   f"{limits.open_files_limit()}, {counted(len(self.connections), 'connection')})",
                    "paused accepting connections, out of resources")
 
     async def auth_failed(self, session: HubSession, username: str, key_fp: str, reason: str) -> None:
