@@ -19,6 +19,7 @@ from console.control.server import ControlServer
 from console.core.config import Config, load_config
 from console.core.errors import ConfigError, OperationFailed
 from console.core.paths import StatePaths
+from console.core.words import counted
 from console.engine import Engine
 
 log = logging.getLogger("console.daemon")
@@ -148,7 +149,7 @@ class Daemon:
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
-            self.engine.tunnel_log.write("engine", f"reload refused: {len(exc.problems)} problem(s) in the config; "
+            self.engine.tunnel_log.write("engine", f"reload refused: {counted(len(exc.problems), 'problem')} in the config; "
                                                    "the running configuration stays")
             raise
         return await self.engine.reload(config)

@@ -22,6 +22,7 @@ from console.core.paths import StatePaths
 from console.core.status import Status
 from console.core.store import Store
 from console.core.tunnel_log import TunnelLog
+from console.core.words import counted
 from console.tunnel.worker import UnitWorker, WorkerEnv
 
 log = logging.getLogger("console.engine")
@@ -55,7 +56,7 @@ class Engine:
             await self._start_hub()
         for unit in self.config.units.values():
             self._add_worker(unit)
-        self.tunnel_log.write("engine", f"engine up with {len(self.workers)} unit(s): {', '.join(self.workers) or 'none'}")
+        self.tunnel_log.write("engine", f"up with {counted(len(self.workers), 'unit')}: {', '.join(self.workers) or 'none'}")
         for notice in self.store.notices:  # a store recovered from its last good copy, or started empty
             self.tunnel_log.write("engine", notice)
 
@@ -111,7 +112,7 @@ class Engine:
                                timeout=STOP_DEADLINE)
         if self.hub is not None:
             await self.hub.close()
-        self.tunnel_log.write("engine", "engine stopped")
+        self.tunnel_log.write("engine", "stopped")
         self.tunnel_log.close()
         self.store.close()
 

@@ -7,6 +7,7 @@ import json
 
 from console.cli.context import Commands, Context
 from console.core.errors import EXIT_OK
+from console.core.words import counted
 
 
 def register(commands: Commands) -> None:
@@ -32,9 +33,9 @@ def register(commands: Commands) -> None:
 def check(ctx: Context) -> int:
     config = ctx.config()
     forwards = sum(len(u.forwards) for u in config.units.values())
-    units = ", ".join(f"{u.name} ({u.username}@{u.server.address}, {len(u.forwards)} forwards)"
+    units = ", ".join(f"{u.name} ({u.username}@{u.server.address}, {counted(len(u.forwards), 'forward')})"
                       for u in config.units.values()) or "no units (hub-only)"
-    print(f"{config.source}: ok: {units}; {forwards} forwards in all")
+    print(f"{config.source}: ok: {units}; {counted(forwards, 'forward')} in all")
     return EXIT_OK
 
 

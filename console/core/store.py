@@ -23,6 +23,7 @@ from tinydb.storages import Storage
 from console.core.clock import utc_iso
 from console.core.errors import OperationFailed, os_reason
 from console.core.paths import atomic_write
+from console.core.words import noun
 
 log = logging.getLogger("console.store")
 
@@ -64,7 +65,7 @@ def shape_problem(data: Any) -> str | None:
             if name in EXACT_TABLES:
                 extra = sorted(set(record) - set(fields))
                 if extra:
-                    return f"{where} has unknown field(s) {', '.join(map(repr, extra))}"
+                    return f"{where} has unknown {noun(len(extra), 'field')} {', '.join(map(repr, extra))}"
             if name == "clients":
                 if record["quota"] < 0:
                     return f"{where}: quota is {record['quota']}"

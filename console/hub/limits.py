@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import asyncssh
 
+from console.core.words import counted, noun
+
 log = logging.getLogger("console.hub")
 
 ACCEPT_PAUSE = 1.0          # seconds accepting waits after the process ran out of descriptors (or memory)
@@ -160,8 +162,9 @@ class Gate:
             busiest, most = max(self.queued.items(), key=lambda item: item[1], default=("", 0))
             if most <= self.queued.get(address, 0) + 1:
                 sock.close()
-                self.refused(address, f"{self.count} connections are not logged in yet and {len(self.queue)} "
-                                      f"wait (max_startups {self.asked[0]}, per source {self.asked[1]})")
+                self.refused(address, f"{counted(self.count, 'connection')} "
+                                      f"{noun(self.count, 'is', 'are')} not logged in yet and {len(self.queue)} "
+                                      f"{noun(len(self.queue), 'waits', 'wait')} (max_startups {self.asked[0]}, per source {self.asked[1]})")
                 return
             self._drop(next(w for w in self.queue if w.address == busiest),
                        "its place in the waiting room went to a newcomer from an address with fewer")

@@ -15,6 +15,7 @@ from console.core.clock import utc_iso
 from console.core.errors import OperationFailed, UsageError
 from console.core.keys import fingerprint, key_body, parse_public_key
 from console.core.store import Store
+from console.core.words import counted, noun
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -77,11 +78,11 @@ class Registry:
             self.low, self.high = port_range
             outside = [c.id for c in self.all() if any(not self.low <= p <= self.high for p in c.ports)]
             if outside:
-                changes.append(f"{len(outside)} client(s) keep ports outside it ({', '.join(outside[:5])}"
+                changes.append(f"{counted(len(outside), 'client')} {noun(len(outside), 'keeps', 'keep')} ports outside it ({', '.join(outside[:5])}"
                                + (", ..." if len(outside) > 5 else "") + "); `clients change 0 ID`, then "
                                "`clients change N ID`, gives one N ports from the new range")
         if default_quota != self.default_quota:
-            changes.append(f"new clients get {default_quota} ports instead of {self.default_quota}")
+            changes.append(f"new clients get {counted(default_quota, 'port')} instead of {self.default_quota}")
             self.default_quota = default_quota
         return changes
 
@@ -99,7 +100,7 @@ class Registry:
                 free.append(port)
                 if len(free) == count:
                     return free
-        raise OperationFailed(f"the port range {self.low}-{self.high} has only {len(free)} free port(s), "
+        raise OperationFailed(f"the port range {self.low}-{self.high} has only {counted(len(free), 'free port')}, "
                               f"{count} needed: widen hub.ports or lower a quota")
 
     def add(self, client_id: str, public_key: str, *, quota: int | None = None, replace: bool = False) -> Client:

@@ -30,6 +30,7 @@ from console import relay
 from console.core import announce
 from console.core.errors import os_reason
 from console.core.log_limit import LogLimiter
+from console.core.words import counted, noun
 from console.hub import limits
 from console.hub.registry import Client, Registry, port_ranges
 from console.hub.session import HubConnection, HubSession
@@ -285,7 +286,7 @@ class Hub:
         more = f" and {len(recorded) - ANNOUNCE_SHOWN} more" if len(recorded) > ANNOUNCE_SHOWN else ""
         self._say(f"client {session.user} from {session.peer} announced {said or 'no forwards'}{more}")
         if ignored:
-            self.refuse(session, "an announcement for ports it does not forward", "an announcement for port(s) "
+            self.refuse(session, "an announcement for ports it does not forward", f"an announcement for {noun(len(ignored), 'port')} "
                                   f"{', '.join(str(i['port']) for i in ignored)}: not forwarded by this session")
         self.changed(session.user, "announced")
         # where the ports really listen: the client asked for "" or its own bind, the hub chose its own
@@ -326,7 +327,7 @@ class Hub:
     def _accept_paused(self, exc: OSError) -> None:
         self.quiet(("hub", "out of resources"),
                    f"not accepting connections for {limits.ACCEPT_PAUSE:g}s: {os_reason(exc)} (open files limit "
-                   f"{limits.open_files_limit()}, {len(self.connections)} connections)",
+                   f"{limits.open_files_limit()}, {counted(len(self.connections), 'connection')})",
                    "paused accepting connections, out of resources")
 
     async def auth_failed(self, session: HubSession, username: str, key_fp: str, reason: str) -> None:
@@ -355,7 +356,7 @@ class Hub:
         if listen_port == 0:
             free = [p for p in client.ports if p not in self.forwards]
             if not free:
-                self.refuse_port(session, 0, f"all {len(client.ports)} of its ports are forwarded already")
+                self.refuse_port(session, 0, f"{'its one port is' if len(client.ports) == 1 else f'all {len(client.ports)} of its ports are'} forwarded already")
                 return False
             # The next free port that can be opened: another program may hold one of the block.
             busy: list[str] = []
@@ -366,11 +367,11 @@ class Hub:
                     busy.append(f"{port} ({os_reason(exc)})")
                     continue
                 if busy:
-                    self.quiet((session.user, "busy ports"), f"client {session.user}: port(s) "
+                    self.quiet((session.user, "busy ports"), f"client {session.user}: {noun(len(busy), 'port')} "
                                f"{', '.join(busy[:ANNOUNCE_SHOWN])} cannot be opened on {self.settings.bind}; "
                                f"gave {port} for port 0", f"client {session.user}: skipped busy ports for port 0")
                 return self._forwarding(session, port, server, stats)
-            self.refuse_port(session, 0, f"none of its {len(free)} free ports can be opened on {self.settings.bind}: "
+            self.refuse_port(session, 0, f"{'its one free port' if len(free) == 1 else f'none of its {len(free)} free ports'} can be opened on {self.settings.bind}: "
                                          f"{', '.join(busy[:ANNOUNCE_SHOWN])}")
             return False
         if listen_port not in client.ports:

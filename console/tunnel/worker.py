@@ -27,6 +27,7 @@ from console.core.status import ForwardStatus, UnitStatus
 from console.core.store import Store
 from console.core.log_limit import LogLimiter
 from console.core.tunnel_log import TunnelLog
+from console.core.words import counted, noun
 from console import relay
 from console.tunnel import diagnose
 
@@ -281,7 +282,7 @@ class UnitWorker:
             self._hub_bind(announce.reply_bind(reply))
             ignored = reply.get("ignored") or []
             if ignored:
-                self.log_event("the hub ignored the announcement for port(s) "
+                self.log_event(f"the hub ignored the announcement for {noun(len(ignored), 'port')} "
                                + ", ".join(f"{i.get('port')} ({i.get('reason')})" for i in ignored))
             self._announced = forwards
 
@@ -435,7 +436,7 @@ class UnitWorker:
             total = len(results)
             refused = [fr for fr in self.forwards.values() if fr.state == "refused"]
             detail = "".join(f"; {fr.config.name} refused: {fr.error}" for fr in refused)
-            count = f"{up} forward{'s' if up != 1 else ''}" if up == total else f"{up} of {total} forwards"
+            count = counted(up, "forward") if up == total else f"{up} of {counted(total, 'forward')}"
             self.log_event(f"Starting: {count} up on {self.server} as {self.config.username}{detail}")
             for fr in refused:
                 fr.retry_task = asyncio.create_task(self._keep_forward(conn, fr, first_try=False))

@@ -32,6 +32,7 @@ from console.ui.screens.main import MainScreen
 from console.ui.session import Session
 from console.core.choices import THEMES
 from console.ui.themes import load_themes, stylesheet
+from console.ui.widgets.burst import type_into_focused_input
 
 TERMINAL_CHECK_SECONDS = 2.0
 HANGUP_CLEANUP_SECONDS = 1.5
@@ -55,6 +56,11 @@ class SopConsole(App):
                 tooltip="the command palette: every menu action, saying what it does, and the themes",
                 id="app.palette"),
     ]
+
+    def _on_key(self, event) -> None:  # textual.events.Key
+        """Before App._on_key (the bindings), which runs after this unless the key was typed into an Input here
+        (prevent_default)."""
+        type_into_focused_input(self, event)
 
     def __init__(self, paths: StatePaths, *, config: Config | None = None, config_path: Path | None = None,
                  backend: DaemonBackend | StaticBackend | None = None, theme_name: str = "sop",

@@ -66,7 +66,7 @@ LONG_STATUS = Status([
 
 LOG = "".join(
     f"2026-11-22T10:{m:02d}:00Z {unit} {event}\n" for m, (unit, event) in enumerate([
-        ("engine", "engine up with 2 unit(s): master, clone"),
+        ("engine", "up with 2 units: master, clone"),
         ("master", "forward ssh listening on the server at *:10022 -> 127.0.0.1:22"),
         ("master", "forward http listening on the server at *:10080 -> 127.0.0.1:80"),
         ("master", "Starting: 2 forwards up on 203.0.113.7:2222 as sop001"),

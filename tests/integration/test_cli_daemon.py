@@ -66,6 +66,7 @@ def test_check_ok_and_bad(tmp_path):
     good.write_text("server: {host: example.net}\nunits:\n  master: {ssh_port: 10022}\n")
     done = cli("check", state=tmp_path / "s", config=good)
     assert done.returncode == 0 and "ok: master" in done.stdout
+    assert "1 forward)" in done.stdout and "; 1 forward in all" in done.stdout, done.stdout  # not "1 forwards"
     bad = tmp_path / "bad.yaml"
     bad.write_text("server: {host: example.net}\nunits:\n  master:\n    ssh_port: 70000\n    typo: 1\n")
     done = cli("check", state=tmp_path / "s", config=bad)
@@ -318,7 +319,7 @@ def test_daemon_log_lines_leave_time_stamps_to_the_journal(tmp_path, systemd):
         proc.terminate()
         _, stderr = proc.communicate(timeout=10)
     lines = stderr.splitlines()
-    assert any("engine up with 1 unit(s)" in line for line in lines), stderr
+    assert any("engine up with 1 unit: " in line for line in lines), stderr
     for line in lines:
         if systemd:
             assert not STAMP.search(line), f"a time stamp under systemd: {line!r}"

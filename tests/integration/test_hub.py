@@ -579,7 +579,7 @@ async def test_the_announcement_takes_data_only_and_only_for_own_live_ports(worl
     for refusal in ("refused exec of 'id' for client acme", "refused the subsystem 'sftp' for client acme",
                     "refused a terminal (pty) for client acme", "refused an announcement: announcement is not JSON",
                     f"refused an announcement: announcement over {announce.MAX_BYTES} bytes",
-                    f"refused an announcement for port(s) {client.ports[1]}, {other.ports[0]}",
+                    f"refused an announcement for ports {client.ports[1]}, {other.ports[0]}",
                     "refused a connection into the hub's network"):
         assert refusal in text, refusal
 
@@ -663,7 +663,7 @@ def test_hub_settings_apply_on_reload_and_connected_clients_stay(tmp_path, state
                 text = "; ".join(changes)
                 assert f"hub listens on 127.0.0.1:{port2} instead of 127.0.0.1:{port}" in text
                 assert "hub opens client ports on 127.0.0.2 instead of 127.0.0.1; 1 forwarded now stay" in text
-                assert f"hub allocates ports from {low2}-{high2}" in text and "keep ports outside it (acme)" in text
+                assert f"hub allocates ports from {low2}-{high2}" in text and "1 client keeps ports outside it (acme)" in text
                 assert "new clients get 3 ports instead of 2" in text
                 assert ssh.returncode is None and await roundtrip(acme.ports[0], b"still here") == b"still here"
                 with pytest.raises(OSError):

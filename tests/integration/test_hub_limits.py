@@ -514,7 +514,7 @@ async def test_port_zero_skips_a_port_another_program_holds(world):
             if proc.returncode is None:
                 proc.kill()
             await proc.wait()
-    assert any(f"port(s) {client.ports[0]} (Address already in use) cannot be opened" in line
+    assert any(f": port {client.ports[0]} (Address already in use) cannot be opened" in line
                for line in world.lines)
 
 

@@ -45,6 +45,7 @@ def test_bytes_relay_both_ways_through_every_forward(sshd, state):
             text = state.tunnel_log.read_text()
             assert f"master Starting: 2 forwards up on 127.0.0.1:{sshd.port}" in text
             assert f"clone Starting: 1 forward up on 127.0.0.1:{sshd.port}" in text
+            assert " engine up with 2 units: master, clone\n" in text and "engine engine" not in text
             # Only our hub is told what the forwards lead to: a plain sshd never sees the request (it would
             # log "subsystem request for sop-announce@sop-console ... failed").
             assert "sop-announce" not in sshd.log_path.read_text()

@@ -174,11 +174,11 @@ class ClientsScreen(Screen):
         client_id = self._selected()
         if client_id is None:
             return
-        answer = await self.app.push_screen_wait(AskScreen(f"Ports for {client_id} (0 disables)", "e.g. 20"))
+        answer = await self.app.push_screen_wait(AskScreen(
+            f"Ports for {client_id} (0 disables)", "e.g. 20",
+            refuse=lambda text: None if text.isascii() and text.isdigit()
+            else f"a number of ports (0-9 only), not {text!r}"))
         if answer is None:
-            return
-        if not answer.isdigit():
-            self.notify(f"a number of ports, not {answer!r}", severity="error")
             return
         if int(answer) == 0 and not await self._confirm_disable(client_id):
             return

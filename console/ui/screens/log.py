@@ -48,11 +48,17 @@ class LogScreen(Screen):
         text = "FOLLOW" if following else "PAUSED"
         if view.filter_text:
             text += f"  filter: {view.filter_text}"
+        if view.hit is not None:
+            text += f"  hit {view.hit[0]} of {view.hit[1]}"
         self.query_one("#log-badge", Static).update(text)
 
     @on(FollowChanged)
     def _follow_changed(self, event: FollowChanged) -> None:
         self._badge(event.following)
+
+    @on(LogView.HitMoved)
+    def _hit_moved(self) -> None:
+        self._badge(self.query_one(LogView).following)
 
     def _ask(self, mode: str) -> None:
         box = self.query_one("#log-input", Input)
@@ -60,7 +66,7 @@ class LogScreen(Screen):
         self._mode = mode
         box.value = self.query_one(LogView).filter_text if mode == "filter" else ""
         box.remove_class("hidden")
-        box.focus()
+        self.set_focus(box)  # now, not deferred as focus() is: the keys typed right after `/` belong in the box
 
     def action_filter(self) -> None:
         self._ask("filter")

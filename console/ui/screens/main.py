@@ -222,7 +222,7 @@ class MainScreen(Screen):
     def action_filter(self) -> None:
         box = self.query_one("#port-filter", Input)
         box.remove_class("hidden")
-        box.focus()
+        self.set_focus(box)  # now, not deferred as focus() is: the keys typed right after `/` belong in the box
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#port-filter", Input)

@@ -1,5 +1,6 @@
 """The tunnel log viewer: reads only the lines on screen through a LogIndex, follows the file like
-`tail -F`, filters to matching lines and searches with n/N."""
+`tail -F`, filters to matching lines, searches with n/N (hits highlighted) and cuts or wraps long lines
+(`w`, like `less -S`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import time
 from array import array
 from pathlib import Path
 
-from rich.segment import Segment
 from rich.style import Style
+from rich.text import Text
 from textual import work
 from textual.binding import Binding
 from textual.geometry import Size
+from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
@@ -20,9 +22,22 @@ from console.ui.messages import FollowChanged
 
 POLL_SECONDS = 0.25
 HEAD_CHUNK = 2 * 1024 * 1024  # bytes indexed between two yields to the UI thread
+CUT, CUT_LEFT = "›", "‹"  # where a line goes on past the right edge, and where it began left of the view
 
 
 class LogView(ScrollView, can_focus=True):
+    """Scrolling is by log line in both modes: scroll_y is the row at the top. Wrapped, a row takes as many
+    screen lines as its text needs, and the end is the top row from which the last rows just fit."""
+
+    COMPONENT_CLASSES = {"log-view--hit", "log-view--cut"}
+    DEFAULT_CSS = """
+    LogView > .log-view--hit { background: $accent; color: $background; text-style: bold underline; }
+    LogView > .log-view--cut { color: $accent; text-style: bold; }
+    """
+
+    class HitMoved(Message):
+        """The search hit under the cursor changed (see LogView.hit)."""
+
     BINDINGS = [
         Binding("end,G", "follow", "Follow", id="log.follow"),
         Binding("home,g", "scroll_home", "Top", show=False, id="log.top"),
@@ -30,13 +45,18 @@ class LogView(ScrollView, can_focus=True):
         Binding("k,up", "scroll_up", "Up", show=False, id="log.up"),
         Binding("n", "next_match", "Next", id="log.next"),
         Binding("N", "previous_match", "Prev", id="log.previous"),
+        Binding("w", "toggle_wrap", "Wrap", id="log.wrap"),
     ]
 
     HELP = """\
 **Tunnel log.** `end` / `G` follows the end of the file (badge FOLLOW); scrolling up pauses (PAUSED).
 
 `/` shows only the lines that contain a text (`esc` clears it), `s` searches, `n` / `N` jump to the next and
-the previous hit. `?` is this help, as everywhere.
+the previous hit; hits are highlighted and the badge says `hit n of m`.
+
+`w` wraps long lines, or cuts them again (like `less -S`): cut, the default, a line that goes on past the
+right edge ends in `›` (`‹` where it began left of the view); `left` / `right` scroll sideways. `?` is this help,
+as everywhere.
 """
 
     def __init__(self, path: Path, *, poll: bool = True, id: str | None = None) -> None:
@@ -47,6 +67,9 @@ the previous hit. `?` is this help, as everywhere.
         self.search_text = ""
         self._rows: array | None = None   # line numbers shown when a filter is on
         self._current = -1                 # the search hit under the cursor (a row number)
+        self.hit: tuple[int, int] | None = None  # (n, m): the hit under the cursor is the n-th of m
+        self.wrap = False                  # long lines wrapped (True) or cut with a marker (False)
+        self._end_top = 0                  # wrapped: the top row from which the last rows fill the view
         self._poll = poll
 
     # ------------------------------------------------------------------ life cycle
@@ -62,7 +85,10 @@ the previous hit. `?` is this help, as everywhere.
 
     @property
     def bottom_row(self) -> int:
-        """The last row on screen."""
+        """The last row on screen (wrapped: at least partly)."""
+        if self.wrap:
+            layout = self._layout()
+            return layout[-1][0] if layout else -1
         return min(int(self.scroll_offset.y) + self.size.height, self.row_count) - 1
 
     def on_unmount(self) -> None:
@@ -95,11 +121,19 @@ the previous hit. `?` is this help, as everywhere.
         return self._rows[row] if self._rows is not None else row
 
     def _sync(self) -> None:
-        width = max((len(self.index.line(self._line_of_row(r))) for r in self._visible_rows()), default=0)
-        self.virtual_size = Size(max(width, self.size.width), self.row_count)
+        if self.wrap:
+            self._end_top = self._top_for_tail()
+            self.virtual_size = Size(self._width, self._end_top + max(self.size.height, 1))
+        else:
+            self.virtual_size = Size(self._widest(), self.row_count)
         if self.following:  # after the refresh: the new virtual size sets how far down "end" is
             self.call_after_refresh(self._follow_end)
         self.refresh()
+
+    def _widest(self) -> int:
+        """The virtual width, cut: the widest row in view (read again as the view scrolls)."""
+        width = max((len(self.index.line(self._line_of_row(r))) for r in self._visible_rows()), default=0)
+        return max(width + 1, self.size.width)  # + 1: the `›` of a cut line takes the last column
 
     def _follow_end(self, tries: int = 3) -> None:
         """Scroll to the last line. force: the refresh may come before the layout that gives the view its scroll
@@ -120,18 +154,74 @@ the previous hit. `?` is this help, as everywhere.
         top = int(self.scroll_offset.y)
         return range(top, min(top + max(self.size.height, 1), self.row_count))
 
+    @property
+    def _width(self) -> int:
+        """Columns for text: the view's width less its vertical scroll bar."""
+        return self.scrollable_content_region.width or self.size.width
+
+    def _height_of(self, row: int) -> int:
+        """Screen lines a row takes wrapped."""
+        width = max(self._width, 1)
+        return max(1, -(-len(self.index.line(self._line_of_row(row))) // width))
+
+    def _top_for_tail(self) -> int:
+        """Wrapped: the top row from which the last rows fill the view (the whole last row at the bottom)."""
+        room, top = max(self.size.height, 1), self.row_count
+        while top > 0 and room - self._height_of(top - 1) >= 0:
+            top -= 1
+            room -= self._height_of(top)
+        return min(top, max(self.row_count - 1, 0))
+
+    def _layout(self) -> list[tuple[int, int]]:
+        """(row, first column) of each screen line, top to bottom."""
+        top, height = int(self.scroll_offset.y), max(self.size.height, 1)
+        if not self.wrap:
+            x = int(self.scroll_offset.x)
+            return [(row, x) for row in range(top, min(top + height, self.row_count))]
+        width, layout = max(self._width, 1), []
+        row = top
+        while len(layout) < height and row < self.row_count:
+            layout.extend((row, start) for start in range(0, self._height_of(row) * width, width))
+            row += 1
+        return layout[:height]
+
     def render_line(self, y: int) -> Strip:
-        row = int(self.scroll_offset.y) + y
-        if row >= self.row_count:
-            return Strip.blank(self.size.width, self.rich_style)
-        text = self.index.line(self._line_of_row(row))
-        x = int(self.scroll_offset.x)
-        text = text[x:x + self.size.width]
+        width = self._width
+        layout = self._layout()
+        if y >= len(layout):
+            return Strip.blank(width, self.rich_style)
+        row, start = layout[y]
+        line = self.index.line(self._line_of_row(row))
         style = self.rich_style
         if row == self._current:
             style = style + Style(reverse=True)
-        segments = [Segment(text.ljust(self.size.width), style)]
-        return Strip(segments, self.size.width)
+        text = Text(line[start:start + width], style=style, no_wrap=True, end="")
+        if self.search_text:
+            hit = self.get_component_rich_style("log-view--hit", partial=True)
+            needle, haystack, at = self.search_text.lower(), line.lower(), 0
+            while (at := haystack.find(needle, at)) >= 0:
+                text.stylize(hit, max(at - start, 0), max(at + len(needle) - start, 0))
+                at += len(needle)
+        if not self.wrap and width > 1:
+            cut = self.get_component_rich_style("log-view--cut", partial=True)
+            if len(line) > start + width:
+                text = text[:width - 1]
+                text.append(CUT, style + cut)
+            if start > 0 and line:
+                text = Text(CUT_LEFT, style=style + cut, end="") + text[1:]
+        strip = Strip(text.render(self.app.console), text.cell_len)
+        return strip.adjust_cell_length(width, style)
+
+    # ------------------------------------------------------------------ wrap
+
+    def action_toggle_wrap(self) -> None:
+        """Wrap long lines, or cut them with a marker (like `less -S`); the top row stays, or the end is followed."""
+        self.wrap = not self.wrap
+        if self.wrap:
+            self.scroll_to(x=0, animate=False, immediate=True, force=True)
+        self._sync()
+        if not self.wrap and not self.following:
+            self.call_after_refresh(self._sync)  # the width of the rows now in view
 
     # ------------------------------------------------------------------ follow
 
@@ -142,12 +232,14 @@ the previous hit. `?` is this help, as everywhere.
 
     def action_follow(self) -> None:
         self._set_following(True)
-        self._current = -1
+        self._set_current(-1, None)
         self.scroll_end(animate=False, immediate=True, force=True)
         self.refresh()
 
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
+        if not self.wrap and self.virtual_size.width != (width := self._widest()):
+            self.virtual_size = Size(width, self.row_count)  # right scrolls as far as the widest row in view
         if new < old and new < self.max_scroll_y:
             self._set_following(False)  # scrolling up pauses; `end` resumes
 
@@ -164,7 +256,7 @@ the previous hit. `?` is this help, as everywhere.
     def set_filter(self, text: str) -> None:
         self.filter_text = text
         self._apply_filter()
-        self._current = -1
+        self._set_current(-1, None)
         self._sync()
 
     def _apply_filter(self) -> None:
@@ -172,8 +264,16 @@ the previous hit. `?` is this help, as everywhere.
 
     def set_search(self, text: str) -> None:
         self.search_text = text
-        self._current = -1
-        self.action_next_match()
+        self._set_current(-1, None)
+        if text:
+            self.action_next_match()
+        self.refresh()
+
+    def _set_current(self, row: int, hit: tuple[int, int] | None) -> None:
+        self._current = row
+        if hit != self.hit:
+            self.hit = hit
+            self.post_message(self.HitMoved())
 
     def _matches(self) -> list[int]:
         """Rows whose line matches the search (within the filtered rows when a filter is on)."""
@@ -194,9 +294,16 @@ the previous hit. `?` is this help, as everywhere.
             target = next((r for r in rows if r > here), rows[0])
         else:
             target = next((r for r in reversed(rows) if r < here), rows[-1])
-        self._current = target
+        self._set_current(target, (rows.index(target) + 1, len(rows)))
         self._set_following(False)
-        self.scroll_to(y=max(0, target - self.size.height // 2), animate=False, immediate=True, force=True)
+        top, room = target, self.size.height // 2  # the hit about the middle of the view
+        if self.wrap:
+            while top > 0 and room - self._height_of(top - 1) >= 0:
+                top -= 1
+                room -= self._height_of(top)
+        else:
+            top = max(0, target - room)
+        self.scroll_to(y=top, animate=False, immediate=True, force=True)
         self.refresh()
 
     def action_next_match(self) -> None:
