@@ -320,22 +320,21 @@ class Session:
         ConsoleError (ConfigError with `problems`) when the form does not check: nothing was written."""
         from console.core.config_form import save_form
 
-        why_not = self.cannot_save()
-        if why_not is not None:
-            raise ConsoleError(why_not)
-        self.config = await asyncio.to_thread(save_form, self.config_path, form)
-        self.config_problems = []
-        return await self._reload_saved()
+        return await self._save(save_form, form)
 
     async def save_config_text(self, text: str) -> Outcome:
         """The file's own text from Configure's editor: checked as `check` does (ConfigError with one
         `FILE:LINE: ...` per problem: nothing written), written atomically (.bak kept), the daemon asked to reload."""
         from console.core.config_form import save_text
 
+        return await self._save(save_text, text)
+
+    async def _save(self, write, what) -> Outcome:
+        """`write(path, what)` in a thread (it checks, then writes atomically), then the daemon reloads."""
         why_not = self.cannot_save()
         if why_not is not None:
             raise ConsoleError(why_not)
-        self.config = await asyncio.to_thread(save_text, self.config_path, text)
+        self.config = await asyncio.to_thread(write, self.config_path, what)
         self.config_problems = []
         return await self._reload_saved()
 
