@@ -48,10 +48,13 @@ class World:
             env={k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"})
 
 
-def hub_test(body):
+def hub_test(body, prepare=None):
+    """Run `body(world)` with the world's hub started (after `prepare(world)`, when given) and closed after."""
     def wrapper(tmp_path, state):
         async def main():
             world = World(tmp_path, state)
+            if prepare is not None:
+                prepare(world)
             await world.hub.start()
             try:
                 await body(world)

@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 from support import eventually, run
-from test_hub import World, finished
+from test_hub import World, finished, hub_test
 
 from console.core import announce
 from console.core.config import HubConfig
@@ -32,23 +32,12 @@ from console.hub.server import Hub, HubSettings
 
 
 def limits_test(**settings):
-    """Like test_hub's hub_test, with these HubSettings; the hub's lines are collected in world.lines."""
-    def decorate(body):
-        def wrapper(tmp_path, state):
-            async def main():
-                world = World(tmp_path, state)
-                world.lines = []
-                world.hub = Hub(HubSettings(**settings), world.registry, world.hub.host_key,
-                                log_event=world.lines.append)
-                await world.hub.start()
-                try:
-                    await body(world)
-                finally:
-                    await world.hub.close()
-            run(main())
-        wrapper.__name__ = body.__name__
-        return wrapper
-    return decorate
+    """test_hub's hub_test with these HubSettings; the hub's lines are collected in world.lines."""
+    def prepare(world) -> None:
+        world.lines = []
+        world.hub = Hub(HubSettings(**settings), world.registry, world.hub.host_key, log_event=world.lines.append)
+
+    return lambda body: hub_test(body, prepare)
 
 
 _KEEP: list[asyncio.StreamWriter] = []  # a writer nobody holds is collected, and closes its connection
@@ -338,7 +327,7 @@ async def test_a_flood_of_refused_requests_writes_a_few_lines_not_one_each(world
     """A registered client asks for what it may not have (exec, shell with pty, sftp, direct-tcpip, another
     client's port) as fast as it can for REFUSAL_SECONDS. The tunnel log gets the first line of each kind, then
     a summary a minute, so the lines that matter (the engine's start, failed logins) stay in it."""
-    client = world.register("acme")
+    world.register("acme")
     other = world.register("other")
     log_path = world.tmp / "tunnel.log"
     tunnel_log = TunnelLog(log_path, max_bytes=1 << 30)
