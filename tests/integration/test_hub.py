@@ -206,10 +206,30 @@ def _cli(state: Path, config: Path, *args: str, input: str | None = None):
                            *args], capture_output=True, text=True, input=input, timeout=30)
 
 
+def _daemon(state: Path, config: Path) -> subprocess.Popen:
+    """`sop-console daemon` as a process, returned once its control socket is there (or after 10 s)."""
+    import sys
+    import time
+
+    daemon = subprocess.Popen([sys.executable, "-m", "console", "--state-dir", str(state), "--config", str(config),
+                               "daemon"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while not (state / "control.sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return daemon
+
+
+def _forwarding_client(key: Path, hub_port: int, known_hosts: Path, forward: str, user: str) -> subprocess.Popen:
+    """The real OpenSSH client as a hub customer: `ssh -N -R FORWARD` with its key, failing if the forward is."""
+    return subprocess.Popen(["ssh", "-N", "-i", str(key), "-p", str(hub_port), "-o", "BatchMode=yes",
+                             "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={known_hosts}",
+                             "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes", "-R", forward,
+                             f"{user}@127.0.0.1"], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def test_customer_life_cycle_through_the_daemon_and_the_cli(tmp_path):
     """add (private key shown once) -> the customer connects with it -> list -> change 0 -> remove."""
     import json
-    import sys
     import time
 
     from sshd import free_port
@@ -226,18 +246,10 @@ def test_customer_life_cycle_through_the_daemon_and_the_cli(tmp_path):
     key.write_text(added.stdout)
     key.chmod(0o600)
     assert "PRIVATE" not in (state / "store.json").read_text()  # the hub does not keep it
-    daemon = subprocess.Popen([sys.executable, "-m", "console", "--state-dir", str(state), "--config", str(config),
-                               "daemon"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    daemon = _daemon(state, config)
     ssh = None
     try:
-        deadline = time.monotonic() + 10
-        while not (state / "control.sock").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        ssh = subprocess.Popen(["ssh", "-N", "-i", str(key), "-p", str(hub_port), "-o", "BatchMode=yes",
-                                "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp_path}/kh",
-                                "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes",
-                                "-R", "0:127.0.0.1:9", "acme@127.0.0.1"],
-                               stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ssh = _forwarding_client(key, hub_port, tmp_path / "kh", "0:127.0.0.1:9", "acme")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             listing = json.loads(_cli(state, config, "clients", "list", "--json").stdout)
@@ -275,7 +287,6 @@ def test_a_revocation_the_daemon_cannot_hear_is_refused_not_reported_done(tmp_pa
     print "removed" and exit 0 while the client's session and forward went on. Now: exit 3, nothing changed.
     With no daemon at all the CLI changes the store itself, under the daemon's lock."""
     import socket
-    import sys
     import threading
     import time
 
@@ -298,18 +309,10 @@ def test_a_revocation_the_daemon_cannot_hear_is_refused_not_reported_done(tmp_pa
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)["clients"]
 
-    daemon = subprocess.Popen([sys.executable, "-m", "console", "--state-dir", str(state), "--config", str(config),
-                               "daemon"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    daemon = _daemon(state, config)
     ssh = None
     try:
-        deadline = time.monotonic() + 10
-        while not (state / "control.sock").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        ssh = subprocess.Popen(["ssh", "-N", "-i", str(key), "-p", str(hub_port), "-o", "BatchMode=yes",
-                                "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp_path}/kh",
-                                "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes",
-                                "-R", f"127.0.0.1:{low}:127.0.0.1:9", "r1@127.0.0.1"],
-                               stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ssh = _forwarding_client(key, hub_port, tmp_path / "kh", f"127.0.0.1:{low}:127.0.0.1:9", "r1")
         deadline = time.monotonic() + 10
         while not listed()[0]["forwards"]:
             assert time.monotonic() < deadline, "r1's forward never showed"
