@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, Self
 
 from console.core.events import Event, ForwardChanged, ForwardTraffic, UnitStateChanged
-from console.core.states import ForwardState, UnitState, human_bytes
+from console.core.states import EndpointReason, EndpointState, ForwardState, UnitState, human_bytes
 
 
 class _Record:
@@ -217,3 +217,28 @@ class ClientStatus(_Record):
     fingerprint: str
     created: str | None
     last_seen: str | None
+
+
+@dataclass
+class EndpointCheck(_Record):
+    """One login check of an endpoint (an SSH server): can `username` log in there with our key, and if not why,
+    in words an operator acts on (`message`) with what to do next (`hint`). Built by console/tunnel's endpoint
+    check; kept as the endpoint's last check; shown by `endpoints check/show` and the console's Endpoints screen."""
+
+    endpoint: str                     # the endpoint's name
+    state: EndpointState              # available or unavailable
+    reason: EndpointReason            # ok, or why not
+    message: str                      # one line: "connection refused by 127.0.0.1:2222"
+    hint: str                         # one line: what to do ("start sshd, or check the endpoint's port")
+    address: str                      # host:port tried (the resolved address where one was found)
+    username: str                     # the account tried
+    unit: str | None = None           # whose key was offered (units have a key each)
+    methods: list[str] = field(default_factory=list)   # auth methods the server offered, when it said
+    fingerprint: str | None = None    # the host key it presented (SHA256:...), when it got that far
+    server_version: str | None = None # what answered: "SSH-2.0-OpenSSH_9.2p1", or the cleaned first bytes
+    checked_at: str = ""              # UTC ISO time of the check
+    seconds: float = 0.0              # how long the check took
+
+    @property
+    def available(self) -> bool:
+        return self.state is EndpointState.AVAILABLE
