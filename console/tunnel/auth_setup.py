@@ -27,7 +27,7 @@ from console.core.status import EndpointCheck
 from console.tunnel import key_install
 from console.tunnel.endpoint_check import check_login
 
-METHODS = ("key", "password", "script")
+METHODS = ("key", "password", "script")  # the ways to set up auth, in the order they are offered
 
 
 def _comment(unit: str | None) -> str:

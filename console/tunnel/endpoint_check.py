@@ -37,8 +37,8 @@ class _Probe(asyncssh.SSHClient):
         self.server, self.known, self.key = server, known, key
         self.host_check: HostKeyCheck | None = None
         self.offered: list[str] = []     # auth methods the server offered us, in the order asked
+        self.key_asked = 0               # how often asyncssh asked for a key (see _Attempt.refused)
         self.banner = ""
-        self.logged_in = False
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
         check = check_host_key(self.server, self.known, key)
@@ -51,6 +51,7 @@ class _Probe(asyncssh.SSHClient):
         self.banner = (self.banner + msg)[:BANNER_CHARS]
 
     def public_key_auth_requested(self):
+        self.key_asked += 1
         if "publickey" in self.offered:
             return None
         self.offered.append("publickey")
@@ -64,9 +65,6 @@ class _Probe(asyncssh.SSHClient):
         self.offered.append("password")
         return None
 
-    def auth_completed(self) -> None:
-        self.logged_in = True
-
 
 class _Attempt:
     """One check in progress: what each stage found, and the EndpointCheck it comes to."""
@@ -76,6 +74,7 @@ class _Attempt:
         self.name, self.server, self.username, self.key_path = name, server, username, key_path
         self.known, self.unit, self.timeout = known, unit, timeout
         self.address = server.address      # host:port tried: the resolved address once there is one
+        self.ip = server.host              # the address tried, without the port
         self.key_type = "ssh-ed25519"
         self.probe: _Probe | None = None
         self.greeting: diagnose.Greeting | None = None
@@ -107,7 +106,7 @@ class _Attempt:
         addresses = list(dict.fromkeys(info[4][0] for info in infos))
         failures: list[str] = []
         for address in addresses:
-            self.address = join_host_port(address, server.port)
+            self.ip, self.address = address, join_host_port(address, server.port)
             check = await self.login(address, key)
             if check is not None:
                 return check
@@ -162,7 +161,7 @@ class _Attempt:
     # ------------------------------------------------------------------ how it ended
 
     def network_failure(self, exc: BaseException, tried: list[str]) -> EndpointCheck:
-        where = self.address + (f" ({self.server.host})" if self.server.host not in self.address else "")
+        where = self.address + (f" ({self.server.host})" if self.server.host != self.ip else "")
         code = getattr(exc, "errno", None)
         if code == errno.ECONNREFUSED:
             message = f"connection refused by {where}"
@@ -211,13 +210,23 @@ class _Attempt:
         others = [m for m in probe.offered if m != "publickey"]
         offers = ", ".join(probe.offered) if probe.offered else "no method we know"
         whose = f"the {self.key_type} key of unit {self.unit}" if self.unit else f"our {self.key_type} key"
-        if "publickey" in probe.offered:
+        # asyncssh tells a client of no partial success. After a plain refusal the server still lists publickey
+        # and asyncssh asks for another key; after a partial success (AuthenticationMethods publickey,password)
+        # the server lists only the steps still missing, so our key was asked for once.
+        partial = "publickey" in probe.offered and probe.key_asked == 1
+        if partial:
+            message = (f"{self.address} accepted {whose} for {self.username} but wants another step after it: "
+                       f"{', '.join(others) or 'a method we do not use'}")
+        elif "publickey" in probe.offered:
             message = f"{self.address} did not accept {whose} for {self.username}; the server offers {offers}"
         else:
             message = f"{self.address} does not offer key logins to {self.username}; the server offers {offers}"
         if probe.banner.strip():
             message += f" (it said: {self._words(probe.banner)})"
-        if "publickey" not in probe.offered:
+        if partial:
+            hint = ("units log in with a key alone: drop the second step for this account (AuthenticationMethods "
+                    "in the server's sshd_config)")
+        elif "publickey" not in probe.offered:
             hint = "enable PubkeyAuthentication for this account in the server's sshd_config (set up by script)"
         elif others:
             hint = f"set up by password (the server offers {', '.join(others)}), by key or by script"

@@ -13,6 +13,7 @@ longer than the login that uses it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shlex
 from collections.abc import Awaitable, Callable
@@ -174,8 +175,9 @@ async def _run_bounded(conn: asyncssh.SSHClientConnection, command: str, stdin: 
     async with asyncio.timeout(timeout):
         process = await conn.create_process(command, encoding=None)
         try:
-            process.stdin.write(stdin.encode())
-            process.stdin.write_eof()
+            with contextlib.suppress(BrokenPipeError, asyncssh.Error, OSError):  # it may end unread (sudo refused)
+                process.stdin.write(stdin.encode())
+                process.stdin.write_eof()
             out, err = await asyncio.gather(drain(process.stdout), drain(process.stderr))
             await process.wait_closed()
         finally:
@@ -200,10 +202,14 @@ async def install_over(conn: asyncssh.SSHClientConnection, public_key_line: str,
     said = printable(err.strip().encode(), SHOWN_ERROR) if err.strip() else "nothing"
     if status == 0 and lines and lines[-1].startswith((ADDED, PRESENT)):
         return INSTALLED if lines[-1].startswith(ADDED) else ALREADY
-    if not any(line.startswith(STARTED) for line in lines):  # the script never ran: sudo (or sh) refused
+    if not any(line.startswith(STARTED) for line in lines) and login_user not in ("root", username):
+        # the script never ran: sudo refused
         raise OperationFailed(f"{where}: {login_user} cannot act for {username} (it is neither root nor {username}, "
                               f"and `sudo -n` did not run the install: it said {said}); log in as root or as a "
                               f"user with password-less sudo")
+    if not any(line.startswith(STARTED) for line in lines):
+        raise OperationFailed(f"{where}: the key install did not start as {login_user} (exit {status}; it said "
+                              f"{said}): does the account have a shell (no ForceCommand)?")
     raise OperationFailed(f"{where}: could not update the authorized_keys of {username} "
                           f"(exit {status}; it said {said})")
 

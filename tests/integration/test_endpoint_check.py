@@ -265,6 +265,20 @@ def test_a_server_that_takes_no_keys_says_so(tmp_path, key_path):
     assert "PubkeyAuthentication" in check.hint
 
 
+def test_a_key_accepted_as_a_first_step_only_is_told_apart(tmp_path, key_path):
+    """AuthenticationMethods publickey,password: sshd takes the key, then wants a password too; a unit has none."""
+    server = _sshd(tmp_path / "two-steps", password_auth=True, extra="AuthenticationMethods publickey,password")
+    server.authorize("root", _line(key_path))
+    try:
+        check = _check(_pinned(server), "root", key_path, _known(tmp_path))
+    finally:
+        server.stop()
+    assert check.reason is EndpointReason.PUBLICKEY and check.methods == ["publickey", "password"], check
+    assert check.message == (f"127.0.0.1:{server.port} accepted the ssh-ed25519 key of unit master for root but "
+                             "wants another step after it: password")
+    assert "AuthenticationMethods" in check.hint
+
+
 def test_an_expired_account_is_named_in_the_servers_words(tmp_path, key_path, local_user):
     """With UsePAM, sshd sends PAM's account message as a banner and ends the login: the check shows it."""
     user, _, _ = local_user
@@ -316,6 +330,8 @@ def test_dropbear_available_and_refused(dropbear_tools, tmp_path, key_path, loca
     finally:
         server.stop()
     assert refused.reason is EndpointReason.PUBLICKEY and refused.methods == ["publickey"], refused  # -s: no passwords
+    assert refused.message.endswith(f"did not accept the ssh-ed25519 key of unit master for {user}; "
+                                    "the server offers publickey")
     assert refused.server_version.startswith("SSH-2.0-dropbear")
     assert available.available, available
     assert available.fingerprint == _host_fingerprint(server)
