@@ -42,8 +42,8 @@ def register(commands: Commands) -> None:
     p.add_argument("--subnet", metavar="CIDR", help="the endpoint's own network, in its scope (e.g. 10.1.0.0/24)")
     p = group.add("remove", "remove runtime endpoints (all or none: refused while units or rules use one)", remove)
     p.add_argument("names", nargs="+", metavar="NAME", help="the endpoints to remove")
-    for action, handler, verb in (("associate", associate, "add to"), ("unassociate", unassociate, "take out of")):
-        p = group.add(action, f"{verb} an endpoint's scope: VPCs and subnets (several at once)", handler)
+    for action, verb in (("associate", "add to"), ("unassociate", "take out of")):
+        p = group.add(action, f"{verb} an endpoint's scope: VPCs and subnets (several at once)", scope)
         p.add_argument("name", metavar="NAME", help="the endpoint")
         p.add_argument("--vpc", action="append", default=[], metavar="NAME",
                        help="a VPC (named in the config's vpcs:); may be repeated")
@@ -103,25 +103,20 @@ def remove(ctx: Context) -> int:
     return EXIT_OK
 
 
-def associate(ctx: Context) -> int:
+# what associate and unassociate answer, each list with the words it is said with
+SCOPE_ANSWERS = {"associate": (("added", "associated"), ("already", "already in its scope:")),
+                 "unassociate": (("removed", "unassociated"), ("not_associated", "not associated:"))}
+
+
+def scope(ctx: Context) -> int:
+    """associate and unassociate."""
     a = ctx.args
-    result = _request(ctx, "endpoints.associate", name=a.name, vpcs=a.vpc, subnets=a.subnet)
-    if result["added"]:
-        print(f"{a.name}: associated {', '.join(result['added'])}")
-    if result["already"]:
-        print(f"{a.name}: already in its scope: {', '.join(result['already'])}")
-    for note in result["notes"]:
+    result = _request(ctx, f"endpoints.{a.endpoints_command}", name=a.name, vpcs=a.vpc, subnets=a.subnet)
+    for key, words in SCOPE_ANSWERS[a.endpoints_command]:
+        if result[key]:
+            print(f"{a.name}: {words} {', '.join(result[key])}")
+    for note in result.get("notes", []):
         print(_wrapped(f"note: {note}", "  ", first=""))
-    return EXIT_OK
-
-
-def unassociate(ctx: Context) -> int:
-    a = ctx.args
-    result = _request(ctx, "endpoints.unassociate", name=a.name, vpcs=a.vpc, subnets=a.subnet)
-    if result["removed"]:
-        print(f"{a.name}: unassociated {', '.join(result['removed'])}")
-    if result["not_associated"]:
-        print(f"{a.name}: not associated: {', '.join(result['not_associated'])}")
     return EXIT_OK
 
 

@@ -229,22 +229,18 @@ class EndpointTable:
         have_subnets, have_vpcs = dict(endpoint.subnets()), dict(endpoint.vpcs())
         added, already, notes = [], [], []
         new_subnets, new_vpcs = list(endpoint.added_subnets), list(endpoint.added_vpcs)
-        for net in wanted_subnets:
-            if net in have_subnets:
-                already.append(f"subnet {net} ({SCOPE_SOURCES[have_subnets[net]]})")
-                continue
-            new_subnets.append(net)
-            added.append(f"subnet {net}")
-            others = overlapping(net, self.endpoints.values(), but=name)
-            if others:
-                notes.append(f"subnet {net} is in the scope of {', '.join(others)} too: `endpoints route` calls "
-                             "addresses there a tie until one of them lets it go")
-        for vpc in wanted_vpcs:
-            if vpc in have_vpcs:
-                already.append(f"VPC {vpc} ({SCOPE_SOURCES[have_vpcs[vpc]]})")
-                continue
-            new_vpcs.append(vpc)
-            added.append(f"VPC {vpc}")
+        for kind, wanted, have, new in (("subnet", wanted_subnets, have_subnets, new_subnets),
+                                        ("VPC", wanted_vpcs, have_vpcs, new_vpcs)):
+            for item in wanted:
+                if item in have:
+                    already.append(f"{kind} {item} ({SCOPE_SOURCES[have[item]]})")
+                    continue
+                new.append(item)
+                added.append(f"{kind} {item}")
+                others = overlapping(item, self.endpoints.values(), but=name) if kind == "subnet" else []
+                if others:
+                    notes.append(f"subnet {item} is in the scope of {', '.join(others)} too: `endpoints route` "
+                                 "calls addresses there a tie until one of them lets it go")
         if len(new_subnets) > MAX_SCOPE or len(new_vpcs) > MAX_SCOPE:
             raise UsageError(f"an endpoint's scope holds at most {MAX_SCOPE} subnets and {MAX_SCOPE} VPCs added at "
                              "run time")

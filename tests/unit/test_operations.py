@@ -128,3 +128,18 @@ def test_a_group_without_an_action_is_a_usage_error(group, actions, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"usage: sop-console {group} ")
     assert err.endswith(f"sop-console: {group} needs an action: {actions}\n")
+
+
+def test_every_endpoints_command_and_option_says_what_it_is():
+    import argparse
+
+    from console.cli import parser
+
+    top = parser()
+    group = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices["endpoints"]
+    actions = next(a for a in group._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(actions.choices) == ["list", "show", "add", "remove", "associate", "unassociate", "route"]
+    for name, command in actions.choices.items():
+        assert command.description, name
+        for action in command._actions:
+            assert action.help, f"endpoints {name} {action.dest}"
