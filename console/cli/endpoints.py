@@ -171,9 +171,9 @@ def _scope_line(entry: ScopeEntry) -> str:
 def _check_lines(check: EndpointCheck | None) -> list[str]:
     if check is None:
         return ["never checked"]
-    lines = [f"{check.checked_at or 'unknown time'} ({check.seconds:.2f} s): {check.state.label}"
-             + (f" ({check.reason})" if not check.available else "")
-             + f" as {check.username} at {check.address}"]
+    lines = [f"{check.state.label}" + (f" ({check.reason})" if not check.available else "")
+             + f", {check.checked_at or 'at an unknown time'}, {check.seconds:.2f} s",
+             f"tried {check.username}@{check.address}" + (f" with {check.unit}'s key" if check.unit else "")]
     if not check.available or check.message:
         lines.append(check.message)
     if check.hint:

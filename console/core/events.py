@@ -61,8 +61,8 @@ class ClientChanged(Event):
 
 @dataclass(frozen=True)
 class EndpointChanged(Event):
-    """An endpoint changed: "added", "removed", "scope", "checked", "changed" (its settings, by a reload),
-    "hidden" (a runtime endpoint a config endpoint of the same name now hides); fetch `endpoints.show` for it."""
+    """An endpoint changed: "added", "removed", "scope" (associated or unassociated), "checked" (a new login check
+    stored), "changed" (its settings, by a reload); `endpoints.show` has the rest."""
 
     endpoint: str
     change: str

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
@@ -228,7 +229,10 @@ def test_a_stored_check_is_the_state_until_the_host_port_or_user_changes(table):
                           checked_at="2026-11-22T10:00:00Z", seconds=0.1)
     table.record_check(check)
     assert ("edge", "checked") in table.changes
-    assert table.status("edge").last_check == check and table.list()[1].state is EndpointState.UNAVAILABLE
+    shown = table.status("edge")
+    assert shown.last_check == check and table.list()[1].state is EndpointState.UNAVAILABLE
+    again = EndpointStatus.from_json(json.loads(json.dumps(shown.to_json())))   # as the socket carries it
+    assert again == shown and again.last_check.reason is EndpointReason.PUBLICKEY
     assert table.reload(config_of(CONFIG.replace("units:", "# a comment\nunits:"))) == []
     assert table.status("edge").last_check == check                     # nothing changed: kept
     changed = table.reload(config_of(CONFIG.replace("username: sop", "username: ops")))

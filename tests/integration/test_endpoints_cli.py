@@ -18,6 +18,9 @@ from sshd import free_port
 from test_cli_daemon import cli, wait_for
 
 from console.core.paths import StatePaths
+from console.core.states import EndpointReason, EndpointState
+from console.core.status import EndpointCheck
+from console.core.store import Store
 
 
 def endpoint_yaml(sshd, remote: int, *, username: str | None = None, comment: str = "the test sshd") -> str:
@@ -162,6 +165,22 @@ def test_runtime_endpoints_survive_a_restart_and_work_without_a_daemon(lab, sshd
 
     # no daemon: reads come from the store; a change is made on it, under the daemon's lock
     assert json.loads(ok("endpoints", "list", "--json", state=state, config=config)) == before
+    store = Store(state.database)   # a check result, as the daemon's check keeps it
+    store.set_endpoint_check(EndpointCheck(
+        "web", EndpointState.UNAVAILABLE, EndpointReason.NETWORK, "connection refused by 10.9.0.5:22",
+        "start sshd there, or check the endpoint's port", "10.9.0.5:22", "root", checked_at="2026-11-22T10:00:00Z",
+        seconds=0.01))
+    store.close()
+    listed = ok("endpoints", "list", state=state, config=config).splitlines()
+    assert listed[2].split()[:3] == ["web", "✖", "unavailable"]
+    assert listed[3:5] == ["    connection refused by 10.9.0.5:22; start sshd there, or check the endpoint's",
+                           "    port"]                                       # its reason and hint, within 80 columns
+    shown = ok("endpoints", "show", "web", state=state, config=config)
+    assert "  last check  ✖ unavailable (network), 2026-11-22T10:00:00Z, 0.01 s\n" \
+           "              tried root@10.9.0.5:22\n" \
+           "              connection refused by 10.9.0.5:22\n" \
+           "              hint: start sshd there, or check the endpoint's port\n" in shown
+    assert all(len(line) <= 80 for line in shown.splitlines() + listed), shown
     ok("endpoints", "add", "db", "--host", "10.9.0.6", state=state, config=config)
     assert ok("endpoints", "route", "10.0.1.1", state=state, config=config).startswith("10.0.1.1 -> lab")
 
@@ -169,7 +188,8 @@ def test_runtime_endpoints_survive_a_restart_and_work_without_a_daemon(lab, sshd
     try:
         after = json.loads(ok("endpoints", "list", "--json", state=state))["endpoints"]
         assert [e["name"] for e in after] == ["lab", "db", "web"]      # the config's, then the runtime ones by name
-        assert [after[0], after[2]] == before["endpoints"]            # ids, times and scope as they were
+        assert after[0] == before["endpoints"][0]                     # ids, times and scope as they were
+        assert after[2] == before["endpoints"][1] | {"state": "unavailable", "last_check": after[2]["last_check"]}
         wait_for(lambda: unit_state(state)["state"] == "up", what="master up again")
     finally:
         stop_daemon(again)
