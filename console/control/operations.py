@@ -7,9 +7,9 @@ needs a hub, whether it only reads, and a one-line doc (the handler's docstring)
         return call.clients.remove(id)
 
 Parameter types are read from the annotations: ``str``, ``int``, ``bool``, ``list[str]`` (at most
-MAX_LIST_ITEMS), and ``X | None`` for one that may be null. A parameter without a default is required. Every request is checked against the signature before the
-handler runs, so a bad request gets one line naming the field (``clients.change: quota must be an integer, got
-'NaN'``), never an internal error.
+MAX_LIST_ITEMS), and ``X | None`` for one that may be null. A parameter without a default is required. Every
+request is checked against the signature before the handler runs, so a bad request gets one line naming the field
+(``clients.change: quota must be an integer, got 'NaN'``), never an internal error.
 
 The daemon's control server runs them (`perform`); so does the CLI on the store alone when no daemon runs, for
 the hub's and the endpoints' operations only, holding the daemon's lock for those that change anything (see

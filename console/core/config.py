@@ -338,12 +338,14 @@ def _items(check: _Checker, value: Any, path: str) -> list[tuple[str, Any]]:
     if not isinstance(value, list):
         check.problem(path, f"must be a list, got {_kind(value)}")
         return []
-    items = []
+    items, seen = [], set()
     for i, item in enumerate(value):
-        if isinstance(item, str) and item in value[:i]:
+        if isinstance(item, str) and item in seen:
             check.problem(f"{path}[{i}]", f"{item!r} is listed twice")
-        else:
-            items.append((f"{path}[{i}]", item))
+            continue
+        if isinstance(item, str):
+            seen.add(item)
+        items.append((f"{path}[{i}]", item))
     return items
 
 

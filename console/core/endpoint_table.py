@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
+from console.core.choices import HOST_KEY_POLICIES
 from console.core.clock import utc_iso
 from console.core.config import Config, EndpointConfig
-from console.core.endpoints import (MAX_SCOPE, SCOPE_SOURCES, Endpoint, EndpointUsers, UsesEndpoint, closest, comment_problem,
-                                    config_endpoint_id, endpoint_users, host_problem, login_problem, name_problem,
-                                    overlapping, parse_network, route)
+from console.core.endpoints import (MAX_SCOPE, SCOPE_SOURCES, Endpoint, EndpointUsers, UsesEndpoint, closest,
+                                    comment_problem, config_endpoint_id, endpoint_users, host_problem, login_problem,
+                                    name_problem, overlapping, parse_network, route)
 from console.core.errors import EXIT_FAILED, EXIT_USAGE, ConsoleError, UsageError
 from console.core.states import EndpointState
 from console.core.status import EndpointCheck, EndpointRoute, EndpointStatus, ScopeEntry
@@ -76,6 +77,10 @@ class EndpointTable:
         if subnet is not None and parse_network(subnet)[0] is None:
             problem = problem or f"its subnet {subnet!r} is not a network"
         policy = record.get("host_key_policy") or "strict"
+        if policy not in HOST_KEY_POLICIES:
+            problem = problem or f"its host key policy {policy!r} is not one of {', '.join(HOST_KEY_POLICIES)}"
+        if not isinstance(record.get("host_key"), str | None):
+            problem = problem or "its host key is not text"
         if problem is not None:
             self._say_once(f"runtime endpoint record {name!r} in the store is ignored: {problem}")
             return None
@@ -134,10 +139,12 @@ class EndpointTable:
         """Who uses the endpoint: the units that name it, and the rules that go through it."""
         return endpoint_users(name, self.config.units.values(), self.rules())
 
-    def status(self, name: str, check: EndpointCheck | None = None, *, read: bool = True) -> EndpointStatus:
-        endpoint = self.endpoint(name)
-        if read:
-            check = self.store.endpoint_check(name)
+    def status(self, name: str) -> EndpointStatus:
+        """One endpoint as `endpoints show` answers (UsageError if unknown)."""
+        return self._status(self.endpoint(name), self.store.endpoint_check(name))
+
+    def _status(self, endpoint: Endpoint, check: EndpointCheck | None) -> EndpointStatus:
+        name = endpoint.name
         cfg, users = endpoint.config, self.users(name)
         scope = [ScopeEntry("subnet", net, how, [net]) for net, how in endpoint.subnets()]
         scope += [ScopeEntry("vpc", vpc, how, list(self.config.vpcs.get(vpc, ()))) for vpc, how in endpoint.vpcs()]
@@ -153,7 +160,7 @@ class EndpointTable:
         checks = self.store.endpoint_checks()
         order = [n for n, e in self.endpoints.items() if e.source == "config"] + \
             sorted(n for n, e in self.endpoints.items() if e.source != "config")
-        return [self.status(name, checks.get(name), read=False) for name in order]
+        return [self._status(self.endpoints[name], checks.get(name)) for name in order]
 
     def route(self, address: str) -> EndpointRoute:
         try:
@@ -185,7 +192,7 @@ class EndpointTable:
                   "created": now, "updated": now}
         self.store.add_endpoint(record)
         self.endpoints[name] = self._from_record(record)
-        self._log(f"endpoint {name} added by {who}: {username}@{self.endpoints[name].config.address}")
+        self._log(f"{name} added by {who}: {username}@{self.endpoints[name].config.address}")
         self._on_change(name, "added")
         return self.status(name)
 
@@ -210,11 +217,12 @@ class EndpointTable:
             elif users:
                 refusals.append(f"{name} is used by {users.describe()}")
         if refusals:
-            raise ConsoleError("nothing removed: " + "; ".join(refusals), exit_code=EXIT_USAGE if usage else EXIT_FAILED)
+            raise ConsoleError("nothing removed: " + "; ".join(refusals),
+                               exit_code=EXIT_USAGE if usage else EXIT_FAILED)
         for name in names:
             self.store.forget_endpoint(name)
             del self.endpoints[name]
-            self._log(f"endpoint {name} removed by {who}")
+            self._log(f"{name} removed by {who}")
             self._on_change(name, "removed")
         return names
 
@@ -294,5 +302,5 @@ class EndpointTable:
         updated = self.store.set_endpoint_scope(endpoint.name, subnets, vpcs)
         self.endpoints[endpoint.name] = replace(endpoint, added_subnets=tuple(subnets), added_vpcs=tuple(vpcs),
                                                 updated=updated)
-        self._log(f"endpoint {endpoint.name} {what}")
+        self._log(f"{endpoint.name} {what}")
         self._on_change(endpoint.name, "scope")

@@ -135,7 +135,7 @@ def test_add_show_associate_route_remove_through_the_daemon(lab, sshd):
     assert ok("endpoints", "remove", "web", state=state) == "endpoint web removed\n"
     assert [e["name"] for e in json.loads(ok("endpoints", "list", "--json", state=state))["endpoints"]] == ["lab"]
     log = state.tunnel_log.read_text()
-    assert f"endpoints endpoint web added by {me()}: ops@10.9.0.5:2222" in log and "endpoint web removed" in log
+    assert f"endpoints web added by {me()}: ops@10.9.0.5:2222" in log and f"endpoints web removed by {me()}" in log
 
 
 def test_refusals_are_one_line_exit_2_and_change_nothing(lab):

@@ -142,7 +142,7 @@ def test_runtime_endpoints_are_kept_in_the_store_and_merged_after_the_configs(ta
     assert (added.source, added.state, added.address, added.username, added.comment, added.subnet) == \
         ("runtime", EndpointState.UNCHECKED, "10.9.0.5:2222", "ops", "lab box", "10.9.4.0/24")
     assert added.id.startswith("ep-") and len(added.id) == 11 and added.created == added.updated
-    assert table.changes == [("web", "added")] and table.lines == ["endpoint web added by alice: ops@10.9.0.5:2222"]
+    assert table.changes == [("web", "added")] and table.lines == ["web added by alice: ops@10.9.0.5:2222"]
     assert [e.name for e in table.list()] == ["default", "edge", "web"]
     again = EndpointTable(config_of(CONFIG), Store(tmp_path / "store.json"))   # what a restart reads
     assert again.status("web") == added
@@ -253,3 +253,17 @@ def test_the_operations_on_a_table_as_the_cli_runs_them_without_a_daemon(table):
             await perform(call, "endpoints.route", {"address": "x"})
         assert await perform(call, "endpoints.remove", {"names": ["web"]}) == ["web"]
     run(body())
+
+
+def test_a_runtime_record_that_does_not_check_is_ignored_and_said_once(table):
+    table.store.add_endpoint({"id": "ep-00000001", "name": "odd", "host": "a b", "port": 22, "username": "root",
+                              "created": "2026-11-22T10:00:00Z", "updated": "2026-11-22T10:00:00Z"})
+    table.store.add_endpoint({"id": "ep-00000002", "name": "lax", "host": "h", "port": 22, "username": "root",
+                              "host_key_policy": "trust-all", "created": "x", "updated": "x"})
+    table.reload(table.config)
+    table.reload(table.config)
+    assert "odd" not in table.endpoints and "lax" not in table.endpoints
+    assert [line for line in table.lines if "ignored" in line] == [
+        "runtime endpoint record 'odd' in the store is ignored: must be a host name or address, got 'a b'",
+        "runtime endpoint record 'lax' in the store is ignored: its host key policy 'trust-all' is not one of "
+        "strict, accept-new"]
