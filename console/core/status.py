@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -79,6 +80,11 @@ def _read(hint: Any, value: Any, where: str) -> Any:
             return hint(value)
         except ValueError:
             raise ValueError(f"{where}: unknown state {value!r}") from None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `Record | None`: a nested record, or null
+        records = [a for a in typing.get_args(hint) if isinstance(a, type) and issubclass(a, _Record)]
+        if records and value is not None:
+            return records[0].from_json(value)
+        return value
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         if isinstance(item, type) and issubclass(item, _Record):
@@ -242,3 +248,58 @@ class EndpointCheck(_Record):
     @property
     def available(self) -> bool:
         return self.state is EndpointState.AVAILABLE
+
+
+@dataclass
+class ScopeEntry(_Record):
+    """One network in an endpoint's scope: a subnet, or a VPC with its networks; `source` says where it comes
+    from: "own" (the endpoint's own subnet), "config" (its scope in the config) or "runtime" (associated at run
+    time, kept in the store)."""
+
+    kind: str                 # "subnet" or "vpc"
+    network: str              # the subnet's CIDR, or the VPC's name
+    source: str               # "own", "config" or "runtime"
+    cidrs: list[str] = field(default_factory=list)   # a VPC's networks (empty for a VPC the config no longer has)
+
+
+@dataclass
+class EndpointStatus(_Record):
+    """An endpoint (an SSH server units and rules go through), as `endpoints list/show` answer: its settings,
+    where it comes from (`source`: config, or runtime: added with `endpoints add`, kept in the store), who uses it,
+    its scope, and its last login check (`state` unchecked until one is stored)."""
+
+    id: str
+    name: str
+    source: str
+    state: EndpointState
+    host: str
+    port: int
+    username: str
+    host_key_policy: str
+    comment: str | None
+    units: list[str]
+    rules: list[str]
+    subnet: str | None                      # its own subnet, in its scope by default
+    scope: list[ScopeEntry]
+    created: str | None                     # runtime endpoints: when added
+    updated: str | None                     # when it, or its scope at run time, last changed
+    last_check: EndpointCheck | None = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass
+class EndpointRoute(_Record):
+    """Which endpoint serves an address (`endpoints route`), and why in one sentence; `how` is "subnet" or "vpc"
+    (served), "tie" (several alike: `tied`) or "none"."""
+
+    address: str
+    endpoint: str | None
+    how: str
+    network: str | None = None       # the network that decided: a subnet, or a VPC's network
+    vpc: str | None = None           # the VPC, when one decided
+    tied: list[str] = field(default_factory=list)
+    why: str = ""
