@@ -1,5 +1,6 @@
 # make demo: set up and run the demo (loopback hub, demo services, both units).
-# make test: set up and run the test suite (installs openssh-server, dropbear-bin and tmux when they are missing).
+# make test: set up and run the test suite (installs openssh-server, dropbear-bin, tmux and sudo when they are
+#   missing).
 # make install: a venv in $(PREFIX) from the system Python with this tree installed (not editable), the command
 #   linked into $(BINDIR); every file readable and runnable by every user (the operator's account runs it).
 PYTHON ?= python3
@@ -11,7 +12,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv install sshd dropbear tmux autossh clean
+.PHONY: demo test bench venv install sshd dropbear tmux sudo autossh clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,10 +54,13 @@ dropbear:
 tmux:
 	$(call need,tmux,tmux,a console test runs in a real terminal)
 
+sudo:
+	$(call need,sudo,sudo,the sshd --fix tests use a real sudo)
+
 autossh:
 	$(call need,autossh,autossh,bench/recovery.py compares against it,optional)
 
-test: $(STAMP) sshd dropbear tmux
+test: $(STAMP) sshd dropbear tmux sudo
 	$(PY) -m pytest -q
 
 bench: $(STAMP) sshd autossh

@@ -1,0 +1,435 @@
+"""The sshd check against real OpenSSH servers on 127.0.0.1, each started with `-f` its own config: read through
+sshd -T as root and through a real password-less sudo, read from the files by a user without sudo, fixed (drop-in
+or top of the file, rolled back when sshd -t refuses), and the fixed server really serving what was flagged: a
+forward that asks for 0.0.0.0 listens on 0.0.0.0 after the reload."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import asyncssh
+import pytest
+from sshd import Sshd, find_sshd
+from support import eventually, run
+
+from console.core.errors import OperationFailed
+from console.core.sshd_fix import BACKUP_SUFFIX, DROPIN_NAME, sshd_fix_script
+from console.core.sshd_settings import ForwardNeeds, Listen, render
+from console.core.states import SshdSettingState
+from console.core.status import SshdSetting
+from console.tunnel.sshd_check import check_sshd, fix_sshd, run_fix_script
+
+IN_CI = bool(os.environ.get("CI"))
+CHANGE, OK = SshdSettingState.CHANGE, SshdSettingState.OK
+LOOPBACK_ONLY = ({"127.0.0.1"}, {"127.0.0.1", "::1"})  # what sshd binds for a forward it keeps on loopback
+NEEDS = ForwardNeeds((Listen("0.0.0.0", 0, "unit master forward http"),
+                      Listen("127.0.0.1", 0, "unit master forward ssh")))
+
+
+@pytest.fixture(autouse=True)
+def _peers():
+    if find_sshd() is None:
+        if IN_CI:
+            pytest.fail("sshd is missing in CI: make test installs openssh-server")
+        pytest.skip("sshd not installed")
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("the sshd check tests need root in CI")
+        pytest.skip("the test sshd and its users need root")
+
+
+@pytest.fixture
+def client_key(tmp_path) -> tuple[asyncssh.SSHKey, str]:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    return key, key.export_public_key().decode()
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder every user may enter (pytest's tmp dirs are root-only): a user without sudo reads the config."""
+    base = Path(tempfile.mkdtemp(prefix="sop-sshd-"))
+    os.chmod(base, 0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _login_with_key(name: str, home: Path, public: str) -> None:
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(public + "\n")
+    subprocess.run(["chown", "-R", f"{name}:{name}", str(ssh_dir)], check=True)
+
+
+@pytest.fixture
+def sudo_user(local_user, client_key):
+    """The throwaway user (tests/conftest.py) with our key and a real password-less sudo (sudoers.d entry,
+    checked with visudo), both removed at teardown."""
+    if shutil.which("sudo") is None:
+        if IN_CI:
+            pytest.fail("sudo is missing in CI: make test installs it")
+        pytest.skip("sudo not installed (apt-get install sudo)")
+    name, _, home = local_user
+    _login_with_key(name, home, client_key[1])
+    entry = Path("/etc/sudoers.d") / f"sop-test-{name}"
+    entry.write_text(f"{name} ALL=(ALL) NOPASSWD: ALL\n")
+    os.chmod(entry, 0o440)
+    try:
+        subprocess.run(["visudo", "-cqf", str(entry)], check=True)
+        yield name
+    finally:
+        entry.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def plain_user(local_user, client_key):
+    """The throwaway user with our key and no sudo."""
+    name, _, home = local_user
+    _login_with_key(name, home, client_key[1])
+    return name
+
+
+async def connect(server: Sshd, user: str, key: asyncssh.SSHKey) -> asyncssh.SSHClientConnection:
+    trusted = asyncssh.import_public_key(server.host_public_key)
+    return await asyncssh.connect("127.0.0.1", server.port, username=user, client_keys=[key],
+                                  known_hosts=([trusted], [], []), config=None, agent_path=None, connect_timeout=10)
+
+
+async def reconnect(server: Sshd, user: str, key: asyncssh.SSHKey) -> asyncssh.SSHClientConnection:
+    """A new connection once the reloaded sshd listens again (it re-executes itself on SIGHUP)."""
+    for _ in range(200):
+        try:
+            return await connect(server, user, key)
+        except (OSError, asyncssh.Error):
+            await asyncio.sleep(0.05)
+    return await connect(server, user, key)
+
+
+def listening_on(port: int) -> set[str]:
+    """The addresses a TCP port listens on, from the kernel's own tables."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].split(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:
+                raw = bytes.fromhex(address)
+                if width == 8:
+                    found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+                else:
+                    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                    found.add(socket.inet_ntop(socket.AF_INET6, words))
+    return found
+
+
+async def forward_binds(conn: asyncssh.SSHClientConnection, host: str) -> set[str]:
+    """Ask the server for a remote forward on `host`, port chosen by it: where it really listens."""
+    listener = await conn.forward_remote_port(host, 0, "127.0.0.1", 9)
+    try:
+        return listening_on(listener.get_port())
+    finally:
+        listener.close()
+
+
+def started(server: Sshd, public: str) -> Sshd:
+    server.start()
+    server.authorize("root", public)
+    return server
+
+
+# ---------------------------------------------------------------------------------------------------- checking
+
+def test_gateway_ports_no_is_flagged_and_nothing_changes_without_fix(tmp_path, client_key):
+    key, public = client_key
+    server = started(Sshd(tmp_path / "sshd", extra="GatewayPorts no"), public)
+    try:
+        original = server.config_path.read_bytes()
+
+        async def body():
+            async with await connect(server, "root", key) as conn:
+                return await check_sshd(conn, "default", NEEDS)
+        check = run(body())
+        assert check.source == "sshd -T" and check.privilege == "root"
+        assert check.how == "effective settings from sshd -T (Match evaluated for user root from 127.0.0.1)"
+        assert check.config_file == str(server.config_path) and check.listener_pid == server.proc.pid
+        gateway = next(s for s in check.settings if s.keyword == "GatewayPorts")
+        assert gateway.state is CHANGE and gateway.lines == ["GatewayPorts clientspecified"]
+        assert [s.keyword for s in check.needs_change] == ["GatewayPorts", "ClientAliveInterval"]
+        assert "--fix writes these lines" in render(check)
+        assert server.config_path.read_bytes() == original
+        assert not Path(str(server.config_path) + BACKUP_SUFFIX).exists()
+    finally:
+        server.stop()
+
+
+def test_match_blocks_are_evaluated_for_the_units_account(tmp_path, client_key):
+    """Logged in as root, judged for the account the units use: sshd -T -C evaluates its Match block."""
+    key, public = client_key
+    server = started(Sshd(tmp_path / "sshd", extra="GatewayPorts clientspecified\nClientAliveInterval 10",
+                          match="Match User tunnel\n  GatewayPorts no\n  AllowTcpForwarding local"), public)
+    try:
+        async def body():
+            async with await connect(server, "root", key) as conn:
+                return (await check_sshd(conn, "default", NEEDS),
+                        await check_sshd(conn, "default", NEEDS, username="tunnel"))
+        as_root, as_units = run(body())
+        assert as_root.needs_change == []
+        assert [(s.keyword, s.value) for s in as_units.needs_change] == [("GatewayPorts", "no"),
+                                                                          ("AllowTcpForwarding", "local")]
+        assert "for user tunnel" in as_units.how
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------------- fixing
+
+def test_fix_through_sudo_makes_a_forward_listen_beyond_loopback(tmp_path, client_key, sudo_user):
+    key, public = client_key
+    server = Sshd(tmp_path / "sshd", extra="GatewayPorts no").start()
+    try:
+        original = server.config_path.read_text()
+
+        async def body():
+            async with await connect(server, sudo_user, key) as conn:
+                assert await forward_binds(conn, "0.0.0.0") in LOOPBACK_ONLY  # what GatewayPorts no does
+                fixed = await fix_sshd(conn, "default", NEEDS)
+                again = await fix_sshd(conn, "default", NEEDS)
+            async with await reconnect(server, sudo_user, key) as conn:
+                return fixed, again, await forward_binds(conn, "0.0.0.0"), await forward_binds(conn, "127.0.0.1")
+        fixed, again, wide, narrow = run(body())
+        assert fixed.privilege == "sudo" and fixed.source == "sshd -T"
+        assert [s.keyword for s in fixed.before if s.state is CHANGE] == ["GatewayPorts", "ClientAliveInterval"]
+        assert fixed.needs_change == []
+        assert f"reloaded sshd (SIGHUP to pid {server.proc.pid})" in fixed.fix
+        assert wide == {"0.0.0.0"} and narrow == {"127.0.0.1"}  # clientspecified: each forward decides
+        text = server.config_path.read_text()
+        assert text.startswith("# sop-console: begin") and "\nGatewayPorts clientspecified\n" in text
+        assert text.endswith(original)  # nothing of the operator's own lines changed
+        assert Path(str(server.config_path) + BACKUP_SUFFIX).read_text() == original
+        effective = server.effective()
+        assert (effective["gatewayports"], effective["clientaliveinterval"]) == ("clientspecified", "15")
+        assert again.fix == "nothing to change" and server.config_path.read_text() == text
+        assert "GatewayPorts: no -> clientspecified (ok)" in render(fixed)
+    finally:
+        server.stop()
+
+
+class IncludeFirst(Sshd):
+    """A test sshd whose config begins, as Debian's does, with an Include of its sshd_config.d."""
+
+    def write_config(self) -> None:
+        super().write_config()
+        drop = self.root / "sshd_config.d"
+        drop.mkdir(exist_ok=True)
+        self.config_path.write_text(f"Include {drop}/*.conf\n" + self.config_path.read_text())
+
+
+def test_fix_writes_a_drop_in_when_the_include_comes_first(tmp_path, client_key):
+    key, public = client_key
+    server = started(IncludeFirst(tmp_path / "sshd"), public)
+    try:
+        original = server.config_path.read_bytes()
+
+        async def body():
+            async with await connect(server, "root", key) as conn:
+                return await fix_sshd(conn, "default", NEEDS)
+        fixed = run(body())
+        dropin = server.root / "sshd_config.d" / DROPIN_NAME
+        assert fixed.needs_change == [] and f"wrote {dropin}" in fixed.fix
+        assert server.config_path.read_bytes() == original
+        assert dropin.read_text().splitlines()[1:] == ["GatewayPorts clientspecified", "ClientAliveInterval 15",
+                                                       "ClientAliveCountMax 3"]
+    finally:
+        server.stop()
+
+
+def test_an_invalid_config_is_left_alone_and_sshd_keeps_running(tmp_path, client_key):
+    key, public = client_key
+    server = started(IncludeFirst(tmp_path / "sshd"), public)
+    try:
+        (server.root / "sshd_config.d" / "60-broken.conf").write_text("NotAnOption yes\n")  # after sshd started
+        original = server.config_path.read_bytes()
+
+        async def body():
+            async with await connect(server, "root", key) as conn:
+                with pytest.raises(OperationFailed) as caught:
+                    await fix_sshd(conn, "default", NEEDS)
+            async with await connect(server, "root", key) as conn:  # the same sshd still serves
+                assert (await conn.run("true")).exit_status == 0
+            return str(caught.value)
+        message = run(body())
+        assert message.startswith("the fix changed nothing: the configuration is invalid already")
+        assert "NotAnOption" in message
+        assert server.config_path.read_bytes() == original
+        assert not (server.root / "sshd_config.d" / DROPIN_NAME).exists()
+    finally:
+        server.stop()
+
+
+def test_a_change_sshd_refuses_is_rolled_back(tmp_path, client_key, sudo_user):
+    key, public = client_key
+    server = Sshd(tmp_path / "sshd", extra="GatewayPorts no").start()
+    try:
+        original = server.config_path.read_bytes()
+        # a value sshd -t refuses; the check never proposes one, so it is made here
+        bad = SshdSetting("GatewayPorts", CHANGE, "no", "test", ["GatewayPorts sometimes"])
+        script = sshd_fix_script([bad], str(server.config_path), server.proc.pid)
+
+        async def body():
+            async with await connect(server, sudo_user, key) as conn:
+                with pytest.raises(OperationFailed) as caught:
+                    await run_fix_script(conn, script, "sudo")
+            async with await connect(server, sudo_user, key) as conn:
+                assert await forward_binds(conn, "0.0.0.0") in LOOPBACK_ONLY  # still the old settings
+            return str(caught.value)
+        message = run(body())
+        assert message.startswith("the fix was rolled back: sshd -t refused the new settings")
+        assert "sometimes" in message and f"{server.config_path} is restored" in message
+        assert server.config_path.read_bytes() == original
+        assert server.effective()["gatewayports"] == "no"
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------------- without sudo
+
+def test_without_sudo_the_files_are_read_and_said_so(shared_dir, client_key, plain_user):
+    key, _ = client_key
+    drop = shared_dir / "sshd" / "conf.d"
+    drop.mkdir(parents=True)
+    (drop / "10-unused.conf").write_text("UnusedConnectionTimeout 10m\n")
+    server = Sshd(shared_dir / "sshd", extra=f"Include {drop}/*.conf\nGatewayPorts no\nClientAliveInterval 5",
+                  match="Match Address 10.0.0.0/8\n  GatewayPorts yes").start()
+    try:
+        async def body():
+            async with await connect(server, plain_user, key) as conn:
+                check = await check_sshd(conn, "default", NEEDS)
+                with pytest.raises(OperationFailed) as caught:
+                    await fix_sshd(conn, "default", NEEDS)
+                server.config_path.chmod(0o600)
+                with pytest.raises(OperationFailed) as unreadable:
+                    await check_sshd(conn, "default", NEEDS)
+                return check, str(caught.value), str(unreadable.value)
+        check, refused, unreadable = run(body())
+        assert check.source == "files" and check.privilege == "none"
+        assert check.how == f"read from {server.config_path} and 1 included file; Match blocks not evaluated"
+        assert any("'Match Address 10.0.0.0/8'" in note and "GatewayPorts yes" in note for note in check.notes)
+        assert [(s.keyword, s.value) for s in check.needs_change] == [("GatewayPorts", "no"),
+                                                                       ("UnusedConnectionTimeout", "600")]
+        assert server.effective()["unusedconnectiontimeout"] == "600"  # sshd reads the included file the same
+        assert "(needs root or password-less sudo on the server)" in render(check)
+        assert refused.startswith("--fix needs root or password-less sudo")
+        assert unreadable.startswith(f"cannot read {server.config_path} as the login user")
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------------- the script alone
+
+def _script(config: Path, pid: int | None = None) -> str:
+    settings = [SshdSetting("GatewayPorts", CHANGE, "no", "", ["GatewayPorts clientspecified"]),
+                SshdSetting("ClientAliveInterval", CHANGE, "0 x 3", "", ["ClientAliveInterval 15",
+                                                                         "ClientAliveCountMax 3"])]
+    return sshd_fix_script(settings, str(config), pid)
+
+
+def _sh(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "fix.sh"
+    path.write_text(script)
+    return subprocess.run(["sh", str(path)], capture_output=True, text=True, timeout=30)
+
+
+def test_the_script_alone_on_a_copy_writes_once_and_says_nothing_was_reloaded(tmp_path):
+    server = Sshd(tmp_path / "sshd", match="Match User nobody\n  GatewayPorts no")
+    server.write_config()
+    copy = tmp_path / "copy" / "sshd_config"
+    copy.parent.mkdir()
+    copy.write_text(server.config_path.read_text().replace(f"PidFile {server.root}/sshd.pid",
+                                                           f"PidFile {tmp_path}/nobody.pid"))
+    first = _sh(_script(copy), tmp_path)
+    assert first.returncode == 4, first
+    assert "put the lines at the top" in first.stdout and "no running sshd was found" in first.stdout
+    written = copy.read_text()
+    lines = written.splitlines()
+    assert lines[1:4] == ["GatewayPorts clientspecified", "ClientAliveInterval 15", "ClientAliveCountMax 3"]
+    assert lines.index("Match User nobody") > lines.index("# sop-console: end")  # never after a Match
+    second = _sh(_script(copy), tmp_path)
+    assert second.returncode == 0 and "nothing to change" in second.stdout
+    assert copy.read_text() == written
+
+
+def test_the_script_alone_reloads_the_running_sshd_from_its_pid_file(tmp_path, client_key):
+    key, public = client_key
+    server = started(Sshd(tmp_path / "sshd"), public)
+    try:
+        done = _sh(_script(server.config_path), tmp_path)  # no pid: what setup-auth's script does
+        assert done.returncode == 0, done
+        assert f"reloaded sshd (SIGHUP to pid {server.proc.pid} from {server.root}/sshd.pid)" in done.stdout
+
+        async def body():
+            async with await reconnect(server, "root", key) as conn:
+                return await forward_binds(conn, "0.0.0.0")
+        assert run(body()) == {"0.0.0.0"}
+    finally:
+        server.stop()
+
+
+# -------------------------------------------------------------------------------------------- what the judge says
+
+def test_forwards_are_not_sessions(tmp_path, client_key):
+    """MaxSessions 0: the check cannot run its commands, yet remote forwards work (as the judge says)."""
+    key, public = client_key
+    server = started(Sshd(tmp_path / "sshd", extra="MaxSessions 0\nGatewayPorts clientspecified"), public)
+    try:
+        async def body():
+            async with await connect(server, "root", key) as conn:
+                binds = [await forward_binds(conn, "127.0.0.1") for _ in range(3)]
+                with pytest.raises(OperationFailed) as caught:
+                    await check_sshd(conn, "default", NEEDS)
+                return binds, str(caught.value)
+        binds, message = run(body())
+        assert all(bind == {"127.0.0.1"} for bind in binds) and len(binds) == 3
+        assert message.startswith("the server refused a session for the check's commands")
+    finally:
+        server.stop()
+
+
+def test_unused_connection_timeout_cuts_a_forward_only_session(tmp_path, client_key):
+    """Why the judge flags UnusedConnectionTimeout: a -R listener is not an open channel (OpenSSH 9.2+)."""
+    key, public = client_key
+    server = started(Sshd(tmp_path / "sshd", extra="UnusedConnectionTimeout 1"), public)
+    try:
+        async def body():
+            conn = await connect(server, "root", key)
+            listener = await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 9)
+            port = listener.get_port()
+            await eventually(lambda: conn.is_closed(), timeout=15, what="sshd to cut the forward-only session")
+            return port
+        port = run(body())
+        assert listening_on(port) == set()
+    finally:
+        server.stop()
+
+
+def test_what_the_server_sends_is_bounded_in_size_and_time(tmp_path, client_key):
+    from console.tunnel.sshd_check import _run
+
+    key, public = client_key
+    server = started(Sshd(tmp_path / "sshd"), public)
+    try:
+        async def body():
+            async with await connect(server, "root", key) as conn:
+                _, out, _ = await asyncio.wait_for(_run(conn, "yes", limit=1000), 20)  # never ends by itself
+                with pytest.raises(OperationFailed) as caught:
+                    await check_sshd(conn, "default", NEEDS, timeout=0.001)
+                return out, str(caught.value)
+        out, message = run(body())
+        assert out == b"y\n" * 500
+        assert message == "the server did not answer the sshd check within 0.001 s"
+    finally:
+        server.stop()
