@@ -175,13 +175,27 @@ if [ -n "$target" ]; then say "wrote $file: $written"
 else say "put the lines at the top of $file (backup: $backup; $why_main): $written"; fi
 
 is_sshd() { [ -n "$1" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = sshd ]; }
-if is_sshd "$pid" && kill -HUP "$pid"; then say "reloaded sshd (SIGHUP to pid $pid)"; exit 0; fi
+sockets() { ls -l "/proc/$1/fd" 2>/dev/null | sed -n 's/.*socket:\[\([0-9]*\)\].*/\1/p' | sort | tr '\n' ' '; }
+# SIGHUP makes sshd close its listening sockets and execute itself again: it has reloaded once it holds new ones
+# (a connection made before that would still get the old settings).
+hup() {
+    is_sshd "$1" || return 1
+    before=$(sockets "$1")
+    kill -HUP "$1" || return 1
+    tries=0
+    while [ "$tries" -lt 100 ]; do
+        now=$(sockets "$1")
+        if [ -n "$now" ] && [ "$now" != "$before" ]; then return 0; fi
+        sleep 0.05 2>/dev/null || sleep 1
+        tries=$((tries + 1))
+    done
+    say "sent SIGHUP to sshd pid $1, but did not see it listen again"
+}
+if hup "$pid"; then say "reloaded sshd (SIGHUP to pid $pid)"; exit 0; fi
 pidfile=$("$sshd" -T -f "$conf" 2>/dev/null | awk '$1 == "pidfile" { print $2; exit }')
 running=
 [ -n "$pidfile" ] && [ -r "$pidfile" ] && running=$(head -n 1 "$pidfile")
-if is_sshd "$running" && kill -HUP "$running"; then
-    say "reloaded sshd (SIGHUP to pid $running from $pidfile)"; exit 0
-fi
+if hup "$running"; then say "reloaded sshd (SIGHUP to pid $running from $pidfile)"; exit 0; fi
 if [ "$conf" = /etc/ssh/sshd_config ]; then    # the system's sshd: its service manager knows it
     for unit in ssh sshd; do
         if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null \

@@ -43,8 +43,10 @@ else echo "sudo no"; fi
 echo "conn ${SSH_CONNECTION:-}"
 pid=$$; hops=0; found=
 while [ "$hops" -lt @HOPS@ ] && [ -r "/proc/$pid/status" ]; do
-    name=$(sed -n 's/^Name:[[:space:]]*//p' "/proc/$pid/status")
-    ppid=$(sed -n 's/^PPid:[[:space:]]*//p' "/proc/$pid/status")
+    name=; ppid=
+    while IFS=': 	' read -r key value rest; do
+        case $key in Name) name=$value ;; PPid) ppid=$value; break ;; esac
+    done < "/proc/$pid/status"
     case $name in
     sshd*) found=1; printf 'proc %s ' "$pid"; head -c 2048 "/proc/$pid/cmdline" | tr '\000\n' '\001 '; echo ;;
     *) [ -z "$found" ] || break ;;

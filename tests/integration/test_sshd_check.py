@@ -100,16 +100,6 @@ async def connect(server: Sshd, user: str, key: asyncssh.SSHKey) -> asyncssh.SSH
                                   known_hosts=([trusted], [], []), config=None, agent_path=None, connect_timeout=10)
 
 
-async def reconnect(server: Sshd, user: str, key: asyncssh.SSHKey) -> asyncssh.SSHClientConnection:
-    """A new connection once the reloaded sshd listens again (it re-executes itself on SIGHUP)."""
-    for _ in range(200):
-        try:
-            return await connect(server, user, key)
-        except (OSError, asyncssh.Error):
-            await asyncio.sleep(0.05)
-    return await connect(server, user, key)
-
-
 def listening_on(port: int) -> set[str]:
     """The addresses a TCP port listens on, from the kernel's own tables."""
     found = set()
@@ -199,7 +189,7 @@ def test_fix_through_sudo_makes_a_forward_listen_beyond_loopback(tmp_path, clien
                 assert await forward_binds(conn, "0.0.0.0") in LOOPBACK_ONLY  # what GatewayPorts no does
                 fixed = await fix_sshd(conn, "default", NEEDS)
                 again = await fix_sshd(conn, "default", NEEDS)
-            async with await reconnect(server, sudo_user, key) as conn:
+            async with await connect(server, sudo_user, key) as conn:  # "reloaded" means it listens again
                 return fixed, again, await forward_binds(conn, "0.0.0.0"), await forward_binds(conn, "127.0.0.1")
         fixed, again, wide, narrow = run(body())
         assert fixed.privilege == "sudo" and fixed.source == "sshd -T"
@@ -372,7 +362,7 @@ def test_the_script_alone_reloads_the_running_sshd_from_its_pid_file(tmp_path, c
         assert f"reloaded sshd (SIGHUP to pid {server.proc.pid} from {server.root}/sshd.pid)" in done.stdout
 
         async def body():
-            async with await reconnect(server, "root", key) as conn:
+            async with await connect(server, "root", key) as conn:
                 return await forward_binds(conn, "0.0.0.0")
         assert run(body()) == {"0.0.0.0"}
     finally:
