@@ -423,3 +423,56 @@ def test_what_the_server_sends_is_bounded_in_size_and_time(tmp_path, client_key)
         assert message == "the server did not answer the sshd check within 0.001 s"
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("layout, where", [
+    ("include first", "drop-in"),
+    ("set before the include", "top"),        # sshd takes the first value: a drop-in would lose
+    ("earlier drop-in sets it", "top"),       # 10-other.conf is read before 50-sop-console.conf
+    ("include inside a match", "top"),        # applies to that Match only
+])
+def test_the_script_writes_where_sshd_reads_it_first(tmp_path, layout, where):
+    server = Sshd(tmp_path / "sshd")
+    server.write_config()
+    conf = tmp_path / "copy" / "sshd_config"
+    drop = conf.parent / "sshd_config.d"
+    drop.mkdir(parents=True)
+    body = server.config_path.read_text().replace(f"PidFile {server.root}/sshd.pid", f"PidFile {tmp_path}/none.pid")
+    include = f"Include {drop}/*.conf\n"
+    text = {"include first": include + body,
+            "set before the include": "GatewayPorts no\n" + include + body,
+            "earlier drop-in sets it": include + body,
+            "include inside a match": body + "Match User nobody\n  " + include}[layout]
+    if layout == "earlier drop-in sets it":
+        (drop / "10-other.conf").write_text("GatewayPorts yes\n")
+    conf.write_text(text)
+    done = _sh(_script(conf), tmp_path)
+    assert done.returncode == 4, done  # written and valid; no sshd runs with this copy
+    dropin = drop / DROPIN_NAME
+    if where == "drop-in":
+        assert conf.read_text() == text and dropin.exists()
+    else:
+        assert conf.read_text().endswith(text) and conf.read_text().startswith("# sop-console: begin")
+        assert not dropin.exists()
+    effective = subprocess.run([server.binary, "-T", "-f", str(conf)], capture_output=True, text=True, check=True)
+    values = dict(line.split(" ", 1) for line in effective.stdout.splitlines() if " " in line)
+    assert (values["gatewayports"], values["clientaliveinterval"]) == ("clientspecified", "15")  # ours win
+
+
+def test_a_later_script_merges_with_what_an_earlier_one_wrote(tmp_path):
+    server = Sshd(tmp_path / "sshd")
+    server.write_config()
+    conf = tmp_path / "sshd_config"
+    conf.write_text(server.config_path.read_text().replace(f"PidFile {server.root}/sshd.pid",
+                                                           f"PidFile {tmp_path}/none.pid"))
+    assert _sh(_script(conf), tmp_path).returncode == 4
+    later = sshd_fix_script([SshdSetting("GatewayPorts", CHANGE, "", "", ["GatewayPorts yes"]),
+                             SshdSetting("UnusedConnectionTimeout", CHANGE, "", "", ["UnusedConnectionTimeout none"])],
+                            str(conf), None)
+    assert _sh(later, tmp_path).returncode == 4
+    lines = conf.read_text().splitlines()
+    assert lines[:6] == ["# sop-console: begin (lines for reverse tunnels; they stay first because sshd takes the "
+                         "first value)", "GatewayPorts yes", "ClientAliveInterval 15", "ClientAliveCountMax 3",
+                         "UnusedConnectionTimeout none", "# sop-console: end"]
+    assert lines.count("# sop-console: begin (lines for reverse tunnels; they stay first because sshd takes the "
+                       "first value)") == 1
