@@ -126,87 +126,89 @@ async def forward_binds(conn: asyncssh.SSHClientConnection, host: str) -> set[st
         listener.close()
 
 
-def started(server: Sshd, public: str) -> Sshd:
-    server.start()
-    server.authorize("root", public)
-    return server
+@pytest.fixture
+def serve(tmp_path, client_key):
+    """serve(**Sshd options, kind=Sshd, root=folder): a test sshd started, root let in with our key, stopped at
+    teardown."""
+    servers: list[Sshd] = []
+
+    def start(kind=Sshd, root: Path | None = None, **options) -> Sshd:
+        server = kind(root or tmp_path / f"sshd{len(servers)}", **options).start()
+        servers.append(server)
+        server.authorize("root", client_key[1])
+        return server
+    yield start
+    for server in servers:
+        server.stop()
 
 
 # ---------------------------------------------------------------------------------------------------- checking
 
-def test_gateway_ports_no_is_flagged_and_nothing_changes_without_fix(tmp_path, client_key):
-    key, public = client_key
-    server = started(Sshd(tmp_path / "sshd", extra="GatewayPorts no"), public)
-    try:
-        original = server.config_path.read_bytes()
+def test_gateway_ports_no_is_flagged_and_nothing_changes_without_fix(client_key, serve):
+    key, _ = client_key
+    server = serve(extra="GatewayPorts no")
+    original = server.config_path.read_bytes()
 
-        async def body():
-            async with await connect(server, "root", key) as conn:
-                return await check_sshd(conn, "default", NEEDS)
-        check = run(body())
-        assert check.source == "sshd -T" and check.privilege == "root"
-        assert check.how == "effective settings from sshd -T (Match evaluated for user root from 127.0.0.1)"
-        assert check.config_file == str(server.config_path) and check.listener_pid == server.proc.pid
-        gateway = next(s for s in check.settings if s.keyword == "GatewayPorts")
-        assert gateway.state is CHANGE and gateway.lines == ["GatewayPorts clientspecified"]
-        assert [s.keyword for s in check.needs_change] == ["GatewayPorts", "ClientAliveInterval"]
-        assert "--fix writes these lines" in render(check)
-        assert server.config_path.read_bytes() == original
-        assert not Path(str(server.config_path) + BACKUP_SUFFIX).exists()
-    finally:
-        server.stop()
+    async def body():
+        async with await connect(server, "root", key) as conn:
+            return await check_sshd(conn, "default", NEEDS)
+    check = run(body())
+    assert check.source == "sshd -T" and check.privilege == "root"
+    assert check.how == "effective settings from sshd -T (Match evaluated for user root from 127.0.0.1)"
+    assert check.config_file == str(server.config_path) and check.listener_pid == server.proc.pid
+    gateway = next(s for s in check.settings if s.keyword == "GatewayPorts")
+    assert gateway.state is CHANGE and gateway.lines == ["GatewayPorts clientspecified"]
+    assert [s.keyword for s in check.needs_change] == ["GatewayPorts", "ClientAliveInterval"]
+    assert "--fix writes these lines" in render(check)
+    assert server.config_path.read_bytes() == original
+    assert not Path(str(server.config_path) + BACKUP_SUFFIX).exists()
 
 
-def test_match_blocks_are_evaluated_for_the_units_account(tmp_path, client_key):
+def test_match_blocks_are_evaluated_for_the_units_account(client_key, serve):
     """Logged in as root, judged for the account the units use: sshd -T -C evaluates its Match block."""
-    key, public = client_key
-    server = started(Sshd(tmp_path / "sshd", extra="GatewayPorts clientspecified\nClientAliveInterval 10",
-                          match="Match User tunnel\n  GatewayPorts no\n  AllowTcpForwarding local"), public)
-    try:
-        async def body():
-            async with await connect(server, "root", key) as conn:
-                return (await check_sshd(conn, "default", NEEDS),
-                        await check_sshd(conn, "default", NEEDS, username="tunnel"))
-        as_root, as_units = run(body())
-        assert as_root.needs_change == []
-        assert [(s.keyword, s.value) for s in as_units.needs_change] == [("GatewayPorts", "no"),
-                                                                          ("AllowTcpForwarding", "local")]
-        assert "for user tunnel" in as_units.how
-    finally:
-        server.stop()
+    key, _ = client_key
+    server = serve(extra="GatewayPorts clientspecified\nClientAliveInterval 10",
+                   match="Match User tunnel\n  GatewayPorts no\n  AllowTcpForwarding local")
+
+    async def body():
+        async with await connect(server, "root", key) as conn:
+            return (await check_sshd(conn, "default", NEEDS),
+                    await check_sshd(conn, "default", NEEDS, username="tunnel"))
+    as_root, as_units = run(body())
+    assert as_root.needs_change == []
+    assert [(s.keyword, s.value) for s in as_units.needs_change] == [("GatewayPorts", "no"),
+                                                                      ("AllowTcpForwarding", "local")]
+    assert "for user tunnel" in as_units.how
 
 
 # ---------------------------------------------------------------------------------------------------- fixing
 
-def test_fix_through_sudo_makes_a_forward_listen_beyond_loopback(tmp_path, client_key, sudo_user):
-    key, public = client_key
-    server = Sshd(tmp_path / "sshd", extra="GatewayPorts no").start()
-    try:
-        original = server.config_path.read_text()
+def test_fix_through_sudo_makes_a_forward_listen_beyond_loopback(client_key, sudo_user, serve):
+    key, _ = client_key
+    server = serve(extra="GatewayPorts no")
+    original = server.config_path.read_text()
 
-        async def body():
-            async with await connect(server, sudo_user, key) as conn:
-                assert await forward_binds(conn, "0.0.0.0") in LOOPBACK_ONLY  # what GatewayPorts no does
-                fixed = await fix_sshd(conn, "default", NEEDS)
-                again = await fix_sshd(conn, "default", NEEDS)
-            async with await connect(server, sudo_user, key) as conn:  # "reloaded" means it listens again
-                return fixed, again, await forward_binds(conn, "0.0.0.0"), await forward_binds(conn, "127.0.0.1")
-        fixed, again, wide, narrow = run(body())
-        assert fixed.privilege == "sudo" and fixed.source == "sshd -T"
-        assert [s.keyword for s in fixed.before if s.state is CHANGE] == ["GatewayPorts", "ClientAliveInterval"]
-        assert fixed.needs_change == []
-        assert f"reloaded sshd (SIGHUP to pid {server.proc.pid})" in fixed.fix
-        assert wide == {"0.0.0.0"} and narrow == {"127.0.0.1"}  # clientspecified: each forward decides
-        text = server.config_path.read_text()
-        assert text.startswith("# sop-console: begin") and "\nGatewayPorts clientspecified\n" in text
-        assert text.endswith(original)  # nothing of the operator's own lines changed
-        assert Path(str(server.config_path) + BACKUP_SUFFIX).read_text() == original
-        effective = server.effective()
-        assert (effective["gatewayports"], effective["clientaliveinterval"]) == ("clientspecified", "15")
-        assert again.fix == "nothing to change" and server.config_path.read_text() == text
-        assert "GatewayPorts: no -> clientspecified (ok)" in render(fixed)
-    finally:
-        server.stop()
+    async def body():
+        async with await connect(server, sudo_user, key) as conn:
+            assert await forward_binds(conn, "0.0.0.0") in LOOPBACK_ONLY  # what GatewayPorts no does
+            fixed = await fix_sshd(conn, "default", NEEDS)
+            again = await fix_sshd(conn, "default", NEEDS)
+        async with await connect(server, sudo_user, key) as conn:  # "reloaded" means it listens again
+            return fixed, again, await forward_binds(conn, "0.0.0.0"), await forward_binds(conn, "127.0.0.1")
+    fixed, again, wide, narrow = run(body())
+    assert fixed.privilege == "sudo" and fixed.source == "sshd -T"
+    assert [s.keyword for s in fixed.before if s.state is CHANGE] == ["GatewayPorts", "ClientAliveInterval"]
+    assert fixed.needs_change == []
+    assert f"reloaded sshd (SIGHUP to pid {server.proc.pid})" in fixed.fix
+    assert wide == {"0.0.0.0"} and narrow == {"127.0.0.1"}  # clientspecified: each forward decides
+    text = server.config_path.read_text()
+    assert text.startswith("# sop-console: begin") and "\nGatewayPorts clientspecified\n" in text
+    assert text.endswith(original)  # nothing of the operator's own lines changed
+    assert Path(str(server.config_path) + BACKUP_SUFFIX).read_text() == original
+    effective = server.effective()
+    assert (effective["gatewayports"], effective["clientaliveinterval"]) == ("clientspecified", "15")
+    assert again.fix == "nothing to change" and server.config_path.read_text() == text
+    assert "GatewayPorts: no -> clientspecified (ok)" in render(fixed)
 
 
 class IncludeFirst(Sshd):
@@ -219,104 +221,93 @@ class IncludeFirst(Sshd):
         self.config_path.write_text(f"Include {drop}/*.conf\n" + self.config_path.read_text())
 
 
-def test_fix_writes_a_drop_in_when_the_include_comes_first(tmp_path, client_key):
-    key, public = client_key
-    server = started(IncludeFirst(tmp_path / "sshd"), public)
-    try:
-        original = server.config_path.read_bytes()
+def test_fix_writes_a_drop_in_when_the_include_comes_first(client_key, serve):
+    key, _ = client_key
+    server = serve(IncludeFirst)
+    original = server.config_path.read_bytes()
 
-        async def body():
-            async with await connect(server, "root", key) as conn:
-                return await fix_sshd(conn, "default", NEEDS)
-        fixed = run(body())
-        dropin = server.root / "sshd_config.d" / DROPIN_NAME
-        assert fixed.needs_change == [] and f"wrote {dropin}" in fixed.fix
-        assert server.config_path.read_bytes() == original
-        assert dropin.read_text().splitlines()[1:] == ["GatewayPorts clientspecified", "ClientAliveInterval 15",
-                                                       "ClientAliveCountMax 3"]
-    finally:
-        server.stop()
+    async def body():
+        async with await connect(server, "root", key) as conn:
+            return await fix_sshd(conn, "default", NEEDS)
+    fixed = run(body())
+    dropin = server.root / "sshd_config.d" / DROPIN_NAME
+    assert fixed.needs_change == [] and f"wrote {dropin}" in fixed.fix
+    assert server.config_path.read_bytes() == original
+    assert dropin.read_text().splitlines()[1:] == ["GatewayPorts clientspecified", "ClientAliveInterval 15",
+                                                   "ClientAliveCountMax 3"]
 
 
-def test_an_invalid_config_is_left_alone_and_sshd_keeps_running(tmp_path, client_key):
-    key, public = client_key
-    server = started(IncludeFirst(tmp_path / "sshd"), public)
-    try:
-        (server.root / "sshd_config.d" / "60-broken.conf").write_text("NotAnOption yes\n")  # after sshd started
-        original = server.config_path.read_bytes()
+def test_an_invalid_config_is_left_alone_and_sshd_keeps_running(client_key, serve):
+    key, _ = client_key
+    server = serve(IncludeFirst)
+    (server.root / "sshd_config.d" / "60-broken.conf").write_text("NotAnOption yes\n")  # after sshd started
+    original = server.config_path.read_bytes()
 
-        async def body():
-            async with await connect(server, "root", key) as conn:
-                with pytest.raises(OperationFailed) as caught:
-                    await fix_sshd(conn, "default", NEEDS)
-            async with await connect(server, "root", key) as conn:  # the same sshd still serves
-                assert (await conn.run("true")).exit_status == 0
-            return str(caught.value)
-        message = run(body())
-        assert message.startswith("the fix changed nothing: the configuration is invalid already")
-        assert "NotAnOption" in message
-        assert server.config_path.read_bytes() == original
-        assert not (server.root / "sshd_config.d" / DROPIN_NAME).exists()
-    finally:
-        server.stop()
+    async def body():
+        async with await connect(server, "root", key) as conn:
+            with pytest.raises(OperationFailed) as caught:
+                await fix_sshd(conn, "default", NEEDS)
+        async with await connect(server, "root", key) as conn:  # the same sshd still serves
+            assert (await conn.run("true")).exit_status == 0
+        return str(caught.value)
+    message = run(body())
+    assert message.startswith("the fix changed nothing: the configuration is invalid already")
+    assert "NotAnOption" in message
+    assert server.config_path.read_bytes() == original
+    assert not (server.root / "sshd_config.d" / DROPIN_NAME).exists()
 
 
-def test_a_change_sshd_refuses_is_rolled_back(tmp_path, client_key, sudo_user):
-    key, public = client_key
-    server = Sshd(tmp_path / "sshd", extra="GatewayPorts no").start()
-    try:
-        original = server.config_path.read_bytes()
-        # a value sshd -t refuses; the check never proposes one, so it is made here
-        bad = SshdSetting("GatewayPorts", CHANGE, "no", "test", ["GatewayPorts sometimes"])
-        script = sshd_fix_script([bad], str(server.config_path), server.proc.pid)
+def test_a_change_sshd_refuses_is_rolled_back(client_key, sudo_user, serve):
+    key, _ = client_key
+    server = serve(extra="GatewayPorts no")
+    original = server.config_path.read_bytes()
+    # a value sshd -t refuses; the check never proposes one, so it is made here
+    bad = SshdSetting("GatewayPorts", CHANGE, "no", "test", ["GatewayPorts sometimes"])
+    script = sshd_fix_script([bad], str(server.config_path), server.proc.pid)
 
-        async def body():
-            async with await connect(server, sudo_user, key) as conn:
-                with pytest.raises(OperationFailed) as caught:
-                    await run_fix_script(conn, script, "sudo")
-            async with await connect(server, sudo_user, key) as conn:
-                assert await forward_binds(conn, "0.0.0.0") in LOOPBACK_ONLY  # still the old settings
-            return str(caught.value)
-        message = run(body())
-        assert message.startswith("the fix was rolled back: sshd -t refused the new settings")
-        assert "sometimes" in message and f"{server.config_path} is restored" in message
-        assert server.config_path.read_bytes() == original
-        assert server.effective()["gatewayports"] == "no"
-    finally:
-        server.stop()
+    async def body():
+        async with await connect(server, sudo_user, key) as conn:
+            with pytest.raises(OperationFailed) as caught:
+                await run_fix_script(conn, script, "sudo")
+        async with await connect(server, sudo_user, key) as conn:
+            assert await forward_binds(conn, "0.0.0.0") in LOOPBACK_ONLY  # still the old settings
+        return str(caught.value)
+    message = run(body())
+    assert message.startswith("the fix was rolled back: sshd -t refused the new settings")
+    assert "sometimes" in message and f"{server.config_path} is restored" in message
+    assert server.config_path.read_bytes() == original
+    assert server.effective()["gatewayports"] == "no"
 
 
 # ---------------------------------------------------------------------------------------------------- without sudo
 
-def test_without_sudo_the_files_are_read_and_said_so(shared_dir, client_key, plain_user):
+def test_without_sudo_the_files_are_read_and_said_so(shared_dir, client_key, plain_user, serve):
     key, _ = client_key
     drop = shared_dir / "sshd" / "conf.d"
     drop.mkdir(parents=True)
     (drop / "10-unused.conf").write_text("UnusedConnectionTimeout 10m\n")
-    server = Sshd(shared_dir / "sshd", extra=f"Include {drop}/*.conf\nGatewayPorts no\nClientAliveInterval 5",
-                  match="Match Address 10.0.0.0/8\n  GatewayPorts yes").start()
-    try:
-        async def body():
-            async with await connect(server, plain_user, key) as conn:
-                check = await check_sshd(conn, "default", NEEDS)
-                with pytest.raises(OperationFailed) as caught:
-                    await fix_sshd(conn, "default", NEEDS)
-                server.config_path.chmod(0o600)
-                with pytest.raises(OperationFailed) as unreadable:
-                    await check_sshd(conn, "default", NEEDS)
-                return check, str(caught.value), str(unreadable.value)
-        check, refused, unreadable = run(body())
-        assert check.source == "files" and check.privilege == "none"
-        assert check.how == f"read from {server.config_path} and 1 included file; Match blocks not evaluated"
-        assert any("'Match Address 10.0.0.0/8'" in note and "GatewayPorts yes" in note for note in check.notes)
-        assert [(s.keyword, s.value) for s in check.needs_change] == [("GatewayPorts", "no"),
-                                                                       ("UnusedConnectionTimeout", "600")]
-        assert server.effective()["unusedconnectiontimeout"] == "600"  # sshd reads the included file the same
-        assert "(needs root or password-less sudo on the server)" in render(check)
-        assert refused.startswith("--fix needs root or password-less sudo")
-        assert unreadable.startswith(f"cannot read {server.config_path} as the login user")
-    finally:
-        server.stop()
+    server = serve(root=shared_dir / "sshd", extra=f"Include {drop}/*.conf\nGatewayPorts no\nClientAliveInterval 5",
+                   match="Match Address 10.0.0.0/8\n  GatewayPorts yes")
+
+    async def body():
+        async with await connect(server, plain_user, key) as conn:
+            check = await check_sshd(conn, "default", NEEDS)
+            with pytest.raises(OperationFailed) as caught:
+                await fix_sshd(conn, "default", NEEDS)
+            server.config_path.chmod(0o600)
+            with pytest.raises(OperationFailed) as unreadable:
+                await check_sshd(conn, "default", NEEDS)
+            return check, str(caught.value), str(unreadable.value)
+    check, refused, unreadable = run(body())
+    assert check.source == "files" and check.privilege == "none"
+    assert check.how == f"read from {server.config_path} and 1 included file; Match blocks not evaluated"
+    assert any("'Match Address 10.0.0.0/8'" in note and "GatewayPorts yes" in note for note in check.notes)
+    assert [(s.keyword, s.value) for s in check.needs_change] == [("GatewayPorts", "no"),
+                                                                   ("UnusedConnectionTimeout", "600")]
+    assert server.effective()["unusedconnectiontimeout"] == "600"  # sshd reads the included file the same
+    assert "(needs root or password-less sudo on the server)" in render(check)
+    assert refused.startswith("--fix needs root or password-less sudo")
+    assert unreadable.startswith(f"cannot read {server.config_path} as the login user")
 
 
 # ---------------------------------------------------------------------------------------------------- the script alone
@@ -353,76 +344,67 @@ def test_the_script_alone_on_a_copy_writes_once_and_says_nothing_was_reloaded(tm
     assert copy.read_text() == written
 
 
-def test_the_script_alone_reloads_the_running_sshd_from_its_pid_file(tmp_path, client_key):
-    key, public = client_key
-    server = started(Sshd(tmp_path / "sshd"), public)
-    try:
-        done = _sh(_script(server.config_path), tmp_path)  # no pid: what setup-auth's script does
-        assert done.returncode == 0, done
-        assert f"reloaded sshd (SIGHUP to pid {server.proc.pid} from {server.root}/sshd.pid)" in done.stdout
+def test_the_script_alone_reloads_the_running_sshd_from_its_pid_file(tmp_path, client_key, serve):
+    key, _ = client_key
+    server = serve()
+    done = _sh(_script(server.config_path), tmp_path)  # no pid: what setup-auth's script does
+    assert done.returncode == 0, done
+    assert f"reloaded sshd (SIGHUP to pid {server.proc.pid} from {server.root}/sshd.pid)" in done.stdout
 
-        async def body():
-            async with await connect(server, "root", key) as conn:
-                return await forward_binds(conn, "0.0.0.0")
-        assert run(body()) == {"0.0.0.0"}
-    finally:
-        server.stop()
+    async def body():
+        async with await connect(server, "root", key) as conn:
+            return await forward_binds(conn, "0.0.0.0")
+    assert run(body()) == {"0.0.0.0"}
 
 
 # -------------------------------------------------------------------------------------------- what the judge says
 
-def test_forwards_are_not_sessions(tmp_path, client_key):
+def test_forwards_are_not_sessions(client_key, serve):
     """MaxSessions 0: the check cannot run its commands, yet remote forwards work (as the judge says)."""
-    key, public = client_key
-    server = started(Sshd(tmp_path / "sshd", extra="MaxSessions 0\nGatewayPorts clientspecified"), public)
-    try:
-        async def body():
-            async with await connect(server, "root", key) as conn:
-                binds = [await forward_binds(conn, "127.0.0.1") for _ in range(3)]
-                with pytest.raises(OperationFailed) as caught:
-                    await check_sshd(conn, "default", NEEDS)
-                return binds, str(caught.value)
-        binds, message = run(body())
-        assert all(bind == {"127.0.0.1"} for bind in binds) and len(binds) == 3
-        assert message.startswith("the server refused a session for the check's commands")
-    finally:
-        server.stop()
+    key, _ = client_key
+    server = serve(extra="MaxSessions 0\nGatewayPorts clientspecified")
+
+    async def body():
+        async with await connect(server, "root", key) as conn:
+            binds = [await forward_binds(conn, "127.0.0.1") for _ in range(3)]
+            with pytest.raises(OperationFailed) as caught:
+                await check_sshd(conn, "default", NEEDS)
+            return binds, str(caught.value)
+    binds, message = run(body())
+    assert all(bind == {"127.0.0.1"} for bind in binds) and len(binds) == 3
+    assert message.startswith("the server refused a session for the check's commands")
 
 
-def test_unused_connection_timeout_cuts_a_forward_only_session(tmp_path, client_key):
+def test_unused_connection_timeout_cuts_a_forward_only_session(client_key, serve):
     """Why the judge flags UnusedConnectionTimeout: a -R listener is not an open channel (OpenSSH 9.2+)."""
-    key, public = client_key
-    server = started(Sshd(tmp_path / "sshd", extra="UnusedConnectionTimeout 1"), public)
-    try:
-        async def body():
-            conn = await connect(server, "root", key)
-            listener = await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 9)
-            port = listener.get_port()
-            await eventually(lambda: conn.is_closed(), timeout=15, what="sshd to cut the forward-only session")
-            return port
-        port = run(body())
-        assert listening_on(port) == set()
-    finally:
-        server.stop()
+    key, _ = client_key
+    server = serve(extra="UnusedConnectionTimeout 1")
+
+    async def body():
+        conn = await connect(server, "root", key)
+        listener = await conn.forward_remote_port("127.0.0.1", 0, "127.0.0.1", 9)
+        port = listener.get_port()
+        await eventually(lambda: conn.is_closed(), timeout=15, what="sshd to cut the forward-only session")
+        return port
+    port = run(body())
+    assert listening_on(port) == set()
 
 
-def test_what_the_server_sends_is_bounded_in_size_and_time(tmp_path, client_key):
+def test_what_the_server_sends_is_bounded_in_size_and_time(client_key, serve):
     from console.tunnel.sshd_check import _run
 
-    key, public = client_key
-    server = started(Sshd(tmp_path / "sshd"), public)
-    try:
-        async def body():
-            async with await connect(server, "root", key) as conn:
-                _, out, _ = await asyncio.wait_for(_run(conn, "yes", limit=1000), 20)  # never ends by itself
-                with pytest.raises(OperationFailed) as caught:
-                    await check_sshd(conn, "default", NEEDS, timeout=0.001)
-                return out, str(caught.value)
-        out, message = run(body())
-        assert out == b"y\n" * 500
-        assert message == "the server did not answer the sshd check within 0.001 s"
-    finally:
-        server.stop()
+    key, _ = client_key
+    server = serve()
+
+    async def body():
+        async with await connect(server, "root", key) as conn:
+            _, out, _ = await asyncio.wait_for(_run(conn, "yes", limit=1000), 20)  # never ends by itself
+            with pytest.raises(OperationFailed) as caught:
+                await check_sshd(conn, "default", NEEDS, timeout=0.001)
+            return out, str(caught.value)
+    out, message = run(body())
+    assert out == b"y\n" * 500
+    assert message == "the server did not answer the sshd check within 0.001 s"
 
 
 @pytest.mark.parametrize("layout, where", [
