@@ -270,6 +270,12 @@ async def read_sshd_settings(conn: asyncssh.SSHClientConnection, *, username: st
                              timeout: float = 10.0) -> SshdReading:
     """The settings of the sshd serving `conn`, effective for `username` (default: the login user; give the
     units' account when logged in as another one). Raises OperationFailed (one line) when they cannot be read."""
+    return (await _read(conn, username, timeout))[0]
+
+
+async def _read(conn: asyncssh.SSHClientConnection, username: str | None, timeout: float,
+                probe: _Probe | None = None) -> tuple[SshdReading, _Probe]:
+    """read_sshd_settings, with the probe it made (or was given: a re-read after a fix needs no new one)."""
     server_version = conn.get_extra_info("server_version") or ""
     if "OpenSSH" not in server_version:
         raise OperationFailed(f"the server is not OpenSSH ({shown(server_version)}): the sshd check reads OpenSSH's "
@@ -278,7 +284,7 @@ async def read_sshd_settings(conn: asyncssh.SSHClientConnection, *, username: st
     version = shown(server_version.removeprefix("SSH-2.0-"))
     try:
         async with asyncio.timeout(timeout):
-            probe = await _probe(conn)
+            probe = probe or await _probe(conn)
             notes: list[str] = []
             if not probe.found:
                 notes.append(f"the serving sshd was not found among this session's processes: assuming "
@@ -289,9 +295,9 @@ async def read_sshd_settings(conn: asyncssh.SSHClientConnection, *, username: st
                 effective = await _effective(conn, probe, user, version)
                 if isinstance(effective, SshdReading):
                     effective.notes[:0] = notes
-                    return effective
+                    return effective, probe
                 notes.append(effective)
-            return await _from_files(conn, probe, version, notes)
+            return await _from_files(conn, probe, version, notes), probe
     except TimeoutError:
         raise OperationFailed(f"the server did not answer the sshd check within {timeout:g} s") from None
     except (asyncssh.Error, OSError) as exc:
@@ -351,7 +357,8 @@ async def fix_sshd(conn: asyncssh.SSHClientConnection, endpoint: str, needs: For
     result's `before` holds the settings as they were, `fix` what the script did. Raises OperationFailed (one line,
     with the script's reason) when it could not run, was refused, or rolled back: nothing is left half-changed."""
     started = time.monotonic()
-    before = await check_sshd(conn, endpoint, needs, username=username, timeout=timeout)
+    reading, probe = await _read(conn, username, timeout)
+    before = _check(endpoint, reading, needs, started)
     if not before.needs_change:
         before.fix = "nothing to change"
         return before
@@ -360,10 +367,9 @@ async def fix_sshd(conn: asyncssh.SSHClientConnection, endpoint: str, needs: For
                               f"of `endpoints setup-auth {endpoint} --method script` there as root")
     script = sshd_fix_script(before.settings, before.config_file, before.listener_pid)
     said = await run_fix_script(conn, script, before.privilege, timeout=timeout)
-    after = await check_sshd(conn, endpoint, needs, username=username, timeout=timeout)
+    after = _check(endpoint, (await _read(conn, username, timeout, probe))[0], needs, started)
     after.before, after.fix, after.fix_output = before.settings, "; ".join(said) or "done", said
     if after.needs_change and after.source == "sshd -T":
         after.notes.append("still needs a change after the fix: a Match block for this user or address sets it "
                            "(our lines are global); change that block")
-    after.seconds = round(time.monotonic() - started, 3)
     return after
