@@ -56,7 +56,6 @@ DEFAULTS = {
 }
 # From which version sshd knows a keyword (older ones refuse the line: never write it there).
 SINCE = {"unusedconnectiontimeout": (9, 2), "persourcepenalties": (9, 8)}
-KEYWORDS = tuple(DEFAULTS)
 SPELLING = {
     "gatewayports": "GatewayPorts", "allowtcpforwarding": "AllowTcpForwarding",
     "disableforwarding": "DisableForwarding", "permitlisten": "PermitListen", "permitopen": "PermitOpen",

@@ -108,8 +108,8 @@ async def _run(conn: asyncssh.SSHClientConnection, command: str, stdin: str | No
 # ---------------------------------------------------------------------------------------------------- where
 
 def listener_args(cmdline: bytes) -> list[str]:
-    """The listener's argv from /proc/PID/cmdline as the probe sent it (NULs as \\x01). Since OpenSSH 7.x the
-    listener rewrites it as one string, "sshd: /usr/sbin/sshd -D -f FILE [listener] 0 of 10-100 startups"."""
+    """The listener's argv from /proc/PID/cmdline as the probe sent it (NULs as \\x01). A listening sshd
+    rewrites it as one string (setproctitle): "sshd: /usr/sbin/sshd -D -f FILE [listener] 0 of 10-100 startups"."""
     parts = [part.decode("utf-8", "replace") for part in cmdline.split(b"\x01") if part]
     if len(parts) > 1:
         return parts

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from sshd import Sshd, find_sshd
+from support import config_of
 
 from console.core.sshd_fix import fix_lines, sshd_fix_script
 from console.core.sshd_settings import (ALIVE_COUNT, ALIVE_INTERVAL, DEFAULTS, FileReader, ForwardNeeds, Listen,
-                                        judge, parse_effective, render, shown, split_line)
+                                        judge, needs_of, parse_effective, render, shown, split_line)
 from console.core.states import SshdSettingState
 from console.core.status import SshdCheck, SshdSetting
 from console.tunnel.sshd_check import listener_args, options_of
@@ -145,6 +146,20 @@ def test_unused_connection_timeout_and_max_sessions(server):
     assert sessions.state is NOTE and "forwards are not sessions" in sessions.why
     del values["unusedconnectiontimeout"]  # an sshd before 9.2 prints no such line: no line judged
     assert "UnusedConnectionTimeout" not in [s.keyword for s in judge(values, LOOPBACK)]
+
+
+def test_the_needs_come_from_the_units_forwards():
+    config = config_of("server: {host: 127.0.0.1}\nunits:\n  master:\n    forwards:\n"
+                       "      - {name: ssh, remote_port: 10022, remote_bind: 127.0.0.1, local: 127.0.0.1:22}\n"
+                       "      - {name: http, remote_port: 0, remote_bind: 0.0.0.0, local: 127.0.0.1:80}\n"
+                       "      - {name: app, remote_port: 10443, local: 127.0.0.1:443}\n")
+    needs = needs_of(config.units.values(), egress=True)
+    assert needs.listens == (Listen("127.0.0.1", 10022, "unit master forward ssh"),
+                             Listen("0.0.0.0", 0, "unit master forward http"),
+                             Listen("", 10443, "unit master forward app"))
+    assert needs.beyond_loopback == [needs.listens[1]] and needs.egress
+    assert [Listen(host, 1).beyond_loopback for host in ("::1", "127.0.0.2", "localhost", "10.0.0.1", "::")] \
+        == [False, False, False, True, True]
 
 
 def test_per_source_penalties_is_a_note():
