@@ -506,6 +506,13 @@ def judge(values: dict[str, str], needs: ForwardNeeds) -> list[SshdSetting]:
     return [setting for setting in found if setting is not None]
 
 
+def stock_settings(needs: ForwardNeeds) -> list[SshdSetting]:
+    """The judgement of a stock OpenSSH (its defaults) for these needs: what a script for a server nobody has read
+    yet writes (`setup-auth --method script`). Keywords newer than 9.0 are left out: an older sshd refuses them."""
+    stock = {keyword: value for keyword, value in DEFAULTS.items() if keyword not in SINCE}
+    return judge(stock, needs)
+
+
 # ---------------------------------------------------------------------------------------------------- showing
 
 def _cut(text: str, limit: int) -> str:

@@ -20,7 +20,7 @@ from support import eventually, run
 
 from console.core.errors import OperationFailed
 from console.core.sshd_fix import BACKUP_SUFFIX, DROPIN_NAME, sshd_fix_script
-from console.core.sshd_settings import ForwardNeeds, Listen, render
+from console.core.sshd_settings import ForwardNeeds, Listen, judge, parse_effective, render, stock_settings
 from console.core.states import SshdSettingState
 from console.core.status import SshdSetting
 from console.tunnel.sshd_check import check_sshd, fix_sshd, run_fix_script
@@ -326,22 +326,26 @@ def _sh(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_script_alone_on_a_copy_writes_once_and_says_nothing_was_reloaded(tmp_path):
+    """What setup-auth's script does on a server nobody has read: the lines a stock sshd needs."""
     server = Sshd(tmp_path / "sshd", match="Match User nobody\n  GatewayPorts no")
     server.write_config()
     copy = tmp_path / "copy" / "sshd_config"
     copy.parent.mkdir()
     copy.write_text(server.config_path.read_text().replace(f"PidFile {server.root}/sshd.pid",
                                                            f"PidFile {tmp_path}/nobody.pid"))
-    first = _sh(_script(copy), tmp_path)
+    script = sshd_fix_script(stock_settings(NEEDS), str(copy), None)
+    first = _sh(script, tmp_path)
     assert first.returncode == 4, first
     assert "put the lines at the top" in first.stdout and "no running sshd was found" in first.stdout
     written = copy.read_text()
     lines = written.splitlines()
     assert lines[1:4] == ["GatewayPorts clientspecified", "ClientAliveInterval 15", "ClientAliveCountMax 3"]
     assert lines.index("Match User nobody") > lines.index("# sop-console: end")  # never after a Match
-    second = _sh(_script(copy), tmp_path)
+    second = _sh(script, tmp_path)
     assert second.returncode == 0 and "nothing to change" in second.stdout
     assert copy.read_text() == written
+    effective = subprocess.run([server.binary, "-T", "-f", str(copy)], capture_output=True, text=True, check=True)
+    assert [s.keyword for s in judge(parse_effective(effective.stdout), NEEDS) if s.state is CHANGE] == []
 
 
 def test_the_script_alone_reloads_the_running_sshd_from_its_pid_file(tmp_path, client_key, serve):
