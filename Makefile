@@ -54,7 +54,7 @@ tmux:
 	$(call need,tmux,tmux,a console test runs in a real terminal)
 
 sudo:
-	$(call need,sudo,sudo,the endpoint set-up tests log in as a user with password-less sudo)
+	$(call need,sudo,sudo,the endpoint set-up and sshd --fix tests log in as a user with password-less sudo)
 
 autossh:
 	$(call need,autossh,autossh,bench/recovery.py compares against it,optional)
@@ -62,13 +62,14 @@ autossh:
 test: $(STAMP) sshd dropbear tmux sudo
 	$(PY) -m pytest -q
 
-bench: $(STAMP) sshd autossh
+bench: $(STAMP) sshd autossh sudo
 	$(PY) bench/recovery.py
 	$(PY) bench/throughput.py
 	$(PY) bench/log_view.py
 	$(PY) bench/console_start.py
 	$(PY) bench/hub_storm.py
 	$(PY) bench/endpoint_check.py
+	@if [ "$$(id -u)" = 0 ]; then $(PY) bench/sshd_check.py; else echo "bench/sshd_check.py skipped: it makes throwaway users, run it as root"; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -43,6 +43,14 @@ class EndpointState(_State):
     UNCHECKED = "unchecked"
 
 
+class SshdSettingState(_State):
+    """How one sshd setting of an endpoint serves its units' forwards (the sshd check)."""
+
+    OK = "ok"
+    CHANGE = "needs-change"      # the forwards need another value: the check gives the line to write
+    NOTE = "note"                # works, with a caveat worth reading (never changed by --fix)
+
+
 class EndpointReason(StrEnum):
     """Why an endpoint is unavailable: what the operator does about it differs for each (the check's hint says)."""
 
@@ -66,6 +74,8 @@ GLYPHS = {
     "listening": "●", "pending": "◌", "refused": "✖",
     # endpoints
     "available": "●", "unavailable": "✖", "unchecked": "·",
+    # sshd settings
+    "ok": "●", "needs-change": "✖", "note": "!",
 }
 
 

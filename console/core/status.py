@@ -16,7 +16,8 @@ from enum import StrEnum
 from typing import Any, Self
 
 from console.core.events import Event, ForwardChanged, ForwardTraffic, UnitStateChanged
-from console.core.states import EndpointReason, EndpointState, ForwardState, UnitState, human_bytes
+from console.core.states import (EndpointReason, EndpointState, ForwardState, SshdSettingState, UnitState,
+                                 human_bytes)
 
 
 class _Record:
@@ -303,3 +304,39 @@ class EndpointRoute(_Record):
     vpc: str | None = None           # the VPC, when one decided
     tied: list[str] = field(default_factory=list)
     why: str = ""
+
+
+@dataclass
+class SshdSetting(_Record):
+    """One sshd setting of an endpoint judged against what its forwards need (`endpoints check-sshd`)."""
+
+    keyword: str                      # OpenSSH's spelling: "GatewayPorts"
+    state: SshdSettingState           # ok, needs-change or note
+    value: str                        # what the server has now, cleaned: "no", "0 x 3" (interval x count)
+    why: str                          # one sentence: what that value does to the forwards
+    lines: list[str] = field(default_factory=list)  # the exact sshd_config lines to write (needs-change, note)
+
+
+@dataclass
+class SshdCheck(_Record):
+    """The sshd check of one endpoint: how its settings were read, one SshdSetting each, and what --fix did
+    (`before` holds the settings as they were before the fix; empty without one)."""
+
+    endpoint: str
+    source: str                       # "sshd -T" (effective, Match evaluated) or "files" (read ourselves)
+    how: str                          # one line: "effective settings from sshd -T" / "read from ...; Match ..."
+    config_file: str                  # the sshd_config the serving sshd runs with (its -f, else the default)
+    listener_pid: int | None          # the sshd that listens (what a fix reloads), when found
+    privilege: str                    # what --fix can use there: "root", "sudo" or "none"
+    server_version: str               # "OpenSSH_9.2p1 Debian-2+deb12u3"
+    settings: list[SshdSetting] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    before: list[SshdSetting] = field(default_factory=list)
+    fix: str | None = None            # what --fix did, one line ("wrote ...; reloaded sshd ..."), None without
+    fix_output: list[str] = field(default_factory=list)  # the fix script's own lines (cleaned)
+    checked_at: str = ""              # UTC ISO time of the check
+    seconds: float = 0.0              # how long the check (and fix) took
+
+    @property
+    def needs_change(self) -> list[SshdSetting]:
+        return [s for s in self.settings if s.state is SshdSettingState.CHANGE]
