@@ -168,3 +168,78 @@ def as_user(user: str, home: Path, *cmd: str | Path, **kwargs) -> subprocess.Com
            **kwargs.pop("env", {})}
     return subprocess.run([str(c) for c in cmd], user=user, group=user, extra_groups=[], env=env, cwd=home,
                           capture_output=True, text=True, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+
+class _UdpEchoProtocol(asyncio.DatagramProtocol):
+    def __init__(self, echo: UdpEcho) -> None:
+        self.echo = echo
+
+    def connection_made(self, transport) -> None:
+        self.echo.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.echo.received += 1
+        self.echo.sources.add(addr)
+        if self.echo.answer:
+            self.echo.transport.sendto(data, addr)
+
+
+class UdpEcho:
+    """A UDP echo service on a free loopback port: each datagram goes back to its sender, counted
+    (`answer=False`: a sink that only counts)."""
+
+    def __init__(self, answer: bool = True) -> None:
+        self.answer = answer
+        self.transport: asyncio.DatagramTransport | None = None
+        self.received = 0
+        self.sources: set = set()
+        self.port = 0
+
+    async def __aenter__(self) -> UdpEcho:
+        await asyncio.get_running_loop().create_datagram_endpoint(lambda: _UdpEchoProtocol(self),
+                                                                  local_addr=("127.0.0.1", 0))
+        self.port = self.transport.get_extra_info("sockname")[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.transport.close()
+
+
+class _UdpClientProtocol(asyncio.DatagramProtocol):
+    def __init__(self, client: UdpClient) -> None:
+        self.client = client
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.client.replies.put_nowait(data)
+
+
+class UdpClient:
+    """A UDP socket of its own toward host:port (one flow): send, and the replies in the order they came."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.address = (host, port)
+        self.replies: asyncio.Queue[bytes] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    async def __aenter__(self) -> UdpClient:
+        self.transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _UdpClientProtocol(self), remote_addr=self.address)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.transport.close()
+
+    @property
+    def source(self) -> tuple:
+        return self.transport.get_extra_info("sockname")
+
+    def send(self, payload: bytes) -> None:
+        self.transport.sendto(payload)
+
+    async def reply(self, timeout: float = 5.0) -> bytes:
+        return await asyncio.wait_for(self.replies.get(), timeout)
+
+    async def exchange(self, payload: bytes, timeout: float = 5.0) -> bytes:
+        """Send one datagram and wait for the next reply."""
+        self.send(payload)
+        return await self.reply(timeout)
