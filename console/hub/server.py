@@ -32,7 +32,7 @@ from console.core.egress_allow import EgressAllow
 from console.core.errors import os_reason
 from console.core.log_limit import LogLimiter
 from console.core.words import counted, noun
-from console.hub import egress, limits
+from console.hub import limits
 from console.hub.registry import Client, Registry, port_ranges
 from console.hub.session import HubConnection, HubSession
 from console.hub.udp_port import HubUdpPort

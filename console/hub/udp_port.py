@@ -44,7 +44,7 @@ class HubUdpPort:
 
     async def start(self, bind: str) -> HubUdpPort:
         """Listen on bind:port (OSError when it cannot)."""
-        await asyncio.get_running_loop().create_datagram_endpoint(lambda: self.listener, local_addr=(bind, self.port))
+        await self.listener.start(bind, self.port)
         return self
 
     def get_port(self) -> int:

@@ -152,8 +152,7 @@ class UdpEgress:
         refusal = udp_refusal(self.worker)
         if refusal is not None:
             raise OperationFailed(refusal)
-        await asyncio.get_running_loop().create_datagram_endpoint(lambda: self.listener,
-                                                                  local_addr=(listen_host, listen_port))
+        await self.listener.start(listen_host, listen_port)
         return self
 
     def close(self) -> None:
