@@ -80,13 +80,14 @@ def tcp_connection(hub: Hub, session: HubSession, dest_host: str, dest_port: int
     return connect()
 
 
-def udp_flow(hub: Hub, session: HubSession) -> udp_frames.Flow | None:
-    """A UDP egress flow for a session channel that asked for UDP_SUBSYSTEM; None (refused, logged) when the
-    client holds udp_max_flows already. Its first frame names the destination (start_flow)."""
+def udp_flow(hub: Hub, session: HubSession) -> udp_frames.Flow | str:
+    """A UDP egress flow for a session channel that asked for UDP_SUBSYSTEM, or why not (refused and logged:
+    the client holds udp_max_flows already). Its first frame names the destination (_start)."""
     held = hub.udp_flows_of(session.user)
     if held >= hub.settings.udp_max_flows:
-        hub.refuse(session, "a UDP flow", f"a UDP flow: the client holds {held} (udp_max_flows)")
-        return None
+        reason = f"the client holds {held} UDP flows, the most the hub allows (udp_max_flows)"
+        hub.refuse(session, "a UDP flow", f"a UDP flow: {reason}")
+        return reason
     flows = hub.egress_flows.get(session.user)
     if flows is None:
         flows = hub.egress_flows[session.user] = udp_frames.FlowSet(idle_timeout=hub.settings.udp_idle_timeout,

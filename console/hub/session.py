@@ -157,6 +157,11 @@ class _AnnounceChannel(asyncssh.SSHServerSession):
         if held[self.session.user] <= 0:
             del held[self.session.user]
 
+    def _refuse_flow(self, reason: str) -> None:
+        if self.chan is not None:
+            self.chan.write_stderr((reason + "\n").encode())
+            self.chan.exit(1)
+
     def pty_requested(self, term_type, term_size, term_modes) -> bool:
         self.session.hub.refuse(self.session, "a terminal (pty)", "a terminal (pty)")
         return False
@@ -174,12 +179,13 @@ class _AnnounceChannel(asyncssh.SSHServerSession):
             self.accepted = True
             return True
         if subsystem == udp_frames.UDP_SUBSYSTEM and self.chan is not None:
-            flow = egress.udp_flow(self.session.hub, self.session)
-            if flow is None:
-                return False
             if self.timer is not None:
                 self.timer.cancel()
             self._uncount()
+            flow = egress.udp_flow(self.session.hub, self.session)
+            if isinstance(flow, str):  # accepted, then refused in words the unit shows (a failed request has none)
+                asyncio.get_running_loop().call_soon(self._refuse_flow, flow)
+                return True
             self.flow = flow
             flow.channel_open(self.chan)
             return True

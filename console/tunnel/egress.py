@@ -43,7 +43,8 @@ _opening: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # connection
 _OPEN_CODES = {asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED: "administratively prohibited",
                asyncssh.OPEN_CONNECT_FAILED: "connect failed",
                asyncssh.OPEN_UNKNOWN_CHANNEL_TYPE: "unknown channel type",
-               asyncssh.OPEN_RESOURCE_SHORTAGE: "resource shortage"}
+               asyncssh.OPEN_RESOURCE_SHORTAGE: "resource shortage",
+               asyncssh.OPEN_REQUEST_SESSION_FAILED: "request failed"}
 
 
 def open_failure(exc: asyncssh.ChannelOpenError) -> str:

@@ -314,3 +314,55 @@ def test_a_rule_forward_is_added_and_removed_at_run_time_and_the_configured_ones
                 except OperationFailed as exc:
                     assert str(exc) == f"unit master has a forward named rule:tcp:{ports[0]} already"
     run(body())
+
+
+def test_many_udp_flows_open_at_once_and_the_clients_flow_limit_holds(state):
+    """Session channels the hub bounds (4 a connection until they say what they are) must not bound UDP flows;
+    the client's udp_max_flows does, with a line saying so."""
+    async def body():
+        async with UdpEcho() as echo:
+            async with hub_and_unit(state, allow=(f"127.0.0.1:{echo.port}",)) as (engine, worker, _ports):
+                refused: list[str] = []
+                rule = await egress.UdpEgress(worker, "127.0.0.1", echo.port, on_refused=refused.append).start(
+                    "127.0.0.1", 0)
+                try:
+                    clients = [UdpClient(rule.port) for _ in range(12)]
+                    for client in clients:
+                        await client.__aenter__()
+                    for i, client in enumerate(clients):  # twelve new flows in one go
+                        client.send(b"flow %d" % i)
+                    assert [await client.reply() for client in clients] == [b"flow %d" % i for i in range(12)]
+                    assert rule.stats.open == 12 and refused == []
+                    assert engine.hub.session_channels.get("acme", 0) <= 1  # the flows hold none of them
+                    engine.hub.settings.udp_max_flows = 12
+                    async with UdpClient(rule.port) as extra:
+                        extra.send(b"one too many")
+                        await eventually(lambda: refused, what="the refusal")
+                        assert refused == [f"a flow from 127.0.0.1:{extra.source[1]} to 127.0.0.1:{echo.port}: "
+                                           f"the client holds 12 UDP flows, the most the hub allows "
+                                           f"(udp_max_flows)"], refused
+                    for client in clients:
+                        await client.__aexit__()
+                finally:
+                    rule.close()
+    run(body())
+
+
+def test_udp_ingress_flows_expire_after_the_idle_timeout(state):
+    async def body():
+        async with UdpEcho() as echo:
+            async with hub_and_unit(state) as (engine, worker, ports):
+                fr = await ingress.add_udp(worker, ports[0], "127.0.0.1", echo.port, idle_timeout=1.0)
+                await eventually(lambda: ports[0] in engine.hub.udp_ports, what="the hub's UDP port")
+                hub_port = engine.hub.udp_ports[ports[0]]
+                async with UdpClient(ports[0]) as client:
+                    assert await client.exchange(b"ping") == b"ping"
+                    last = time.monotonic()
+                    assert len(hub_port.flows.flows) == 1 and len(fr.udp.flows) == 1
+                    await eventually(lambda: not hub_port.flows.flows, timeout=5, what="the hub's flow gone")
+                    took = time.monotonic() - last
+                    assert 0.9 <= took <= 1.5, took  # the unit's 1 s ended it, and with it the hub's
+                    assert not fr.udp.flows
+                    assert await client.exchange(b"again") == b"again"  # a new flow
+                    assert hub_port.stats.total == 2
+    run(body())
