@@ -65,6 +65,20 @@ async def running_engine(sshd: Sshd, state: StatePaths, forwards: dict[str, list
         await engine.shutdown()
 
 
+def started_sshd(root: Path, **options) -> Sshd:
+    """A test sshd with options of its own (the sshd fixture takes none), started; in CI a missing sshd fails."""
+    import os
+
+    import pytest
+    from sshd import find_sshd
+
+    if find_sshd() is None:
+        if os.environ.get("CI"):
+            pytest.fail("sshd is missing in CI: install openssh-server (make test does)")
+        pytest.skip("sshd not installed (apt-get install openssh-server)")
+    return Sshd(root, **options).start()
+
+
 def run(coro: Awaitable, timeout: float = 60):
     """Run one async test body with an overall deadline."""
     async def bounded():

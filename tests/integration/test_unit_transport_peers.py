@@ -6,27 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 
 import pytest
-from sshd import Dropbear, Sshd, find_sshd
-from support import EchoServer, UdpEcho, eventually, fwd_of, roundtrip, run, running_engine, unit_of
+from sshd import Dropbear
+from support import EchoServer, UdpEcho, eventually, fwd_of, roundtrip, run, running_engine, started_sshd, unit_of
 
 from console import relay
 from console.core.errors import OperationFailed
 from console.core.keys import unit_public_key
 from console.tunnel import egress, ingress
-
-IN_CI = bool(os.environ.get("CI"))
-
-
-def _sshd(tmp_path: Path, **options) -> Sshd:
-    if find_sshd() is None:
-        if IN_CI:
-            pytest.fail("sshd is missing in CI: install openssh-server (make test does)")
-        pytest.skip("sshd not installed (apt-get install openssh-server)")
-    return Sshd(tmp_path / "sshd", **options).start()
-
 
 async def _through(worker, echo_port: int) -> relay.ForwardStats:
     """A TCP egress rule through the unit to the echo service: a payload over a window each way, counted."""
@@ -42,8 +30,8 @@ async def _through(worker, echo_port: int) -> relay.ForwardStats:
 
 
 def test_tcp_egress_through_sshd_and_its_refusal_in_its_own_words(tmp_path, state):
-    allowing = _sshd(tmp_path / "a")
-    refusing = _sshd(tmp_path / "b", extra="AllowTcpForwarding remote")
+    allowing = started_sshd(tmp_path / "a" / "sshd")
+    refusing = started_sshd(tmp_path / "b" / "sshd", extra="AllowTcpForwarding remote")
     try:
         async def body():
             async with EchoServer() as echo:
@@ -71,7 +59,7 @@ def test_tcp_egress_through_sshd_and_its_refusal_in_its_own_words(tmp_path, stat
 
 
 def test_a_tcp_ingress_rule_is_added_to_a_unit_on_sshd_at_run_time(tmp_path, state):
-    sshd = _sshd(tmp_path)
+    sshd = started_sshd(tmp_path / "sshd")
     try:
         async def body():
             async with EchoServer() as echo, EchoServer() as rule_echo:
@@ -92,7 +80,7 @@ def test_a_tcp_ingress_rule_is_added_to_a_unit_on_sshd_at_run_time(tmp_path, sta
 
 
 def test_udp_rules_are_refused_up_front_against_openssh(tmp_path, state):
-    sshd = _sshd(tmp_path)
+    sshd = started_sshd(tmp_path / "sshd")
     try:
         async def body():
             async with UdpEcho() as echo:
