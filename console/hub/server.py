@@ -208,7 +208,7 @@ class Hub:
     async def _report_changes(self) -> None:
         """Tell on_change which clients changed and how, in one batch a CHANGE_SECONDS; counters that moved
         count as a "traffic" change once a TRAFFIC_SECONDS."""
-        reported: dict[int, tuple[int, int, int, int]] = {}
+        reported: dict[tuple[str, int], tuple[int, int, int, int]] = {}   # (protocol, port) -> counters
         ticks = 0
         while True:
             await asyncio.sleep(CHANGE_SECONDS)
@@ -216,19 +216,15 @@ class Hub:
             ticks += 1
             if ticks * CHANGE_SECONDS >= TRAFFIC_SECONDS:
                 ticks = 0
-                for port, forward in self.forwards.items():
+                live = {("tcp", port): forward for port, forward in self.forwards.items()}
+                live.update({("udp", port): udp_port for port, udp_port in self.udp_ports.items()})
+                for key, forward in live.items():
                     snap = forward.stats.snapshot()
-                    if reported.get(port) != snap:
-                        reported[port] = snap
+                    if reported.get(key) != snap:
+                        reported[key] = snap
                         self.changed(forward.session.user, "traffic")
-                for port, udp_port in self.udp_ports.items():
-                    snap = udp_port.stats.snapshot()
-                    if reported.get(-port) != snap:  # UDP ports under their negative number: TCP has the same
-                        reported[-port] = snap
-                        self.changed(udp_port.session.user, "traffic")
-                for port in [p for p in reported if (p if p > 0 else -p) not in (self.forwards if p > 0 else
-                                                                                 self.udp_ports)]:
-                    del reported[port]
+                for key in [k for k in reported if k not in live]:
+                    del reported[key]
             changed, self._changed = self._changed, {}
             for client_id, changes in sorted(changed.items()):
                 self.on_change(client_id, ", ".join(sorted(changes)))

@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 import asyncssh
 
-from console.core import announce
+from console.core import announce, udp_frames
 from console.core.clock import utc_iso
 from console.core.config import ForwardConfig, TunnelConfig, UnitConfig, join_host_port
-from console.core import udp_frames
 from console.core.errors import OperationFailed, os_reason
 from console.core.events import EventBus, ForwardChanged, ForwardTraffic, UnitStateChanged
 from console.core.keys import load_or_create_unit_key, unit_public_key
