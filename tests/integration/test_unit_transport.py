@@ -192,7 +192,7 @@ def test_udp_flows_expire_after_the_idle_timeout_on_both_ends(state):
                         assert len(rule.flows()) == 1
                         await eventually(lambda: not rule.flows(), timeout=5, what="the unit's flow gone")
                         took = time.monotonic() - last
-                        assert 0.9 <= took <= 1.5, took
+                        assert 0.9 <= took <= 2.0, took
                         await eventually(lambda: not hub_flows().flows, timeout=2, what="the hub's flow gone")
                         # the hub's timeout first (1 s, this end's 60 s): this end's flow ends with it
                         engine.hub.settings.udp_idle_timeout = 1.0
@@ -202,7 +202,7 @@ def test_udp_flows_expire_after_the_idle_timeout_on_both_ends(state):
                         last = time.monotonic()
                         await eventually(lambda: not rule.flows(), timeout=5, what="the flow gone at both ends")
                         took = time.monotonic() - last
-                        assert 0.9 <= took <= 1.5, took
+                        assert 0.9 <= took <= 2.0, took
                         assert await client.exchange(b"new flow") == b"new flow"  # a new flow after expiry
                         assert rule.stats.total == 3
                 finally:
@@ -361,7 +361,7 @@ def test_udp_ingress_flows_expire_after_the_idle_timeout(state):
                     assert len(hub_port.flows.flows) == 1 and len(fr.udp.flows) == 1
                     await eventually(lambda: not hub_port.flows.flows, timeout=5, what="the hub's flow gone")
                     took = time.monotonic() - last
-                    assert 0.9 <= took <= 1.5, took  # the unit's 1 s ended it, and with it the hub's
+                    assert 0.9 <= took <= 2.0, took  # the unit's 1 s ended it, and with it the hub's
                     assert not fr.udp.flows
                     assert await client.exchange(b"again") == b"again"  # a new flow
                     assert hub_port.stats.total == 2
