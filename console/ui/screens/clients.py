@@ -160,8 +160,12 @@ class ClientsScreen(Screen):
         self.client_changed(client_id)
         return result
 
+    def action_add(self) -> None:
+        self.app.hold_keys()  # the client_id typed right after `a`, in the same burst, belongs in the dialog
+        self._add()
+
     @work(group="clients-action")
-    async def action_add(self) -> None:
+    async def _add(self) -> None:
         client_id = await self.app.push_screen_wait(AskScreen("Add a client: its client_id", "e.g. acme"))
         if not client_id:
             return
@@ -169,8 +173,13 @@ class ClientsScreen(Screen):
         if result and result.get("private_key"):
             await self.app.push_screen_wait(SecretScreen(f"The private key of {client_id}", result["private_key"]))
 
+    def action_change(self) -> None:
+        if self._selected() is not None:
+            self.app.hold_keys()  # the quota typed right after `c` belongs in the dialog
+            self._change()
+
     @work(group="clients-action")
-    async def action_change(self) -> None:
+    async def _change(self) -> None:
         client_id = self._selected()
         if client_id is None:
             return

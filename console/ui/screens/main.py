@@ -222,7 +222,8 @@ class MainScreen(Screen):
     def action_filter(self) -> None:
         box = self.query_one("#port-filter", Input)
         box.remove_class("hidden")
-        self.set_focus(box)  # now, not deferred as focus() is: the keys typed right after `/` belong in the box
+        self.app.hold_keys()  # the keys typed right after `/`, in the same burst, belong in the box
+        self.set_focus(box)
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#port-filter", Input)
