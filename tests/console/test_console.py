@@ -959,6 +959,41 @@ def test_small_terminals_keep_both_units_the_local_column_and_the_whole_detail(s
         run(body(size))
 
 
+def test_clients_at_60x20_drop_columns_whole_and_keep_last_seen_and_leads_to(tmp_path):
+    """Issue 11 item 4 on Clients: at 60x20 the tables drop their least important columns whole (the quota, the
+    forwards' count, their counters) instead of cutting `last seen` and `leads to` at the edge; every client in
+    view; what is left out is in the line under the tables. At 200x50 every column is shown."""
+    from test_snapshots import _app
+
+    from console.ui.screens.clients import CLIENT_COLUMNS, FORWARD_COLUMNS, ClientsScreen
+
+    async def body(size):
+        app = _app(tmp_path / f"{size[0]}", "sop")
+        async with app.run_test(size=size) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("7")
+            await eventually(lambda: isinstance(app.screen, ClientsScreen) and rows(app, "clients"))
+            await pilot.pause(0.1)
+            clients = app.screen.query_one("#clients", DataTable)
+            forwards = app.screen.query_one("#client-forwards", DataTable)
+            for table in (clients, forwards):  # nothing cut at the edge: every column shown is whole
+                assert visible_columns(table) == [str(c.label) for c in table.ordered_columns], (size, table.id)
+                assert table.virtual_size.width <= table.scrollable_content_region.width, (size, table.id)
+            assert clients.scrollable_content_region.height - clients.header_height >= clients.row_count == 3
+            text = screen_text(app)
+            if size[0] < 70:
+                assert visible_columns(clients) == ["client", "state", "ports", "online", "last seen"]
+                assert visible_columns(forwards) == ["port", "name", "open", "leads to"]
+                assert "never" in text and "webdav+http://webdav.example.com:80/" in text, text
+                assert "quota 20, ports 2200-2219" in text, text
+            else:
+                assert visible_columns(clients) == [c.label for c in CLIENT_COLUMNS]
+                assert visible_columns(forwards) == [c.label for c in FORWARD_COLUMNS]
+
+    for size in ((60, 20), (200, 50)):
+        run(body(size))
+
+
 def test_help_is_a_full_screen_page_of_the_apps_keys_that_esc_and_question_mark_close(state):
     """? opens a screen of its own: the keys of the screen it came from first (the menu's 1-7 with what they do),
     then the others grouped by screen; esc and ? close it, from the main screen and from the log view."""
