@@ -243,6 +243,12 @@ as everywhere.
         if new < old and new < self.max_scroll_y:
             self._set_following(False)  # scrolling up pauses; `end` resumes
 
+    def watch_show_vertical_scrollbar(self, shown: bool) -> None:
+        """Textual moves the scroll bar's thumb only while the bar is shown: the view opened on the tail (scrolled
+        before its first layout) kept the thumb at the top, or not, as that layout came before or after."""
+        if shown:
+            self.vertical_scrollbar.position = self.scroll_y
+
     def action_scroll_up(self) -> None:
         self._set_following(False)
         super().action_scroll_up()
