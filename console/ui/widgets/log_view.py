@@ -137,9 +137,8 @@ as everywhere.
 
     def _follow_end(self, tries: int = 3) -> None:
         """Scroll to the last line. force: the refresh may come before the layout that gives the view its scroll
-        bar, and without one Textual refuses to scroll. Again after the next refresh while short of the end: the
-        rows now in view can be wider than those before, and the horizontal scroll bar that appears then takes a
-        line (the last line stayed hidden until the log grew)."""
+        bar, and without one Textual refuses to scroll. Again after the next refresh while short of the end (the
+        layout may have changed the view's height since: the last line stayed hidden until the log grew)."""
         if not self.following:
             return
         self.scroll_end(animate=False, immediate=True, force=True)
