@@ -994,6 +994,33 @@ def test_clients_at_60x20_drop_columns_whole_and_keep_last_seen_and_leads_to(tmp
         run(body(size))
 
 
+def test_help_stands_its_groups_side_by_side_from_120_columns(state):
+    """At 200x50 the groups of keys are in two columns, in order (the main screen's first, top left), and the whole
+    page fits without scrolling; under 120 columns, one column; a resize lays the page out again."""
+    async def body():
+        app = long_state_app(state)
+        async with app.run_test(size=(200, 50)) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "clone")[1])
+            await pilot.press("question_mark")
+            await eventually(lambda: type(app.screen).__name__ == "HelpScreen")
+            await pilot.pause()
+            columns = list(app.screen.query(".help-column"))
+            assert len(columns) == 2 and columns[0].region.y == columns[1].region.y
+            assert columns[0].region.right <= columns[1].region.x
+            titles = [str(group.render()) for column in columns for group in column.query(".help-group")]
+            assert titles[0].startswith("Main screen") and titles[-1] == "Textual's own keys", titles
+            page = app.screen.query_one("#help")
+            assert page.max_scroll_y == 0, "the page scrolls at 200x50"
+            assert "Quit the app" in screen_text(app)  # the last row of the last group, on screen
+            await pilot.resize_terminal(100, 30)
+            await eventually(lambda: len(app.screen.query(".help-column")) == 1)
+            await pilot.resize_terminal(240, 50)
+            await eventually(lambda: len(app.screen.query(".help-column")) == 3)
+            await pilot.press("escape")
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+    run(body())
+
+
 def test_help_is_a_full_screen_page_of_the_apps_keys_that_esc_and_question_mark_close(state):
     """? opens a screen of its own: the keys of the screen it came from first (the menu's 1-7 with what they do),
     then the others grouped by screen; esc and ? close it, from the main screen and from the log view."""
