@@ -824,6 +824,57 @@ def test_a_typo_in_the_config_file_opens_the_console_with_a_banner_and_configure
     run(body())
 
 
+def test_a_reload_the_daemon_refuses_shows_the_banner_at_once_and_a_good_one_takes_it_away(sshd, state, tmp_path):
+    """The daemon refuses a SIGHUP reload of a broken file: the open console says so within a second (FILE:LINE),
+    not only when Configure opens; the file put right and reloaded, the banner goes. Both with the console
+    started on the same file and with none of its own (the daemon's events alone)."""
+    import signal
+
+    async def body(with_file: bool):
+        async with EchoServer() as echo:
+            path = tmp_path / f"console-{with_file}.yaml"
+            good = unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]})
+            path.write_text(good)
+            cfg = config_of(good)
+            authorize_units(sshd, state, cfg.units)
+            daemon = Daemon(cfg, state, path, echo_log=False)
+            await daemon.start()
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, daemon._on_sighup)  # as Daemon.run does
+            try:
+                app = _console_app(path, state) if with_file else app_for(state)
+                async with app.run_test(size=SIZE):
+                    await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[1] == "● up",
+                                     what="the daemon's live units")
+                    banner = app.screen.query_one("#config-banner", Static)
+                    assert not banner.display
+
+                    broken = good.replace("    username:", "    usernme:")
+                    line = broken.splitlines().index(next(x for x in broken.splitlines() if "usernme" in x)) + 1
+                    path.write_text(broken)
+                    os.kill(os.getpid(), signal.SIGHUP)
+                    sent = time.monotonic()
+                    await eventually(lambda: banner.display, timeout=1, interval=0.01, what="the banner within a second")
+                    print(f"banner after {time.monotonic() - sent:.3f} s")
+                    text = str(banner.render())
+                    assert f"{path}:{line}: units.master.usernme: unknown key" in text, text
+                    assert "the daemon keeps the configuration it last loaded" in text
+                    assert (str(path) if with_file else "the config file") in text.splitlines()[0]
+                    assert unit_row(app, "master")[1] == "● up"  # the last good configuration runs on
+
+                    path.write_text(good)
+                    os.kill(os.getpid(), signal.SIGHUP)
+                    await eventually(lambda: not banner.display, timeout=1, interval=0.01,
+                                     what="the banner gone within a second")
+                    assert app.session.config_problems == []
+            finally:
+                loop.remove_signal_handler(signal.SIGHUP)
+                await daemon.close()
+
+    for with_file in (True, False):
+        run(body(with_file))
+
+
 def test_a_broken_config_file_opens_the_console_but_check_still_fails(tmp_path, monkeypatch, capsys):
     from console.cli import main
 
