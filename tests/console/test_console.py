@@ -875,6 +875,54 @@ def test_a_reload_the_daemon_refuses_shows_the_banner_at_once_and_a_good_one_tak
         run(body(with_file))
 
 
+def test_the_config_text_editor_asks_before_esc_discards_edits(state, tmp_path):
+    """Configure's text editor (a file the form cannot read): esc with no edits goes back at once; with edits not
+    saved it asks "Discard your changes?", default No (enter, n, esc keep the edits), y discards them; the file on
+    disk is never touched by going back."""
+    from textual.widgets import Button, TextArea
+
+    from console.ui.backend import StaticBackend
+
+    path = tmp_path / "console.yaml"
+    broken = "units:\n  master: {usernme: sop001, server: {host: 203.0.113.7}}\n"
+    path.write_text(broken)
+
+    async def body():
+        app = app_for(state, backend=StaticBackend({"units": []}), config_path=path)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+
+            async def open_editor() -> TextArea:
+                await pilot.press("5")
+                await eventually(lambda: type(app.screen).__name__ == "ConfigTextScreen")
+                return app.screen.query_one("#config-text", TextArea)
+
+            await open_editor()
+            await pilot.press("escape")  # nothing typed: back at once
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+
+            editor = await open_editor()
+            await pilot.press("end", *"# a note")
+            await eventually(lambda: editor.text != broken)
+            for keep in ("enter", "n", "escape"):
+                await pilot.press("escape")
+                await eventually(lambda: isinstance(app.screen, ConfirmScreen))
+                assert str(app.screen.query_one(".dialog-title").render()) == "Discard your changes?"
+                assert isinstance(app.focused, Button) and app.focused.id == "no"  # the default: keep editing
+                await pilot.press(keep)
+                await eventually(lambda: type(app.screen).__name__ == "ConfigTextScreen")
+                assert app.screen.query_one("#config-text", TextArea).text == editor.text != broken, keep
+            await pilot.press("escape")
+            await eventually(lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+            assert path.read_text() == broken
+
+            editor = await open_editor()  # the file's own text again: what was typed is gone
+            assert editor.text == broken
+    run(body())
+
+
 def test_a_broken_config_file_opens_the_console_but_check_still_fails(tmp_path, monkeypatch, capsys):
     from console.cli import main
 
