@@ -196,9 +196,12 @@ def notifications(app: SopConsole) -> list[str]:
     return [n.message for n in app._notifications]
 
 
-def test_trust_host_key_already_trusted_shows_both_keys_and_one_outcome(sshd, state):
-    """The key the server presents now beside the one trusted, OpenSSH's advice, and one toast that says what
-    happened (not "recorded" and then "already trusted")."""
+def test_trust_host_key_already_trusted_shows_both_keys_and_one_close_button(sshd, state):
+    """The key a real sshd presents is the one trusted: the dialog shows both fingerprints and says there is
+    nothing to do, with one Close button (no OK / Cancel to choose between); closing it (enter, y, esc) asks the
+    daemon nothing more and adds no toast."""
+    from textual.widgets import Button
+
     async def body():
         daemon = await start_daemon(sshd, state, unit_yaml(sshd, {"master": []}))  # the real key, pinned
         try:
@@ -207,16 +210,23 @@ def test_trust_host_key_already_trusted_shows_both_keys_and_one_outcome(sshd, st
                 await eventually(lambda: isinstance(app.screen, MainScreen)
                                  and unit_row(app, "master")[1] == "● up", timeout=5)
                 held = fingerprint(parse_public_key(sshd.host_public_key))
-                await pilot.press("6")
-                await eventually(lambda: isinstance(app.screen, TrustScreen), timeout=5)
-                text = str(app.screen.query_one(".dialog-text", Static).render())
-                assert text.count(held) == 2, text  # presented now, and the one trusted
-                assert "nothing to change" in text
-                before = len(notifications(app))
-                await pilot.press("y")
-                await eventually(lambda: len(notifications(app)) > before, timeout=5)
-                await pilot.pause(0.3)
-                assert notifications(app)[before:] == [f"master: host key {held} already trusted"]
+                recorded = state.known_hosts.read_bytes() if state.known_hosts.exists() else b""
+                for close in ("enter", "y", "escape"):
+                    before = len(notifications(app))
+                    await pilot.press("6")
+                    await eventually(lambda: isinstance(app.screen, TrustScreen), timeout=5)
+                    text = str(app.screen.query_one(".dialog-text", Static).render())
+                    assert text.count(held) == 2, text  # presented now, and the one trusted
+                    assert "already trusted, nothing to do" in text
+                    assert "Host key already trusted" in str(app.screen.query_one(".dialog-title").render())
+                    buttons = [str(b.label) for b in app.screen.query(Button)]
+                    assert buttons == ["Close"], buttons
+                    assert app.focused is app.screen.query_one(Button)
+                    await pilot.press(close)
+                    await eventually(lambda: isinstance(app.screen, MainScreen))
+                    await pilot.pause(0.3)
+                    assert notifications(app)[before:] == [], close
+                assert (state.known_hosts.read_bytes() if state.known_hosts.exists() else b"") == recorded
         finally:
             await daemon.close()
     run(body())
