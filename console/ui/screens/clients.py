@@ -167,10 +167,10 @@ class ClientsScreen(Screen):
 
     def action_add(self) -> None:
         self.app.hold_keys()  # the client_id typed right after `a`, in the same burst, belongs in the dialog
-        self._add()
+        self._add_client()
 
     @work(group="clients-action")
-    async def _add(self) -> None:
+    async def _add_client(self) -> None:
         client_id = await self.app.push_screen_wait(AskScreen("Add a client: its client_id", "e.g. acme"))
         if not client_id:
             return
@@ -181,10 +181,10 @@ class ClientsScreen(Screen):
     def action_change(self) -> None:
         if self._selected() is not None:
             self.app.hold_keys()  # the quota typed right after `c` belongs in the dialog
-            self._change()
+            self._change_quota()
 
     @work(group="clients-action")
-    async def _change(self) -> None:
+    async def _change_quota(self) -> None:
         client_id = self._selected()
         if client_id is None:
             return
