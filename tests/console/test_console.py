@@ -39,11 +39,15 @@ def port_row(app: SopConsole, unit: str, fwd: str) -> list[str]:
     return next((r for r in rows(app, "ports") if r[0] == unit and r[1] == fwd), [""] * 10)
 
 
-async def start_daemon(sshd, state: StatePaths, text: str, *, authorize: bool = True) -> Daemon:
+async def start_daemon(sshd, state: StatePaths, text: str, *, authorize: bool = True, path=None) -> Daemon:
+    """A daemon in this process on the config `text`; with `path`, the text written there first and the daemon
+    reading it again on reload (as `sop-console --config PATH daemon` runs)."""
+    if path is not None:
+        path.write_text(text)
     cfg = config_of(text)
     if authorize:
         authorize_units(sshd, state, cfg.units)
-    daemon = Daemon(cfg, state, None, echo_log=False)
+    daemon = Daemon(cfg, state, path, echo_log=False)
     await daemon.start()
     return daemon
 
@@ -371,11 +375,7 @@ def test_configure_checks_saves_keeps_a_backup_and_reloads(sshd, state, tmp_path
         async with EchoServer() as echo:
             path = tmp_path / "console.yaml"
             original = unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]})
-            path.write_text(original)
-            cfg = config_of(original)
-            authorize_units(sshd, state, cfg.units)
-            daemon = Daemon(cfg, state, path, echo_log=False)
-            await daemon.start()
+            daemon = await start_daemon(sshd, state, original, path=path)
             try:
                 app = app_for(state, config_path=path)
                 async with app.run_test(size=SIZE) as pilot:
@@ -788,11 +788,7 @@ def test_a_typo_in_the_config_file_opens_the_console_with_a_banner_and_configure
         async with EchoServer() as echo:
             path = tmp_path / "console.yaml"
             good = unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]})
-            path.write_text(good)
-            cfg = config_of(good)
-            authorize_units(sshd, state, cfg.units)
-            daemon = Daemon(cfg, state, path, echo_log=False)
-            await daemon.start()
+            daemon = await start_daemon(sshd, state, good, path=path)
             try:
                 broken = good.replace("    username:", "    usernme:")
                 path.write_text(broken)  # broken on disk; the daemon keeps its last good config
@@ -844,11 +840,7 @@ def test_a_reload_the_daemon_refuses_shows_the_banner_at_once_and_a_good_one_tak
         async with EchoServer() as echo:
             path = tmp_path / f"console-{with_file}.yaml"
             good = unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]})
-            path.write_text(good)
-            cfg = config_of(good)
-            authorize_units(sshd, state, cfg.units)
-            daemon = Daemon(cfg, state, path, echo_log=False)
-            await daemon.start()
+            daemon = await start_daemon(sshd, state, good, path=path)
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, daemon._on_sighup)  # as Daemon.run does
             try:

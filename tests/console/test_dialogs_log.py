@@ -269,6 +269,18 @@ async def _burst(app, keys: str, seed: int) -> None:
             await asyncio.sleep(0)
 
 
+async def _slash_bursts(app, pilot, box_id: str) -> None:
+    """`/` and BURST at six seeds on the screen shown: the whole text in its filter box each time (esc closes it)."""
+    screen = app.screen
+    box = screen.query_one(box_id, Input)
+    for seed in range(6):
+        await _burst(app, "/" + BURST, seed)
+        await eventually(lambda: box.value == BURST, timeout=3, what=f"{BURST!r} in {box_id}")
+        assert app.screen is screen and app.focused is box
+        await pilot.press("escape")
+        await eventually(lambda: box.has_class("hidden") and app.focused is not box)
+
+
 @pytest.mark.parametrize("width, height", [(60, 20), (80, 24), (120, 30)])
 def test_keys_sent_right_after_slash_or_a_without_waiting_all_reach_the_box_in_order(state, width, height):
     """Issue 11 item 10f, through Textual's own key path: `/` and a text posted at once, never waiting. Every key
@@ -286,23 +298,10 @@ def test_keys_sent_right_after_slash_or_a_without_waiting_all_reach_the_box_in_o
         app = app_for(state, backend=backend)
         async with app.run_test(size=(width, height)) as pilot:
             await eventually(lambda: isinstance(app.screen, MainScreen) and rows(app, "ports"))
-            for seed in range(6):
-                await _burst(app, "/" + BURST, seed)
-                box = app.screen.query_one("#port-filter", Input)
-                await eventually(lambda: box.value == BURST, timeout=3)
-                assert isinstance(app.screen, MainScreen) and app.focused is box
-                await pilot.press("escape")
-                await eventually(lambda: box.value == "" and app.focused is not box)
-
+            await _slash_bursts(app, pilot, "#port-filter")
             await pilot.press("4")
             await eventually(lambda: isinstance(app.screen, LogScreen))
-            for seed in range(6):
-                await _burst(app, "/" + BURST, seed)
-                box = app.screen.query_one("#log-input", Input)
-                await eventually(lambda: box.value == BURST, timeout=3)
-                assert isinstance(app.screen, LogScreen) and app.focused is box
-                await pilot.press("escape")
-                await eventually(lambda: box.has_class("hidden"))
+            await _slash_bursts(app, pilot, "#log-input")
             await pilot.press("escape")
 
             await eventually(lambda: isinstance(app.screen, MainScreen))
