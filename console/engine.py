@@ -15,7 +15,8 @@ import asyncssh
 from console.core.announce import is_hub
 from console.core.config import Config, HubConfig, UnitConfig
 from console.core.errors import OperationFailed, UsageError, os_reason
-from console.core.events import ClientChanged, EventBus, LogLine, Reloaded
+from console.core.endpoint_table import EndpointTable
+from console.core.events import ClientChanged, EndpointChanged, EventBus, LogLine, Reloaded
 from console.core.keys import fingerprint
 from console.core.known_hosts import KnownHosts, Verdict, check_host_key, fetch_host_key, host_key_algorithms
 from console.core.paths import StatePaths
@@ -43,6 +44,10 @@ class Engine:
         self.workers: dict[str, UnitWorker] = {}
         self.hub = None        # console.hub.server.Hub when the config has a hub: section
         self.clients = None    # console.hub.admin.ClientsAdmin for it
+        # the endpoints, the config's and those added at run time; every change is an EndpointChanged event
+        self.endpoints = EndpointTable(config, self.store,
+                                       on_change=lambda name, change: self.bus.publish(EndpointChanged(name, change)),
+                                       log_line=lambda text: self.tunnel_log.write("endpoints", text))
 
     def _on_log_line(self, line: str) -> None:
         if self._echo:  # the line without its time stamp: the daemon's log format adds one, or the journal does
@@ -123,6 +128,7 @@ class Engine:
         self.config = config
         if old.hub != config.hub:
             changes.extend(await self._reload_hub(old.hub, config.hub))
+        changes.extend(self.endpoints.reload(config))
         for name in list(self.workers):
             if name not in config.units:
                 await self.workers.pop(name).stop("Stopped: removed from the configuration")
@@ -133,7 +139,8 @@ class Engine:
                 self._add_worker(unit)
                 changes.append(f"{name} added")
                 continue
-            same_link = (worker.config.server, worker.config.username) == (unit.server, unit.username) \
+            # its endpoint's host, port, host key or user changed (not a comment or the scope): reconnect
+            same_link = (worker.config.server.link, worker.config.username) == (unit.server.link, unit.username) \
                 and old.tunnel == config.tunnel
             if not same_link:
                 was_running = worker.running
@@ -143,9 +150,11 @@ class Engine:
                 if was_running:
                     new.start()
                 changes.append(f"{name} reconnecting with new settings")
-            elif worker.config.forwards != unit.forwards:
-                await worker.update_forwards(unit.forwards)
-                changes.append(f"{name} forwards updated")
+            else:
+                if worker.config.forwards != unit.forwards:
+                    await worker.update_forwards(unit.forwards)
+                    changes.append(f"{name} forwards updated")
+                worker.config = unit  # the same link: its endpoint's name or comment may be new
         summary = "; ".join(changes) or "nothing changed"
         self.tunnel_log.write("engine", f"configuration reloaded: {summary}")
         self.bus.publish(Reloaded(summary))

@@ -2,7 +2,7 @@
 work on files alone (check, key show, key install, log).
 
 Each module here declares its own subcommands and their handlers (`register(commands)`): units, log, keys,
-clients (and hub), demo (and console). This one builds the parser and turns failures into exit codes:
+clients (and hub), endpoints, demo (and console). This one builds the parser and turns failures into exit codes:
 0 ok, 1 operation failed, 2 usage or configuration error, 3 daemon not running. Started by sshd's ForceCommand with
 no command of its own, it runs the client's SSH_ORIGINAL_COMMAND only when `ssh_command` allows it.
 """
@@ -15,16 +15,16 @@ import sys
 from collections.abc import Sequence
 
 from console import __version__
-from console.cli import clients, demo, keys, log, ssh_command, units
+from console.cli import clients, demo, endpoints, keys, log, ssh_command, units
 from console.cli.context import Commands, Context
 from console.core.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, ConsoleError
 
-MODULES = (units, log, keys, clients, demo)  # in the order --help lists their commands
+MODULES = (units, log, keys, clients, endpoints, demo)  # in the order --help lists their commands
 
 EPILOG = """\
 commands that need the daemon: start, stop, restart, status, trust (exit 3 when it is not running)
 commands that work without it: check, key show, key install, log, daemon, demo, hub key
-clients: through the daemon when it runs (sessions end at once), else on the state dir's store
+clients, endpoints: through the daemon when it runs (sessions end at once), else on the state dir's store
 
 examples:
   sop-console check                      validate the configuration
@@ -32,6 +32,7 @@ examples:
   sop-console key show master            print master's public key and fingerprint
   sop-console key install master         put master's key on its server (asks the password once)
   sop-console status --json              units and forwards, machine-readable
+  sop-console endpoints list             the SSH servers units go through, their state and who uses them
   sop-console log -n 50 --follow         the tunnel log
   sop-console demo                       a loopback hub, demo services and both units, in the console
   sop-console                            the console: menu, units, ports, log (needs a terminal)

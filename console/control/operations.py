@@ -6,13 +6,14 @@ needs a hub, whether it only reads, and a one-line doc (the handler's docstring)
         \"\"\"Remove a client: its sessions end, its ports go back to the pool.\"\"\"
         return call.clients.remove(id)
 
-Parameter types are read from the annotations: ``str``, ``int``, ``bool``, and ``X | None`` for one that may be
-null. A parameter without a default is required. Every request is checked against the signature before the
-handler runs, so a bad request gets one line naming the field (``clients.change: quota must be an integer, got
-'NaN'``), never an internal error.
+Parameter types are read from the annotations: ``str``, ``int``, ``bool``, ``list[str]`` (at most
+MAX_LIST_ITEMS), and ``X | None`` for one that may be null. A parameter without a default is required. Every
+request is checked against the signature before the handler runs, so a bad request gets one line naming the field
+(``clients.change: quota must be an integer, got 'NaN'``), never an internal error.
 
 The daemon's control server runs them (`perform`); so does the CLI on the store alone when no daemon runs, for
-the hub operations only, holding the daemon's lock for those that change anything (see console/cli/clients.py).
+the hub's and the endpoints' operations only, holding the daemon's lock for those that change anything (see
+console/cli/context.py: `daemon_or_store`).
 ``subscribe`` is not here: it turns the connection into an event stream (console/control/server.py).
 """
 
@@ -27,29 +28,34 @@ from dataclasses import dataclass
 from typing import Any
 
 from console.core.errors import DaemonNotRunning, UsageError
+from console.core.status import EndpointRoute, EndpointStatus
 
 if typing.TYPE_CHECKING:
+    from console.core.endpoint_table import EndpointTable
     from console.engine import Engine
     from console.hub.admin import ClientsAdmin
 
 
 @dataclass
 class Call:
-    """What a handler runs against: who asked, and the engine and the hub's clients where there are some."""
+    """What a handler runs against: who asked, and the engine, the hub's clients and the endpoints where there
+    are some."""
 
     who: str
     engine: Engine | None = None
     clients: ClientsAdmin | None = None
     reload: Callable[[], Awaitable[list[str]]] | None = None
+    endpoints: EndpointTable | None = None
 
 
-_KINDS: dict[type, str] = {str: "a string", int: "an integer", bool: "true or false"}
+_KINDS: dict[Any, str] = {str: "a string", int: "an integer", bool: "true or false", list[str]: "a list of strings"}
+MAX_LIST_ITEMS = 1000
 
 
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: type             # str, int or bool
+    kind: Any              # str, int, bool or list[str]
     required: bool
     nullable: bool         # `X | None`: null is the same as leaving it out
     default: Any = None
@@ -59,7 +65,12 @@ class Param:
             return self.default
         if value is None and self.required:
             raise UsageError(f"{op}: {self.name} is required")
-        ok = isinstance(value, self.kind) and not (self.kind is int and isinstance(value, bool))
+        if self.kind == list[str]:
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            if ok and len(value) > MAX_LIST_ITEMS:
+                raise UsageError(f"{op}: {self.name} holds at most {MAX_LIST_ITEMS} items, got {len(value)}")
+        else:
+            ok = isinstance(value, self.kind) and not (self.kind is int and isinstance(value, bool))
         if not ok:
             raise UsageError(f"{op}: {self.name} must be {_KINDS[self.kind]}, got {_shown(value)}")
         return value
@@ -73,6 +84,7 @@ class Operation:
     hub: bool           # runs against the hub's clients (call.clients), not the engine
     read_only: bool     # changes nothing the daemon enforces
     doc: str
+    endpoints: bool = False   # runs against the endpoints (call.endpoints), not the engine
 
     def bind(self, args: Any) -> dict[str, Any]:
         """The handler's keyword arguments from a request's args, or a UsageError naming the field."""
@@ -98,7 +110,9 @@ class Operation:
             if call.engine is None:
                 raise DaemonNotRunning(f"{self.name} needs the hub's clients")
             raise UsageError("this daemon runs no hub: add a hub: section to the config")
-        if not self.hub and call.engine is None:
+        if self.endpoints and call.endpoints is None:
+            raise DaemonNotRunning(f"{self.name} needs the daemon, or the store")
+        if not self.hub and not self.endpoints and call.engine is None:
             raise DaemonNotRunning(f"{self.name} needs the daemon")
         result = self.handler(call, **bound)
         if inspect.isawaitable(result):
@@ -109,7 +123,7 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {}
 
 
-def operation(name: str, *, hub: bool = False, read_only: bool = False):
+def operation(name: str, *, hub: bool = False, read_only: bool = False, endpoints: bool = False):
     """Declare a handler as the control operation `name` (see the module's docstring)."""
 
     def register(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -124,7 +138,7 @@ def operation(name: str, *, hub: bool = False, read_only: bool = False):
         doc = (inspect.getdoc(handler) or "").strip().splitlines()
         if not doc:
             raise ValueError(f"control operation {name!r} needs a one-line docstring")
-        OPERATIONS[name] = Operation(name, tuple(params), handler, hub, read_only, doc[0])
+        OPERATIONS[name] = Operation(name, tuple(params), handler, hub, read_only, doc[0], endpoints)
         return handler
 
     return register
@@ -151,7 +165,7 @@ def _kind(hint: Any, where: str) -> tuple[type, bool]:
         nullable = len(members) < len(typing.get_args(hint))
         hint = members[0] if len(members) == 1 else None
     if hint not in _KINDS:
-        raise TypeError(f"{where}: a control parameter is str, int or bool, or one of them | None")
+        raise TypeError(f"{where}: a control parameter is str, int, bool or list[str], or one of them | None")
     return hint, nullable
 
 
@@ -265,3 +279,51 @@ def clients_remove(call: Call, id: str) -> dict:
 def clients_export(call: Call) -> list[str]:
     """authorized_keys lines that give a plain OpenSSH server the same limits."""
     return call.clients.export_authorized_keys()
+
+
+# ---------------------------------------------------------------------------------------------- the endpoints
+
+
+@operation("endpoints.list", endpoints=True, read_only=True)
+def endpoints_list(call: Call) -> dict:
+    """Every endpoint (the config's, then those added at run time): who uses it, its scope, its last check."""
+    return {"endpoints": call.endpoints.list()}
+
+
+@operation("endpoints.show", endpoints=True, read_only=True)
+def endpoints_show(call: Call, name: str) -> EndpointStatus:
+    """One endpoint in full."""
+    return call.endpoints.status(name)
+
+
+@operation("endpoints.add", endpoints=True)
+def endpoints_add(call: Call, name: str, host: str, port: int = 22, username: str | None = None,
+                  comment: str | None = None, subnet: str | None = None) -> EndpointStatus:
+    """Add an endpoint at run time, kept in the store (surviving restarts)."""
+    return call.endpoints.add(name, host, port, username, comment, subnet, call.who)
+
+
+@operation("endpoints.remove", endpoints=True)
+def endpoints_remove(call: Call, names: list[str]) -> list[str]:
+    """Remove runtime endpoints, all or none: refused while units or rules use one, and for config endpoints."""
+    return call.endpoints.remove(names, call.who)
+
+
+@operation("endpoints.associate", endpoints=True)
+def endpoints_associate(call: Call, name: str, vpcs: list[str] | None = None,
+                        subnets: list[str] | None = None) -> dict:
+    """Add VPCs and subnets to an endpoint's scope (kept in the store, for config endpoints too)."""
+    return call.endpoints.associate(name, vpcs or [], subnets or [], call.who)
+
+
+@operation("endpoints.unassociate", endpoints=True)
+def endpoints_unassociate(call: Call, name: str, vpcs: list[str] | None = None,
+                          subnets: list[str] | None = None) -> dict:
+    """Take VPCs and subnets associated at run time out of an endpoint's scope; says which were not associated."""
+    return call.endpoints.unassociate(name, vpcs or [], subnets or [], call.who)
+
+
+@operation("endpoints.route", endpoints=True, read_only=True)
+def endpoints_route(call: Call, address: str) -> EndpointRoute:
+    """Which endpoint serves an address, and why: the most specific subnet, then the VPC, else none."""
+    return call.endpoints.route(address)

@@ -14,9 +14,10 @@ from typing import Any
 
 from console.core.choices import HOST_KEY_POLICIES, THEMES, UNIT_NAMES
 from console.core.config_file import compose, read_config_text
+from console.core.endpoints import (NAME_RE, closest, comment_problem, host_problem, login_problem, name_problem,
+                                    parse_network)
 from console.core.errors import ConfigError, UsageError, os_reason
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
 # The seed's connect.yaml repository form: service[+scheme]://host:port[path], e.g. webdav+http://10.0.0.1:80/.
 _SERVICE_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}(\+[a-z][a-z0-9-]{0,31})?://"
@@ -28,16 +29,40 @@ SEED_FORWARDS = {"ssh_port": ("ssh", 22), "http_port": ("http", 80), "app_port":
 
 
 @dataclass(frozen=True)
-class ServerConfig:
+class EndpointScope:
+    """The networks an endpoint serves besides its own subnet: subnets (CIDRs) and VPCs (names in `vpcs:`)."""
+
+    subnets: tuple[str, ...] = ()
+    vpcs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """An endpoint: an SSH server units (and proxy rules) go through. The top-level `server:` is the endpoint
+    named `default`; `ServerConfig` is this class under its old name (a unit's `server` is its endpoint)."""
+
     host: str
     port: int = 22
     host_key_policy: str = "strict"
     host_key: str | None = None
+    name: str = "default"
+    username: str = "root"            # the account units log in as, unless a unit names its own
+    comment: str | None = None
+    subnet: str | None = None         # the endpoint's own network (CIDR): in its scope by default
+    scope: EndpointScope = EndpointScope()
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return join_host_port(self.host, self.port)
+
+    @property
+    def link(self) -> tuple[str, int, str, str | None]:
+        """What a connection to it depends on (host, port, host key policy and pin): a unit reconnects when its
+        endpoint's link (or its username) changes, not when a comment or the scope does."""
+        return self.host, self.port, self.host_key_policy, self.host_key
+
+
+ServerConfig = EndpointConfig
 
 
 @dataclass(frozen=True)
@@ -93,19 +118,29 @@ class ForwardConfig:
 class UnitConfig:
     name: str
     username: str
-    server: ServerConfig
+    server: ServerConfig              # the endpoint it connects to (with a per-unit `server:` override applied)
     forwards: tuple[ForwardConfig, ...] = ()
+    endpoint: str | None = "default"  # the endpoint's name; None for a unit with its own `server:` block
 
 
 @dataclass(frozen=True)
 class Config:
     units: dict[str, UnitConfig] = field(default_factory=dict)
-    server: ServerConfig | None = None
+    server: ServerConfig | None = None                             # the endpoint `default`, when there is one
     tunnel: TunnelConfig = TunnelConfig()
     log: LogConfig = LogConfig()
     console: ConsoleSettings = ConsoleSettings()
     hub: HubConfig | None = None
     source: str = "<defaults>"
+    endpoints: dict[str, EndpointConfig] = field(default_factory=dict)   # by name, `default` included
+    vpcs: dict[str, tuple[str, ...]] = field(default_factory=dict)       # VPC name -> its networks (CIDRs)
+
+    def __post_init__(self) -> None:
+        # `server` and `endpoints["default"]` are one endpoint: whichever was given, both say it.
+        if self.server is not None and "default" not in self.endpoints:
+            object.__setattr__(self, "endpoints", {"default": self.server, **self.endpoints})
+        elif self.server is None and "default" in self.endpoints:
+            object.__setattr__(self, "server", self.endpoints["default"])
 
     def unit(self, name: str) -> UnitConfig:
         if name not in self.units:
@@ -229,8 +264,8 @@ def _kind(value: Any) -> str:
 def _check_host(check: _Checker, value: str | None, path: str) -> str | None:
     if value is None:
         return None
-    if not value or any(c.isspace() for c in value) or "/" in value:
-        check.problem(path, f"must be a host name or address, got {value!r}")
+    if (why := host_problem(value)) is not None:
+        check.problem(path, why)
         return None
     return value
 
@@ -252,18 +287,135 @@ def _check_host_key(check: _Checker, value: str | None, path: str) -> str | None
     return value
 
 
-def _server(check: _Checker, raw: Any, path: str, base: ServerConfig | None) -> tuple[dict, ServerConfig | None]:
-    data = check.mapping(raw, path, ("host", "port", "host_key_policy", "host_key"))
-    host = _check_host(check, check.string(data, "host", path, None), f"{path}.host")
+SERVER_KEYS = ("host", "port", "host_key_policy", "host_key")   # a unit's own `server:` block
+ENDPOINT_KEYS = ("host", "port", "username", "host_key_policy", "host_key", "comment", "subnet", "scope")
+
+
+def _server(check: _Checker, raw: Any, path: str, base: EndpointConfig | None, *, name: str = "default",
+            keys: tuple[str, ...] = SERVER_KEYS, vpcs: dict[str, tuple[str, ...]] | None = None,
+            host_required: bool = False) -> EndpointConfig | None:
+    """An endpoint (or a unit's own server, over `base`) from its mapping; None when it has no usable host."""
+    data = check.mapping(raw, path, keys)
+    host = _check_host(check, check.string(data, "host", path, None, required=host_required), f"{path}.host")
     host = host if host is not None else (base.host if base else None)
     port = check.integer(data, "port", path, base.port if base else 22, 1, 65535)
     policy = check.choice(data, "host_key_policy", path, base.host_key_policy if base else "strict", HOST_KEY_POLICIES)
     pin = _check_host_key(check, check.string(data, "host_key", path, None), f"{path}.host_key")
     if pin is None and base is not None and "host_key" not in data:
         pin = base.host_key
+    username = _login(check, data, path, base.username if base else "root")
+    comment = check.string(data, "comment", path, None)
+    if comment is not None and (why := comment_problem(comment)):
+        check.problem(f"{path}.comment", why)
+    subnet = _network(check, data["subnet"], f"{path}.subnet") if data.get("subnet") is not None else None
+    scope = _scope(check, data.get("scope"), f"{path}.scope", vpcs or {})
     if host is None:
-        return data, None
-    return data, ServerConfig(host=host, port=port, host_key_policy=policy, host_key=pin)
+        return None
+    return EndpointConfig(host=host, port=port, host_key_policy=policy, host_key=pin, name=name, username=username,
+                          comment=comment, subnet=subnet, scope=scope)
+
+
+def _login(check: _Checker, data: dict, path: str, default: str) -> str:
+    username = check.string(data, "username", path, default) or default
+    if (why := login_problem(username)) is not None:
+        check.problem(f"{path}.username", why)
+    return username
+
+
+def _network(check: _Checker, value: Any, path: str) -> str | None:
+    """A network in CIDR form (strict: no host bits), normalised; None after recording a problem."""
+    network, why = parse_network(value)
+    if network is None:
+        check.problem(path, why)
+        return None
+    return str(network)
+
+
+def _items(check: _Checker, value: Any, path: str) -> list[tuple[str, Any]]:
+    """A list's items with their paths; a problem when it is not a list, and for every item given twice."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        check.problem(path, f"must be a list, got {_kind(value)}")
+        return []
+    items, seen = [], set()
+    for i, item in enumerate(value):
+        if isinstance(item, str) and item in seen:
+            check.problem(f"{path}[{i}]", f"{item!r} is listed twice")
+            continue
+        if isinstance(item, str):
+            seen.add(item)
+        items.append((f"{path}[{i}]", item))
+    return items
+
+
+def _scope(check: _Checker, raw: Any, path: str, vpcs: dict[str, tuple[str, ...]]) -> EndpointScope:
+    data = check.mapping(raw, path, ("subnets", "vpcs"))
+    subnets = [_network(check, item, where) for where, item in _items(check, data.get("subnets"), f"{path}.subnets")]
+    names = []
+    for where, item in _items(check, data.get("vpcs"), f"{path}.vpcs"):
+        if not isinstance(item, str):
+            check.problem(where, f"must be a VPC's name, got {_kind(item)}")
+        elif item not in vpcs:
+            check.problem(where, f"no VPC named {item!r}{closest(item, vpcs)}")
+        else:
+            names.append(item)
+    return EndpointScope(tuple(s for s in subnets if s is not None), tuple(names))
+
+
+def _vpcs(check: _Checker, raw: Any) -> dict[str, tuple[str, ...]]:
+    """`vpcs:`: named networks, each a list of CIDRs (one CIDR alone may stand without the list)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        check.problem("vpcs", f"must be a mapping of VPC names to their networks, got {_kind(raw)}")
+        return {}
+    vpcs = {}
+    for name, value in raw.items():
+        path = f"vpcs.{name}"
+        if (why := name_problem(name)) is not None:
+            check.problem(path, f"a VPC's name {why}")
+            continue
+        if isinstance(value, str):
+            value = [value]
+        items = _items(check, value, path)
+        if not items and (value is None or isinstance(value, list)):
+            check.problem(path, "needs at least one network, such as 10.1.0.0/16")
+        networks = [_network(check, item, where) for where, item in items]
+        vpcs[name] = tuple(n for n in networks if n is not None)
+    return vpcs
+
+
+def _endpoints(check: _Checker, top: dict, vpcs: dict[str, tuple[str, ...]]) -> tuple[dict[str, EndpointConfig],
+                                                                                       set[str]]:
+    """The endpoints by name (the top-level `server:` is `default`), and every name declared (some may have
+    failed to check: units naming them are not told the name is unknown)."""
+    endpoints: dict[str, EndpointConfig] = {}
+    declared: set[str] = set()
+    if top.get("server") is not None:
+        declared.add("default")
+        server = _server(check, top["server"], "server", None, keys=ENDPOINT_KEYS, vpcs=vpcs)
+        if server is None:
+            check.problem("server.host", "required")
+        else:
+            endpoints["default"] = server
+    raw = top.get("endpoints")
+    if raw is not None and not isinstance(raw, dict):
+        check.problem("endpoints", f"must be a mapping of endpoints by name, got {_kind(raw)}")
+        return endpoints, declared
+    for name, value in (raw or {}).items():
+        path = f"endpoints.{name}"
+        if (why := name_problem(name)) is not None:
+            check.problem(path, f"an endpoint's name {why}")
+            continue
+        if name == "default" and "default" in declared:
+            check.problem(path, "the top-level server: is the endpoint named default: keep one of the two")
+            continue
+        declared.add(name)
+        endpoint = _server(check, value, path, None, name=name, keys=ENDPOINT_KEYS, vpcs=vpcs, host_required=True)
+        if endpoint is not None:
+            endpoints[name] = endpoint
+    return endpoints, declared
 
 
 def _forward(check: _Checker, raw: Any, path: str) -> ForwardConfig | None:
@@ -271,7 +423,7 @@ def _forward(check: _Checker, raw: Any, path: str) -> ForwardConfig | None:
     if not isinstance(raw, dict):
         return None
     name = check.string(data, "name", path, None, required=True)
-    if name is not None and not _NAME_RE.match(name):
+    if name is not None and not NAME_RE.match(name):
         check.problem(f"{path}.name", f"must be 1-32 letters, digits, '_', '.' or '-', got {name!r}")
         name = None
     if "remote_port" not in data or data["remote_port"] is None:
@@ -301,17 +453,31 @@ def _forward(check: _Checker, raw: Any, path: str) -> ForwardConfig | None:
                          service=service)
 
 
-def _unit(check: _Checker, name: str, raw: Any, path: str, server: ServerConfig | None) -> UnitConfig | None:
-    allowed = ("username", "server", "forwards", "target", *SEED_FORWARDS, "app_target_port")
+def _unit(check: _Checker, name: str, raw: Any, path: str, endpoints: dict[str, EndpointConfig],
+          declared: set[str]) -> UnitConfig | None:
+    allowed = ("username", "server", "forwards", "target", *SEED_FORWARDS, "app_target_port", "endpoint")
     data = check.mapping(raw, path, allowed)
-    username = check.string(data, "username", path, "root") or "root"
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}", username):
-        check.problem(f"{path}.username", f"must be a login name, got {username!r}")
-    unit_server = server
-    if "server" in data:
-        _, unit_server = _server(check, data["server"], f"{path}.server", server)
-    if unit_server is None:
-        check.problem(path, f"no server to connect to: set server.host (or {path}.server.host)")
+    endpoint = check.string(data, "endpoint", path, None)
+    own = "server" in data   # a server of the unit's own, over the endpoint default (endpoint: is preferred)
+    if endpoint is not None and own:
+        check.problem(f"{path}.endpoint", "a unit names an endpoint or has a server: block of its own, not both "
+                                          "(endpoint: is the one to keep)")
+    elif endpoint is not None and endpoint not in declared:
+        check.problem(f"{path}.endpoint", f"no endpoint named {endpoint!r}{closest(endpoint, sorted(declared))}")
+    base = endpoints.get("default" if own or endpoint is None else endpoint)
+    username = _login(check, data, path, base.username if base else "root")
+    if own:
+        unit_server = _server(check, data["server"], f"{path}.server", base, name=f"{path}.server")
+        endpoint = None
+    else:
+        endpoint = endpoint or "default"
+        unit_server = base
+    if unit_server is None and (own or endpoint == "default") and "default" not in declared:
+        if not own and declared:
+            check.problem(path, f"no endpoint to connect to: set {path}.endpoint to one of "
+                                f"{', '.join(sorted(declared))} (or add server:, the endpoint default)")
+        else:
+            check.problem(path, f"no server to connect to: set server.host (or {path}.server.host)")
 
     forwards: list[tuple[str, ForwardConfig]] = []
     raw_forwards = data.get("forwards")
@@ -347,7 +513,8 @@ def _unit(check: _Checker, name: str, raw: Any, path: str, server: ServerConfig 
         check.forward_paths.setdefault((name, forward.name), where)
     if unit_server is None:
         return None
-    return UnitConfig(name=name, username=username, server=unit_server, forwards=tuple(f for _, f in forwards))
+    return UnitConfig(name=name, username=username, server=unit_server, forwards=tuple(f for _, f in forwards),
+                      endpoint=endpoint)
 
 
 def parse_config(text: str, source: str = "console.yaml") -> Config:
@@ -356,13 +523,9 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
     if data is None:
         raise ConfigError(syntax)
     check = _Checker(source, lines)
-    top = check.mapping(data, "", ("server", "tunnel", "units", "log", "console", "hub"))
-
-    server = None
-    if top.get("server") is not None:
-        _, server = _server(check, top["server"], "server", None)
-        if server is None:
-            check.problem("server.host", "required")
+    top = check.mapping(data, "", ("server", "endpoints", "vpcs", "tunnel", "units", "log", "console", "hub"))
+    vpcs = _vpcs(check, top.get("vpcs"))
+    endpoints, declared = _endpoints(check, top, vpcs)
 
     t = check.mapping(top.get("tunnel"), "tunnel", tuple(TunnelConfig.__dataclass_fields__))
     tunnel = TunnelConfig(
@@ -393,7 +556,7 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
             if name not in UNIT_NAMES:
                 check.problem(f"units.{name}", "unknown unit (units are master and clone)")
                 continue
-            unit = _unit(check, name, raw, f"units.{name}", server)
+            unit = _unit(check, name, raw, f"units.{name}", endpoints, declared)
             if unit is not None:
                 units[name] = unit
         units = {n: units[n] for n in UNIT_NAMES if n in units}
@@ -403,7 +566,8 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
     problems = syntax + check.formatted()
     if problems:
         raise ConfigError(problems)
-    return Config(units=units, server=server, tunnel=tunnel, log=log, console=console, hub=hub, source=source)
+    return Config(units=units, server=endpoints.get("default"), tunnel=tunnel, log=log, console=console, hub=hub,
+                  source=source, endpoints=endpoints, vpcs=vpcs)
 
 
 def _hub(check: _Checker, raw: Any) -> HubConfig:
@@ -441,11 +605,14 @@ def _check_port_clash(check: _Checker, units: dict[str, UnitConfig]) -> None:
         for forward in unit.forwards:
             if forward.remote_port == 0:
                 continue
+            # Keyed on the endpoint's address: two endpoints on one server (two accounts) share its ports.
             key = (unit.server.host.lower(), unit.server.port, forward.remote_port)
             where = check.forward_paths[(unit.name, forward.name)]
             if key in asked:
                 path = f"{where}.remote_port" if where.endswith("]") else where
-                check.problem(path, f"{forward.remote_port} is already asked of {unit.server.address} by {asked[key]}")
+                named = f" (endpoint {unit.endpoint})" if unit.endpoint not in (None, "default") else ""
+                check.problem(path, f"{forward.remote_port} is already asked of {unit.server.address}{named} by "
+                                    f"{asked[key]}")
             else:
                 asked[key] = where
 

@@ -60,6 +60,15 @@ class ClientChanged(Event):
 
 
 @dataclass(frozen=True)
+class EndpointChanged(Event):
+    """An endpoint changed: "added", "removed", "scope" (associated or unassociated), "checked" (a new login check
+    stored), "changed" (its settings, by a reload); `endpoints.show` has the rest."""
+
+    endpoint: str
+    change: str
+
+
+@dataclass(frozen=True)
 class Reloaded(Event):
     """The configuration was reloaded: units or forwards may have come or gone; fetch a fresh status."""
 
@@ -78,7 +87,7 @@ class ReloadRefused(Event):
 
 
 EVENT_TYPES = {cls.__name__: cls for cls in (UnitStateChanged, ForwardChanged, ForwardTraffic, LogLine, ClientChanged,
-                                             Reloaded, ReloadRefused)}
+                                             EndpointChanged, Reloaded, ReloadRefused)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

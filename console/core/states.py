@@ -35,12 +35,47 @@ class ForwardState(_State):
     STOPPED = "stopped"
 
 
+class EndpointState(_State):
+    """Whether units can log in to an endpoint (an SSH server) with their keys, as the last check found."""
+
+    AVAILABLE = "available"
+    UNAVAILABLE = "unavailable"
+    UNCHECKED = "unchecked"
+
+
+class SshdSettingState(_State):
+    """How one sshd setting of an endpoint serves its units' forwards (the sshd check)."""
+
+    OK = "ok"
+    CHANGE = "needs-change"      # the forwards need another value: the check gives the line to write
+    NOTE = "note"                # works, with a caveat worth reading (never changed by --fix)
+
+
+class EndpointReason(StrEnum):
+    """Why an endpoint is unavailable: what the operator does about it differs for each (the check's hint says)."""
+
+    OK = "ok"                            # available
+    RESOLVE = "resolve"                  # the name does not resolve
+    NETWORK = "network"                  # refused / timed out / unreachable (the address tried is in the message)
+    NOT_SSH = "not-ssh"                  # something answered that is not an SSH server (what answered is said)
+    HOST_KEY_UNKNOWN = "host-key-unknown"
+    HOST_KEY_MISMATCH = "host-key-mismatch"
+    PUBLICKEY = "publickey"              # our key was not accepted (the methods the server offers are listed)
+    ACCOUNT = "account"                  # the server says the account is locked, expired, not allowed ...
+    NO_KEY = "no-key"                    # we have no key for this login yet (make one: `key show UNIT`)
+    PROTOCOL = "protocol"                # any other SSH-level failure, in the server's or asyncssh's words
+
+
 GLYPHS = {
     # units
     "up": "●", "degraded": "◐", "retrying": "↻", "connecting": "◌", "stopped": "■",
     "auth-failed": "✖", "host-key-unknown": "?", "host-key-mismatch": "✖",
     # forwards
     "listening": "●", "pending": "◌", "refused": "✖",
+    # endpoints
+    "available": "●", "unavailable": "✖", "unchecked": "·",
+    # sshd settings
+    "ok": "●", "needs-change": "✖", "note": "!",
 }
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Self
 
 from console.core.events import Event, ForwardChanged, ForwardTraffic, UnitStateChanged
-from console.core.states import ForwardState, UnitState, human_bytes
+from console.core.states import (EndpointReason, EndpointState, ForwardState, SshdSettingState, UnitState,
+                                 human_bytes)
 
 
 class _Record:
@@ -79,6 +81,11 @@ def _read(hint: Any, value: Any, where: str) -> Any:
             return hint(value)
         except ValueError:
             raise ValueError(f"{where}: unknown state {value!r}") from None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `Record | None`: a nested record, or null
+        records = [a for a in typing.get_args(hint) if isinstance(a, type) and issubclass(a, _Record)]
+        if records and value is not None:
+            return records[0].from_json(value)
+        return value
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         if isinstance(item, type) and issubclass(item, _Record):
@@ -217,3 +224,119 @@ class ClientStatus(_Record):
     fingerprint: str
     created: str | None
     last_seen: str | None
+
+
+@dataclass
+class EndpointCheck(_Record):
+    """One login check of an endpoint (an SSH server): can `username` log in there with our key, and if not why,
+    in words an operator acts on (`message`) with what to do next (`hint`). Built by console/tunnel's endpoint
+    check; kept as the endpoint's last check; shown by `endpoints check/show` and the console's Endpoints screen."""
+
+    endpoint: str                     # the endpoint's name
+    state: EndpointState              # available or unavailable
+    reason: EndpointReason            # ok, or why not
+    message: str                      # one line: "connection refused by 127.0.0.1:2222"
+    hint: str                         # one line: what to do ("start sshd, or check the endpoint's port")
+    address: str                      # host:port tried (the resolved address where one was found)
+    username: str                     # the account tried
+    unit: str | None = None           # whose key was offered (units have a key each)
+    methods: list[str] = field(default_factory=list)   # auth methods the server offered, when it said
+    fingerprint: str | None = None    # the host key it presented (SHA256:...), when it got that far
+    server_version: str | None = None # what answered: "SSH-2.0-OpenSSH_9.2p1", or the cleaned first bytes
+    checked_at: str = ""              # UTC ISO time of the check
+    seconds: float = 0.0              # how long the check took
+
+    @property
+    def available(self) -> bool:
+        return self.state is EndpointState.AVAILABLE
+
+
+@dataclass
+class ScopeEntry(_Record):
+    """One network in an endpoint's scope: a subnet, or a VPC with its networks; `source` says where it comes
+    from: "own" (the endpoint's own subnet), "config" (its scope in the config) or "runtime" (associated at run
+    time, kept in the store)."""
+
+    kind: str                 # "subnet" or "vpc"
+    network: str              # the subnet's CIDR, or the VPC's name
+    source: str               # "own", "config" or "runtime"
+    cidrs: list[str] = field(default_factory=list)   # a VPC's networks (empty for a VPC the config no longer has)
+
+
+@dataclass
+class EndpointStatus(_Record):
+    """An endpoint (an SSH server units and rules go through), as `endpoints list/show` answer: its settings,
+    where it comes from (`source`: config, or runtime: added with `endpoints add`, kept in the store), who uses it,
+    its scope, and its last login check (`state` unchecked until one is stored)."""
+
+    id: str
+    name: str
+    source: str
+    state: EndpointState
+    host: str
+    port: int
+    username: str
+    host_key_policy: str
+    comment: str | None
+    units: list[str]
+    rules: list[str]
+    subnet: str | None                      # its own subnet, in its scope by default
+    scope: list[ScopeEntry]
+    created: str | None                     # runtime endpoints: when added
+    updated: str | None                     # when it, or its scope at run time, last changed
+    last_check: EndpointCheck | None = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass
+class EndpointRoute(_Record):
+    """Which endpoint serves an address (`endpoints route`), and why in one sentence; `how` is "subnet" or "vpc"
+    (served), "tie" (several alike: `tied`) or "none"."""
+
+    address: str
+    endpoint: str | None
+    how: str
+    network: str | None = None       # the network that decided: a subnet, or a VPC's network
+    vpc: str | None = None           # the VPC, when one decided
+    tied: list[str] = field(default_factory=list)
+    why: str = ""
+
+
+@dataclass
+class SshdSetting(_Record):
+    """One sshd setting of an endpoint judged against what its forwards need (`endpoints check-sshd`)."""
+
+    keyword: str                      # OpenSSH's spelling: "GatewayPorts"
+    state: SshdSettingState           # ok, needs-change or note
+    value: str                        # what the server has now, cleaned: "no", "0 x 3" (interval x count)
+    why: str                          # one sentence: what that value does to the forwards
+    lines: list[str] = field(default_factory=list)  # the exact sshd_config lines to write (needs-change, note)
+
+
+@dataclass
+class SshdCheck(_Record):
+    """The sshd check of one endpoint: how its settings were read, one SshdSetting each, and what --fix did
+    (`before` holds the settings as they were before the fix; empty without one)."""
+
+    endpoint: str
+    source: str                       # "sshd -T" (effective, Match evaluated) or "files" (read ourselves)
+    how: str                          # one line: "effective settings from sshd -T" / "read from ...; Match ..."
+    config_file: str                  # the sshd_config the serving sshd runs with (its -f, else the default)
+    listener_pid: int | None          # the sshd that listens (what a fix reloads), when found
+    privilege: str                    # what --fix can use there: "root", "sudo" or "none"
+    server_version: str               # "OpenSSH_9.2p1 Debian-2+deb12u3"
+    settings: list[SshdSetting] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    before: list[SshdSetting] = field(default_factory=list)
+    fix: str | None = None            # what --fix did, one line ("wrote ...; reloaded sshd ..."), None without
+    fix_output: list[str] = field(default_factory=list)  # the fix script's own lines (cleaned)
+    checked_at: str = ""              # UTC ISO time of the check
+    seconds: float = 0.0              # how long the check (and fix) took
+
+    @property
+    def needs_change(self) -> list[SshdSetting]:
+        return [s for s in self.settings if s.state is SshdSettingState.CHANGE]

@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import asyncssh
 
 from console.core import announce
@@ -206,7 +206,7 @@ class UnitWorker:
                     self._set_forward(fr, "pending", None)
                     fr.retry_task = asyncio.create_task(self._keep_forward(conn, fr, first_try=True))
         self.forwards = {name: self.forwards[name] for name in wanted}
-        self.config = UnitConfig(self.config.name, self.config.username, self.config.server, forwards)
+        self.config = replace(self.config, forwards=forwards)
         if conn is not None:
             self._update_connected_state()
 

@@ -74,7 +74,7 @@ def test_check_ok_and_bad(tmp_path):
     assert done.stderr.splitlines() == [
         f"{bad}:4: units.master.ssh_port: must be 1-65535 or 0, got 70000",
         f"{bad}:5: units.master.typo: unknown key (known keys: username, server, forwards, target, ssh_port, "
-        "http_port, app_port, app_target_port)",
+        "http_port, app_port, app_target_port, endpoint)",
     ]
     assert "Traceback" not in done.stderr
 

@@ -37,13 +37,22 @@ def test_the_table_declares_each_operation_once_with_typed_parameters():
         "clients.change": ("id: str, quota: int", True, False),
         "clients.remove": ("id: str", True, False),
         "clients.export": ("", True, True),
+        "endpoints.list": ("", False, True),
+        "endpoints.show": ("name: str", False, True),
+        "endpoints.add": ("name: str, host: str, port: int = ..., username: str | None = ..., comment: str | None = ..., "
+                          "subnet: str | None = ...", False, False),
+        "endpoints.remove": ("names: list", False, False),
+        "endpoints.associate": ("name: str, vpcs: list | None = ..., subnets: list | None = ...", False, False),
+        "endpoints.unassociate": ("name: str, vpcs: list | None = ..., subnets: list | None = ...", False, False),
+        "endpoints.route": ("address: str", False, True),
     }
+    assert {name for name, op in OPERATIONS.items() if op.endpoints} == {n for n in table if n.startswith("endpoints.")}
     assert all(op.doc and "\n" not in op.doc for op in OPERATIONS.values())
 
 
 def test_a_declaration_the_table_cannot_check_fails_at_import():
     try:
-        with pytest.raises(TypeError, match="t.bad: where: a control parameter is str, int or bool"):
+        with pytest.raises(TypeError, match=r"t.bad: where: a control parameter is str, int, bool or list\[str\]"):
             @operation("t.bad")
             def bad(call: Call, where: dict) -> None:
                 """Bad."""
@@ -67,6 +76,14 @@ def test_without_an_engine_only_the_hub_operations_run():
             await perform(Call("me"), "stop", {"unit": "master"})
         with pytest.raises(UsageError, match="^stop: unit must be a string, got 1$"):  # checked before anything
             await perform(Call("me"), "stop", {"unit": 1})
+        with pytest.raises(DaemonNotRunning):  # the endpoints' operations need the daemon's table, or the store's
+            await perform(Call("me"), "endpoints.list", {})
+        with pytest.raises(UsageError, match=r"^endpoints.remove: names must be a list of strings, got 'web'$"):
+            await perform(Call("me"), "endpoints.remove", {"names": "web"})
+        with pytest.raises(UsageError, match=r"^endpoints.remove: names must be a list of strings, got a list$"):
+            await perform(Call("me"), "endpoints.remove", {"names": ["web", 1]})
+        with pytest.raises(UsageError, match=r"^endpoints.remove: names holds at most 1000 items, got 1001$"):
+            await perform(Call("me"), "endpoints.remove", {"names": ["web"] * 1001})
     run(body())
 
 
@@ -89,7 +106,8 @@ def test_the_engine_and_below_never_import_control_or_the_cli():
     (["check"], "units.check"), (["stop", "master"], "units.unit_action"), (["trust", "master"], "units.trust"),
     (["log"], "log.log"), (["key", "show"], "keys.show"), (["key", "install"], "keys.install"),
     (["clients", "remove", "r1"], "clients.remove"), (["clients", "export-authorized-keys"], "clients.export"),
-    (["hub", "key"], "clients.hub_key"),
+    (["hub", "key"], "clients.hub_key"), (["endpoints", "list"], "endpoints.list_"),
+    (["endpoints", "remove", "a", "b"], "endpoints.remove"), (["endpoints", "route", "10.0.0.1"], "endpoints.route"),
 ])
 def test_each_command_module_declares_its_own_handlers(argv, handler):
     import importlib
@@ -101,7 +119,8 @@ def test_each_command_module_declares_its_own_handlers(argv, handler):
 
 
 @pytest.mark.parametrize("group, actions", [("key", "show, install"), ("hub", "key"),
-                                            ("clients", "add, list, change, remove, export-authorized-keys")])
+                                            ("clients", "add, list, change, remove, export-authorized-keys"),
+                                            ("endpoints", "list, show, add, remove, associate, unassociate, route")])
 def test_a_group_without_an_action_is_a_usage_error(group, actions, capsys):
     from console.cli import main
 
@@ -109,3 +128,18 @@ def test_a_group_without_an_action_is_a_usage_error(group, actions, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"usage: sop-console {group} ")
     assert err.endswith(f"sop-console: {group} needs an action: {actions}\n")
+
+
+def test_every_endpoints_command_and_option_says_what_it_is():
+    import argparse
+
+    from console.cli import parser
+
+    top = parser()
+    group = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices["endpoints"]
+    actions = next(a for a in group._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(actions.choices) == ["list", "show", "add", "remove", "associate", "unassociate", "route"]
+    for name, command in actions.choices.items():
+        assert command.description, name
+        for action in command._actions:
+            assert action.help, f"endpoints {name} {action.dest}"
