@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from textual import on, work
-from textual.events import Event as TextualEvent, Key
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.events import Event as TextualEvent, Key
 from textual.screen import Screen
 from textual.signal import Signal
 

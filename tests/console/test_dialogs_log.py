@@ -317,6 +317,30 @@ def test_keys_sent_right_after_slash_or_a_without_waiting_all_reach_the_box_in_o
     run(body())
 
 
+def test_keys_held_for_a_box_that_never_opens_are_dropped_not_run(state, monkeypatch):
+    """The keys held for a text box that does not open in time are dropped with a warning: `3` (Stop) and `y`
+    typed for a box must not stop a unit."""
+    from console.ui.widgets import burst
+
+    monkeypatch.setattr(burst, "HOLD_SECONDS", 0.3)
+
+    async def body():
+        backend = StaticBackend(STATUS)
+        app = app_for(state, backend=backend)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen) and rows(app, "ports"))
+            app.hold_keys()  # as a binding that opens a box does; no box opens
+            await _burst(app, "3y", 0)
+            await eventually(lambda: not app.keys.holding, timeout=3)
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, MainScreen)
+            assert [n.message for n in app._notifications] == ["2 keys typed for a box that did not open were dropped"]
+            assert [op for op, _ in backend.requests if op == "stop"] == []
+            await pilot.press("3")  # keys are routed as usual again
+            await eventually(lambda: type(app.screen).__name__ == "ConfirmScreen")
+    run(body())
+
+
 @pytest.mark.parametrize("width, height", [(60, 20), (80, 24), (120, 30)])
 def test_a_burst_of_keys_after_slash_in_tmux_all_reach_the_filter_box(tmp_path, width, height):
     _burst_after_slash(tmp_path, width, height)

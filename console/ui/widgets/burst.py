@@ -11,8 +11,8 @@ KeyHold, run by the App: a binding that opens a box (`/`, `a` on Clients) calls 
 every key that reaches the App, on its way up from the old widget or fresh from the terminal, is held, in the
 order it was read, until both (1) a marker posted behind the keys in flight has come back up (they have all
 arrived) and (2) an Input has the focus and has handled its Focus event. Then the held keys are sent to that Input
-in order, as if typed there, and keys are routed as usual again. A box that never opens (HOLD_SECONDS) gets
-nothing: keys typed for it are dropped, not run as commands."""
+in order, as if typed there, and keys are routed as usual again. A box that does not open within HOLD_SECONDS
+gets nothing: the keys typed for it are dropped (with a warning), not run as commands."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from textual.timer import Timer
     from textual.widget import Widget
 
-HOLD_SECONDS = 1.0  # a box asked for and not focused by then is not coming: drop what was held for it
+HOLD_SECONDS = 2.0  # a box asked for and not focused by then is not coming: drop what was held for it
 
 
 class EndOfBurst(Message):
@@ -79,8 +79,8 @@ class KeyHold:
         return False
 
     def bubbled(self, event: events.Key) -> bool:
-        """A key that bubbled up to the App, before its bindings. True if held (or typed into the box): the App's
-        bindings must not see it."""
+        """A key that bubbled up to the App, before its bindings. True if held: the App's bindings must not see
+        it."""
         if not self.holding and self._stray(event):
             self.hold()  # a box took the focus by other means (a dialog, tab) with keys still on their way
         if not self.holding:
