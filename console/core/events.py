@@ -75,8 +75,19 @@ class Reloaded(Event):
     summary: str
 
 
+@dataclass(frozen=True)
+class ReloadRefused(Event):
+    """A reload (SIGHUP, `reload`) was refused: the config file does not check, the running configuration stays.
+    One `FILE:LINE: ...` per problem, as `check` prints them. A later Reloaded says a good file was read."""
+
+    problems: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "problems", tuple(self.problems))  # a list after the JSON round trip
+
+
 EVENT_TYPES = {cls.__name__: cls for cls in (UnitStateChanged, ForwardChanged, ForwardTraffic, LogLine, ClientChanged,
-                                             EndpointChanged, Reloaded)}
+                                             EndpointChanged, Reloaded, ReloadRefused)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

@@ -151,7 +151,7 @@ class MainScreen(Screen):
                     else "the daemon keeps the configuration it last loaded")
             shown = problems if len(problems) <= BANNER_PROBLEMS else problems[:BANNER_PROBLEMS - 1]
             more = len(problems) - len(shown)
-            text = (f"✖ {session.config_path} does not check: {runs}. 5 Configure to fix it.\n"
+            text = (f"✖ {session.config_path or 'the config file'} does not check: {runs}. 5 Configure to fix it.\n"
                     + "\n".join(shown) + (f"\n… and {more} more (5 Configure lists them all)" if more else ""))
             if str(banner.render()) != text:
                 banner.update(text)
@@ -222,7 +222,8 @@ class MainScreen(Screen):
     def action_filter(self) -> None:
         box = self.query_one("#port-filter", Input)
         box.remove_class("hidden")
-        self.set_focus(box)  # now, not deferred as focus() is: the keys typed right after `/` belong in the box
+        self.app.hold_keys()  # the keys typed right after `/`, in the same burst, belong in the box
+        self.set_focus(box)
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#port-filter", Input)
