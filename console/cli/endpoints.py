@@ -1,8 +1,10 @@
-"""`sop-console endpoints ...`: the SSH servers units (and proxy rules) go through, their scope and routing.
+"""`sop-console endpoints ...`: the SSH servers units (and proxy rules) go through, their scope and routing, and
+logging in to them: the auth status check, set-up auth, the sshd check.
 
-A change (add, remove, associate, unassociate) goes through the daemon when it runs, so it knows at once; with no
-daemon at all it is made on the store, holding the daemon's lock (console/cli/context.py: `daemon_or_store`).
-Reading (list, show, route) falls back to the store when no daemon answers.
+A change (add, remove, associate, unassociate), and a login (check, setup-auth, check-sshd), goes through the daemon
+when it runs, so it knows at once; with no daemon at all it runs in this process on the store, holding the daemon's
+lock (console/cli/context.py: `daemon_or_store`): the same operation, the same code. Reading (list, show, route)
+falls back to the store when no daemon answers.
 """
 
 from __future__ import annotations
@@ -273,7 +275,6 @@ def check_lines(c: EndpointCheck) -> list[str]:
     return lines
 
 
-
 def render(e: EndpointStatus) -> str:
     """`endpoints show`: one endpoint, a field a line, readable at 80 columns."""
     source = "runtime: added with `endpoints add`, kept in the store" if e.source == "runtime" else \
@@ -342,7 +343,6 @@ def _request(ctx: Context, op: str, **args: Any) -> Any:
 def _endpoints_call(ctx: Context, store: Store) -> Call:
     from console.control.operations import Call
     from console.core.endpoint_table import EndpointTable
-
     from console.core.known_hosts import KnownHosts
     from console.tunnel.endpoint_logins import EndpointLogins
 

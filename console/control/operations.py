@@ -12,7 +12,7 @@ request is checked against the signature before the handler runs, so a bad reque
 (``clients.change: quota must be an integer, got 'NaN'``), never an internal error.
 
 The daemon's control server runs them (`perform`); so does the CLI on the store alone when no daemon runs, for
-the hub's and the endpoints' operations only, holding the daemon's lock for those that change anything (see
+the hub's and the endpoints' operations only (logins to endpoints included: `Call.logins`), holding the daemon's lock for those that change anything (see
 console/cli/context.py: `daemon_or_store`).
 ``subscribe`` is not here: it turns the connection into an event stream (console/control/server.py).
 """
@@ -33,8 +33,8 @@ from console.core.status import EndpointRoute, EndpointStatus, SshdCheck
 if typing.TYPE_CHECKING:
     from console.core.endpoint_table import EndpointTable
     from console.engine import Engine
-    from console.tunnel.endpoint_logins import EndpointLogins
     from console.hub.admin import ClientsAdmin
+    from console.tunnel.endpoint_logins import EndpointLogins
 
 
 @dataclass
