@@ -12,7 +12,7 @@ request is checked against the signature before the handler runs, so a bad reque
 (``clients.change: quota must be an integer, got 'NaN'``), never an internal error.
 
 The daemon's control server runs them (`perform`); so does the CLI on the store alone when no daemon runs, for
-the hub's and the endpoints' operations only, holding the daemon's lock for those that change anything (see
+the hub's and the endpoints' operations only (logins to endpoints included: `Call.logins`), holding the daemon's lock for those that change anything (see
 console/cli/context.py: `daemon_or_store`).
 ``subscribe`` is not here: it turns the connection into an event stream (console/control/server.py).
 """
@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from console.core.errors import DaemonNotRunning, UsageError
-from console.core.status import EndpointRoute, EndpointStatus
+from console.core.status import EndpointRoute, EndpointStatus, SshdCheck
 
 if typing.TYPE_CHECKING:
     from console.core.endpoint_table import EndpointTable
     from console.engine import Engine
     from console.hub.admin import ClientsAdmin
+    from console.tunnel.endpoint_logins import EndpointLogins
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Call:
     clients: ClientsAdmin | None = None
     reload: Callable[[], Awaitable[list[str]]] | None = None
     endpoints: EndpointTable | None = None
+    logins: EndpointLogins | None = None    # what logs in to the endpoints (checks, set-ups), over `endpoints`
 
 
 _KINDS: dict[Any, str] = {str: "a string", int: "an integer", bool: "true or false", list[str]: "a list of strings"}
@@ -297,10 +299,16 @@ def endpoints_show(call: Call, name: str) -> EndpointStatus:
 
 
 @operation("endpoints.add", endpoints=True)
-def endpoints_add(call: Call, name: str, host: str, port: int = 22, username: str | None = None,
-                  comment: str | None = None, subnet: str | None = None) -> EndpointStatus:
-    """Add an endpoint at run time, kept in the store (surviving restarts)."""
-    return call.endpoints.add(name, host, port, username, comment, subnet, call.who)
+async def endpoints_add(call: Call, name: str, host: str, port: int = 22, username: str | None = None,
+                        comment: str | None = None, subnet: str | None = None) -> EndpointStatus:
+    """Add an endpoint at run time, kept in the store (surviving restarts), and check its login.
+
+    A daemon checks it in the background (console/engine.py), the command line with no daemon before it answers;
+    neither when tunnel.endpoint_check_interval is 0."""
+    call.endpoints.add(name, host, port, username, comment, subnet, call.who)
+    if call.engine is None and call.logins is not None:
+        await call.logins.check_now([name], f"endpoint {name} added")
+    return call.endpoints.status(name)
 
 
 @operation("endpoints.remove", endpoints=True)
@@ -327,3 +335,39 @@ def endpoints_unassociate(call: Call, name: str, vpcs: list[str] | None = None,
 def endpoints_route(call: Call, address: str) -> EndpointRoute:
     """Which endpoint serves an address, and why: the most specific subnet, then the VPC, else none."""
     return call.endpoints.route(address)
+
+
+def _logins(call: Call) -> EndpointLogins:
+    if call.logins is None:
+        raise DaemonNotRunning("logging in to an endpoint needs the daemon, or the state dir")
+    return call.logins
+
+
+# recorded: issue 14 (each of these writes its operation record with store.record until the central recorder lands;
+# setup_auth's password is never in it)
+@operation("endpoints.check", endpoints=True)
+async def endpoints_check(call: Call, names: list[str]) -> dict:
+    """The login check of each named endpoint (every one when none is), stored as its last check."""
+    return {"checks": await _logins(call).check(names, call.who)}
+
+
+@operation("endpoints.setup_auth", endpoints=True)
+async def endpoints_setup_auth(call: Call, name: str, method: str, password: str | None = None,
+                               identity: str | None = None, login_user: str | None = None, unit: str | None = None,
+                               trust_fingerprint: str | None = None) -> dict:
+    """Authorize the unit keys on an endpoint by key, password, or after the script ran; ends with a new check."""
+    return await _logins(call).setup_auth(name, method, call.who, password=password, identity=identity,
+                                          login_user=login_user, unit=unit, trust_fingerprint=trust_fingerprint)
+
+
+@operation("endpoints.setup_script", endpoints=True)
+async def endpoints_setup_script(call: Call, name: str, unit: str | None = None) -> dict:
+    """The POSIX sh script an operator runs on the endpoint as root: unit keys authorized, sshd settings set."""
+    return {"script": await _logins(call).setup_script(name, call.who, unit)}
+
+
+@operation("endpoints.check_sshd", endpoints=True)
+async def endpoints_check_sshd(call: Call, name: str, fix: bool = False, identity: str | None = None,
+                               login_user: str | None = None) -> SshdCheck:
+    """Judge the endpoint's sshd settings against its units' forwards; `fix` changes what needs it (root or sudo)."""
+    return await _logins(call).check_sshd(name, call.who, fix=fix, identity=identity, login_user=login_user)

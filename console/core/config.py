@@ -72,6 +72,13 @@ class TunnelConfig:
     retry_min: float = 0.1
     retry_max: float = 30.0
     connect_timeout: float = 10.0
+    endpoint_check_interval: float = 300.0   # seconds between the daemon's own endpoint checks; 0 = off
+
+    @property
+    def link(self) -> tuple[float, int, float, float, float]:
+        """What a unit's connection depends on: a change reconnects the units (not the endpoint checks' pace)."""
+        return (self.keepalive_interval, self.keepalive_count_max, self.retry_min, self.retry_max,
+                self.connect_timeout)
 
 
 @dataclass(frozen=True)
@@ -534,7 +541,11 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
         retry_min=check.number(t, "retry_min", "tunnel", 0.1, 0.01, 3600),
         retry_max=check.number(t, "retry_max", "tunnel", 30.0, 0.01, 86400),
         connect_timeout=check.number(t, "connect_timeout", "tunnel", 10.0, 0.1, 600),
+        endpoint_check_interval=check.number(t, "endpoint_check_interval", "tunnel", 300.0, 0, 86400),
     )
+    if 0 < tunnel.endpoint_check_interval < 1:
+        check.problem("tunnel.endpoint_check_interval",
+                      f"must be 0 (off) or at least 1 second, got {tunnel.endpoint_check_interval:g}")
     if tunnel.retry_min > tunnel.retry_max:
         check.problem("tunnel.retry_min", f"must not exceed retry_max ({tunnel.retry_max:g}), got {tunnel.retry_min:g}")
 

@@ -62,10 +62,12 @@ class ClientChanged(Event):
 @dataclass(frozen=True)
 class EndpointChanged(Event):
     """An endpoint changed: "added", "removed", "scope" (associated or unassociated), "checked" (a new login check
-    stored), "changed" (its settings, by a reload); `endpoints.show` has the rest."""
+    stored), "changed" (its settings, by a reload); `endpoints.show` has the rest. `problem` is what its units'
+    status says of it now (UnitStatus.endpoint_problem): its last check's state and message while unavailable."""
 
     endpoint: str
     change: str
+    problem: str | None = None
 
 
 @dataclass(frozen=True)

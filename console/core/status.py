@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Self
 
-from console.core.events import Event, ForwardChanged, ForwardTraffic, UnitStateChanged
+from console.core.events import EndpointChanged, Event, ForwardChanged, ForwardTraffic, UnitStateChanged
 from console.core.states import (EndpointReason, EndpointState, ForwardState, SshdSettingState, UnitState,
                                  human_bytes)
 
@@ -131,8 +131,9 @@ class ForwardStatus(_Record, _Traffic):
 
 @dataclass
 class UnitStatus(_Record):
-    """A unit: its state since when, the last error, the next retry, and the key its server presented when
-    that key is unknown or changed."""
+    """A unit: its state since when, the last error, the next retry, the key its server presented when
+    that key is unknown or changed, the endpoint it goes through (None: a `server:` block of its own) and, while
+    that endpoint's last login check says unavailable, the check's state and message (`endpoint_problem`)."""
 
     name: str
     state: UnitState
@@ -143,6 +144,8 @@ class UnitStatus(_Record):
     next_retry: str | None = None
     server_key: str | None = None
     forwards: list[ForwardStatus] = field(default_factory=list)
+    endpoint: str | None = None
+    endpoint_problem: str | None = None
 
     def forward(self, name: str) -> ForwardStatus | None:
         return next((f for f in self.forwards if f.name == name), None)
@@ -167,6 +170,11 @@ class Status(_Record):
             unit.state, unit.since, unit.last_error = UnitState(event.state), event.since, event.last_error
             unit.next_retry, unit.server_key = event.next_retry, event.server_key
             return True
+        if isinstance(event, EndpointChanged):
+            units = [u for u in self.units if u.endpoint == event.endpoint and u.endpoint_problem != event.problem]
+            for unit in units:
+                unit.endpoint_problem = event.problem
+            return bool(units)
         if isinstance(event, (ForwardChanged, ForwardTraffic)):
             unit = self.unit(event.unit)
             forward = unit.forward(event.forward) if unit is not None else None
@@ -192,6 +200,8 @@ class Status(_Record):
                     lines.append(f"         {fwd.error}")
             if unit.last_error:
                 lines.append(f"  last error: {unit.last_error}")
+            if unit.endpoint_problem:
+                lines.append(f"  endpoint {unit.endpoint}: {unit.endpoint_problem}")
         return "\n".join(lines)
 
 
@@ -249,6 +259,12 @@ class EndpointCheck(_Record):
     @property
     def available(self) -> bool:
         return self.state is EndpointState.AVAILABLE
+
+    @property
+    def problem(self) -> str | None:
+        """What a unit's status says of its endpoint after this check: None when available, else the state and
+        the message ("unavailable: connection refused by 127.0.0.1:2222")."""
+        return None if self.available else f"{self.state.value}: {self.message}"
 
 
 @dataclass

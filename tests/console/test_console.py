@@ -542,6 +542,32 @@ def test_a_long_reason_is_shown_whole_wrapped_not_cut(state):
     run(body())
 
 
+def test_a_unit_whose_endpoint_is_unavailable_says_so_in_its_error_line(sshd, state):
+    """The endpoint's check goes unavailable while the console watches: the unit's detail says it, from the
+    event alone (no refetch), and says nothing once a check finds it available again."""
+    def detail(app: SopConsole) -> str:
+        return str(app.screen.query_one("#unit-detail", Static).render())
+
+    async def body():
+        quiet = "  endpoint_check_interval: 0\n"   # only the checks this test asks for
+        daemon = await start_daemon(sshd, state, unit_yaml(sshd, {"master": []}, tunnel=quiet))
+        try:
+            app = app_for(state)
+            async with app.run_test(size=SIZE):
+                await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[1] == "● up")
+                assert detail(app).endswith("\nno error")
+                sshd.stop()
+                await daemon.engine.logins.check(["default"], "test")
+                problem = f"endpoint default unavailable: connection refused by 127.0.0.1:{sshd.port}"
+                await eventually(lambda: problem in detail(app), what="the endpoint's problem on screen")
+                sshd.start()
+                await daemon.engine.logins.check(["default"], "test")
+                await eventually(lambda: "endpoint default" not in detail(app), what="the problem gone")
+        finally:
+            await daemon.close()
+    run(body())
+
+
 def test_the_console_reconnects_to_a_restarted_daemon(sshd, state):
     """The daemon stops: a bar says so and the states shown are marked stale; it comes back: live again, with no
     key pressed (fresh status, the event stream followed again, requests answered by the new daemon)."""

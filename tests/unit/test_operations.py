@@ -45,6 +45,13 @@ def test_the_table_declares_each_operation_once_with_typed_parameters():
         "endpoints.associate": ("name: str, vpcs: list | None = ..., subnets: list | None = ...", False, False),
         "endpoints.unassociate": ("name: str, vpcs: list | None = ..., subnets: list | None = ...", False, False),
         "endpoints.route": ("address: str", False, True),
+        "endpoints.check": ("names: list", False, False),
+        "endpoints.setup_auth": ("name: str, method: str, password: str | None = ..., identity: str | None = ..., "
+                                 "login_user: str | None = ..., unit: str | None = ..., "
+                                 "trust_fingerprint: str | None = ...", False, False),
+        "endpoints.setup_script": ("name: str, unit: str | None = ...", False, False),
+        "endpoints.check_sshd": ("name: str, fix: bool = ..., identity: str | None = ..., "
+                                 "login_user: str | None = ...", False, False),
     }
     assert {name for name, op in OPERATIONS.items() if op.endpoints} == {n for n in table if n.startswith("endpoints.")}
     assert all(op.doc and "\n" not in op.doc for op in OPERATIONS.values())
@@ -120,7 +127,8 @@ def test_each_command_module_declares_its_own_handlers(argv, handler):
 
 @pytest.mark.parametrize("group, actions", [("key", "show, install"), ("hub", "key"),
                                             ("clients", "add, list, change, remove, export-authorized-keys"),
-                                            ("endpoints", "list, show, add, remove, associate, unassociate, route")])
+                                            ("endpoints", "list, show, add, remove, associate, unassociate, route, "
+                                                          "check, setup-auth, check-sshd")])
 def test_a_group_without_an_action_is_a_usage_error(group, actions, capsys):
     from console.cli import main
 
@@ -138,7 +146,8 @@ def test_every_endpoints_command_and_option_says_what_it_is():
     top = parser()
     group = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices["endpoints"]
     actions = next(a for a in group._actions if isinstance(a, argparse._SubParsersAction))
-    assert list(actions.choices) == ["list", "show", "add", "remove", "associate", "unassociate", "route"]
+    assert list(actions.choices) == ["list", "show", "add", "remove", "associate", "unassociate", "route", "check",
+                                    "setup-auth", "check-sshd"]
     for name, command in actions.choices.items():
         assert command.description, name
         for action in command._actions:

@@ -131,7 +131,9 @@ class MainScreen(Screen):
             detail = f"{unit.name}: {unit.username}@{unit.server}"
             if unit.server_key and unit.server_key not in (unit.last_error or ""):
                 detail += f"  server key {unit.server_key}"
-            detail += "\n" + (unit.last_error or "no error")
+            problems = [p for p in (unit.last_error, unit.endpoint_problem and
+                                    f"endpoint {unit.endpoint} {unit.endpoint_problem}") if p]
+            detail += "\n" + ("\n".join(problems) or "no error")
         self.query_one("#unit-detail", Static).update(Content(detail))  # plain text: an error is no markup
         self._render_ports()
         self._render_connection()
