@@ -69,6 +69,15 @@ class EndpointChanged(Event):
 
 
 @dataclass(frozen=True)
+class RuleChanged(Event):
+    """A proxy rule changed: "added", "removed", "state" (its listener's), "destination" (a destination went
+    down or came back), "traffic" (its counters: at most one a second); `proxy.list` has the rest."""
+
+    rule: str       # the rule's id
+    change: str
+
+
+@dataclass(frozen=True)
 class Reloaded(Event):
     """The configuration was reloaded: units or forwards may have come or gone; fetch a fresh status."""
 
@@ -76,7 +85,7 @@ class Reloaded(Event):
 
 
 EVENT_TYPES = {cls.__name__: cls for cls in (UnitStateChanged, ForwardChanged, ForwardTraffic, LogLine, ClientChanged,
-                                             EndpointChanged, Reloaded)}
+                                             EndpointChanged, RuleChanged, Reloaded)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
