@@ -390,9 +390,13 @@ class UdpFlow(Protocol):
 
 
 class Listening(Protocol):
-    """A listener opened at a unit's far end; `close` cancels it (and the remote forward with it)."""
+    """A listener opened at a unit's far end: `close` cancels it (the remote forward with it); `wait_closed`
+    returns once it has ended, closed or lost with the unit's connection (the runtime then waits and listens again;
+    asyncio's Server has both)."""
 
     def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 # What the rule runtime hands a carrier for each connection or flow arriving at a unit's far end (ingress):
