@@ -117,7 +117,7 @@ def _state(rule: RuleStatus) -> str:
 
 def _counters(rule: RuleStatus) -> str:
     flows = f" flows {rule.udp_flows}" if rule.protocol == "udp" else ""
-    dropped = f" dropped {rule.udp_dropped}" if rule.udp_dropped else ""
+    dropped = f" dropped {rule.dropped}" if rule.dropped else ""
     return (f"open {rule.open} total {rule.total} in {human_bytes(rule.bytes_in)} out {human_bytes(rule.bytes_out)}"
             + flows + dropped)
 

@@ -51,7 +51,7 @@ def rule_status(rule: Rule, state: RuleState, reason: str | None, destinations: 
     """A rule's record: the one way both the table and the runtime make it."""
     return RuleStatus(rule.id, rule.direction, rule.protocol, rule.text, listener or rule.listener, rule.destination,
                       rule.via, state, reason, rule.source, rule.origin, list(destinations), *counts,
-                      udp_flows=flows, udp_dropped=dropped, created=rule.created, who=rule.who)
+                      udp_flows=flows, dropped=dropped, created=rule.created, who=rule.who)
 
 
 _FORWARD_STATES = {ForwardState.LISTENING: RuleState.LISTENING, ForwardState.PENDING: RuleState.WAITING,

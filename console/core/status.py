@@ -357,7 +357,8 @@ class RuleDestination(_Record):
 class RuleStatus(_Record, _Traffic):
     """A proxy rule, as `proxy list` answers: what it is, where it listens, where it comes from, its listener's
     state and the round robin it takes part in, its counters. For UDP, open and total count flows (`udp_flows`
-    are those open now, `udp_dropped` the datagrams of new sources dropped past the listener's bound)."""
+    are those open now). `dropped`: what its listener turned away past its bound (TCP connections beyond
+    MAX_CONNECTIONS, UDP datagrams of new sources beyond udp_max_flows)."""
 
     id: str
     direction: str                    # ingress or egress
@@ -376,7 +377,7 @@ class RuleStatus(_Record, _Traffic):
     bytes_in: int = 0                 # toward the destination
     bytes_out: int = 0                # back from it
     udp_flows: int = 0
-    udp_dropped: int = 0
+    dropped: int = 0
     created: str | None = None        # runtime rules: when added, and by whom
     who: str | None = None
 

@@ -29,7 +29,7 @@ class Listener:
         self.balance = RoundRobin(runtime.destination_changed)
         self.state = RuleState.STOPPED
         self.reason: str | None = None
-        self.dropped = 0                       # UDP datagrams of new sources past the flow bound
+        self.dropped = 0                       # turned away past the bound: TCP connections, UDP new sources
         self._task: asyncio.Task | None = None
         self._closed = False
 

@@ -12,6 +12,7 @@ from console.proxy.listener import CONNECT_TIMEOUT, Listener
 from console.relay import Splice, pipe_streams
 
 BACKLOG = 1024
+MAX_CONNECTIONS = 4096   # connections one listener holds at once (relayed or connecting); more are closed at once
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -53,7 +54,19 @@ class TcpListener(Listener):
 
     # -- via local: socket to socket
 
+    def _full(self) -> bool:
+        """One connection more than MAX_CONNECTIONS: it is turned away (counted, said once a minute)."""
+        if sum(m.stats.open for m in self.members) + len(self._tasks) < MAX_CONNECTIONS:
+            return False
+        self.dropped += 1
+        self.runtime.say(("tcp-full", self.rule.group), f"tcp {self.rule.listener}: {MAX_CONNECTIONS} connections "
+                         "open: one more closed at once", f"tcp {self.rule.listener}: connections closed at once")
+        return True
+
     def _accepted(self, splice: Splice) -> None:
+        if self._full():
+            splice.client.transport.close()
+            return
         self._spawn(self._connect(splice))
 
     async def _connect(self, splice: Splice) -> None:
@@ -86,6 +99,9 @@ class TcpListener(Listener):
         await self._deliver(reader, writer, peer, lambda m: asyncio.open_connection(m.rule.host, m.rule.dest_port))
 
     async def _deliver(self, reader, writer, peer, open_: Callable[[Member], Awaitable[Streams]]) -> None:
+        if self._full():
+            writer.close()
+            return
         order = self.balance.order()
         for member in order:
             try:

@@ -18,7 +18,7 @@ from console.core.rules import UNIT_TRANSPORT_MISSING, make_rule
 from console.core.states import DestinationState, RuleState
 from console.core.store import Store
 from console.engine import Engine
-from console.proxy import balance, listener
+from console.proxy import balance, listener, tcp
 from console.proxy.runtime import ProxyRuntime
 
 
@@ -197,6 +197,29 @@ def test_when_every_destination_is_down_the_client_is_closed_and_it_is_said(stat
     run(body())
 
 
+def test_a_tcp_listener_holds_a_bounded_number_of_connections(state, monkeypatch):
+    monkeypatch.setattr(tcp, "MAX_CONNECTIONS", 2)
+
+    async def body():
+        async with EchoServer() as echo:
+            port = free_port()
+            async with engine_with(state, f"proxy:\n  ingress: [tcp:{port}:127.0.0.1:{echo.port}]\n") as engine:
+                held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+                for reader, writer in held:
+                    writer.write(b"hi")
+                    assert await asyncio.wait_for(reader.readexactly(2), 5) == b"hi"
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                assert await asyncio.wait_for(reader.read(), 5) == b""          # the third: closed at once
+                rule = rule_of(engine, f"tcp:{port}:127.0.0.1:{echo.port}")
+                assert (rule.open, rule.dropped) == (2, 1)
+                for _, w in [*held, (reader, writer)]:
+                    w.close()
+                await eventually(lambda: rule_of(engine, rule.rule).open == 0)
+                assert await roundtrip(port, b"room again") == b"room again"
+
+    run(body())
+
+
 # ---------------------------------------------------------------------------------------------- UDP
 
 
@@ -282,7 +305,7 @@ def test_the_flow_bound_drops_new_sources_and_says_so(state):
             assert await clients[0].ask(b"1") == b"1" and await clients[1].ask(b"2") == b"2"
             assert await clients[2].ask(b"3", timeout=0.5) is None
             rule = rule_of(engine, f"udp:{port}:127.0.0.1:{service.port}", "egress")
-            assert (rule.udp_flows, rule.udp_dropped) == (2, 1)
+            assert (rule.udp_flows, rule.dropped) == (2, 1)
             await eventually(lambda: "2 flows open (proxy.udp_max_flows): a datagram from a new source dropped"
                              in state.tunnel_log.read_text())
             await eventually(lambda: rule_of(engine, rule.rule, "egress").udp_flows == 0, timeout=5)

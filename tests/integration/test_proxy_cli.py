@@ -75,7 +75,7 @@ def test_rules_added_at_run_time_listen_and_come_back_after_a_restart(setup, ech
         rule = listed(state)[key]
         assert list(rule) == ["id", "direction", "protocol", "rule", "listener", "destination", "via", "state",
                               "reason", "source", "origin", "destinations", "open", "total", "bytes_in", "bytes_out",
-                              "udp_flows", "udp_dropped", "created", "who"]
+                              "udp_flows", "dropped", "created", "who"]
         assert (rule["state"], rule["source"], rule["total"], rule["bytes_in"], rule["bytes_out"]) == \
             ("listening", "runtime", 1, 100_000, 100_000)
         assert rule["destinations"] == [{"destination": f"127.0.0.1:{echo}", "rule": rule["id"], "state": "up",
