@@ -270,13 +270,22 @@ def test_udp_round_robin_per_flow_and_a_refusing_destination(state, monkeypatch)
     run(body())
 
 
+@contextlib.asynccontextmanager
+async def udp_rule(state, direction: str, settings: str):
+    """An engine with one UDP rule to a UDP echo service: (engine, the rule's text, its port)."""
+    service = await UdpService().start()
+    port = free_port()
+    try:
+        async with engine_with(state, f"proxy:\n{settings}  {direction}: [udp:{port}:127.0.0.1:{service.port}]\n"
+                               ) as engine:
+            yield engine, f"udp:{port}:127.0.0.1:{service.port}", port
+    finally:
+        service.stop()
+
+
 def test_udp_flows_expire_after_the_idle_timeout(state):
     async def body():
-        service = await UdpService().start()
-        port = free_port()
-        async with engine_with(state, f"proxy:\n  udp_idle_timeout: 1\n"
-                                      f"  ingress: [udp:{port}:127.0.0.1:{service.port}]\n") as engine:
-            text = f"udp:{port}:127.0.0.1:{service.port}"
+        async with udp_rule(state, "ingress", "  udp_idle_timeout: 1\n") as (engine, text, port):
             kept = await UdpClient.to(port)
             assert await kept.ask(b"k") == b"k"
             for _ in range(5):                     # a datagram every 0.4 s keeps one flow for 2 s
@@ -290,21 +299,17 @@ def test_udp_flows_expire_after_the_idle_timeout(state):
             assert 0.95 <= idle <= 1.5, idle       # 1 s after its last datagram (the reply), within tolerance
             assert await kept.ask(b"back") == b"back" and rule_of(engine, text).total == 2   # a new flow
             kept.close()
-        service.stop()
 
     run(body())
 
 
 def test_the_flow_bound_drops_new_sources_and_says_so(state):
     async def body():
-        service = await UdpService().start()
-        port = free_port()
-        async with engine_with(state, f"proxy:\n  udp_idle_timeout: 1\n  udp_max_flows: 2\n"
-                                      f"  egress: [udp:{port}:127.0.0.1:{service.port}]\n") as engine:
+        async with udp_rule(state, "egress", "  udp_idle_timeout: 1\n  udp_max_flows: 2\n") as (engine, text, port):
             clients = [await UdpClient.to(port) for _ in range(3)]
             assert await clients[0].ask(b"1") == b"1" and await clients[1].ask(b"2") == b"2"
             assert await clients[2].ask(b"3", timeout=0.5) is None
-            rule = rule_of(engine, f"udp:{port}:127.0.0.1:{service.port}", "egress")
+            rule = rule_of(engine, text, "egress")
             assert (rule.udp_flows, rule.dropped) == (2, 1)
             await eventually(lambda: "2 flows open (proxy.udp_max_flows): a datagram from a new source dropped"
                              in state.tunnel_log.read_text())
@@ -312,7 +317,6 @@ def test_the_flow_bound_drops_new_sources_and_says_so(state):
             assert await clients[2].ask(b"3") == b"3"      # room again once the others expired
             for c in clients:
                 c.close()
-        service.stop()
 
     run(body())
 
