@@ -81,8 +81,8 @@ class Engine:
             self._add_worker(unit)
         rules = self.rules.active()
         await self.proxy.apply(rules, self.config.proxy)
-        self.tunnel_log.write("engine", f"up with {counted(len(self.workers), 'unit')}: {', '.join(self.workers) or 'none'}"
-                                        + (f"; {counted(len(rules), 'proxy rule')}" if rules else ""))
+        units = f"{counted(len(self.workers), 'unit')}: {', '.join(self.workers) or 'none'}"
+        self.tunnel_log.write("engine", f"up with {units}" + (f"; {counted(len(rules), 'proxy rule')}" if rules else ""))
         for notice in self.store.notices:  # a store recovered from its last good copy, or started empty
             self.tunnel_log.write("engine", notice)
 

@@ -12,8 +12,8 @@ request is checked against the signature before the handler runs, so a bad reque
 (``clients.change: quota must be an integer, got 'NaN'``), never an internal error.
 
 The daemon's control server runs them (`perform`); so does the CLI on the store alone when no daemon runs, for
-the hub's, the endpoints' and the proxy rules' operations only, holding the daemon's lock for those that change anything (see
-console/cli/context.py: `daemon_or_store`).
+the hub's, the endpoints' and the proxy rules' operations only, holding the daemon's lock for those that change
+anything (see console/cli/context.py: `daemon_or_store`).
 ``subscribe`` is not here: it turns the connection into an event stream (console/control/server.py).
 """
 

@@ -257,7 +257,7 @@ class RuleTable:
                      listen=plan.listen) for port, host, service in plan.entries()]
         others = [r for r in self.all() if not (r.source == "gateway" and r.origin == plan.name)]
         clash_of = {id(late): f"clashes with {describe_place(other)}"
-                    for late, other in clashes([*others, *ours]) if late.source == "gateway" and late.origin == plan.name}
+                    for late, other in clashes([*others, *ours]) if late.group[-1] == ("gateway", plan.name)}
         ports = []
         for rule in ours:
             clash = clash_of.get(id(rule)) or (f"is {what}" if (what := hub_clash(rule, self.config.hub)) else None)

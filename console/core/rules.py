@@ -415,7 +415,9 @@ class Carrier(Protocol):
     the next one."""
 
     def waiting(self, unit: str) -> str | None:
-        """Why rules via `unit` cannot travel now ("unit master is retrying: ..."), or None when they can."""
+        """Why rules via `unit` cannot travel now ("unit master is retrying: ...", "no unit named clone in the
+        config": a runtime rule may outlive its unit), or None when they can. Asked again every LISTEN_RETRY
+        seconds while it says why not."""
         ...
 
     async def open_tcp(self, unit: str, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -44,8 +44,13 @@ class ProxyRuntime:
         self._limiter = LogLimiter(self._log)
         self._opening = False
         self._traffic_task: asyncio.Task | None = None
+        self._applying = asyncio.Lock()   # two requests at once (add, remove, reload) apply one after the other
 
     async def apply(self, rules: list[Rule], settings: ProxyConfig) -> None:
+        async with self._applying:
+            await self._apply(rules, settings)
+
+    async def _apply(self, rules: list[Rule], settings: ProxyConfig) -> None:
         self.settings = settings
         if self._traffic_task is None:
             raise_open_files_limit()
@@ -80,7 +85,12 @@ class ProxyRuntime:
         if member is None or listener is None:
             return rule_status(rule, RuleState.STOPPED, "not running")
         flows = member.stats.open if rule.protocol == "udp" else 0
-        return rule_status(rule, listener.state, listener.reason, [m.destination() for m in listener.members],
+        state, reason = listener.state, listener.reason
+        if state is RuleState.LISTENING and listener.carried and self.carrier is not None:
+            # listening here (egress), but its unit's connection may be down now: connections would fail
+            if (why := self.carrier.waiting(rule.via)) is not None:
+                state, reason = RuleState.WAITING, why
+        return rule_status(rule, state, reason, [m.destination() for m in listener.members],
                            member.stats.snapshot(), flows, listener.dropped)
 
     async def close(self) -> None:
@@ -89,8 +99,9 @@ class ProxyRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._traffic_task
             self._traffic_task = None
-        listeners, self.listeners = list(self.listeners.values()), {}
-        await asyncio.gather(*(listener.close() for listener in listeners))
+        async with self._applying:
+            listeners, self.listeners = list(self.listeners.values()), {}
+            await asyncio.gather(*(listener.close() for listener in listeners))
 
     # ------------------------------------------------------------------ what the listeners report
 

@@ -461,6 +461,7 @@ def test_the_carrier_seam_carries_rules_via_a_unit(state):
                 await runtime.apply([*rules, waiting], config.proxy)
                 assert (runtime.status(waiting).state, runtime.status(waiting).reason) == \
                     (RuleState.WAITING, "unit master is retrying: connection refused")
+                assert runtime.status(rules[1]).state is RuleState.WAITING    # its listener is up, its unit not
             finally:
                 await runtime.close()
                 service.stop()
