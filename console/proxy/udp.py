@@ -18,7 +18,8 @@ from console.proxy.balance import Member
 from console.proxy.listener import CONNECT_TIMEOUT, Listener
 
 PENDING_BYTES = 256 * 1024   # what a flow holds while its destination's socket opens; more is dropped
-RECEIVE_BUFFER = 4 << 20     # SO_RCVBUF asked for each socket (the kernel caps it at net.core.rmem_max)
+SOCKET_BUFFER = 4 << 20      # SO_RCVBUF and SO_SNDBUF asked for each socket (capped at net.core.rmem_max and
+                             # wmem_max): a datagram sent stays charged to its sender until its receiver reads it
 BATCH = 256                  # datagrams read from one socket each time the loop finds it readable
 
 
@@ -201,7 +202,8 @@ class UdpSocket:
     def __init__(self, sock: socket.socket, received: Callable[[bytes, tuple], None],
                  refused: Callable[[OSError], None] | None = None) -> None:
         sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         self.sock = sock
         self.received = received
         self.refused = refused
