@@ -86,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `sop-console proxy list | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error when Python flushes
+        return EXIT_FAILED
     except Exception as exc:  # never a traceback for an operator; -v shows one
         if getattr(args, "verbose", False):
             raise

@@ -138,7 +138,8 @@ class RuleTable:
                                          f"unit {rule.via} is stopped"))
                 continue
             state = _FORWARD_STATES[forward.state]
-            reason = forward.error or (f"unit {rule.via} is not connected" if state is RuleState.WAITING else None)
+            reason = forward.error or (f"unit {rule.via} is not connected (`sop-console status` says why)"
+                                       if state is not RuleState.LISTENING else None)
             if forward.port and forward.port != rule.port:   # remote_port 0: the port the server chose
                 rule = replace(rule, port=forward.port)
             found.append(rule_status(rule, state, reason,
