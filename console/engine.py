@@ -16,14 +16,17 @@ from console.core.announce import is_hub
 from console.core.config import Config, HubConfig, UnitConfig
 from console.core.errors import OperationFailed, UsageError, os_reason
 from console.core.endpoint_table import EndpointTable
-from console.core.events import ClientChanged, EndpointChanged, EventBus, LogLine, Reloaded
+from console.core.events import ClientChanged, EndpointChanged, EventBus, LogLine, Reloaded, RuleChanged
 from console.core.keys import fingerprint
 from console.core.known_hosts import KnownHosts, Verdict, check_host_key, fetch_host_key, host_key_algorithms
 from console.core.paths import StatePaths
+from console.core.rule_table import RuleTable
+from console.core.rules import Carrier
 from console.core.status import Status
 from console.core.store import Store
 from console.core.tunnel_log import TunnelLog
 from console.core.words import counted
+from console.proxy.runtime import ProxyRuntime
 from console.tunnel.endpoint_logins import EndpointLogins
 from console.tunnel.worker import UnitWorker, WorkerEnv
 
@@ -58,6 +61,21 @@ class Engine:
         # each endpoint's problem as its units' status says it (its last check, while unavailable)
         self._endpoint_problems = {name: check.problem for name, check in self.store.endpoint_checks().items()}
         self._endpoint_checks: asyncio.Task | None = None
+        # the proxy rules: the config's, the gateways', those added at run time (the store), the units' forwards
+        # shown as ingress rules. Rules via a unit travel through `carrier` (console/core/rules.py: Carrier), the
+        # units' connections; until the unit transport is wired here it is None and those rules wait.
+        self.carrier: Carrier | None = None
+        self.proxy = ProxyRuntime(carrier=self.carrier, on_change=self._rule_changed,
+                                  log_line=lambda text: self.tunnel_log.write("proxy", text))
+        self.rules = RuleTable(config, self.store, runtime=self.proxy, forwards=self._forwards,
+                               on_change=self._rule_changed, log_line=lambda text: self.tunnel_log.write("proxy", text))
+
+    def _rule_changed(self, rule: str, change: str) -> None:
+        self.bus.publish(RuleChanged(rule, change))
+
+    def _forwards(self) -> list:
+        """Every unit's forwards now, (unit, ForwardStatus) each: the rule table shows them as ingress rules."""
+        return [(w.name, fr.status()) for w in self.workers.values() for fr in w.forwards.values()]
 
     def _on_log_line(self, line: str) -> None:
         if self._echo:  # the line without its time stamp: the daemon's log format adds one, or the journal does
@@ -71,7 +89,10 @@ class Engine:
             await self._start_hub()
         for unit in self.config.units.values():
             self._add_worker(unit)
-        self.tunnel_log.write("engine", f"up with {counted(len(self.workers), 'unit')}: {', '.join(self.workers) or 'none'}")
+        rules = self.rules.active()
+        await self.proxy.apply(rules, self.config.proxy)
+        units = f"{counted(len(self.workers), 'unit')}: {', '.join(self.workers) or 'none'}"
+        self.tunnel_log.write("engine", f"up with {units}" + (f"; {counted(len(rules), 'proxy rule')}" if rules else ""))
         for notice in self.store.notices:  # a store recovered from its last good copy, or started empty
             self.tunnel_log.write("engine", notice)
         self._start_endpoint_checks()
@@ -166,6 +187,7 @@ class Engine:
         if workers:
             await asyncio.wait([asyncio.create_task(w.stop("Stopped: daemon shutting down")) for w in workers],
                                timeout=STOP_DEADLINE)
+        await self.proxy.close()
         if self.hub is not None:
             await self.hub.close()
         self.tunnel_log.write("engine", "stopped")
@@ -182,6 +204,7 @@ class Engine:
         changes.extend(self.endpoints.reload(config))
         if old.tunnel.endpoint_check_interval != config.tunnel.endpoint_check_interval:
             self._start_endpoint_checks()   # the new pace, from a round now
+        changes.extend(await self.rules.reload(config))
         for name in list(self.workers):
             if name not in config.units:
                 await self.workers.pop(name).stop("Stopped: removed from the configuration")

@@ -12,8 +12,8 @@ request is checked against the signature before the handler runs, so a bad reque
 (``clients.change: quota must be an integer, got 'NaN'``), never an internal error.
 
 The daemon's control server runs them (`perform`); so does the CLI on the store alone when no daemon runs, for
-the hub's and the endpoints' operations only (logins to endpoints included: `Call.logins`), holding the daemon's lock for those that change anything (see
-console/cli/context.py: `daemon_or_store`).
+the hub's, the endpoints' (logins to endpoints included: `Call.logins`) and the proxy rules' operations only, holding
+the daemon's lock for those that change anything (see console/cli/context.py: `daemon_or_store`).
 ``subscribe`` is not here: it turns the connection into an event stream (console/control/server.py).
 """
 
@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from console.core.errors import DaemonNotRunning, UsageError
-from console.core.status import EndpointRoute, EndpointStatus, SshdCheck
+from console.core.status import EndpointRoute, EndpointStatus, GatewayStatus, RuleStatus, SshdCheck
 
 if typing.TYPE_CHECKING:
     from console.core.endpoint_table import EndpointTable
+    from console.core.rule_table import RuleTable
     from console.engine import Engine
     from console.hub.admin import ClientsAdmin
     from console.tunnel.endpoint_logins import EndpointLogins
@@ -87,6 +88,7 @@ class Operation:
     read_only: bool     # changes nothing the daemon enforces
     doc: str
     endpoints: bool = False   # runs against the endpoints (call.endpoints), not the engine
+    rules: bool = False       # runs against the proxy rules (rule_table(call)), not the engine
 
     def bind(self, args: Any) -> dict[str, Any]:
         """The handler's keyword arguments from a request's args, or a UsageError naming the field."""
@@ -114,7 +116,9 @@ class Operation:
             raise UsageError("this daemon runs no hub: add a hub: section to the config")
         if self.endpoints and call.endpoints is None:
             raise DaemonNotRunning(f"{self.name} needs the daemon, or the store")
-        if not self.hub and not self.endpoints and call.engine is None:
+        if self.rules and rule_table(call) is None:
+            raise DaemonNotRunning(f"{self.name} needs the daemon, or the store")
+        if not self.hub and not self.endpoints and not self.rules and call.engine is None:
             raise DaemonNotRunning(f"{self.name} needs the daemon")
         result = self.handler(call, **bound)
         if inspect.isawaitable(result):
@@ -125,7 +129,7 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {}
 
 
-def operation(name: str, *, hub: bool = False, read_only: bool = False, endpoints: bool = False):
+def operation(name: str, *, hub: bool = False, read_only: bool = False, endpoints: bool = False, rules: bool = False):
     """Declare a handler as the control operation `name` (see the module's docstring)."""
 
     def register(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -140,7 +144,7 @@ def operation(name: str, *, hub: bool = False, read_only: bool = False, endpoint
         doc = (inspect.getdoc(handler) or "").strip().splitlines()
         if not doc:
             raise ValueError(f"control operation {name!r} needs a one-line docstring")
-        OPERATIONS[name] = Operation(name, tuple(params), handler, hub, read_only, doc[0], endpoints)
+        OPERATIONS[name] = Operation(name, tuple(params), handler, hub, read_only, doc[0], endpoints, rules)
         return handler
 
     return register
@@ -371,3 +375,51 @@ async def endpoints_check_sshd(call: Call, name: str, fix: bool = False, identit
                                login_user: str | None = None) -> SshdCheck:
     """Judge the endpoint's sshd settings against its units' forwards; `fix` changes what needs it (root or sudo)."""
     return await _logins(call).check_sshd(name, call.who, fix=fix, identity=identity, login_user=login_user)
+
+
+# ---------------------------------------------------------------------------------------------- the proxy rules
+
+
+@dataclass
+class RulesCall(Call):
+    """A Call with no daemon: the proxy rules on the store (the command line makes one; see rule_table)."""
+
+    rules: RuleTable | None = None
+
+
+def rule_table(call: Call) -> RuleTable | None:
+    """The rules an operation runs against: the daemon's (its engine's), or, with no daemon, the store's."""
+    if call.engine is not None:
+        return call.engine.rules
+    return getattr(call, "rules", None)
+
+
+@operation("proxy.list", rules=True, read_only=True)
+def proxy_list(call: Call) -> dict:
+    """Every rule: the config's, the gateways', those added at run time, the units' forwards; state and counters."""
+    return {"rules": rule_table(call).list()}
+
+
+@operation("proxy.add", rules=True)
+async def proxy_add(call: Call, direction: str, rule: str, via: str | None = None) -> RuleStatus:
+    """Add a rule (ingress or egress, protocol:port:destination:destination_port, via local or a unit), kept in the
+    store; its state after the first attempt to listen."""
+    return await rule_table(call).add(direction, rule, via, call.who)
+
+
+@operation("proxy.remove", rules=True)
+async def proxy_remove(call: Call, direction: str, rule: str, via: str | None = None) -> RuleStatus:
+    """Remove a rule added at run time (the config's are refused); `via` may be left out when only one matches."""
+    return await rule_table(call).remove(direction, rule, via, call.who)
+
+
+@operation("gateway.show", rules=True, read_only=True)
+def gateway_show(call: Call, name: str) -> GatewayStatus:
+    """A gateway port plan: every port -> host:service with its state, and what clashes with it."""
+    return rule_table(call).gateway_show(name)
+
+
+@operation("gateway.export", rules=True, read_only=True)
+def gateway_export(call: Call, name: str, source: str, interface: str = "eth0") -> list[str]:
+    """A gateway port plan as an iptables script (DNAT and SNAT, a block per host), for kernel NAT instead."""
+    return rule_table(call).gateway_export(name, interface, source)

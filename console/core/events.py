@@ -71,6 +71,15 @@ class EndpointChanged(Event):
 
 
 @dataclass(frozen=True)
+class RuleChanged(Event):
+    """A proxy rule changed: "added", "removed", "state" (its listener's), "destination" (a destination went
+    down or came back), "traffic" (its counters: at most one a second); `proxy.list` has the rest."""
+
+    rule: str       # the rule's id
+    change: str
+
+
+@dataclass(frozen=True)
 class Reloaded(Event):
     """The configuration was reloaded: units or forwards may have come or gone; fetch a fresh status."""
 
@@ -89,7 +98,7 @@ class ReloadRefused(Event):
 
 
 EVENT_TYPES = {cls.__name__: cls for cls in (UnitStateChanged, ForwardChanged, ForwardTraffic, LogLine, ClientChanged,
-                                             EndpointChanged, Reloaded, ReloadRefused)}
+                                             EndpointChanged, RuleChanged, Reloaded, ReloadRefused)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

@@ -16,8 +16,8 @@ from enum import StrEnum
 from typing import Any, Self
 
 from console.core.events import EndpointChanged, Event, ForwardChanged, ForwardTraffic, UnitStateChanged
-from console.core.states import (EndpointReason, EndpointState, ForwardState, SshdSettingState, UnitState,
-                                 human_bytes)
+from console.core.states import (DestinationState, EndpointReason, EndpointState, ForwardState, RuleState,
+                                 SshdSettingState, UnitState, human_bytes)
 
 
 class _Record:
@@ -356,3 +356,83 @@ class SshdCheck(_Record):
     @property
     def needs_change(self) -> list[SshdSetting]:
         return [s for s in self.settings if s.state is SshdSettingState.CHANGE]
+
+
+@dataclass
+class RuleDestination(_Record):
+    """One destination of a listener's round robin (each is a rule sharing the listener), in turn order."""
+
+    destination: str                  # host:port
+    rule: str                         # the rule's id
+    state: DestinationState           # up, or down (skipped for a few seconds after a refusal or failure)
+    reason: str | None = None         # why down: "connection refused (2026-11-22T10:00:00Z)"
+    since: str | None = None          # down since
+
+
+@dataclass
+class RuleStatus(_Record, _Traffic):
+    """A proxy rule, as `proxy list` answers: what it is, where it listens, where it comes from, its listener's
+    state and the round robin it takes part in, its counters. For UDP, open and total count flows (`udp_flows`
+    are those open now). `dropped`: what its listener turned away past its bound (TCP connections beyond
+    MAX_CONNECTIONS, UDP datagrams of new sources beyond udp_max_flows)."""
+
+    id: str
+    direction: str                    # ingress or egress
+    protocol: str                     # tcp or udp
+    rule: str                         # protocol:port:destination:destination_port
+    listener: str                     # address:port here, or *:port at the far end of its unit
+    destination: str                  # host:port
+    via: str                          # local, or a unit
+    state: RuleState
+    reason: str | None
+    source: str                       # config, runtime, gateway or forward
+    origin: str | None = None         # the config path, the gateway's name, the unit's forward
+    destinations: list[RuleDestination] = field(default_factory=list)
+    open: int = 0
+    total: int = 0
+    bytes_in: int = 0                 # toward the destination
+    bytes_out: int = 0                # back from it
+    udp_flows: int = 0
+    dropped: int = 0
+    created: str | None = None        # runtime rules: when added, and by whom
+    who: str | None = None
+
+    @property
+    def down(self) -> list[RuleDestination]:
+        return [d for d in self.destinations if d.state is DestinationState.DOWN]
+
+
+@dataclass
+class GatewayPort(_Record):
+    """One port of a gateway plan: where it leads, its rule's state, and what it clashes with."""
+
+    port: int
+    host: str
+    service: int
+    state: RuleState
+    reason: str | None = None
+    clash: str | None = None
+
+
+@dataclass
+class GatewayStatus(_Record):
+    """A gateway port plan (`gateway show`): the formula, every port, and its clashes in one line each."""
+
+    name: str
+    subnet: str
+    base: int
+    services: list[int]
+    hosts: str                        # "1-254"
+    via: str
+    listen: str
+    formula: str
+    ports: list[GatewayPort] = field(default_factory=list)
+    clashes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)   # what makes the plan impossible (it then has no rules)
+
+    def counts(self) -> dict[str, int]:
+        """How many of its ports are in each state."""
+        found: dict[str, int] = {}
+        for port in self.ports:
+            found[port.state.value] = found.get(port.state.value, 0) + 1
+        return found
