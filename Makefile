@@ -11,7 +11,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv install sshd dropbear tmux sudo autossh clean
+.PHONY: demo test bench venv install sshd dropbear tmux sudo autossh socat clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,16 +59,20 @@ sudo:
 autossh:
 	$(call need,autossh,autossh,bench/recovery.py compares against it,optional)
 
+socat:
+	$(call need,socat,socat,bench/proxy.py compares the TCP proxy against it)
+
 test: $(STAMP) sshd dropbear tmux sudo
 	$(PY) -m pytest -q
 
-bench: $(STAMP) sshd autossh sudo
+bench: $(STAMP) sshd autossh sudo socat
 	$(PY) bench/recovery.py
 	$(PY) bench/throughput.py
 	$(PY) bench/log_view.py
 	$(PY) bench/console_start.py
 	$(PY) bench/hub_storm.py
 	$(PY) bench/endpoint_check.py
+	$(PY) bench/proxy.py
 	@if [ "$$(id -u)" = 0 ]; then $(PY) bench/sshd_check.py; else echo "bench/sshd_check.py skipped: it makes throwaway users, run it as root"; fi
 
 clean:

@@ -12,8 +12,8 @@ request is checked against the signature before the handler runs, so a bad reque
 (``clients.change: quota must be an integer, got 'NaN'``), never an internal error.
 
 The daemon's control server runs them (`perform`); so does the CLI on the store alone when no daemon runs, for
-the hub's and the endpoints' operations only, holding the daemon's lock for those that change anything (see
-console/cli/context.py: `daemon_or_store`).
+the hub's, the endpoints' (logins to endpoints included: `Call.logins`) and the proxy rules' operations only, holding
+the daemon's lock for those that change anything (see console/cli/context.py: `daemon_or_store`).
 ``subscribe`` is not here: it turns the connection into an event stream (console/control/server.py).
 """
 
@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from console.core.errors import DaemonNotRunning, UsageError
-from console.core.status import EndpointRoute, EndpointStatus
+from console.core.status import EndpointRoute, EndpointStatus, GatewayStatus, RuleStatus, SshdCheck
 
 if typing.TYPE_CHECKING:
     from console.core.endpoint_table import EndpointTable
+    from console.core.rule_table import RuleTable
     from console.engine import Engine
     from console.hub.admin import ClientsAdmin
+    from console.tunnel.endpoint_logins import EndpointLogins
 
 
 @dataclass
@@ -46,6 +48,7 @@ class Call:
     clients: ClientsAdmin | None = None
     reload: Callable[[], Awaitable[list[str]]] | None = None
     endpoints: EndpointTable | None = None
+    logins: EndpointLogins | None = None    # what logs in to the endpoints (checks, set-ups), over `endpoints`
 
 
 _KINDS: dict[Any, str] = {str: "a string", int: "an integer", bool: "true or false", list[str]: "a list of strings"}
@@ -85,6 +88,7 @@ class Operation:
     read_only: bool     # changes nothing the daemon enforces
     doc: str
     endpoints: bool = False   # runs against the endpoints (call.endpoints), not the engine
+    rules: bool = False       # runs against the proxy rules (rule_table(call)), not the engine
 
     def bind(self, args: Any) -> dict[str, Any]:
         """The handler's keyword arguments from a request's args, or a UsageError naming the field."""
@@ -112,7 +116,9 @@ class Operation:
             raise UsageError("this daemon runs no hub: add a hub: section to the config")
         if self.endpoints and call.endpoints is None:
             raise DaemonNotRunning(f"{self.name} needs the daemon, or the store")
-        if not self.hub and not self.endpoints and call.engine is None:
+        if self.rules and rule_table(call) is None:
+            raise DaemonNotRunning(f"{self.name} needs the daemon, or the store")
+        if not self.hub and not self.endpoints and not self.rules and call.engine is None:
             raise DaemonNotRunning(f"{self.name} needs the daemon")
         result = self.handler(call, **bound)
         if inspect.isawaitable(result):
@@ -123,7 +129,7 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {}
 
 
-def operation(name: str, *, hub: bool = False, read_only: bool = False, endpoints: bool = False):
+def operation(name: str, *, hub: bool = False, read_only: bool = False, endpoints: bool = False, rules: bool = False):
     """Declare a handler as the control operation `name` (see the module's docstring)."""
 
     def register(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -138,7 +144,7 @@ def operation(name: str, *, hub: bool = False, read_only: bool = False, endpoint
         doc = (inspect.getdoc(handler) or "").strip().splitlines()
         if not doc:
             raise ValueError(f"control operation {name!r} needs a one-line docstring")
-        OPERATIONS[name] = Operation(name, tuple(params), handler, hub, read_only, doc[0], endpoints)
+        OPERATIONS[name] = Operation(name, tuple(params), handler, hub, read_only, doc[0], endpoints, rules)
         return handler
 
     return register
@@ -297,10 +303,16 @@ def endpoints_show(call: Call, name: str) -> EndpointStatus:
 
 
 @operation("endpoints.add", endpoints=True)
-def endpoints_add(call: Call, name: str, host: str, port: int = 22, username: str | None = None,
-                  comment: str | None = None, subnet: str | None = None) -> EndpointStatus:
-    """Add an endpoint at run time, kept in the store (surviving restarts)."""
-    return call.endpoints.add(name, host, port, username, comment, subnet, call.who)
+async def endpoints_add(call: Call, name: str, host: str, port: int = 22, username: str | None = None,
+                        comment: str | None = None, subnet: str | None = None) -> EndpointStatus:
+    """Add an endpoint at run time, kept in the store (surviving restarts), and check its login.
+
+    A daemon checks it in the background (console/engine.py), the command line with no daemon before it answers;
+    neither when tunnel.endpoint_check_interval is 0."""
+    call.endpoints.add(name, host, port, username, comment, subnet, call.who)
+    if call.engine is None and call.logins is not None:
+        await call.logins.check_now([name], f"endpoint {name} added")
+    return call.endpoints.status(name)
 
 
 @operation("endpoints.remove", endpoints=True)
@@ -327,3 +339,87 @@ def endpoints_unassociate(call: Call, name: str, vpcs: list[str] | None = None,
 def endpoints_route(call: Call, address: str) -> EndpointRoute:
     """Which endpoint serves an address, and why: the most specific subnet, then the VPC, else none."""
     return call.endpoints.route(address)
+
+
+def _logins(call: Call) -> EndpointLogins:
+    if call.logins is None:
+        raise DaemonNotRunning("logging in to an endpoint needs the daemon, or the state dir")
+    return call.logins
+
+
+# recorded: issue 14 (each of these writes its operation record with store.record until the central recorder lands;
+# setup_auth's password is never in it)
+@operation("endpoints.check", endpoints=True)
+async def endpoints_check(call: Call, names: list[str]) -> dict:
+    """The login check of each named endpoint (every one when none is), stored as its last check."""
+    return {"checks": await _logins(call).check(names, call.who)}
+
+
+@operation("endpoints.setup_auth", endpoints=True)
+async def endpoints_setup_auth(call: Call, name: str, method: str, password: str | None = None,
+                               identity: str | None = None, login_user: str | None = None, unit: str | None = None,
+                               trust_fingerprint: str | None = None) -> dict:
+    """Authorize the unit keys on an endpoint by key, password, or after the script ran; ends with a new check."""
+    return await _logins(call).setup_auth(name, method, call.who, password=password, identity=identity,
+                                          login_user=login_user, unit=unit, trust_fingerprint=trust_fingerprint)
+
+
+@operation("endpoints.setup_script", endpoints=True)
+async def endpoints_setup_script(call: Call, name: str, unit: str | None = None) -> dict:
+    """The POSIX sh script an operator runs on the endpoint as root: unit keys authorized, sshd settings set."""
+    return {"script": await _logins(call).setup_script(name, call.who, unit)}
+
+
+@operation("endpoints.check_sshd", endpoints=True)
+async def endpoints_check_sshd(call: Call, name: str, fix: bool = False, identity: str | None = None,
+                               login_user: str | None = None) -> SshdCheck:
+    """Judge the endpoint's sshd settings against its units' forwards; `fix` changes what needs it (root or sudo)."""
+    return await _logins(call).check_sshd(name, call.who, fix=fix, identity=identity, login_user=login_user)
+
+
+# ---------------------------------------------------------------------------------------------- the proxy rules
+
+
+@dataclass
+class RulesCall(Call):
+    """A Call with no daemon: the proxy rules on the store (the command line makes one; see rule_table)."""
+
+    rules: RuleTable | None = None
+
+
+def rule_table(call: Call) -> RuleTable | None:
+    """The rules an operation runs against: the daemon's (its engine's), or, with no daemon, the store's."""
+    if call.engine is not None:
+        return call.engine.rules
+    return getattr(call, "rules", None)
+
+
+@operation("proxy.list", rules=True, read_only=True)
+def proxy_list(call: Call) -> dict:
+    """Every rule: the config's, the gateways', those added at run time, the units' forwards; state and counters."""
+    return {"rules": rule_table(call).list()}
+
+
+@operation("proxy.add", rules=True)
+async def proxy_add(call: Call, direction: str, rule: str, via: str | None = None) -> RuleStatus:
+    """Add a rule (ingress or egress, protocol:port:destination:destination_port, via local or a unit), kept in the
+    store; its state after the first attempt to listen."""
+    return await rule_table(call).add(direction, rule, via, call.who)
+
+
+@operation("proxy.remove", rules=True)
+async def proxy_remove(call: Call, direction: str, rule: str, via: str | None = None) -> RuleStatus:
+    """Remove a rule added at run time (the config's are refused); `via` may be left out when only one matches."""
+    return await rule_table(call).remove(direction, rule, via, call.who)
+
+
+@operation("gateway.show", rules=True, read_only=True)
+def gateway_show(call: Call, name: str) -> GatewayStatus:
+    """A gateway port plan: every port -> host:service with its state, and what clashes with it."""
+    return rule_table(call).gateway_show(name)
+
+
+@operation("gateway.export", rules=True, read_only=True)
+def gateway_export(call: Call, name: str, source: str, interface: str = "eth0") -> list[str]:
+    """A gateway port plan as an iptables script (DNAT and SNAT, a block per host), for kernel NAT instead."""
+    return rule_table(call).gateway_export(name, interface, source)

@@ -95,7 +95,7 @@ class ControlServer:
             writer.close()
 
     async def _answer(self, rid: Any, op: str, args: Any, who: str) -> dict:
-        call = Call(who, self.engine, self.engine.clients, self._reload, self.engine.endpoints)
+        call = Call(who, self.engine, self.engine.clients, self._reload, self.engine.endpoints, self.engine.logins)
         try:
             result = await perform(call, op, args)
         except ConsoleError as exc:

@@ -1,5 +1,6 @@
-"""The store (tinydb): desired unit states, known-host records, the operation record, the hub's clients, and the
-endpoints: those added at run time, the scope associated at run time with any endpoint, each one's last check.
+"""The store (tinydb): desired unit states, known-host records, the operation record, the hub's clients, the
+endpoints (those added at run time, the scope associated at run time with any endpoint, each one's last check), and
+the proxy rules added at run time.
 
 Writes are atomic (temp file + os.replace); after each one the same data is written to STORE.good, the last good
 store. On load the file's shape is checked (tables of records with the fields the code reads). A file that is
@@ -43,6 +44,7 @@ RECORD_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
                   "created": _TEXT, "updated": _TEXT},
     "endpoint_scope": {"endpoint": _TEXT, "subnets": (list,), "vpcs": (list,), "updated": _TEXT},
     "endpoint_checks": {"endpoint": _TEXT, "check": (dict,)},
+    "rules": {"direction": _TEXT, "rule": _TEXT, "via": _TEXT, "created": _TEXT},
 }
 EXACT_TABLES = ("clients",)
 _DOC_ID = re.compile(r"^[0-9]{1,18}$")
@@ -228,6 +230,7 @@ class Store:
         self._endpoints = self.db.table("endpoints")
         self._scopes = self.db.table("endpoint_scope")
         self._checks = self.db.table("endpoint_checks")
+        self._rules = self.db.table("rules")
 
     @property
     def notices(self) -> list[str]:
@@ -302,6 +305,17 @@ class Store:
 
     def forget_endpoint_check(self, name: str) -> None:
         self._checks.remove(Query().endpoint == name)
+
+    # -- proxy rules added at run time (console.core.rule_table reads and checks them)
+    def rule_records(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._rules.all()]
+
+    def add_rule(self, record: dict[str, Any]) -> None:
+        self._rules.insert(record)
+
+    def forget_rule(self, direction: str, rule: str, via: str) -> None:
+        q = Query()
+        self._rules.remove((q.direction == direction) & (q.rule == rule) & (q.via == via))
 
     def close(self) -> None:
         self.db.close()

@@ -65,6 +65,9 @@ class WorkerEnv:
     tunnel_log: TunnelLog
     store: Store
     known_hosts: KnownHosts
+    # told of every change of a unit's state: (unit, old state, new state); the engine re-checks the unit's
+    # endpoint when it starts or stops failing to log in
+    on_state: Callable[[str, str, str], None] | None = None
 
 
 @dataclass
@@ -194,7 +197,7 @@ class UnitWorker:
     def status(self) -> UnitStatus:
         return UnitStatus(self.name, UnitState(self.state), self.since, self.server, self.config.username,
                           self.last_error, utc_iso(self.next_retry) if self.next_retry else None, self.server_key,
-                          [fr.status() for fr in self.forwards.values()])
+                          [fr.status() for fr in self.forwards.values()], self.config.endpoint)
 
     def connected(self) -> asyncssh.SSHClientConnection:
         """The unit's live connection, for what proxy rules carry through it; OperationFailed when it has none."""
@@ -266,7 +269,7 @@ class UnitWorker:
         self.env.tunnel_log.write(self.name, event)
 
     def _set_state(self, state: str, *, error: str | None = None, next_retry: float | None = None) -> None:
-        changed = state != self.state
+        changed, old = state != self.state, self.state
         self.state = state
         if changed:
             self.since = utc_iso()
@@ -275,6 +278,8 @@ class UnitWorker:
         self.env.bus.publish(UnitStateChanged(
             unit=self.name, state=state, since=self.since, last_error=error,
             next_retry=utc_iso(next_retry) if next_retry else None, server_key=self.server_key))
+        if changed and self.env.on_state is not None:
+            self.env.on_state(self.name, old, state)
 
     def _set_forward(self, fr: ForwardRuntime, state: str, error: str | None) -> None:
         if fr.state == state and fr.error == error:

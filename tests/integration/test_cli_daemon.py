@@ -173,8 +173,9 @@ def test_daemon_status_json_stop_start_log_and_socket_mode(daemon):
     (unit,) = status["units"]
     # the documented shape (README, `status --json`), key for key in its order
     assert list(unit) == ["name", "state", "since", "server", "username", "last_error", "next_retry", "server_key",
-                          "forwards"]
+                          "forwards", "endpoint", "endpoint_problem"]
     assert unit["name"] == "master" and unit["state"] == "up" and unit["since"].endswith("Z")
+    assert (unit["endpoint"], unit["endpoint_problem"]) == ("default", None)
     (fwd,) = unit["forwards"]
     assert fwd == {"name": "ssh", "remote": f"127.0.0.1:{remote}", "local": fwd["local"], "state": "listening",
                    "error": None, "open": 0, "total": 0, "bytes_in": 0, "bytes_out": 0}
