@@ -11,10 +11,10 @@ from pathlib import Path
 import time
 from collections.abc import Awaitable, Callable
 
-from sshd import Sshd
+from sshd import Sshd, free_port
 
 from console.core.config import parse_config
-from console.core.keys import unit_public_key
+from console.core.keys import load_or_create_key, public_line, unit_public_key
 from console.core.paths import StatePaths
 from console.core.status import ForwardStatus, UnitStatus
 from console.demo import echo_service
@@ -77,6 +77,37 @@ def started_sshd(root: Path, **options) -> Sshd:
             pytest.fail("sshd is missing in CI: install openssh-server (make test does)")
         pytest.skip("sshd not installed (apt-get install openssh-server)")
     return Sshd(root, **options).start()
+
+
+@contextlib.asynccontextmanager
+async def hub_and_unit(state, *, allow: tuple[str, ...] = (), quota: int = 2):
+    """An engine running a hub on loopback and the unit `master` (client `acme`, `quota` ports) logged in to it;
+    yields (engine, worker, client ports) once the unit is up."""
+    from console.core.store import Store
+    from console.demo import _free_range
+    from console.engine import Engine
+    from console.hub.registry import Registry
+
+    low, high = _free_range(quota + 1)
+    hub_port = free_port()
+    store = Store(state.database)
+    ports = Registry(store, (low, high), quota).add("acme", unit_public_key(state, "master").line).ports
+    store.close()
+    hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
+    allowed = "[" + ", ".join(f"'{a}'" for a in allow) + "]"
+    cfg = config_of(
+        f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
+        "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
+        f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: {quota}, "
+        f"egress_allow: {allowed}}}\n"
+        "units:\n  master:\n    username: acme\n")
+    engine = Engine(cfg, state)
+    await engine.start()
+    try:
+        await eventually(lambda: unit_of(engine, "master").state == "up", timeout=15, what="master up")
+        yield engine, engine.workers["master"], ports
+    finally:
+        await engine.shutdown()
 
 
 def run(coro: Awaitable, timeout: float = 60):

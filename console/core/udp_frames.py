@@ -5,8 +5,9 @@ channel per flow (a flow: the datagrams between one source address and one desti
 
 Egress (a unit's local UDP port -> the hub -> a destination in the hub's network): for each new source address the
 unit opens a session channel with the subsystem UDP_SUBSYSTEM; its first frame is the destination, ASCII JSON
-`{"v": 1, "dest": "10.0.6.9:53"}`; then datagrams both ways. A hub that refuses the destination writes one line
-to the channel's stderr and exits with status 1, so the unit shows the hub's own words.
+`{"v": 1, "dest": "10.0.6.9:53"}`, and it may send datagrams right after it. The hub answers with a first frame
+ACCEPTED, `{"v": 1, "ok": true}`, once the flow's socket is open (then datagrams both ways), or refuses with one
+line on the channel's stderr and exit status 1, so the unit shows the hub's own words.
 
 Ingress (a UDP port on the hub -> the unit -> a destination on the unit's network): the unit asks for a remote
 forward of its port P with the listen host UDP_LISTEN_HOST (a `tcpip-forward`: the hub applies the same quota and
@@ -46,6 +47,7 @@ from console.core.config import join_host_port
 UDP_SUBSYSTEM = "sop-udp@sop-console"          # egress: the session channel of one flow
 UDP_LISTEN_HOST = "sop-udp-listen@sop-console"  # ingress: the listen host of a remote forward that is UDP
 MAX_PAYLOAD = 65507
+ACCEPTED = b'{"v":1,"ok":true}'  # the hub's first frame on an egress flow it carries
 MAX_HEADER = 1024
 IDLE_TIMEOUT = 60.0
 MAX_FLOWS = 1024                 # flows one listener (or rule) keeps at once
@@ -130,6 +132,12 @@ def clean(text: str) -> str:
     """A peer's words, fit for one log line: printable, one line, at most MAX_REASON characters."""
     text = "".join(c if c.isprintable() else "?" for c in text.strip().replace("\n", " "))
     return text[:MAX_REASON] + ("…" if len(text) > MAX_REASON else "")
+
+
+def check_answer(flow: Flow, payload: bytes) -> None:
+    """The hub's first frame on an egress flow: ACCEPTED, or the flow fails."""
+    if payload != ACCEPTED:
+        flow.fail(f"the hub answered {clean(payload[:80].decode('ascii', 'replace'))!r}, not {ACCEPTED.decode()}")
 
 
 def needs_hub(unit: str, server: str, software: str | None) -> str:
@@ -476,8 +484,9 @@ async def _address(host: str, port: int, *, passive: bool = False) -> tuple[int,
     return infos[0][0], infos[0][4]
 
 
-async def connect_udp(flow: Flow, host: str, port: int) -> None:
-    """Give the flow a socket of its own connected to host:port (OSError when it cannot have one)."""
+async def connect_udp(flow: Flow, host: str, port: int, *, answer: bytes | None = None) -> None:
+    """Give the flow a socket of its own connected to host:port (OSError when it cannot have one). `answer`: a
+    first frame for the channel, written once the socket is ready and before any datagram (the hub's ACCEPTED)."""
     family, address = await _address(host, port)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -488,6 +497,8 @@ async def connect_udp(flow: Flow, host: str, port: int) -> None:
     except OSError:
         sock.close()
         raise
+    if answer is not None and flow.chan is not None and not flow.closed:
+        flow.chan.write(frame(answer))
     flow.udp_ready(udp.send, udp)
 
 
@@ -528,12 +539,14 @@ class FlowListener:
 
     def __init__(self, destination: str, open_channel: Callable[[Flow, tuple], Awaitable[None]], *,
                  idle_timeout: float = IDLE_TIMEOUT, max_flows: int = MAX_FLOWS,
-                 on_refused: Callable[[str], None] = lambda line: None, header: bytes | None = None) -> None:
+                 on_refused: Callable[[str], None] = lambda line: None, header: bytes | None = None,
+                 on_header: Callable[[Flow, bytes], None] | None = None) -> None:
         self.destination = destination
         self.open_channel = open_channel
         self.flows = FlowSet(idle_timeout=idle_timeout, max_flows=max_flows)
         self.on_refused = on_refused
         self.header = header
+        self.on_header = on_header
         self.udp: UdpSocket | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -568,7 +581,8 @@ class FlowListener:
                 return
             flow = self.flows.add(addr, Flow(shown(addr), self.destination, self.stats,
                                              idle_timeout=self.flows.idle_timeout, source_on_udp=True,
-                                             header=self.header, on_fail=self._failed))
+                                             header=self.header, on_header=self.on_header,
+                                             on_fail=self._failed))
             flow.udp_ready(lambda payload, addr=addr: self.udp is not None and self.udp.send(payload, addr))
             task = asyncio.ensure_future(self._open(flow, addr))
             self._tasks.add(task)

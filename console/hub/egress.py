@@ -117,7 +117,7 @@ async def _connect(hub: Hub, session: HubSession, flow: udp_frames.Flow, host: s
         _refuse(hub, session, flow, "a UDP flow into the hub's network", f"a UDP flow to {shown}: {exc}", str(exc))
         return
     try:
-        await udp_frames.connect_udp(flow, address, port)
+        await udp_frames.connect_udp(flow, address, port, answer=udp_frames.ACCEPTED)
     except OSError as exc:
         reason = f"cannot send UDP to {shown}: {os_reason(exc)}"
         _refuse(hub, session, flow, "a UDP flow that could not open", f"a UDP flow: {reason}", reason)

@@ -63,17 +63,20 @@ async def open_connection(worker: UnitWorker, host: str, port: int, session: rel
     connection it carries (the server may log it). OperationFailed when the unit is not connected or the server
     refuses, with the server's own words."""
     conn = worker.connected()
-    where = join_host_port(host, port)
     try:
         chan, _ = await conn.create_connection(lambda: session, host, port, str(orig[0]), int(orig[1]),
                                                window=relay.WINDOW, max_pktsize=relay.MAX_PACKET)
-    except asyncssh.ChannelOpenError as exc:
-        raise OperationFailed(f"unit {worker.name}: the server {worker.server} refused a connection to {where}: "
-                              f"{open_failure(exc)}") from None
-    except (asyncssh.Error, OSError) as exc:
-        raise OperationFailed(f"unit {worker.name}: a connection to {where} through {worker.server} failed: "
-                              f"{os_reason(exc)}") from None
+    except (asyncssh.ChannelOpenError, asyncssh.Error, OSError) as exc:
+        raise OperationFailed(connection_failure(worker, host, port, exc)) from None
     return chan
+
+
+def connection_failure(worker: UnitWorker, host: str, port: int, exc: Exception) -> str:
+    """Why a connection through the unit to host:port did not open: the server's refusal in its own words."""
+    where = join_host_port(host, port)
+    if isinstance(exc, asyncssh.ChannelOpenError):
+        return f"unit {worker.name}: the server {worker.server} refused a connection to {where}: {open_failure(exc)}"
+    return f"unit {worker.name}: a connection to {where} through {worker.server} failed: {os_reason(exc)}"
 
 
 def tcp_protocol(worker: UnitWorker, host: str, port: int, stats: relay.ForwardStats, *,
@@ -134,7 +137,8 @@ class UdpEgress:
         self.destination = join_host_port(host, port)
         self.listener = udp_frames.FlowListener(self.destination, self._open_channel, idle_timeout=idle_timeout,
                                                 max_flows=max_flows, on_refused=on_refused,
-                                                header=udp_frames.encode_dest(host, port))
+                                                header=udp_frames.encode_dest(host, port),
+                                                on_header=udp_frames.check_answer)
 
     @property
     def stats(self) -> udp_frames.ListenerStats:
@@ -160,16 +164,21 @@ class UdpEgress:
         self.listener.close("the rule was removed")
 
     async def _open_channel(self, flow: udp_frames.Flow, source: tuple) -> None:
-        conn = require_hub(self.worker)
-        gate = _opening.setdefault(conn, asyncio.Semaphore(OPENING_AT_ONCE))
-        async with gate:
-            if flow.closed:
-                return
-            try:
-                await conn.create_session(lambda: udp_frames.FlowSession(flow), subsystem=udp_frames.UDP_SUBSYSTEM,
-                                          encoding=None, window=udp_frames.WINDOW)
-            except asyncssh.ChannelOpenError as exc:
-                raise OperationFailed(f"the hub refused the flow: {open_failure(exc)}") from None
-            except (asyncssh.Error, OSError) as exc:
-                raise OperationFailed(f"the flow could not open through {self.worker.server}: "
-                                      f"{os_reason(exc)}") from None
+        await open_udp_flow(self.worker, flow)
+
+
+async def open_udp_flow(worker: UnitWorker, flow: udp_frames.Flow) -> None:
+    """Open an egress flow's channel on the unit's connection to our hub (the flow's header names the
+    destination; the hub's answer comes as its first frame). OperationFailed when the unit is down, its server is
+    no hub, or the channel does not open."""
+    conn = require_hub(worker)
+    async with _opening.setdefault(conn, asyncio.Semaphore(OPENING_AT_ONCE)):
+        if flow.closed:
+            return
+        try:
+            await conn.create_session(lambda: udp_frames.FlowSession(flow), subsystem=udp_frames.UDP_SUBSYSTEM,
+                                      encoding=None, window=udp_frames.WINDOW)
+        except asyncssh.ChannelOpenError as exc:
+            raise OperationFailed(f"the hub refused the flow: {open_failure(exc)}") from None
+        except (asyncssh.Error, OSError) as exc:
+            raise OperationFailed(f"the flow could not open through {worker.server}: {os_reason(exc)}") from None

@@ -549,15 +549,7 @@ class UnitWorker:
         else:
             detail = ""
         if listener is None:
-            where = ("UDP " if fr.udp is not None else "") + join_host_port(cfg.remote_bind or "*", cfg.remote_port)
-            exact = self.hub_refusals.pop(cfg.remote_port, None)
-            if exact is not None:
-                error = f"the hub refused to listen on {where}: {exact}"
-            else:
-                error = (f"server refused to listen on {where}"
-                         + (f" ({detail})" if detail else "")
-                         + ": the port is held by another session (often a dead one of ours), in use, or not "
-                           "allowed (PermitListen, AllowTcpForwarding)")
+            error = self.listen_refusal(cfg.remote_bind, cfg.remote_port, detail, udp=fr.udp is not None)
             self._refusal_lines((cfg.name, error), f"forward {cfg.name} refused: {error}",
                                 f"forward {cfg.name} refused again")
             self._set_forward(fr, "refused", error)
@@ -568,6 +560,17 @@ class UnitWorker:
         self._set_forward(fr, "listening", None)
         self.log_event(f"forward {cfg.name} listening on the server at {fr.remote} -> {cfg.local}")
         return True
+
+    def listen_refusal(self, bind: str, port: int, detail: str, *, udp: bool = False) -> str:
+        """Why the server refused to listen on bind:port: our hub's own words (its debug message just before the
+        refusal) when it said them, else what a plain server's silence may mean."""
+        where = ("UDP " if udp else "") + join_host_port(bind or "*", port)
+        exact = self.hub_refusals.pop(port, None)
+        if exact is not None:
+            return f"the hub refused to listen on {where}: {exact}"
+        return (f"server refused to listen on {where}" + (f" ({detail})" if detail else "")
+                + ": the port is held by another session (often a dead one of ours), in use, or not allowed "
+                  "(PermitListen, AllowTcpForwarding)")
 
     async def _keep_forward(self, conn: asyncssh.SSHClientConnection, fr: ForwardRuntime, first_try: bool) -> None:
         """Retry one refused forward on its own, with backoff, while the others stay up."""

@@ -5,50 +5,16 @@ channels both ways (console.core.udp_frames), rule forwards added and removed at
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 
-from sshd import free_port
-from support import EchoServer, UdpClient, UdpEcho, config_of, eventually, fwd_of, roundtrip, run, unit_of
+from support import EchoServer, UdpClient, UdpEcho, eventually, fwd_of, hub_and_unit, roundtrip, run, unit_of
 
 from console import relay
 from console.core import udp_frames
 from console.core.config import ForwardConfig
 from console.core.errors import OperationFailed
-from console.core.keys import load_or_create_key, public_line, unit_public_key
-from console.core.store import Store
-from console.demo import _free_range
-from console.hub.registry import Registry
 from console.tunnel import egress, ingress
-
-
-@contextlib.asynccontextmanager
-async def hub_and_unit(state, *, allow: tuple[str, ...] = (), forwards: str = "", quota: int = 2):
-    """An engine running a hub on loopback and the unit `master` (client `acme`, `quota` ports) logged in to it;
-    yields (engine, worker, client ports) once the unit is up."""
-    from console.engine import Engine
-
-    low, high = _free_range(quota + 1)
-    hub_port = free_port()
-    store = Store(state.database)
-    ports = Registry(store, (low, high), quota).add("acme", unit_public_key(state, "master").line).ports
-    store.close()
-    hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
-    allowed = "[" + ", ".join(f"'{a}'" for a in allow) + "]"
-    cfg = config_of(
-        f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
-        "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
-        f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: {quota}, "
-        f"egress_allow: {allowed}}}\n"
-        "units:\n  master:\n    username: acme\n" + (f"    forwards:\n{forwards}" if forwards else ""))
-    engine = Engine(cfg, state)
-    await engine.start()
-    try:
-        await eventually(lambda: unit_of(engine, "master").state == "up", timeout=15, what="master up")
-        yield engine, engine.workers["master"], ports
-    finally:
-        await engine.shutdown()
 
 
 # ---------------------------------------------------------------------------------------------- TCP egress
