@@ -55,11 +55,12 @@ MAX_QUEUED = 256                 # datagrams held for a flow while its channel (
 MAX_QUEUED_BYTES = 256 * 1024    # ...and their bytes
 CHANNEL_HIGH_WATER = 256 * 1024  # unsent bytes on a flow's channel past which its datagrams are dropped
 READ_BATCH = 64                  # datagrams read from a socket per wake-up of the loop
-# The receive buffer asked for each UDP socket (the kernel gives at most net.core.rmem_max): a burst while the
-# loop is busy (or the machine is) waits there instead of being lost; 1 MiB lost 0.5-17% of a 20,000/s round trip
-# on a loaded machine where 4 MiB lost none (bench/udp_hub.py). The kernel takes memory only for datagrams that
+# The receive and send buffers asked for each UDP socket (the kernel gives at most net.core.rmem_max / wmem_max): a
+# burst while the loop is busy (or the machine is) waits there instead of being lost; 1 MiB lost 0.5-17% of a
+# 20,000/s round trip on a loaded machine where 4 MiB lost none (bench/udp_hub.py). On loopback a datagram stays
+# charged to its sender's buffer until it is read, hence both. The kernel takes memory only for datagrams that
 # wait, within its own bound for all UDP (net.ipv4.udp_mem).
-RECEIVE_BUFFER = 4 * 1024 * 1024
+SOCKET_BUFFER = 4 * 1024 * 1024
 REFUSED_HOLD = 5.0               # a flow that could not open drops its source's datagrams this long, then retries
 MAX_REASON = 300                 # characters of a peer's refusal that are kept and shown
 WINDOW = 1024 * 1024             # SSH window of a flow's channel
@@ -475,6 +476,11 @@ class UdpSocket:
             self.sock.close()
 
 
+def _buffers(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+
+
 async def _address(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]:
     """(family, sockaddr) of host:port for UDP, the first the resolver gives (OSError when none)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM,
@@ -490,7 +496,7 @@ async def connect_udp(flow: Flow, host: str, port: int, *, answer: bytes | None 
     family, address = await _address(host, port)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        _buffers(sock)
         sock.setblocking(False)
         sock.connect(address)
         udp = UdpSocket(sock, lambda data, addr: flow.from_udp(data), on_error=lambda exc: flow._drop())
@@ -559,11 +565,11 @@ class FlowListener:
         return self.udp.port
 
     async def start(self, host: str, port: int) -> FlowListener:
-        """Listen on host:port (OSError when it cannot), with a receive buffer for bursts (RECEIVE_BUFFER)."""
+        """Listen on host:port (OSError when it cannot), with buffers for bursts (SOCKET_BUFFER)."""
         family, address = await _address(host, port, passive=True)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            _buffers(sock)
             sock.bind(address)
             self.udp = UdpSocket(sock, self.datagram_received)
         except OSError:
