@@ -10,11 +10,13 @@ UDP: each source address's datagrams are one flow on a session channel of their 
 only our hub speaks it. Against any other server the rule is refused up front with a line saying it needs a
 SOP Console hub at the far end.
 
-What the rule table calls (the unit's worker is given; nothing here keeps it):
+The proxy rules reach these through console.tunnel.carrier (the Carrier the rule runtime asks); used alone
+(the unit's worker is given; nothing here keeps it):
 
-    chan = await open_connection(worker, host, port, session, orig)   # one TCP connection, for round robin
+    chan = await open_connection(worker, host, port, session, orig)   # one TCP connection, relayed by `session`
     server = await serve_tcp(worker, listen_host, listen_port, host, port, stats, ...)   # a whole TCP rule
     egress = await UdpEgress(worker, host, port, ...).start(listen_host, listen_port)    # a whole UDP rule
+    await open_udp_flow(worker, flow)    # one UDP flow's channel (a udp_frames.Flow whose header is the dest)
     udp_refusal(worker)   # the line when the unit's server cannot carry UDP (None: it can, or not known yet)
 """
 
