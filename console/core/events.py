@@ -66,8 +66,17 @@ class Reloaded(Event):
     summary: str
 
 
+@dataclass(frozen=True)
+class OperationRecorded(Event):
+    """An entry was written to the operation log (console/core/oplog.py): a console showing its newest page
+    fetches the entries newer than its first."""
+
+    id: int
+    action: str
+
+
 EVENT_TYPES = {cls.__name__: cls for cls in (UnitStateChanged, ForwardChanged, ForwardTraffic, LogLine, ClientChanged,
-                                             Reloaded)}
+                                             Reloaded, OperationRecorded)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

@@ -66,7 +66,7 @@ def test_example_config_is_valid_and_documents_every_option():
                    "retry_min:", "retry_max:", "connect_timeout:", "theme:", "listen:", "ports:", "default_quota:",
                    "bind:", "username:", "remote_port:", "remote_bind:",
                    "local:", "target:", "ssh_port:", "http_port:", "app_port:", "app_target_port:", "max_bytes:",
-                   "backups:"):
+                   "backups:", "syslog:", "syslog_address:", "keep_days:", "max_rows:"):
         assert option in text, option
 
 
