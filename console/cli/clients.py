@@ -160,7 +160,9 @@ def _through_a_daemon_without_socket(ctx: Context, pid: int | None, op: str, arg
 
 def _on_store(ctx: Context, op: str, args: dict[str, Any]) -> Any:
     """Run the operation on the store, with the same checks as the daemon's (the operation table)."""
-    from console.control.operations import Call, perform
+    from console.control.client import ssh_client_address
+    from console.control.operations import OPERATIONS, Call, perform
+    from console.core.oplog import recorder_for
     from console.core.store import Store
     from console.hub.admin import ClientsAdmin
     from console.hub.registry import Registry
@@ -169,10 +171,14 @@ def _on_store(ctx: Context, op: str, args: dict[str, Any]) -> Any:
     if config.hub is None:
         raise UsageError(f"no hub: section in {config.source}")
     store = Store(ctx.paths.prepare().database)
+    # recorded here as the daemon would have (a read-only operation writes nothing: no need to open the log)
+    recorder = None if OPERATIONS[op].read_only else recorder_for(ctx.paths.oplog, config)
     try:
         admin = ClientsAdmin(Registry(store, (config.hub.port_low, config.hub.port_high), config.hub.default_quota))
-        call = Call(getpass.getuser(), clients=admin)
+        call = Call(getpass.getuser(), clients=admin, via="cli", ssh_from=ssh_client_address(), recorder=recorder)
         result = asyncio.run(perform(call, op, {k: v for k, v in args.items() if v is not None}))
         return json.loads(json.dumps(result, default=json_default))  # the daemon's answer has this form too
     finally:
         store.close()
+        if recorder is not None:
+            recorder.close()

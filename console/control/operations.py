@@ -14,33 +14,48 @@ handler runs, so a bad request gets one line naming the field (``clients.change:
 The daemon's control server runs them (`perform`); so does the CLI on the store alone when no daemon runs, for
 the hub operations only, holding the daemon's lock for those that change anything (see console/cli/clients.py).
 ``subscribe`` is not here: it turns the connection into an event stream (console/control/server.py).
+
+`perform` writes every operation that is not read-only to the operation log (console/core/oplog.py), whether it
+went well or not: who (`Call.who`, and the SSH address its client said), from where (`Call.via`), the action, the
+target (the parameter `target=` names; by default the first of unit, id, name), the outcome and its reason, how
+long it took and the parameters (secrets replaced). `recorded=` changes what is recorded: True for a read-only
+operation that reveals a secret, or a function of the request's args (`trust` records nothing for a `check`);
+`result=` names what of the result to keep (never a secret: `clients.add`'s private key is not kept).
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
+import time
 import types
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from console.core.errors import DaemonNotRunning, UsageError
+from console.core.errors import ConsoleError, DaemonNotRunning, UsageError
 
 if typing.TYPE_CHECKING:
+    from console.core.oplog import Recorder
     from console.engine import Engine
     from console.hub.admin import ClientsAdmin
 
 
 @dataclass
 class Call:
-    """What a handler runs against: who asked, and the engine and the hub's clients where there are some."""
+    """What a handler runs against: who asked and from where, the engine and the hub's clients where there are
+    some, and the operation log's recorder (None: nothing is recorded)."""
 
     who: str
     engine: Engine | None = None
     clients: ClientsAdmin | None = None
     reload: Callable[[], Awaitable[list[str]]] | None = None
+    via: str = "daemon"              # cli, console, config-reload, daemon
+    ssh_from: str | None = None      # the SSH client address the CLI or console said (SSH_CONNECTION), unverified
+    recorder: Recorder | None = None
+    action: str | None = None        # set by a handler that records under another name (kick: `record`)
 
 
 _KINDS: dict[type, str] = {str: "a string", int: "an integer", bool: "true or false"}
@@ -73,6 +88,9 @@ class Operation:
     hub: bool           # runs against the hub's clients (call.clients), not the engine
     read_only: bool     # changes nothing the daemon enforces
     doc: str
+    recorded: Callable[[dict], bool] = lambda args: True   # written to the operation log, given the request's args
+    target: str | None = None                              # the parameter naming what it acts on
+    result: Callable[[Any], dict] | None = None            # what of its result the log keeps (never a secret)
 
     def bind(self, args: Any) -> dict[str, Any]:
         """The handler's keyword arguments from a request's args, or a UsageError naming the field."""
@@ -109,7 +127,9 @@ class Operation:
 OPERATIONS: dict[str, Operation] = {}
 
 
-def operation(name: str, *, hub: bool = False, read_only: bool = False):
+def operation(name: str, *, hub: bool = False, read_only: bool = False,
+              recorded: bool | Callable[[dict], bool] | None = None, target: str | None = None,
+              result: Callable[[Any], dict] | None = None):
     """Declare a handler as the control operation `name` (see the module's docstring)."""
 
     def register(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -124,7 +144,14 @@ def operation(name: str, *, hub: bool = False, read_only: bool = False):
         doc = (inspect.getdoc(handler) or "").strip().splitlines()
         if not doc:
             raise ValueError(f"control operation {name!r} needs a one-line docstring")
-        OPERATIONS[name] = Operation(name, tuple(params), handler, hub, read_only, doc[0])
+        names = [p.name for p in params]
+        if target is not None and target not in names:
+            raise ValueError(f"control operation {name!r}: target {target!r} is not one of its parameters")
+        chosen = target or next((n for n in ("unit", "id", "name") if n in names), None)
+        wanted = (not read_only) if recorded is None else recorded
+        recorded_by = wanted if callable(wanted) else (lambda args, always=bool(wanted): always)
+        OPERATIONS[name] = Operation(name, tuple(params), handler, hub, read_only, doc[0], recorded_by, chosen,
+                                     result)
         return handler
 
     return register
@@ -140,8 +167,36 @@ def lookup(name: Any) -> Operation:
 
 
 async def perform(call: Call, name: Any, args: Any) -> Any:
-    """Check one request against the table and run it."""
-    return await lookup(name).run(call, args)
+    """Check one request against the table and run it; record it in the operation log (see the module)."""
+    op = lookup(name)
+    if call.recorder is None or not op.recorded(args if isinstance(args, dict) else {}):
+        return await op.run(call, args)
+    started = time.monotonic()
+    try:
+        result = await op.run(call, args)
+    except BaseException as exc:
+        if isinstance(exc, ConsoleError):
+            reason = exc.message
+        elif isinstance(exc, asyncio.CancelledError):
+            reason = "cancelled (the daemon was stopping, or its client went away)"
+        else:
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+        _record(call, op, args, started, reason)
+        raise
+    _record(call, op, args, started, None, result)
+    return result
+
+
+def _record(call: Call, op: Operation, args: Any, started: float, failed: str | None, result: Any = None) -> None:
+    assert call.recorder is not None
+    args = args if isinstance(args, dict) else {}
+    details = dict(args)
+    if failed is None and op.result is not None:
+        details.update(op.result(result))
+    target = args.get(op.target) if op.target else None
+    call.recorder.record(call.action or op.name, who=call.who, via=call.via, ssh_from=call.ssh_from,
+                         target=None if target is None else _clip(str(target), 200), ok=failed is None,
+                         reason=failed, duration_ms=(time.monotonic() - started) * 1000, details=details)
 
 
 def _kind(hint: Any, where: str) -> tuple[type, bool]:
@@ -189,19 +244,19 @@ def ping(call: Call) -> dict:
     return {"pid": os.getpid()}
 
 
-@operation("start")
+@operation("start", result=lambda units: {"units": ", ".join(units)})
 async def start(call: Call, unit: str | None = None) -> list[str]:
     """Start a unit's tunnels (every unit when none is named)."""
     return await call.engine.start_units(unit, call.who)
 
 
-@operation("stop")
+@operation("stop", result=lambda units: {"units": ", ".join(units)})
 async def stop(call: Call, unit: str | None = None) -> list[str]:
     """Stop a unit's tunnels; it stays stopped across daemon restarts."""
     return await call.engine.stop_units(unit, call.who)
 
 
-@operation("restart")
+@operation("restart", result=lambda units: {"units": ", ".join(units)})
 async def restart(call: Call, unit: str | None = None) -> list[str]:
     """Stop and start a unit's tunnels."""
     return await call.engine.restart_units(unit, call.who)
@@ -210,14 +265,13 @@ async def restart(call: Call, unit: str | None = None) -> list[str]:
 @operation("kick")
 def kick(call: Call, unit: str | None = None, reason: str | None = None, record: str | None = None,
          detail: str | None = None) -> list[str]:
-    """Retry a unit's connection now; `record` writes an operation record too (key install uses it)."""
-    done = call.engine.kick(unit, call.who, reason or f"asked by {call.who}")
-    if record:
-        call.engine.store.record(record, call.who, unit, detail)
-    return done
+    """Retry a unit's connection now; `record` names the operation log's entry (key install uses it)."""
+    call.action = record
+    return call.engine.kick(unit, call.who, reason or f"asked by {call.who}")
 
 
-@operation("trust")
+@operation("trust", recorded=lambda args: not args.get("check"),
+           result=lambda r: {"server": r["server"], "fingerprint": r["fingerprint"], "outcome": r["outcome"]})
 async def trust(call: Call, unit: str, fingerprint: str | None = None, replace: bool = False,
                 check: bool = False) -> dict:
     """Record the host key a unit's server presents (refused unless it shows `fingerprint`, when given); `check`
@@ -225,7 +279,7 @@ async def trust(call: Call, unit: str, fingerprint: str | None = None, replace: 
     return await call.engine.trust(unit, call.who, fingerprint, replace, check)
 
 
-@operation("reload")
+@operation("reload", result=lambda changes: {"changes": "; ".join(changes) or "nothing changed"})
 async def reload(call: Call) -> list[str]:
     """Read the config file again; unchanged units and forwards keep running."""
     if call.reload is None:
@@ -265,3 +319,29 @@ def clients_remove(call: Call, id: str) -> dict:
 def clients_export(call: Call) -> list[str]:
     """authorized_keys lines that give a plain OpenSSH server the same limits."""
     return call.clients.export_authorized_keys()
+
+
+# ---------------------------------------------------------------------------------------------- the operation log
+
+
+@operation("ops.list", read_only=True)
+async def ops_list(call: Call, since: str | None = None, until: str | None = None, action: str | None = None,
+                   who: str | None = None, target: str | None = None, before: int | None = None,
+                   after: int | None = None, limit: int = 20) -> dict:
+    """The operation log, newest first: `limit` entries older than entry `before` (or newer than `after`)."""
+    from console.core.dates import parse_when, to_ms
+    from console.core.oplog import OpQuery
+
+    query = OpQuery(None if since is None else to_ms(parse_when(since, "since")),
+                    None if until is None else to_ms(parse_when(until, "until")),
+                    action, who, target, before, after, limit)
+    return await asyncio.to_thread(call.engine.oplog.page, query)
+
+
+@operation("ops.show", read_only=True)
+async def ops_show(call: Call, id: int) -> dict:
+    """One entry of the operation log, whole."""
+    entry = await asyncio.to_thread(call.engine.oplog.get, id)
+    if entry is None:
+        raise UsageError(f"no operation {id} in the log (retention may have dropped it)")
+    return entry.to_json()

@@ -37,6 +37,10 @@ def test_the_table_declares_each_operation_once_with_typed_parameters():
         "clients.change": ("id: str, quota: int", True, False),
         "clients.remove": ("id: str", True, False),
         "clients.export": ("", True, True),
+        "ops.list": ("since: str | None = ..., until: str | None = ..., action: str | None = ..., "
+                     "who: str | None = ..., target: str | None = ..., before: int | None = ..., "
+                     "after: int | None = ..., limit: int = ...", False, True),
+        "ops.show": ("id: int", False, True),
     }
     assert all(op.doc and "\n" not in op.doc for op in OPERATIONS.values())
 
