@@ -104,9 +104,11 @@ class Syslog:
         try:
             sock.send(data)
         except BlockingIOError:  # the receiver is behind: drop the line rather than wait for it
+            self.dropped += 1
             self._fail("the syslog receiver is not keeping up")
             return
         except OSError as exc:  # the socket went away (syslog restarted): connect again on a later line
+            self.dropped += 1
             self.close()
             self._next_try = time.monotonic() + RETRY_SECONDS
             self._fail(os.strerror(exc.errno) if exc.errno else str(exc))
@@ -139,7 +141,6 @@ class Syslog:
         return sock
 
     def _fail(self, reason: str) -> None:
-        self.dropped += 1
         if reason != self._failing:
             log.warning("syslog %s: %s; lines are dropped until it takes them", self._where(), reason)
             self._failing = reason
