@@ -346,7 +346,7 @@ def test_palette_says_what_each_command_does_and_offers_only_our_themes(state):
             commands = {c.title: c.help for c in app.get_system_commands(app.screen)}
             for title in ("1 Install ssh key", "2 Start", "3 Stop", "6 Trust host key"):
                 assert "clone" in commands[title], (title, commands[title])
-            for title in ("4 View log", "5 Configure", "7 Clients"):
+            for title in ("4 View log", "5 Configure", "7 Clients", "o Operations"):
                 assert "selected unit" not in commands[title] and "clone" not in commands[title], \
                     (title, commands[title])
             assert sorted(t for t in commands if t.lower().startswith("theme")) == \
