@@ -102,14 +102,13 @@ def export(ctx: Context) -> int:
 
     a = ctx.args
     columns = export_columns(a.columns)
-    query = OpQuery(**_filter_args(a, as_ms=True))
-    entries = _file(ctx).entries(query)
+    rows = _file(ctx).rows(OpQuery(**_filter_args(a, as_ms=True)), columns, a.format)
     if a.output is None:
-        write_export(entries, columns, a.format, sys.stdout)
+        write_export(rows, columns, a.format, sys.stdout)
         return EXIT_OK
     path = Path(a.output).expanduser()
     with atomic_file(path, 0o600) as out:
-        count = write_export(entries, columns, a.format, out)
+        count = write_export(rows, columns, a.format, out)
     print(f"wrote {count:,} {'entry' if count == 1 else 'entries'} to {path.absolute()}", file=sys.stderr)
     return EXIT_OK
 

@@ -19,7 +19,7 @@ from support import run
 from console.control.operations import OPERATIONS, Call, operation, perform
 from console.core.dates import parse_when, to_ms
 from console.core.errors import UsageError
-from console.core.oplog import OpLog, OpQuery, Recorder, export_columns, scrubbed, write_export
+from console.core.oplog import OpLog, OpQuery, Recorder, export_columns, export_rows, scrubbed, write_export
 from console.core.status import OpEntry
 from console.core.store import Store
 from console.hub.admin import ClientsAdmin
@@ -162,15 +162,23 @@ def test_export_columns_and_csv_quoting_survive_commas_quotes_and_newlines(tmp_p
     log.insert(entry("stop", 'say "hi"', outcome="failed", reason="it, failed"), T0 + 1000)
     out = io.StringIO()
     columns = export_columns("id,at,target,outcome,reason,details")
-    assert write_export(log.entries(OpQuery()), columns, "csv", out) == 2
+    assert write_export(log.rows(OpQuery(), columns), columns, "csv", out) == 2
     rows = list(csv.reader(io.StringIO(out.getvalue())))
     assert rows[0] == ["id", "at", "target", "outcome", "reason", "details"]
     assert rows[1] == ["2", "2026-11-20T10:00:01Z", 'say "hi"', "failed", "it, failed", "{}"]
     assert rows[2][:5] == ["1", "2026-11-20T10:00:00Z", "acme,corp", "ok", ""]
     assert json.loads(rows[2][5]) == {"note": tricky, "quota": 5}
     out = io.StringIO()
-    write_export(log.entries(OpQuery(action="stop")), ("action", "who"), "json", out)
+    write_export(log.rows(OpQuery(action="stop"), ("action", "who"), "json"), ("action", "who"), "json", out)
     assert json.loads(out.getvalue()) == [{"action": "stop", "who": "operator"}]
+    # what the console exports (the entries it shows) is the same, cell for cell, as what the file gives
+    every = OpEntry.COLUMNS
+    for fmt in ("csv", "json"):
+        from_file, shown = io.StringIO(), io.StringIO()
+        write_export(log.rows(OpQuery(), every, fmt), every, fmt, from_file)
+        write_export(export_rows(log.page(OpQuery())["entries"], every, fmt), every, fmt, shown)
+        assert from_file.getvalue() == shown.getvalue()
+    assert json.loads(shown.getvalue())[1]["details"] == {"note": tricky, "quota": 5}
     with pytest.raises(UsageError, match="unknown 'colour'"):
         export_columns("at,colour")
 

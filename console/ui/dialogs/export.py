@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
 from console.core.errors import os_reason
-from console.core.oplog import FORMATS, write_export
+from console.core.oplog import FORMATS, export_rows, write_export
 from console.core.paths import atomic_file
 from console.core.status import OpEntry
 from console.core.words import counted
@@ -114,4 +114,4 @@ def _write(path: Path, entries: list[OpEntry], columns: tuple[str, ...], fmt: st
     if not path.parent.is_dir():
         raise FileNotFoundError(2, os.strerror(2), str(path.parent))
     with atomic_file(path, 0o600) as out:
-        return write_export(entries, columns, fmt, out)
+        return write_export(export_rows(entries, columns, fmt), columns, fmt, out)
