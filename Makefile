@@ -65,6 +65,7 @@ bench: $(STAMP) sshd autossh
 	$(PY) bench/log_view.py
 	$(PY) bench/console_start.py
 	$(PY) bench/hub_storm.py
+	$(PY) bench/oplog.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

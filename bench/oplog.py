@@ -239,8 +239,8 @@ def daemon_process(state: StatePaths, empty: StatePaths, cfg: Path) -> list[list
             if where is state:
                 opened = asyncio.run(screen_open(state))
                 rows.append(["Operations screen: o to the first page (80x24, daemon in another process)",
-                             f"first {ms(opened[0])} (screen imported), then median {ms(statistics.median(opened[1:]))}",
-                             "", "< 0.3 s"])
+                             f"first {ms(opened[0])} (screen imported), then median "
+                             f"{ms(statistics.median(opened[1:]))}", "", "< 0.3 s"])
                 out = Path(tempfile.mkdtemp()) / "all.csv"
                 started = time.monotonic()
                 done = cli(state, cfg, "ops", "export", "-o", str(out))

@@ -58,6 +58,7 @@ MAX_ROWS = 1_000_000
 MAINTAIN_EVERY = 4096     # inserts between two maintenance passes (WAL checkpoint, retention) in a burst
 MAINTAIN_IDLE = 2.0       # seconds without an insert after which the daemon runs one (so the WAL stays small)
 DELETE_BATCH = 100        # rows one retention transaction deletes: an insert waits for one batch at most
+TRIM_PER_INSERT = 4       # of the oldest entries an insert may take away with it (retention as the log grows)
 PAGE_MAX = 1000           # entries one page may ask for
 VIA = ("cli", "console", "config-reload", "daemon", "migrated")
 _CLIP = 300               # characters of one detail value kept
@@ -194,6 +195,11 @@ class OpLog:
         # Held by each write: an insert waits for one retention batch to end, not SQLite's busy handler (which
         # sleeps 1, 2, 5, 10 ... ms between tries: the daemon's loop would wait that long for a lock freed sooner)
         self._writing = threading.Lock()
+        # What retention needs without a query, kept under _writing: the first and last id (their difference is
+        # the number of entries: only the oldest are ever deleted) and the oldest time.
+        self._first_id: int | None = None
+        self._last_id: int | None = None
+        self._oldest_ts: int | None = None
         self._maintaining = threading.Lock()
         self._db: sqlite3.Connection | None = None
         if daemon:  # at start, so a damaged file is moved aside (and said) now; a command opens it when it writes
@@ -231,7 +237,7 @@ class OpLog:
             if self.daemon:
                 db.execute("PRAGMA wal_autocheckpoint=0")
             db.executescript(SCHEMA)
-            db.execute("SELECT id, ts FROM ops ORDER BY id DESC LIMIT 1").fetchone()
+            self._bounds(db)
         except BaseException:
             db.close()
             if created:  # a log that could not even be made (a full disk) leaves no empty file behind
@@ -275,7 +281,9 @@ class OpLog:
     # -- writing
 
     def insert(self, entry: OpEntry, ts: int) -> int:
-        """Write one entry; its id. OperationFailed when it cannot be written (a full disk)."""
+        """Write one entry; its id. OperationFailed when it cannot be written (a full disk). With it, in the same
+        transaction, up to TRIM_PER_INSERT of the oldest entries go when retention says so: a log at its
+        `max_rows` stays there, entry for entry, and the daemon never has a second writer to wait for."""
         if self.read_only:
             raise OperationFailed("the operation log is open read-only")
         if self._db is None:
@@ -283,17 +291,67 @@ class OpLog:
         values = (ts, entry.who, entry.ssh_from, entry.via, entry.action, entry.target, entry.outcome, entry.reason,
                   entry.duration_ms, json.dumps(entry.details, ensure_ascii=False))
         try:
-            with self._writing:
-                new_id = self._db.execute(_INSERT, values).lastrowid
+            new_id = self._write(self._db, values, ts)
         except sqlite3.DatabaseError as exc:
             if not _damaged(exc):
                 raise OperationFailed(f"cannot write the operation log {self.path}: {exc}") from None
             self._db.close()
             self._move_aside(str(exc))
             self._db = self._connect()
-            new_id = self._db.execute(_INSERT, values).lastrowid
+            new_id = self._write(self._db, values, ts)
         self.inserts += 1
-        return int(new_id)
+        return new_id
+
+    def _write(self, db: sqlite3.Connection, values: tuple, ts: int) -> int:
+        with self._writing:
+            over = self._over(ts)
+            if over is None:
+                new_id = int(db.execute(_INSERT, values).lastrowid)
+            else:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    new_id = int(db.execute(_INSERT, values).lastrowid)
+                    self._trim(db, *over, TRIM_PER_INSERT)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    self._bounds(db)
+                    raise
+            self._last_id = new_id
+            if self._first_id is None:
+                self._first_id, self._oldest_ts = new_id, ts
+            return new_id
+
+    def _over(self, now_ms: int, coming: int = 1) -> tuple[int, int | None] | None:
+        """What retention wants gone (with `coming` entries more): (entries beyond max_rows, the time before
+        which they are older than keep_days); None when nothing."""
+        beyond = 0
+        if self.max_rows is not None and self._first_id is not None and self._last_id is not None:
+            beyond = self._last_id + coming - self._first_id + 1 - self.max_rows
+        cutoff = None
+        if self.keep_days is not None and self._oldest_ts is not None:
+            cutoff = now_ms - self.keep_days * 86_400_000
+            if self._oldest_ts >= cutoff:
+                cutoff = None
+        return (beyond, cutoff) if beyond > 0 or cutoff is not None else None
+
+    def _trim(self, db: sqlite3.Connection, beyond: int, cutoff: int | None, most: int) -> int:
+        """Delete up to `most` of the oldest entries: those older than `cutoff`, then those beyond max_rows."""
+        deleted = 0
+        if cutoff is not None:
+            deleted += db.execute("DELETE FROM ops WHERE id IN (SELECT id FROM ops WHERE ts < ? ORDER BY ts LIMIT ?)",
+                                  (cutoff, most)).rowcount
+        if beyond - deleted > 0:
+            deleted += db.execute("DELETE FROM ops WHERE id IN (SELECT id FROM ops ORDER BY id LIMIT ?)",
+                                  (min(beyond - deleted, most),)).rowcount
+        if deleted:
+            self._bounds(db)
+        return deleted
+
+    def _bounds(self, db: sqlite3.Connection) -> None:
+        self._first_id = db.execute("SELECT min(id) FROM ops").fetchone()[0]
+        self._last_id = db.execute("SELECT max(id) FROM ops").fetchone()[0]
+        self._oldest_ts = db.execute("SELECT min(ts) FROM ops").fetchone()[0]
 
     def migrate(self, records: list[dict[str, Any]]) -> int:
         """Copy the old store's operation records in, once (a mark in the log says it was done); how many."""
@@ -317,6 +375,8 @@ class OpLog:
                 self._db.executemany(_INSERT, rows)
                 self._db.execute("INSERT INTO meta (key, value) VALUES ('tinydb_migrated', ?)", (str(len(rows)),))
                 self._db.execute("COMMIT")
+                with self._writing:
+                    self._bounds(self._db)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -329,6 +389,7 @@ class OpLog:
         connection, so a thread can run it while the daemon writes. Rows deleted; 0 when another pass runs."""
         if self.read_only or not self._maintaining.acquire(blocking=False):
             return 0
+        self.inserts = 0  # from now: a burst that goes on asks for the next pass after as many again
         try:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
             try:
@@ -341,31 +402,20 @@ class OpLog:
             return 0
         finally:
             self._maintaining.release()
-        self.inserts = 0
         return deleted
 
     def _retain(self, db: sqlite3.Connection, now: float) -> int:
+        """What the inserts have not trimmed yet (a log that waited long, a smaller keep_days or max_rows): in
+        batches of DELETE_BATCH, each under the write lock, so an insert waits for one batch at most."""
         deleted = 0
-        if self.keep_days is not None:
-            cutoff = int((now - self.keep_days * 86400) * 1000)
-            while True:
-                with self._writing:
-                    n = db.execute("DELETE FROM ops WHERE id IN (SELECT id FROM ops WHERE ts < ? ORDER BY ts "
-                                   "LIMIT ?)", (cutoff, DELETE_BATCH)).rowcount
-                deleted += n
-                if n < DELETE_BATCH:
-                    break
-        if self.max_rows is not None:
-            low, high = db.execute("SELECT min(id), max(id) FROM ops").fetchone()
-            if high is not None and high - low + 1 > self.max_rows:  # ids are an upper bound of the count
-                excess = db.execute("SELECT count(*) FROM ops").fetchone()[0] - self.max_rows
-                while excess > 0:
-                    with self._writing:
-                        n = db.execute("DELETE FROM ops WHERE id IN (SELECT id FROM ops ORDER BY id LIMIT ?)",
-                                       (min(excess, DELETE_BATCH),)).rowcount
-                    if n == 0:
-                        break
-                    deleted, excess = deleted + n, excess - n
+        while True:
+            with self._writing:
+                self._bounds(db)
+                over = self._over(int(now * 1000), coming=0)
+                n = self._trim(db, *over, DELETE_BATCH) if over else 0
+            deleted += n
+            if n == 0:
+                break
         if deleted:
             log.info("operation log: %d old entries dropped (keep_days %s, max_rows %s)", deleted, self.keep_days,
                      self.max_rows)

@@ -128,7 +128,8 @@ class Syslog:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 address: str | tuple[str, int] = target.path
             else:
-                info = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST)[0]
+                info = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_DGRAM,
+                                          flags=socket.AI_NUMERICHOST)[0]
                 sock = socket.socket(info[0], socket.SOCK_DGRAM)
                 address = info[4][:2]
             sock.setblocking(False)

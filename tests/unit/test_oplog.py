@@ -188,13 +188,21 @@ def test_export_columns_and_csv_quoting_survive_commas_quotes_and_newlines(tmp_p
 
 def test_retention_drops_the_oldest_by_age_and_by_count(tmp_path):
     day = 86_400_000
-    log = filled(tmp_path / "oplog.sqlite", 10, step_ms=day, keep_days=5, max_rows=1000)  # one a day
+    log = filled(tmp_path / "oplog.sqlite", 10, step_ms=day, keep_days=None, max_rows=None)  # one a day
     now = (T0 + 9 * day) / 1000
+    log.keep_days = 5  # a smaller keep_days (a reload): the next maintenance drops what is older
     assert log.maintain(now=now) == 4  # days 0-3 are more than 5 days old
     assert [e.id for e in log.entries(OpQuery())] == list(range(10, 4, -1))
     log.keep_days, log.max_rows = None, 4
     assert log.maintain(now=now) == 2
     assert [e.id for e in log.entries(OpQuery())] == [10, 9, 8, 7]
+    # from then on each insert takes the oldest away with it: the log stays at max_rows
+    log.insert(entry(), T0 + 10 * day)
+    assert [e.id for e in log.entries(OpQuery())] == [11, 10, 9, 8]
+    # and what keep_days makes old, up to four at a time
+    log.keep_days = 5
+    log.insert(entry(), T0 + 30 * day)
+    assert [e.id for e in log.entries(OpQuery())] == [12]
 
 
 def test_the_recorder_maintains_the_log_every_so_many_inserts(tmp_path, monkeypatch):

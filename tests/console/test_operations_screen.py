@@ -41,10 +41,19 @@ def cell(app: SopConsole, row: list[str], column: str) -> str:
     return row[columns(app).index(column)]
 
 
+async def operations(app: SopConsole, pilot) -> OperationsScreen:
+    """o from the main screen: the Operations screen, once its first page is on it."""
+    await pilot.press("o")
+    await eventually(lambda: isinstance(app.screen, OperationsScreen))
+    screen = app.screen
+    await eventually(lambda: screen.loaded.is_set())
+    return screen
+
+
 async def hub_daemon(state) -> Daemon:
     low, high = _free_range(6)
-    daemon = Daemon(config_of(f"hub: {{listen: '127.0.0.1:{free_port()}', ports: '{low}-{high}', default_quota: 2}}\n"), state, None,
-                    echo_log=False)
+    config = config_of(f"hub: {{listen: '127.0.0.1:{free_port()}', ports: '{low}-{high}', default_quota: 2}}\n")
+    daemon = Daemon(config, state, None, echo_log=False)
     await daemon.start()
     return daemon
 
@@ -69,10 +78,7 @@ def test_operations_screen_records_the_console_door_is_live_pages_shows_copies_a
                 await pilot.press("escape")
                 await eventually(lambda: isinstance(app.screen, MainScreen))
 
-                await pilot.press("o")
-                await eventually(lambda: isinstance(app.screen, OperationsScreen))
-                screen = app.screen
-                await eventually(lambda: screen.loaded.is_set())
+                screen = await operations(app, pilot)
                 shown = rows(app)
                 assert len(shown) == 21 and shown[-1][0] == "▼ 20 more: l"  # 20 entries and the load-more row
                 assert (cell(app, shown[0], "action"), cell(app, shown[0], "target"), cell(app, shown[0], "from"),
@@ -155,10 +161,7 @@ def test_the_date_bar_refuses_a_bad_date_in_place_and_a_past_range_is_not_live(s
             app = SopConsole(state, poll_log=False, watch_terminal=False)
             async with app.run_test(size=SIZE) as pilot:
                 await eventually(lambda: isinstance(app.screen, MainScreen))
-                await pilot.press("o")
-                await eventually(lambda: isinstance(app.screen, OperationsScreen))
-                screen = app.screen
-                await eventually(lambda: screen.loaded.is_set())
+                screen = await operations(app, pilot)
                 before = rows(app)
                 error = screen.query_one("#ops-date-error", Static)
                 await pilot.press("d", *"2026-11-31", "enter")
