@@ -391,6 +391,11 @@ def test_configure_checks_saves_keeps_a_backup_and_reloads(sshd, state, tmp_path
                     # The forward the form did not touch kept its local service and its bind.
                     assert port_row(app, "master", "ssh")[4] == f"127.0.0.1:{echo.port}"
                     assert "remote_bind: 127.0.0.1" in path.read_text()
+                    # The save is in the operation log: a reload from the console, with what changed.
+                    from console.core.oplog import OpQuery
+
+                    (saved,) = daemon.engine.oplog.page(OpQuery(action="reload"))["entries"]
+                    assert (saved.via, saved.outcome) == ("console", "ok") and "master" in saved.details["changes"]
             finally:
                 await daemon.close()
     run(body())

@@ -45,6 +45,30 @@ def test_the_table_declares_each_operation_once_with_typed_parameters():
     assert all(op.doc and "\n" not in op.doc for op in OPERATIONS.values())
 
 
+def test_what_is_recorded_and_under_which_target():
+    """Not read-only: recorded; read-only: not, unless it says so; trust's check records nothing. The target is
+    the parameter named unit, id or name, unless the declaration names another."""
+    recorded = {name: op.recorded({}) for name, op in OPERATIONS.items()}
+    assert {name for name, yes in recorded.items() if not yes} == {
+        name for name, op in OPERATIONS.items() if op.read_only}
+    assert not OPERATIONS["trust"].recorded({"unit": "master", "check": True})
+    assert OPERATIONS["trust"].recorded({"unit": "master"})
+    assert (OPERATIONS["start"].target, OPERATIONS["clients.add"].target, OPERATIONS["reload"].target) == \
+        ("unit", "id", None)
+    try:
+        @operation("t.reveal", read_only=True, recorded=True, target="who")
+        def reveal(call: Call, who: str, name: str) -> str:
+            """A read-only operation that shows a secret."""
+
+        assert OPERATIONS["t.reveal"].recorded({}) and OPERATIONS["t.reveal"].target == "who"
+        with pytest.raises(ValueError, match="target 'nobody' is not one of its parameters"):
+            @operation("t.bad_target", target="nobody")
+            def bad_target(call: Call, name: str) -> None:
+                """Bad."""
+    finally:
+        OPERATIONS.pop("t.reveal", None)
+
+
 def test_a_declaration_the_table_cannot_check_fails_at_import():
     try:
         with pytest.raises(TypeError, match="t.bad: where: a control parameter is str, int or bool"):
