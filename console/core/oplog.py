@@ -10,11 +10,11 @@ through the daemon) read while the daemon writes.
 
 - Writes (`Recorder.record`) run on the daemon's loop: one INSERT, tens of microseconds (bench/oplog.py). The
   daemon's connection never checkpoints on its own (`wal_autocheckpoint=0`): `maintain()` does, in a thread, at
-  start, once the log has been quiet for MAINTAIN_IDLE seconds, and every MAINTAIN_EVERY inserts of a burst,
-  together with retention (`oplog.keep_days`, `oplog.max_rows`) in small batches, so the write lock is never held
-  long. (A checkpoint's copying and fsync slow the writes made meanwhile: measured, one every 256 inserts of a
-  burst took the insert's p99 from 0.2 ms to 1-2 ms; one every 4096, 0.4-0.5 ms.) Reads run in threads, each on
-  its own connection.
+  start, once the log has been quiet for MAINTAIN_IDLE seconds (with retention: `oplog.keep_days`,
+  `oplog.max_rows`, in batches of DELETE_BATCH), and every MAINTAIN_EVERY inserts of a burst (a checkpoint only).
+  A burst that outruns retention by its slack has each insert take a few of the oldest with it. (A checkpoint's
+  copying and fsync slow the writes made meanwhile: measured, one every 256 inserts of a burst took the insert's
+  p99 from 0.2 ms to 1-2 ms; one every 4096, 0.4-0.5 ms.) Reads run in threads, each on its own connection.
 - Details never hold a secret: a parameter named like a password, secret, token, private or key material is
   replaced by "(secret)", and so is any value that holds a private key (`scrubbed`). Results are not recorded,
   unless an operation names what of its result to keep (a private key `clients.add` returns never is).
@@ -58,7 +58,8 @@ MAX_ROWS = 1_000_000
 MAINTAIN_EVERY = 4096     # inserts between two maintenance passes (WAL checkpoint, retention) in a burst
 MAINTAIN_IDLE = 2.0       # seconds without an insert after which the daemon runs one (so the WAL stays small)
 DELETE_BATCH = 100        # rows one retention transaction deletes: an insert waits for one batch at most
-TRIM_PER_INSERT = 4       # of the oldest entries an insert may take away with it (retention as the log grows)
+TRIM_PER_INSERT = 4       # of the oldest entries an insert may take away with it, once retention is behind...
+SLACK_ROWS = 0.01         # ...by more than 1% of max_rows (at least 100), or a day of keep_days (a long burst)
 PAGE_MAX = 1000           # entries one page may ask for
 VIA = ("cli", "console", "config-reload", "daemon", "migrated")
 _CLIP = 300               # characters of one detail value kept
@@ -281,9 +282,10 @@ class OpLog:
     # -- writing
 
     def insert(self, entry: OpEntry, ts: int) -> int:
-        """Write one entry; its id. OperationFailed when it cannot be written (a full disk). With it, in the same
-        transaction, up to TRIM_PER_INSERT of the oldest entries go when retention says so: a log at its
-        `max_rows` stays there, entry for entry, and the daemon never has a second writer to wait for."""
+        """Write one entry; its id. OperationFailed when it cannot be written (a full disk). Retention is the
+        maintenance's (in a thread, once the log is quiet); only when a burst leaves it behind by its slack does
+        an insert take up to TRIM_PER_INSERT of the oldest away with it, in its transaction (measured: an insert
+        at the limit that also deletes costs twice as much, p99 0.2 -> 1.3 ms, so not every insert does)."""
         if self.read_only:
             raise OperationFailed("the operation log is open read-only")
         if self._db is None:
@@ -304,7 +306,7 @@ class OpLog:
 
     def _write(self, db: sqlite3.Connection, values: tuple, ts: int) -> int:
         with self._writing:
-            over = self._over(ts)
+            over = self._over(ts, slack=True)
             if over is None:
                 new_id = int(db.execute(_INSERT, values).lastrowid)
             else:
@@ -322,16 +324,18 @@ class OpLog:
                 self._first_id, self._oldest_ts = new_id, ts
             return new_id
 
-    def _over(self, now_ms: int, coming: int = 1) -> tuple[int, int | None] | None:
+    def _over(self, now_ms: int, coming: int = 1, slack: bool = False) -> tuple[int, int | None] | None:
         """What retention wants gone (with `coming` entries more): (entries beyond max_rows, the time before
-        which they are older than keep_days); None when nothing."""
+        which they are older than keep_days); None when nothing, or with `slack` nothing beyond the slack."""
         beyond = 0
         if self.max_rows is not None and self._first_id is not None and self._last_id is not None:
             beyond = self._last_id + coming - self._first_id + 1 - self.max_rows
+            if slack and beyond <= max(100, int(self.max_rows * SLACK_ROWS)):
+                beyond = 0
         cutoff = None
         if self.keep_days is not None and self._oldest_ts is not None:
             cutoff = now_ms - self.keep_days * 86_400_000
-            if self._oldest_ts >= cutoff:
+            if self._oldest_ts >= cutoff - (86_400_000 if slack else 0):
                 cutoff = None
         return (beyond, cutoff) if beyond > 0 or cutoff is not None else None
 
@@ -384,16 +388,17 @@ class OpLog:
             raise OperationFailed(f"cannot write the operation log {self.path}: {exc}") from None
         return len(rows)
 
-    def maintain(self, now: float | None = None) -> int:
-        """Retention (older than keep_days, beyond max_rows: the oldest go), then a WAL checkpoint; on its own
-        connection, so a thread can run it while the daemon writes. Rows deleted; 0 when another pass runs."""
+    def maintain(self, now: float | None = None, retain: bool = True) -> int:
+        """Retention (older than keep_days, beyond max_rows: the oldest go; not with `retain` False, in a burst),
+        then a WAL checkpoint; on its own connection, so a thread can run it while the daemon writes. Rows
+        deleted; 0 when another pass runs."""
         if self.read_only or not self._maintaining.acquire(blocking=False):
             return 0
         self.inserts = 0  # from now: a burst that goes on asks for the next pass after as many again
         try:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
             try:
-                deleted = self._retain(db, time.time() if now is None else now)
+                deleted = self._retain(db, time.time() if now is None else now) if retain else 0
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             finally:
                 db.close()
@@ -609,8 +614,8 @@ class Recorder:
         if self.syslog is not None and self.syslog.enabled:
             self.syslog.send(syslog_line(entry), NOTICE if ok else ERR)
         if self.oplog.inserts >= MAINTAIN_EVERY:
-            self.maintain()
-        elif self.background is not None and entry.id:
+            self.maintain(retain=False)  # a burst: a checkpoint; retention once it is quiet, or by its inserts
+        if self.background is not None and entry.id:
             self._when_quiet()
         return entry
 
@@ -623,11 +628,11 @@ class Recorder:
         except RuntimeError:  # no loop here
             self._idle = None
 
-    def maintain(self) -> None:
+    def maintain(self, retain: bool = True) -> None:
         if self.background is not None:
-            self.background(self.oplog.maintain)
+            self.background(lambda: self.oplog.maintain(retain=retain))
         else:
-            self.oplog.maintain()
+            self.oplog.maintain(retain=retain)
 
     def close(self) -> None:
         if self._idle is not None:

@@ -3,6 +3,7 @@ tinydb migration, a damaged file, and secrets that never reach the file; the rec
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support import run
+from support import eventually, run
 
 from console.control.operations import OPERATIONS, Call, operation, perform
 from console.core.dates import parse_when, to_ms
@@ -196,24 +197,47 @@ def test_retention_drops_the_oldest_by_age_and_by_count(tmp_path):
     log.keep_days, log.max_rows = None, 4
     assert log.maintain(now=now) == 2
     assert [e.id for e in log.entries(OpQuery())] == [10, 9, 8, 7]
-    # from then on each insert takes the oldest away with it: the log stays at max_rows
-    log.insert(entry(), T0 + 10 * day)
-    assert [e.id for e in log.entries(OpQuery())] == [11, 10, 9, 8]
-    # and what keep_days makes old, up to four at a time
-    log.keep_days = 5
-    log.insert(entry(), T0 + 30 * day)
-    assert [e.id for e in log.entries(OpQuery())] == [12]
+    assert log.maintain(now=now) == 0
 
 
-def test_the_recorder_maintains_the_log_every_so_many_inserts(tmp_path, monkeypatch):
+def test_a_burst_beyond_the_slack_trims_as_it_inserts(tmp_path):
+    """Between two quiet moments, inserts keep the log within max_rows plus 1% (at least 100), and within a day
+    of keep_days, taking up to four of the oldest each."""
+    day = 86_400_000
+    log = filled(tmp_path / "oplog.sqlite", 4, keep_days=None, max_rows=4)
+    for i in range(100):
+        log.insert(entry(), T0 + 10_000 + i)
+    assert len(list(log.entries(OpQuery()))) == 104  # within the slack: nothing deleted on the writer's path
+    log.insert(entry(), T0 + 20_000)
+    kept = [e.id for e in log.entries(OpQuery())]
+    assert len(kept) == 101 and kept[-1] == 5  # 1-4, the oldest, went with it
+    log.max_rows, log.keep_days = None, 5
+    log.insert(entry(), T0 + 6 * day)  # nothing is a day past keep_days yet
+    assert len(list(log.entries(OpQuery()))) == 102
+    log.insert(entry(), T0 + 7 * day)  # now all the others are: four go with each insert
+    assert len(list(log.entries(OpQuery()))) == 99
+    assert log.maintain(now=(T0 + 7 * day) / 1000) == 97  # the quiet moment takes the rest
+    assert [e.id for e in log.entries(OpQuery())] == [107, 106]
+
+
+def test_the_recorder_checkpoints_in_a_burst_and_keeps_retention_for_a_quiet_moment(tmp_path, monkeypatch):
     from console.core import oplog
 
     monkeypatch.setattr(oplog, "MAINTAIN_EVERY", 10)
+    monkeypatch.setattr(oplog, "MAINTAIN_IDLE", 0.2)
     log = OpLog(tmp_path / "oplog.sqlite", max_rows=5, daemon=True)  # below what the config allows, to see it
-    recorder = Recorder(log)
-    for _ in range(10):
-        recorder.record("start", who="op", via="cli")
-    assert [e.id for e in log.entries(OpQuery())] == [10, 9, 8, 7, 6] and log.inserts == 0
+
+    async def body():
+        loop = asyncio.get_running_loop()
+        recorder = Recorder(log, background=lambda work: loop.run_in_executor(None, work))
+        for _ in range(10):  # the tenth asks for a checkpoint, in a thread
+            recorder.record("start", who="op", via="cli")
+        await eventually(lambda: log.inserts == 0, what="the burst's checkpoint")
+        assert len(list(log.entries(OpQuery()))) == 10  # no retention in the burst
+        await eventually(lambda: len(list(log.entries(OpQuery()))) == 5, what="retention when quiet")
+        assert [e.id for e in log.entries(OpQuery())] == [10, 9, 8, 7, 6]
+        recorder.close()
+    run(body())
 
 
 # ---------------------------------------------------------------------------------------------- files
