@@ -161,10 +161,11 @@ def test_export_columns_and_csv_quoting_survive_commas_quotes_and_newlines(tmp_p
     tricky = 'a, "quoted" value\nand a second line'
     log.insert(entry("clients.add", "acme,corp", reason=None, details={"note": tricky, "quota": 5}), T0)
     log.insert(entry("stop", 'say "hi"', outcome="failed", reason="it, failed"), T0 + 1000)
+    log.insert(entry("start", "two\nlines\r", who="élodie", duration_ms=18.0, details={"n": 0.1}), T0 + 2000)
     out = io.StringIO()
     columns = export_columns("id,at,target,outcome,reason,details")
-    assert write_export(log.rows(OpQuery(), columns), columns, "csv", out) == 2
-    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert write_export(log.rows(OpQuery(until=T0 + 2000), columns), columns, "csv", out) == 2
+    rows = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
     assert rows[0] == ["id", "at", "target", "outcome", "reason", "details"]
     assert rows[1] == ["2", "2026-11-20T10:00:01Z", 'say "hi"', "failed", "it, failed", "{}"]
     assert rows[2][:5] == ["1", "2026-11-20T10:00:00Z", "acme,corp", "ok", ""]
@@ -174,12 +175,16 @@ def test_export_columns_and_csv_quoting_survive_commas_quotes_and_newlines(tmp_p
     assert json.loads(out.getvalue()) == [{"action": "stop", "who": "operator"}]
     # what the console exports (the entries it shows) is the same, cell for cell, as what the file gives
     every = OpEntry.COLUMNS
+    written = {}
     for fmt in ("csv", "json"):
         from_file, shown = io.StringIO(), io.StringIO()
         write_export(log.rows(OpQuery(), every, fmt), every, fmt, from_file)
         write_export(export_rows(log.page(OpQuery())["entries"], every, fmt), every, fmt, shown)
         assert from_file.getvalue() == shown.getvalue()
-    assert json.loads(shown.getvalue())[1]["details"] == {"note": tricky, "quota": 5}
+        written[fmt] = from_file.getvalue()
+    assert json.loads(written["json"])[2]["details"] == {"note": tricky, "quota": 5}
+    newest = list(csv.reader(io.StringIO(written["csv"], newline="")))[1]
+    assert (newest[2], newest[6], newest[9], newest[10]) == ("élodie", "two\nlines\r", "18.0", '{"n": 0.1}')
     with pytest.raises(UsageError, match="unknown 'colour'"):
         export_columns("at,colour")
 
