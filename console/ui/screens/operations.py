@@ -54,9 +54,10 @@ class OperationsScreen(Screen):
                 id="ops.export"),
         Binding("d", "dates", "Dates", tooltip="the start and end date (enter applies; esc back to the list)",
                 id="ops.dates"),
-        Binding("escape", "back", "Back", id="ops.back"),
-        Binding("j", "cursor('down')", "Down", show=False, id="ops.down"),
-        Binding("k", "cursor('up')", "Up", show=False, id="ops.up"),
+        Binding("escape", "back", "Back", tooltip="back to the main screen (from the date bar: back to the list)",
+                id="ops.back"),
+        Binding("j", "cursor('down')", "Down", show=False, tooltip="down (as the arrow)", id="ops.down"),
+        Binding("k", "cursor('up')", "Up", show=False, tooltip="up (as the arrow)", id="ops.up"),
     ]
 
     def __init__(self, session: Session, changes: Signal[OperationRecorded], status: Signal[StatusChanged]) -> None:
