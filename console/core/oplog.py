@@ -61,7 +61,6 @@ DELETE_BATCH = 100        # rows one retention transaction deletes: an insert wa
 TRIM_PER_INSERT = 4       # of the oldest entries an insert may take away with it, once retention is behind...
 SLACK_ROWS = 0.01         # ...by more than 1% of max_rows (at least 100), or a day of keep_days (a long burst)
 PAGE_MAX = 1000           # entries one page may ask for
-VIA = ("cli", "console", "config-reload", "daemon", "migrated")
 _CLIP = 300               # characters of one detail value kept
 
 SCHEMA = """

@@ -24,7 +24,6 @@ import pytest
 from sshd import free_port
 from support import config_of, eventually, me, run
 
-from console.core.dates import to_ms
 from console.core.oplog import OpLog
 from console.core.paths import StatePaths
 from console.core.status import OpEntry
