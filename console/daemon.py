@@ -176,17 +176,18 @@ class Daemon:
     async def start(self) -> None:
         await self.engine.start()
         await self.control.start()
+        self._started = True
         self._record("daemon start", details={"pid": os.getpid(), "config": str(self.config_path or "(none)")})
         log.info("daemon %d serving %s", os.getpid(), self.paths.control_socket)
 
     def _record(self, action: str, **entry) -> None:
         """An entry the daemon writes of itself (its start and stop), through the one recorder."""
-        self._started = action == "daemon start"
         self.engine.recorder.record(action, who=getpass.getuser(), via="daemon", **entry)
 
     async def close(self) -> None:
         await self.control.close()
-        if self._started:
+        if self._started:  # a daemon that started (not one whose start failed half way)
+            self._started = False
             self._record("daemon stop", details={"pid": os.getpid()})
         await self.engine.shutdown()
         self.lock.release()
