@@ -1,5 +1,5 @@
 # make demo: set up and run the demo (loopback hub, demo services, both units).
-# make test: set up and run the test suite (installs openssh-server, dropbear-bin and tmux when they are missing).
+# make test: set up and run the test suite (installs openssh-server, dropbear-bin, tmux and sudo when they are missing).
 # make install: a venv in $(PREFIX) from the system Python with this tree installed (not editable), the command
 #   linked into $(BINDIR); every file readable and runnable by every user (the operator's account runs it).
 PYTHON ?= python3
@@ -11,7 +11,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv install sshd dropbear tmux autossh clean
+.PHONY: demo test bench venv install sshd dropbear tmux sudo autossh socat clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,18 +53,27 @@ dropbear:
 tmux:
 	$(call need,tmux,tmux,a console test runs in a real terminal)
 
+sudo:
+	$(call need,sudo,sudo,the endpoint set-up and sshd --fix tests log in as a user with password-less sudo)
+
 autossh:
 	$(call need,autossh,autossh,bench/recovery.py compares against it,optional)
 
-test: $(STAMP) sshd dropbear tmux
+socat:
+	$(call need,socat,socat,bench/proxy.py compares the TCP proxy against it)
+
+test: $(STAMP) sshd dropbear tmux sudo
 	$(PY) -m pytest -q
 
-bench: $(STAMP) sshd autossh
+bench: $(STAMP) sshd autossh sudo socat
 	$(PY) bench/recovery.py
 	$(PY) bench/throughput.py
 	$(PY) bench/log_view.py
 	$(PY) bench/console_start.py
 	$(PY) bench/hub_storm.py
+	$(PY) bench/endpoint_check.py
+	$(PY) bench/proxy.py
+	@if [ "$$(id -u)" = 0 ]; then $(PY) bench/sshd_check.py; else echo "bench/sshd_check.py skipped: it makes throwaway users, run it as root"; fi
 	$(PY) bench/oplog.py
 
 clean:

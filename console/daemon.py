@@ -20,6 +20,7 @@ from console.control.operations import Call, perform
 from console.control.server import ControlServer
 from console.core.config import Config, load_config
 from console.core.errors import ConfigError, OperationFailed
+from console.core.events import ReloadRefused
 from console.core.paths import StatePaths
 from console.core.words import counted
 from console.engine import Engine
@@ -154,6 +155,7 @@ class Daemon:
                 log.error("reload refused: %s", problem)
             self.engine.tunnel_log.write("engine", f"reload refused: {counted(len(exc.problems), 'problem')} in the config; "
                                                    "the running configuration stays")
+            self.engine.bus.publish(ReloadRefused(tuple(exc.problems)))
             raise
         return await self.engine.reload(config)
 

@@ -1,7 +1,8 @@
 """`sop-console demo`: everything on loopback in one process, with no setup.
 
 The daemon with a hub (our asyncssh server) whose clients are the demo units, two demo services (a small web
-page and an echo "app" port), and master and clone forwarding both through the hub and announcing them. It runs
+page and an echo "app" port), and master and clone forwarding both through the hub and announcing them. Two
+endpoints: the hub (`default`, available) and `spare`, a closed loopback port (unavailable, with its reason). It runs
 in the console (`--plain`: it prints the live status and the tunnel log instead).
 """
 
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from typing import TextIO
 from collections.abc import Callable
 
-from console.core.config import Config, ForwardConfig, HubConfig, ServerConfig, TunnelConfig, UnitConfig
+from console.core.config import (Config, EndpointConfig, ForwardConfig, HubConfig, ServerConfig, TunnelConfig,
+                                 UnitConfig)
 from console.core.events import ForwardTraffic, LogLine
 from console.core.keys import load_or_create_key, load_or_create_unit_key, public_line
 from console.core.paths import StatePaths
@@ -108,9 +110,14 @@ async def build_demo(paths: StatePaths, *, echo_log: bool = False) -> DemoWorld:
         ))
         for unit, user in DEMO_USERS.items()
     }
+    # Two endpoints: the demo hub as `default` (available: both units log in with their keys) and `spare`, a
+    # loopback port nothing listens on (unavailable: "connection refused by 127.0.0.1:PORT", with its hint).
+    spare = EndpointConfig(host="127.0.0.1", port=_free_range(1)[0], name="spare",
+                           comment="a loopback port nothing listens on: how an unavailable endpoint looks")
     config = Config(units=units, server=server,
                     tunnel=TunnelConfig(keepalive_interval=5, keepalive_count_max=3, retry_min=0.1, retry_max=5),
-                    hub=HubConfig("127.0.0.1", hub_port, low, high, 2, "127.0.0.1"), source="<demo>")
+                    hub=HubConfig("127.0.0.1", hub_port, low, high, 2, "127.0.0.1"), source="<demo>",
+                    endpoints={"spare": spare})
     daemon = Daemon(config, paths, None, echo_log=echo_log)
     await daemon.start()
     return DemoWorld(daemon, [web, app], config)

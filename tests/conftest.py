@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -60,12 +61,12 @@ def state(tmp_path) -> StatePaths:
     return StatePaths(tmp_path / "state").prepare()
 
 
-@pytest.fixture
-def local_user():
-    """A real local user with a password and its own home, for key install (needs root)."""
+@contextlib.contextmanager
+def _local_account():
+    """A real local user with a password and its own home (needs root): (name, password, home)."""
     if os.geteuid() != 0:
         if IN_CI:
-            pytest.fail("key install tests need root in CI")
+            pytest.fail("tests with a local user need root in CI")
         pytest.skip("creating a local user needs root")
     name = f"sopt{secrets.token_hex(3)}"
     password = secrets.token_urlsafe(12)
@@ -79,3 +80,17 @@ def local_user():
     finally:
         subprocess.run(["userdel", "-r", "-f", name], stderr=subprocess.DEVNULL)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def local_user():
+    """A real local user with a password and its own home, for key install (needs root)."""
+    with _local_account() as user:
+        yield user
+
+
+@pytest.fixture
+def another_local_user():
+    """A second one, for tests where one account acts for another (set-up auth by key through sudo)."""
+    with _local_account() as user:
+        yield user

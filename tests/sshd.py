@@ -70,6 +70,22 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def authorize_in_home(user: str, public_line: str) -> None:
+    """Append a key to a local user's own ~/.ssh/authorized_keys (0600 in 0700, owned by the user): what
+    Dropbear reads, and OpenSSH's second AuthorizedKeysFile here (the first, in the test's root-only temp dir,
+    cannot be read by sshd acting as a user other than root)."""
+    import pwd
+    entry = pwd.getpwnam(user)
+    ssh_dir = Path(entry.pw_dir) / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    path = ssh_dir / "authorized_keys"
+    with open(path, "a") as handle:
+        handle.write(public_line.strip() + "\n")
+    os.chmod(path, 0o600)
+    for item in (ssh_dir, path):
+        os.chown(item, entry.pw_uid, entry.pw_gid)
+
+
 class Sshd:
     def __init__(self, root: Path, *, password_auth: bool = False, extra: str = "", match: str = "",
                  more_host_keys: tuple[str, ...] = ()) -> None:
@@ -222,16 +238,7 @@ class Dropbear:
         return " ".join(line.split()[:2])
 
     def authorize(self, user: str, public_line: str) -> None:
-        import pwd
-        entry = pwd.getpwnam(user)
-        ssh_dir = Path(entry.pw_dir) / ".ssh"
-        ssh_dir.mkdir(mode=0o700, exist_ok=True)
-        path = ssh_dir / "authorized_keys"
-        with open(path, "a") as handle:
-            handle.write(public_line.strip() + "\n")
-        os.chmod(path, 0o600)
-        for item in (ssh_dir, path):
-            os.chown(item, entry.pw_uid, entry.pw_gid)
+        authorize_in_home(user, public_line)
 
     def start(self) -> Dropbear:
         args = [self.binary, "-F", "-E", "-s", "-p", f"127.0.0.1:{self.port}", "-P", str(self.root / "pid")]

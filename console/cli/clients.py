@@ -9,19 +9,19 @@ still lets the client in. Reading (list, export-authorized-keys) may fall back t
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from console.cli.context import Commands, Context
-from console.core.errors import EXIT_NO_DAEMON, EXIT_OK, ConsoleError, DaemonNotRunning, UsageError, os_reason
-from console.core.status import ClientStatus, json_default
+from console.cli.context import Commands, Context, daemon_or_store
+from console.core.errors import EXIT_OK, UsageError, os_reason
+from console.core.status import ClientStatus
 
-SOCKET_GRACE = 2.0  # seconds a daemon that holds the lock gets to open its socket (it may be starting)
+if TYPE_CHECKING:
+    from console.control.operations import Call
+    from console.core.store import Store
 
 
 def register(commands: Commands) -> None:
@@ -119,66 +119,16 @@ def hub_key(ctx: Context) -> int:
 
 def hub_request(ctx: Context, op: str, **args: Any) -> Any:
     """A hub operation through the daemon when it runs; with no daemon at all, on the store (see the module)."""
-    from console.control.operations import OPERATIONS
-
-    try:
-        return ctx.request(op, **args)
-    except DaemonNotRunning:
-        pass
-    if OPERATIONS[op].read_only:
-        return _on_store(ctx, op, args)
-
-    from console.daemon import DaemonLock, StateDirBusy
-
-    lock = DaemonLock(ctx.paths.prepare().daemon_lock, role=f"{ctx.args.command} {ctx.args.clients_command}")
-    try:
-        lock.acquire()
-    except StateDirBusy as busy:
-        if busy.role != "daemon":
-            raise
-        return _through_a_daemon_without_socket(ctx, busy.pid, op, args)
-    try:
-        return _on_store(ctx, op, args)
-    finally:
-        lock.release()
+    return daemon_or_store(ctx, op, args, _clients_call)
 
 
-def _through_a_daemon_without_socket(ctx: Context, pid: int | None, op: str, args: dict[str, Any]) -> Any:
-    """A daemon holds the state dir: if it is only starting, its socket comes within moments; else, refuse."""
-    deadline = time.monotonic() + SOCKET_GRACE
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        if ctx.paths.control_socket.exists():
-            try:
-                return ctx.request(op, **args)
-            except DaemonNotRunning:
-                pass
-    who = f"the daemon (pid {pid})" if pid else "a daemon"
-    raise ConsoleError(f"{who} holds state dir {ctx.paths.root} but its control socket is gone: restart it; "
-                       "nothing was changed", exit_code=EXIT_NO_DAEMON)
-
-
-def _on_store(ctx: Context, op: str, args: dict[str, Any]) -> Any:
-    """Run the operation on the store, with the same checks as the daemon's (the operation table)."""
-    from console.control.client import ssh_client_address
-    from console.control.operations import OPERATIONS, Call, perform
-    from console.core.oplog import recorder_for
-    from console.core.store import Store
+def _clients_call(ctx: Context, store: Store) -> Call:
+    from console.control.operations import Call
     from console.hub.admin import ClientsAdmin
     from console.hub.registry import Registry
 
     config = ctx.config()
     if config.hub is None:
         raise UsageError(f"no hub: section in {config.source}")
-    store = Store(ctx.paths.prepare().database)
-    # recorded here as the daemon would have (a read-only operation writes nothing: no need to open the log)
-    recorder = None if OPERATIONS[op].read_only else recorder_for(ctx.paths.oplog, config)
-    try:
-        admin = ClientsAdmin(Registry(store, (config.hub.port_low, config.hub.port_high), config.hub.default_quota))
-        call = Call(getpass.getuser(), clients=admin, via="cli", ssh_from=ssh_client_address(), recorder=recorder)
-        result = asyncio.run(perform(call, op, {k: v for k, v in args.items() if v is not None}))
-        return json.loads(json.dumps(result, default=json_default))  # the daemon's answer has this form too
-    finally:
-        store.close()
-        if recorder is not None:
-            recorder.close()
+    admin = ClientsAdmin(Registry(store, (config.hub.port_low, config.hub.port_high), config.hub.default_quota))
+    return Call(getpass.getuser(), clients=admin)

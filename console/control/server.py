@@ -97,8 +97,8 @@ class ControlServer:
 
     async def _answer(self, rid: Any, op: str, args: Any, who: str, door: tuple[str, str | None]) -> dict:
         via, ssh_from = door
-        call = Call(who, self.engine, self.engine.clients, self._reload, via=via, ssh_from=ssh_from,
-                    recorder=self.engine.recorder)
+        call = Call(who, self.engine, self.engine.clients, self._reload, self.engine.endpoints, self.engine.logins,
+                    via=via, ssh_from=ssh_from, recorder=self.engine.recorder)
         try:
             result = await perform(call, op, args)
         except ConsoleError as exc:

@@ -7,17 +7,22 @@ once (`ConfigError.problems`). The YAML is composed to nodes first so each value
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from console.core.choices import HOST_KEY_POLICIES, THEMES, UNIT_NAMES
 from console.core.config_file import compose, read_config_text
+from console.core.endpoints import (NAME_RE, closest, comment_problem, host_problem, login_problem, name_problem,
+                                    parse_network)
 from console.core.errors import ConfigError, UsageError, os_reason
+from console.core.rules import (DIRECTIONS, LOCAL, MAX_GATEWAY_SERVICES, RULE_FORM, GatewayPlan, Rule, RuleError,
+                                clashes, describe_place, host_range, hub_clash, make_rule, parse_hosts, via_problem)
 from console.core.syslog import Target
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
 # The seed's connect.yaml repository form: service[+scheme]://host:port[path], e.g. webdav+http://10.0.0.1:80/.
 _SERVICE_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}(\+[a-z][a-z0-9-]{0,31})?://"
@@ -29,16 +34,40 @@ SEED_FORWARDS = {"ssh_port": ("ssh", 22), "http_port": ("http", 80), "app_port":
 
 
 @dataclass(frozen=True)
-class ServerConfig:
+class EndpointScope:
+    """The networks an endpoint serves besides its own subnet: subnets (CIDRs) and VPCs (names in `vpcs:`)."""
+
+    subnets: tuple[str, ...] = ()
+    vpcs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """An endpoint: an SSH server units (and proxy rules) go through. The top-level `server:` is the endpoint
+    named `default`; `ServerConfig` is this class under its old name (a unit's `server` is its endpoint)."""
+
     host: str
     port: int = 22
     host_key_policy: str = "strict"
     host_key: str | None = None
+    name: str = "default"
+    username: str = "root"            # the account units log in as, unless a unit names its own
+    comment: str | None = None
+    subnet: str | None = None         # the endpoint's own network (CIDR): in its scope by default
+    scope: EndpointScope = EndpointScope()
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return join_host_port(self.host, self.port)
+
+    @property
+    def link(self) -> tuple[str, int, str, str | None]:
+        """What a connection to it depends on (host, port, host key policy and pin): a unit reconnects when its
+        endpoint's link (or its username) changes, not when a comment or the scope does."""
+        return self.host, self.port, self.host_key_policy, self.host_key
+
+
+ServerConfig = EndpointConfig
 
 
 @dataclass(frozen=True)
@@ -48,6 +77,13 @@ class TunnelConfig:
     retry_min: float = 0.1
     retry_max: float = 30.0
     connect_timeout: float = 10.0
+    endpoint_check_interval: float = 300.0   # seconds between the daemon's own endpoint checks; 0 = off
+
+    @property
+    def link(self) -> tuple[float, int, float, float, float]:
+        """What a unit's connection depends on: a change reconnects the units (not the endpoint checks' pace)."""
+        return (self.keepalive_interval, self.keepalive_count_max, self.retry_min, self.retry_max,
+                self.connect_timeout)
 
 
 @dataclass(frozen=True)
@@ -85,6 +121,20 @@ class HubConfig:
 
 
 @dataclass(frozen=True)
+class ProxyConfig:
+    """`proxy:`: the rules in the config (ingress then egress, as written) and the gateway port plans."""
+
+    listen: str = "127.0.0.1"           # where rules listening on this machine bind
+    udp_idle_timeout: float = 60.0      # seconds a UDP flow lives after its last datagram (the seed's 60)
+    udp_max_flows: int = 4096           # UDP flows one listener keeps at once; a new source past it is dropped
+    rules: tuple[Rule, ...] = ()
+    gateways: tuple[GatewayPlan, ...] = ()
+
+    def gateway(self, name: str) -> GatewayPlan | None:
+        return next((g for g in self.gateways if g.name == name), None)
+
+
+@dataclass(frozen=True)
 class ConsoleSettings:
     theme: str = "sop"
 
@@ -107,20 +157,31 @@ class ForwardConfig:
 class UnitConfig:
     name: str
     username: str
-    server: ServerConfig
+    server: ServerConfig              # the endpoint it connects to (with a per-unit `server:` override applied)
     forwards: tuple[ForwardConfig, ...] = ()
+    endpoint: str | None = "default"  # the endpoint's name; None for a unit with its own `server:` block
 
 
 @dataclass(frozen=True)
 class Config:
     units: dict[str, UnitConfig] = field(default_factory=dict)
-    server: ServerConfig | None = None
+    server: ServerConfig | None = None                             # the endpoint `default`, when there is one
     tunnel: TunnelConfig = TunnelConfig()
     log: LogConfig = LogConfig()
     oplog: OplogConfig = OplogConfig()
     console: ConsoleSettings = ConsoleSettings()
     hub: HubConfig | None = None
     source: str = "<defaults>"
+    endpoints: dict[str, EndpointConfig] = field(default_factory=dict)   # by name, `default` included
+    vpcs: dict[str, tuple[str, ...]] = field(default_factory=dict)       # VPC name -> its networks (CIDRs)
+    proxy: ProxyConfig = ProxyConfig()
+
+    def __post_init__(self) -> None:
+        # `server` and `endpoints["default"]` are one endpoint: whichever was given, both say it.
+        if self.server is not None and "default" not in self.endpoints:
+            object.__setattr__(self, "endpoints", {"default": self.server, **self.endpoints})
+        elif self.server is None and "default" in self.endpoints:
+            object.__setattr__(self, "server", self.endpoints["default"])
 
     def unit(self, name: str) -> UnitConfig:
         if name not in self.units:
@@ -253,8 +314,8 @@ def _kind(value: Any) -> str:
 def _check_host(check: _Checker, value: str | None, path: str) -> str | None:
     if value is None:
         return None
-    if not value or any(c.isspace() for c in value) or "/" in value:
-        check.problem(path, f"must be a host name or address, got {value!r}")
+    if (why := host_problem(value)) is not None:
+        check.problem(path, why)
         return None
     return value
 
@@ -276,18 +337,135 @@ def _check_host_key(check: _Checker, value: str | None, path: str) -> str | None
     return value
 
 
-def _server(check: _Checker, raw: Any, path: str, base: ServerConfig | None) -> tuple[dict, ServerConfig | None]:
-    data = check.mapping(raw, path, ("host", "port", "host_key_policy", "host_key"))
-    host = _check_host(check, check.string(data, "host", path, None), f"{path}.host")
+SERVER_KEYS = ("host", "port", "host_key_policy", "host_key")   # a unit's own `server:` block
+ENDPOINT_KEYS = ("host", "port", "username", "host_key_policy", "host_key", "comment", "subnet", "scope")
+
+
+def _server(check: _Checker, raw: Any, path: str, base: EndpointConfig | None, *, name: str = "default",
+            keys: tuple[str, ...] = SERVER_KEYS, vpcs: dict[str, tuple[str, ...]] | None = None,
+            host_required: bool = False) -> EndpointConfig | None:
+    """An endpoint (or a unit's own server, over `base`) from its mapping; None when it has no usable host."""
+    data = check.mapping(raw, path, keys)
+    host = _check_host(check, check.string(data, "host", path, None, required=host_required), f"{path}.host")
     host = host if host is not None else (base.host if base else None)
     port = check.integer(data, "port", path, base.port if base else 22, 1, 65535)
     policy = check.choice(data, "host_key_policy", path, base.host_key_policy if base else "strict", HOST_KEY_POLICIES)
     pin = _check_host_key(check, check.string(data, "host_key", path, None), f"{path}.host_key")
     if pin is None and base is not None and "host_key" not in data:
         pin = base.host_key
+    username = _login(check, data, path, base.username if base else "root")
+    comment = check.string(data, "comment", path, None)
+    if comment is not None and (why := comment_problem(comment)):
+        check.problem(f"{path}.comment", why)
+    subnet = _network(check, data["subnet"], f"{path}.subnet") if data.get("subnet") is not None else None
+    scope = _scope(check, data.get("scope"), f"{path}.scope", vpcs or {})
     if host is None:
-        return data, None
-    return data, ServerConfig(host=host, port=port, host_key_policy=policy, host_key=pin)
+        return None
+    return EndpointConfig(host=host, port=port, host_key_policy=policy, host_key=pin, name=name, username=username,
+                          comment=comment, subnet=subnet, scope=scope)
+
+
+def _login(check: _Checker, data: dict, path: str, default: str) -> str:
+    username = check.string(data, "username", path, default) or default
+    if (why := login_problem(username)) is not None:
+        check.problem(f"{path}.username", why)
+    return username
+
+
+def _network(check: _Checker, value: Any, path: str) -> str | None:
+    """A network in CIDR form (strict: no host bits), normalised; None after recording a problem."""
+    network, why = parse_network(value)
+    if network is None:
+        check.problem(path, why)
+        return None
+    return str(network)
+
+
+def _items(check: _Checker, value: Any, path: str) -> list[tuple[str, Any]]:
+    """A list's items with their paths; a problem when it is not a list, and for every item given twice."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        check.problem(path, f"must be a list, got {_kind(value)}")
+        return []
+    items, seen = [], set()
+    for i, item in enumerate(value):
+        if isinstance(item, str) and item in seen:
+            check.problem(f"{path}[{i}]", f"{item!r} is listed twice")
+            continue
+        if isinstance(item, str):
+            seen.add(item)
+        items.append((f"{path}[{i}]", item))
+    return items
+
+
+def _scope(check: _Checker, raw: Any, path: str, vpcs: dict[str, tuple[str, ...]]) -> EndpointScope:
+    data = check.mapping(raw, path, ("subnets", "vpcs"))
+    subnets = [_network(check, item, where) for where, item in _items(check, data.get("subnets"), f"{path}.subnets")]
+    names = []
+    for where, item in _items(check, data.get("vpcs"), f"{path}.vpcs"):
+        if not isinstance(item, str):
+            check.problem(where, f"must be a VPC's name, got {_kind(item)}")
+        elif item not in vpcs:
+            check.problem(where, f"no VPC named {item!r}{closest(item, vpcs)}")
+        else:
+            names.append(item)
+    return EndpointScope(tuple(s for s in subnets if s is not None), tuple(names))
+
+
+def _vpcs(check: _Checker, raw: Any) -> dict[str, tuple[str, ...]]:
+    """`vpcs:`: named networks, each a list of CIDRs (one CIDR alone may stand without the list)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        check.problem("vpcs", f"must be a mapping of VPC names to their networks, got {_kind(raw)}")
+        return {}
+    vpcs = {}
+    for name, value in raw.items():
+        path = f"vpcs.{name}"
+        if (why := name_problem(name)) is not None:
+            check.problem(path, f"a VPC's name {why}")
+            continue
+        if isinstance(value, str):
+            value = [value]
+        items = _items(check, value, path)
+        if not items and (value is None or isinstance(value, list)):
+            check.problem(path, "needs at least one network, such as 10.1.0.0/16")
+        networks = [_network(check, item, where) for where, item in items]
+        vpcs[name] = tuple(n for n in networks if n is not None)
+    return vpcs
+
+
+def _endpoints(check: _Checker, top: dict, vpcs: dict[str, tuple[str, ...]]) -> tuple[dict[str, EndpointConfig],
+                                                                                       set[str]]:
+    """The endpoints by name (the top-level `server:` is `default`), and every name declared (some may have
+    failed to check: units naming them are not told the name is unknown)."""
+    endpoints: dict[str, EndpointConfig] = {}
+    declared: set[str] = set()
+    if top.get("server") is not None:
+        declared.add("default")
+        server = _server(check, top["server"], "server", None, keys=ENDPOINT_KEYS, vpcs=vpcs)
+        if server is None:
+            check.problem("server.host", "required")
+        else:
+            endpoints["default"] = server
+    raw = top.get("endpoints")
+    if raw is not None and not isinstance(raw, dict):
+        check.problem("endpoints", f"must be a mapping of endpoints by name, got {_kind(raw)}")
+        return endpoints, declared
+    for name, value in (raw or {}).items():
+        path = f"endpoints.{name}"
+        if (why := name_problem(name)) is not None:
+            check.problem(path, f"an endpoint's name {why}")
+            continue
+        if name == "default" and "default" in declared:
+            check.problem(path, "the top-level server: is the endpoint named default: keep one of the two")
+            continue
+        declared.add(name)
+        endpoint = _server(check, value, path, None, name=name, keys=ENDPOINT_KEYS, vpcs=vpcs, host_required=True)
+        if endpoint is not None:
+            endpoints[name] = endpoint
+    return endpoints, declared
 
 
 def _forward(check: _Checker, raw: Any, path: str) -> ForwardConfig | None:
@@ -295,7 +473,7 @@ def _forward(check: _Checker, raw: Any, path: str) -> ForwardConfig | None:
     if not isinstance(raw, dict):
         return None
     name = check.string(data, "name", path, None, required=True)
-    if name is not None and not _NAME_RE.match(name):
+    if name is not None and not NAME_RE.match(name):
         check.problem(f"{path}.name", f"must be 1-32 letters, digits, '_', '.' or '-', got {name!r}")
         name = None
     if "remote_port" not in data or data["remote_port"] is None:
@@ -325,17 +503,31 @@ def _forward(check: _Checker, raw: Any, path: str) -> ForwardConfig | None:
                          service=service)
 
 
-def _unit(check: _Checker, name: str, raw: Any, path: str, server: ServerConfig | None) -> UnitConfig | None:
-    allowed = ("username", "server", "forwards", "target", *SEED_FORWARDS, "app_target_port")
+def _unit(check: _Checker, name: str, raw: Any, path: str, endpoints: dict[str, EndpointConfig],
+          declared: set[str]) -> UnitConfig | None:
+    allowed = ("username", "server", "forwards", "target", *SEED_FORWARDS, "app_target_port", "endpoint")
     data = check.mapping(raw, path, allowed)
-    username = check.string(data, "username", path, "root") or "root"
-    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}", username):
-        check.problem(f"{path}.username", f"must be a login name, got {username!r}")
-    unit_server = server
-    if "server" in data:
-        _, unit_server = _server(check, data["server"], f"{path}.server", server)
-    if unit_server is None:
-        check.problem(path, f"no server to connect to: set server.host (or {path}.server.host)")
+    endpoint = check.string(data, "endpoint", path, None)
+    own = "server" in data   # a server of the unit's own, over the endpoint default (endpoint: is preferred)
+    if endpoint is not None and own:
+        check.problem(f"{path}.endpoint", "a unit names an endpoint or has a server: block of its own, not both "
+                                          "(endpoint: is the one to keep)")
+    elif endpoint is not None and endpoint not in declared:
+        check.problem(f"{path}.endpoint", f"no endpoint named {endpoint!r}{closest(endpoint, sorted(declared))}")
+    base = endpoints.get("default" if own or endpoint is None else endpoint)
+    username = _login(check, data, path, base.username if base else "root")
+    if own:
+        unit_server = _server(check, data["server"], f"{path}.server", base, name=f"{path}.server")
+        endpoint = None
+    else:
+        endpoint = endpoint or "default"
+        unit_server = base
+    if unit_server is None and (own or endpoint == "default") and "default" not in declared:
+        if not own and declared:
+            check.problem(path, f"no endpoint to connect to: set {path}.endpoint to one of "
+                                f"{', '.join(sorted(declared))} (or add server:, the endpoint default)")
+        else:
+            check.problem(path, f"no server to connect to: set server.host (or {path}.server.host)")
 
     forwards: list[tuple[str, ForwardConfig]] = []
     raw_forwards = data.get("forwards")
@@ -371,7 +563,8 @@ def _unit(check: _Checker, name: str, raw: Any, path: str, server: ServerConfig 
         check.forward_paths.setdefault((name, forward.name), where)
     if unit_server is None:
         return None
-    return UnitConfig(name=name, username=username, server=unit_server, forwards=tuple(f for _, f in forwards))
+    return UnitConfig(name=name, username=username, server=unit_server, forwards=tuple(f for _, f in forwards),
+                      endpoint=endpoint)
 
 
 def parse_config(text: str, source: str = "console.yaml") -> Config:
@@ -380,13 +573,10 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
     if data is None:
         raise ConfigError(syntax)
     check = _Checker(source, lines)
-    top = check.mapping(data, "", ("server", "tunnel", "units", "log", "oplog", "console", "hub"))
-
-    server = None
-    if top.get("server") is not None:
-        _, server = _server(check, top["server"], "server", None)
-        if server is None:
-            check.problem("server.host", "required")
+    top = check.mapping(data, "", ("server", "endpoints", "vpcs", "tunnel", "units", "log", "oplog", "console",
+                                        "hub", "proxy"))
+    vpcs = _vpcs(check, top.get("vpcs"))
+    endpoints, declared = _endpoints(check, top, vpcs)
 
     t = check.mapping(top.get("tunnel"), "tunnel", tuple(TunnelConfig.__dataclass_fields__))
     tunnel = TunnelConfig(
@@ -395,7 +585,11 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
         retry_min=check.number(t, "retry_min", "tunnel", 0.1, 0.01, 3600),
         retry_max=check.number(t, "retry_max", "tunnel", 30.0, 0.01, 86400),
         connect_timeout=check.number(t, "connect_timeout", "tunnel", 10.0, 0.1, 600),
+        endpoint_check_interval=check.number(t, "endpoint_check_interval", "tunnel", 300.0, 0, 86400),
     )
+    if 0 < tunnel.endpoint_check_interval < 1:
+        check.problem("tunnel.endpoint_check_interval",
+                      f"must be 0 (off) or at least 1 second, got {tunnel.endpoint_check_interval:g}")
     if tunnel.retry_min > tunnel.retry_max:
         check.problem("tunnel.retry_min", f"must not exceed retry_max ({tunnel.retry_max:g}), got {tunnel.retry_min:g}")
 
@@ -427,18 +621,19 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
             if name not in UNIT_NAMES:
                 check.problem(f"units.{name}", "unknown unit (units are master and clone)")
                 continue
-            unit = _unit(check, name, raw, f"units.{name}", server)
+            unit = _unit(check, name, raw, f"units.{name}", endpoints, declared)
             if unit is not None:
                 units[name] = unit
         units = {n: units[n] for n in UNIT_NAMES if n in units}
 
     _check_port_clash(check, units)
     hub = _hub(check, top["hub"]) if "hub" in top else None
+    proxy = _proxy(check, top.get("proxy"), units, hub)
     problems = syntax + check.formatted()
     if problems:
         raise ConfigError(problems)
-    return Config(units=units, server=server, tunnel=tunnel, log=log, oplog=oplog, console=console, hub=hub,
-                  source=source)
+    return Config(units=units, server=endpoints.get("default"), tunnel=tunnel, log=log, oplog=oplog, console=console,
+                  hub=hub, source=source, endpoints=endpoints, vpcs=vpcs, proxy=proxy)
 
 
 def _hub(check: _Checker, raw: Any) -> HubConfig:
@@ -469,6 +664,179 @@ def _hub(check: _Checker, raw: Any) -> HubConfig:
     return HubConfig(listen[0], listen[1], low, high, quota, bind, max_startups, per_source, grace, tries, sessions)
 
 
+def forward_rules(units: Iterable[UnitConfig]) -> list[Rule]:
+    """Today's unit forwards, as the ingress rules they are: the unit's server listens on remote_port (0: the
+    server's choice, known once it listens) and connections go to `local` from here. Read-only rules (source
+    forward); the unit's worker runs them."""
+    return [Rule("ingress", "tcp", f.remote_port, f.local_host, f.local_port, unit.name, source="forward",
+                 origin=f.name, listen=None) for unit in units for f in unit.forwards]
+
+
+PROXY_KEYS = ("listen", "udp_idle_timeout", "udp_max_flows", "ingress", "egress", "gateways")
+GATEWAY_KEYS = ("name", "subnet", "base", "services", "hosts", "via", "listen")
+
+
+def _proxy(check: _Checker, raw: Any, units: dict[str, UnitConfig], hub: HubConfig | None) -> ProxyConfig:
+    """`proxy:`: each rule either its text (via local) or {rule: TEXT, via: UNIT}; gateways; their clashes."""
+    data = check.mapping(raw, "proxy", PROXY_KEYS)
+    listen = _listen_address(check, data, "proxy", "127.0.0.1")
+    timeout = check.number(data, "udp_idle_timeout", "proxy", 60.0, 1, 86400)
+    max_flows = check.integer(data, "udp_max_flows", "proxy", 4096, 1, 1_000_000)
+    placed: list[tuple[str, Rule]] = [(check.forward_paths.get((r.via, r.origin), f"units.{r.via}"), r)
+                                      for r in forward_rules(units.values()) if r.port]
+    rules: list[Rule] = []
+    seen: dict[tuple[str, str, str], str] = {}
+    for direction in DIRECTIONS:
+        for where, item in _items(check, data.get(direction), f"proxy.{direction}"):
+            rule = _rule(check, direction, item, where, units, listen)
+            if rule is None:
+                continue
+            if rule.key in seen:
+                check.problem(where, f"{rule.name} is listed twice (also at {seen[rule.key]})")
+                continue
+            seen[rule.key] = where
+            rules.append(rule)
+            placed.append((where, rule))
+    gateways = []
+    raw_gateways = data.get("gateways")
+    for where, item in _items(check, raw_gateways, "proxy.gateways") if raw_gateways is not None else ():
+        plan = _gateway(check, item, where, units, listen)
+        if plan is None:
+            continue
+        if any(g.name == plan.name for g in gateways):
+            check.problem(f"{where}.name", f"gateway {plan.name!r} is named twice")
+            continue
+        gateways.append(plan)
+        placed += [(where, r) for r in plan.rules()]
+    _check_rule_clash(check, placed, hub)
+    return ProxyConfig(listen=listen, udp_idle_timeout=timeout, udp_max_flows=max_flows, rules=tuple(rules),
+                       gateways=tuple(gateways))
+
+
+def _listen_address(check: _Checker, data: dict, path: str, default: str) -> str:
+    value = check.string(data, "listen", path, default) or default
+    try:
+        return str(ipaddress.ip_address(value.strip("[]")))
+    except ValueError:
+        check.problem(f"{path}.listen", f"must be an address of this machine, such as 127.0.0.1, 0.0.0.0 or ::, "
+                                        f"got {value!r}")
+        return default
+
+
+def _via(check: _Checker, value: Any, path: str, units: dict[str, UnitConfig]) -> str | None:
+    if value is None:
+        return LOCAL
+    if not isinstance(value, str):
+        check.problem(path, f"must be local or a unit's name, got {_kind(value)}")
+        return None
+    if (why := via_problem(value, units)) is not None:
+        check.problem(path, why)
+        return None
+    return value
+
+
+def _rule(check: _Checker, direction: str, item: Any, where: str, units: dict[str, UnitConfig],
+          listen: str) -> Rule | None:
+    if isinstance(item, dict):
+        fields = check.mapping(item, where, ("rule", "via"))
+        text = check.string(fields, "rule", where, None, required=True)
+        via = _via(check, fields.get("via"), f"{where}.via", units)
+        text_path = f"{where}.rule"
+    elif isinstance(item, str):
+        text, via, text_path = item, LOCAL, where
+    else:
+        check.problem(where, f"must be a rule ({RULE_FORM}) or {{rule: RULE, via: UNIT}}, got {_kind(item)}")
+        return None
+    if text is None:
+        return None
+    try:
+        rule = make_rule(direction, text, via or LOCAL, source="config", origin=where, listen=listen)
+    except RuleError as exc:
+        check.problem(text_path, str(exc))
+        return None
+    return rule if via is not None else None
+
+
+def _gateway(check: _Checker, raw: Any, where: str, units: dict[str, UnitConfig], listen: str) -> GatewayPlan | None:
+    if not isinstance(raw, dict):
+        check.problem(where, f"must be a gateway plan (name, subnet, base, services, hosts, via), got {_kind(raw)}")
+        return None
+    data = check.mapping(raw, where, GATEWAY_KEYS)
+    name = check.string(data, "name", where, None, required=True)
+    if name is not None and not NAME_RE.match(name):
+        check.problem(f"{where}.name", f"must be 1-32 letters, digits, '_', '.' or '-', got {name!r}")
+        name = None
+    subnet = None
+    if data.get("subnet") is None:
+        check.problem(f"{where}.subnet", "required: the private network, such as 192.168.0.0/24")
+    else:
+        subnet = _network(check, data["subnet"], f"{where}.subnet")
+    if data.get("base") is None:
+        check.problem(f"{where}.base", "required: the first port of the plan, such as 30000")
+    base = check.integer(data, "base", where, -1, 1, 65535)
+    services = _services(check, data.get("services"), f"{where}.services")
+    hosts = None
+    if data.get("hosts") is None and subnet is not None:
+        hosts = host_range(ipaddress.ip_network(subnet))
+    elif data.get("hosts") is not None:
+        hosts = parse_hosts(data["hosts"])
+        if hosts is None:
+            check.problem(f"{where}.hosts", f"must be a range FIRST-LAST of host numbers, such as 1-254, "
+                                            f"got {data['hosts']!r}")
+    via = _via(check, data.get("via"), f"{where}.via", units)
+    address = _listen_address(check, data, where, listen)
+    if None in (name, subnet, hosts, via) or base < 0 or not services:
+        return None
+    plan = GatewayPlan(name, subnet, base, services, hosts, via, address)
+    for problem in plan.problems():
+        check.problem(f"{where}.hosts", problem)
+    return plan
+
+
+def _services(check: _Checker, raw: Any, path: str) -> tuple[int, ...]:
+    if raw is None:
+        check.problem(path, "required: the service ports of every host, such as [22, 80, 443]")
+        return ()
+    if not isinstance(raw, list) or not raw:
+        check.problem(path, f"must be a list of ports, such as [22, 80, 443], got {_kind(raw)}")
+        return ()
+    services: list[int] = []
+    for i, port in enumerate(raw):
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            check.problem(f"{path}[{i}]", f"must be a port 1-65535, got {port!r}")
+            return ()
+        if port in services:
+            check.problem(f"{path}[{i}]", f"{port} is listed twice")
+            return ()
+        services.append(port)
+    if len(services) > MAX_GATEWAY_SERVICES:
+        check.problem(path, f"at most {MAX_GATEWAY_SERVICES} services, got {len(services)}")
+        return ()
+    return tuple(services)
+
+
+def _check_rule_clash(check: _Checker, placed: list[tuple[str, Rule]], hub: HubConfig | None) -> None:
+    """Two listeners on one port: one line per clashing rule, and per gateway and what it clashes with (how many
+    ports, the first); the hub's own port and client ports are taken too."""
+    where = {id(rule): path for path, rule in placed}
+    said: dict[tuple[str, str], list[tuple[int, str]]] = {}   # (path, what it meets) -> (port, in full)
+    for rule, other in clashes(r for _, r in placed):
+        if rule.source == other.source == "forward":
+            continue   # _check_port_clash says it
+        at = f" at {where[id(other)]}"
+        owner = f"clash with gateway {other.origin}{at}" if other.source == "gateway" else \
+            f"clash with {describe_place(other)}{at}"
+        said.setdefault((where[id(rule)], owner), []).append((rule.port, f"clashes with {describe_place(other)}{at}"))
+    for path, rule in placed:
+        if rule.source != "forward" and (what := hub_clash(rule, hub)) is not None:
+            said.setdefault((path, f"are {what}"), []).append((rule.port, f"is {what}"))
+    for (path, plural), ports in said.items():
+        if len(ports) == 1:
+            check.problem(path, f"port {ports[0][0]} {ports[0][1]}")
+        else:
+            check.problem(path, f"{len(ports)} of its ports {plural} (the first: {ports[0][0]})")
+
+
 def _check_port_clash(check: _Checker, units: dict[str, UnitConfig]) -> None:
     """Two forwards asking one server for the same port can never both listen."""
     asked: dict[tuple[str, int, int], str] = {}
@@ -476,11 +844,14 @@ def _check_port_clash(check: _Checker, units: dict[str, UnitConfig]) -> None:
         for forward in unit.forwards:
             if forward.remote_port == 0:
                 continue
+            # Keyed on the endpoint's address: two endpoints on one server (two accounts) share its ports.
             key = (unit.server.host.lower(), unit.server.port, forward.remote_port)
             where = check.forward_paths[(unit.name, forward.name)]
             if key in asked:
                 path = f"{where}.remote_port" if where.endswith("]") else where
-                check.problem(path, f"{forward.remote_port} is already asked of {unit.server.address} by {asked[key]}")
+                named = f" (endpoint {unit.endpoint})" if unit.endpoint not in (None, "default") else ""
+                check.problem(path, f"{forward.remote_port} is already asked of {unit.server.address}{named} by "
+                                    f"{asked[key]}")
             else:
                 asked[key] = where
 

@@ -73,11 +73,17 @@ def _port(text: str) -> int | str:
 def apply_form(raw: dict | None, form: ConfigForm) -> dict:
     """The file's data with the form's fields written into it (canonical forwards; other forwards kept)."""
     data = dict(raw or {})
-    server = dict(data.get("server") or {})
+    # The form's server is the endpoint default: the top-level server:, or endpoints.default in a file that has it.
+    endpoints = data.get("endpoints")
+    in_endpoints = "server" not in data and isinstance(endpoints, dict) and isinstance(endpoints.get("default"), dict)
+    server = dict((endpoints["default"] if in_endpoints else data.get("server")) or {})
     server["host"] = form.host.strip()
     server["port"] = _port(form.port) if form.port.strip() else 22
     server["host_key_policy"] = form.host_key_policy
-    data["server"] = server
+    if in_endpoints:
+        data["endpoints"] = {**endpoints, "default": server}
+    else:
+        data["server"] = server
     units = dict(data.get("units") or {})
     for name, entry in form.units.items():
         filled = any(getattr(entry, key).strip() for key in SEED_FORWARDS)
@@ -138,6 +144,7 @@ def check_form(path: Path, form: ConfigForm) -> tuple[str, Config]:
 def _form_words(problem: str, data: dict) -> str:
     """'FILE:LINE: units.master.forwards[0].remote_port: ...' -> 'units.master.ssh.remote_port: ...'."""
     text = re.sub(r"^.*?:\d+: ", "", problem, count=1)  # the file and line of a file not written yet
+    text = re.sub(r"^endpoints\.default\.", "server.", text)   # the form's server is the endpoint default
     match = re.match(r"units\.(\w+)\.forwards\[(\d+)\](.*)", text)
     if match:
         unit, index, rest = match.group(1), int(match.group(2)), match.group(3)

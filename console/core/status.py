@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Self
 
-from console.core.events import Event, ForwardChanged, ForwardTraffic, UnitStateChanged
-from console.core.states import EndpointReason, EndpointState, ForwardState, UnitState, human_bytes
+from console.core.events import EndpointChanged, Event, ForwardChanged, ForwardTraffic, UnitStateChanged
+from console.core.states import (DestinationState, EndpointReason, EndpointState, ForwardState, RuleState,
+                                 SshdSettingState, UnitState, human_bytes)
 
 
 class _Record:
@@ -79,6 +81,11 @@ def _read(hint: Any, value: Any, where: str) -> Any:
             return hint(value)
         except ValueError:
             raise ValueError(f"{where}: unknown state {value!r}") from None
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `Record | None`: a nested record, or null
+        records = [a for a in typing.get_args(hint) if isinstance(a, type) and issubclass(a, _Record)]
+        if records and value is not None:
+            return records[0].from_json(value)
+        return value
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         if isinstance(item, type) and issubclass(item, _Record):
@@ -124,8 +131,9 @@ class ForwardStatus(_Record, _Traffic):
 
 @dataclass
 class UnitStatus(_Record):
-    """A unit: its state since when, the last error, the next retry, and the key its server presented when
-    that key is unknown or changed."""
+    """A unit: its state since when, the last error, the next retry, the key its server presented when
+    that key is unknown or changed, the endpoint it goes through (None: a `server:` block of its own) and, while
+    that endpoint's last login check says unavailable, the check's state and message (`endpoint_problem`)."""
 
     name: str
     state: UnitState
@@ -136,6 +144,8 @@ class UnitStatus(_Record):
     next_retry: str | None = None
     server_key: str | None = None
     forwards: list[ForwardStatus] = field(default_factory=list)
+    endpoint: str | None = None
+    endpoint_problem: str | None = None
 
     def forward(self, name: str) -> ForwardStatus | None:
         return next((f for f in self.forwards if f.name == name), None)
@@ -160,6 +170,11 @@ class Status(_Record):
             unit.state, unit.since, unit.last_error = UnitState(event.state), event.since, event.last_error
             unit.next_retry, unit.server_key = event.next_retry, event.server_key
             return True
+        if isinstance(event, EndpointChanged):
+            units = [u for u in self.units if u.endpoint == event.endpoint and u.endpoint_problem != event.problem]
+            for unit in units:
+                unit.endpoint_problem = event.problem
+            return bool(units)
         if isinstance(event, (ForwardChanged, ForwardTraffic)):
             unit = self.unit(event.unit)
             forward = unit.forward(event.forward) if unit is not None else None
@@ -185,6 +200,8 @@ class Status(_Record):
                     lines.append(f"         {fwd.error}")
             if unit.last_error:
                 lines.append(f"  last error: {unit.last_error}")
+            if unit.endpoint_problem:
+                lines.append(f"  endpoint {unit.endpoint}: {unit.endpoint_problem}")
         return "\n".join(lines)
 
 
@@ -299,3 +316,180 @@ class EndpointCheck(_Record):
     @property
     def available(self) -> bool:
         return self.state is EndpointState.AVAILABLE
+
+    @property
+    def problem(self) -> str | None:
+        """What a unit's status says of its endpoint after this check: None when available, else the state and
+        the message ("unavailable: connection refused by 127.0.0.1:2222")."""
+        return None if self.available else f"{self.state.value}: {self.message}"
+
+
+@dataclass
+class ScopeEntry(_Record):
+    """One network in an endpoint's scope: a subnet, or a VPC with its networks; `source` says where it comes
+    from: "own" (the endpoint's own subnet), "config" (its scope in the config) or "runtime" (associated at run
+    time, kept in the store)."""
+
+    kind: str                 # "subnet" or "vpc"
+    network: str              # the subnet's CIDR, or the VPC's name
+    source: str               # "own", "config" or "runtime"
+    cidrs: list[str] = field(default_factory=list)   # a VPC's networks (empty for a VPC the config no longer has)
+
+
+@dataclass
+class EndpointStatus(_Record):
+    """An endpoint (an SSH server units and rules go through), as `endpoints list/show` answer: its settings,
+    where it comes from (`source`: config, or runtime: added with `endpoints add`, kept in the store), who uses it,
+    its scope, and its last login check (`state` unchecked until one is stored)."""
+
+    id: str
+    name: str
+    source: str
+    state: EndpointState
+    host: str
+    port: int
+    username: str
+    host_key_policy: str
+    comment: str | None
+    units: list[str]
+    rules: list[str]
+    subnet: str | None                      # its own subnet, in its scope by default
+    scope: list[ScopeEntry]
+    created: str | None                     # runtime endpoints: when added
+    updated: str | None                     # when it, or its scope at run time, last changed
+    last_check: EndpointCheck | None = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass
+class EndpointRoute(_Record):
+    """Which endpoint serves an address (`endpoints route`), and why in one sentence; `how` is "subnet" or "vpc"
+    (served), "tie" (several alike: `tied`) or "none"."""
+
+    address: str
+    endpoint: str | None
+    how: str
+    network: str | None = None       # the network that decided: a subnet, or a VPC's network
+    vpc: str | None = None           # the VPC, when one decided
+    tied: list[str] = field(default_factory=list)
+    why: str = ""
+
+
+@dataclass
+class SshdSetting(_Record):
+    """One sshd setting of an endpoint judged against what its forwards need (`endpoints check-sshd`)."""
+
+    keyword: str                      # OpenSSH's spelling: "GatewayPorts"
+    state: SshdSettingState           # ok, needs-change or note
+    value: str                        # what the server has now, cleaned: "no", "0 x 3" (interval x count)
+    why: str                          # one sentence: what that value does to the forwards
+    lines: list[str] = field(default_factory=list)  # the exact sshd_config lines to write (needs-change, note)
+
+
+@dataclass
+class SshdCheck(_Record):
+    """The sshd check of one endpoint: how its settings were read, one SshdSetting each, and what --fix did
+    (`before` holds the settings as they were before the fix; empty without one)."""
+
+    endpoint: str
+    source: str                       # "sshd -T" (effective, Match evaluated) or "files" (read ourselves)
+    how: str                          # one line: "effective settings from sshd -T" / "read from ...; Match ..."
+    config_file: str                  # the sshd_config the serving sshd runs with (its -f, else the default)
+    listener_pid: int | None          # the sshd that listens (what a fix reloads), when found
+    privilege: str                    # what --fix can use there: "root", "sudo" or "none"
+    server_version: str               # "OpenSSH_9.2p1 Debian-2+deb12u3"
+    settings: list[SshdSetting] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    before: list[SshdSetting] = field(default_factory=list)
+    fix: str | None = None            # what --fix did, one line ("wrote ...; reloaded sshd ..."), None without
+    fix_output: list[str] = field(default_factory=list)  # the fix script's own lines (cleaned)
+    checked_at: str = ""              # UTC ISO time of the check
+    seconds: float = 0.0              # how long the check (and fix) took
+
+    @property
+    def needs_change(self) -> list[SshdSetting]:
+        return [s for s in self.settings if s.state is SshdSettingState.CHANGE]
+
+
+@dataclass
+class RuleDestination(_Record):
+    """One destination of a listener's round robin (each is a rule sharing the listener), in turn order."""
+
+    destination: str                  # host:port
+    rule: str                         # the rule's id
+    state: DestinationState           # up, or down (skipped for a few seconds after a refusal or failure)
+    reason: str | None = None         # why down: "connection refused (2026-11-22T10:00:00Z)"
+    since: str | None = None          # down since
+
+
+@dataclass
+class RuleStatus(_Record, _Traffic):
+    """A proxy rule, as `proxy list` answers: what it is, where it listens, where it comes from, its listener's
+    state and the round robin it takes part in, its counters. For UDP, open and total count flows (`udp_flows`
+    are those open now). `dropped`: what its listener turned away past its bound (TCP connections beyond
+    MAX_CONNECTIONS, UDP datagrams of new sources beyond udp_max_flows)."""
+
+    id: str
+    direction: str                    # ingress or egress
+    protocol: str                     # tcp or udp
+    rule: str                         # protocol:port:destination:destination_port
+    listener: str                     # address:port here, or *:port at the far end of its unit
+    destination: str                  # host:port
+    via: str                          # local, or a unit
+    state: RuleState
+    reason: str | None
+    source: str                       # config, runtime, gateway or forward
+    origin: str | None = None         # the config path, the gateway's name, the unit's forward
+    destinations: list[RuleDestination] = field(default_factory=list)
+    open: int = 0
+    total: int = 0
+    bytes_in: int = 0                 # toward the destination
+    bytes_out: int = 0                # back from it
+    udp_flows: int = 0
+    dropped: int = 0
+    created: str | None = None        # runtime rules: when added, and by whom
+    who: str | None = None
+
+    @property
+    def down(self) -> list[RuleDestination]:
+        return [d for d in self.destinations if d.state is DestinationState.DOWN]
+
+
+@dataclass
+class GatewayPort(_Record):
+    """One port of a gateway plan: where it leads, its rule's state, and what it clashes with."""
+
+    port: int
+    host: str
+    service: int
+    state: RuleState
+    reason: str | None = None
+    clash: str | None = None
+
+
+@dataclass
+class GatewayStatus(_Record):
+    """A gateway port plan (`gateway show`): the formula, every port, and its clashes in one line each."""
+
+    name: str
+    subnet: str
+    base: int
+    services: list[int]
+    hosts: str                        # "1-254"
+    via: str
+    listen: str
+    formula: str
+    ports: list[GatewayPort] = field(default_factory=list)
+    clashes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)   # what makes the plan impossible (it then has no rules)
+
+    def counts(self) -> dict[str, int]:
+        """How many of its ports are in each state."""
+        found: dict[str, int] = {}
+        for port in self.ports:
+            found[port.state.value] = found.get(port.state.value, 0) + 1
+        return found

@@ -1,6 +1,7 @@
-"""The store (tinydb): desired unit states, known-host records and the hub's clients. (The operation record is
-the operation log, console/core/oplog.py, in SQLite; a store an older version wrote may still hold its
-`operations` table until the daemon copies it there: `old_operations`, `drop_old_operations`.)
+"""The store (tinydb): desired unit states, known-host records, the hub's clients, the endpoints (those added at run
+time, the scope associated at run time with any endpoint, each one's last check), and the proxy rules added at run
+time. (The operation record is the operation log, console/core/oplog.py, in SQLite; a store an older version wrote
+may still hold its `operations` table until the daemon copies it there: `old_operations`, `drop_old_operations`.)
 
 Writes are atomic (temp file + os.replace); after each one the same data is written to STORE.good, the last good
 store. On load the file's shape is checked (tables of records with the fields the code reads). A file that is
@@ -25,6 +26,7 @@ from tinydb.storages import Storage
 from console.core.clock import utc_iso
 from console.core.errors import OperationFailed, os_reason
 from console.core.paths import atomic_write
+from console.core.status import EndpointCheck
 from console.core.words import noun
 
 log = logging.getLogger("console.store")
@@ -39,6 +41,11 @@ RECORD_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "operations": {"at": _TEXT, "who": _TEXT, "action": _TEXT, "unit": _TEXT_OR_NONE, "detail": _TEXT_OR_NONE},
     "clients": {"id": _TEXT, "key": _TEXT, "fingerprint": _TEXT, "quota": (int,), "ports": (list,),
                 "created": _TEXT, "last_seen": _TEXT_OR_NONE},
+    "endpoints": {"id": _TEXT, "name": _TEXT, "host": _TEXT, "port": (int,), "username": _TEXT,
+                  "created": _TEXT, "updated": _TEXT},
+    "endpoint_scope": {"endpoint": _TEXT, "subnets": (list,), "vpcs": (list,), "updated": _TEXT},
+    "endpoint_checks": {"endpoint": _TEXT, "check": (dict,)},
+    "rules": {"direction": _TEXT, "rule": _TEXT, "via": _TEXT, "created": _TEXT},
 }
 EXACT_TABLES = ("clients",)
 _DOC_ID = re.compile(r"^[0-9]{1,18}$")
@@ -203,6 +210,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _stored_check(row: dict[str, Any]) -> EndpointCheck | None:
+    try:
+        return EndpointCheck.from_json(row["check"])
+    except (ValueError, TypeError) as exc:  # written by another version: the endpoint shows unchecked
+        log.warning("ignoring the stored check of endpoint %s: %s", row["endpoint"], exc)
+        return None
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         path = Path(path)
@@ -212,6 +227,10 @@ class Store:
         self.db.storage.read()  # check the shape now, so a bad file is recovered (and said) at start
         self._units = self.db.table("units")
         self._hosts = self.db.table("known_hosts")
+        self._endpoints = self.db.table("endpoints")
+        self._scopes = self.db.table("endpoint_scope")
+        self._checks = self.db.table("endpoint_checks")
+        self._rules = self.db.table("rules")
 
     @property
     def notices(self) -> list[str]:
@@ -244,6 +263,63 @@ class Store:
     def drop_old_operations(self) -> None:
         if "operations" in self.db.tables():
             self.db.drop_table("operations")
+
+    # -- endpoints added at run time (console.core.endpoint_table reads and checks them)
+    def endpoint_records(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._endpoints.all()]
+
+    def add_endpoint(self, record: dict[str, Any]) -> None:
+        """Keep a new runtime endpoint; a scope or check left under its name by an earlier one is dropped."""
+        self.forget_endpoint(record["name"])
+        self._endpoints.insert(record)
+
+    def forget_endpoint(self, name: str) -> None:
+        """Drop a runtime endpoint (if any) with its run-time scope and its last check."""
+        self._endpoints.remove(Query().name == name)
+        self._scopes.remove(Query().endpoint == name)
+        self._checks.remove(Query().endpoint == name)
+
+    # -- scope associated at run time, with any endpoint
+    def endpoint_scopes(self) -> dict[str, dict[str, Any]]:
+        """Endpoint name -> {"subnets": [...], "vpcs": [...], "updated": time}: what was associated at run time."""
+        return {row["endpoint"]: dict(row) for row in self._scopes.all()}
+
+    def set_endpoint_scope(self, name: str, subnets: list[str], vpcs: list[str]) -> str:
+        """Keep what is associated with `name` at run time (nothing: the record goes); the time it changed."""
+        now = utc_iso()
+        if subnets or vpcs:
+            self._scopes.upsert({"endpoint": name, "subnets": list(subnets), "vpcs": list(vpcs), "updated": now},
+                                Query().endpoint == name)
+        else:
+            self._scopes.remove(Query().endpoint == name)
+        return now
+
+    # -- each endpoint's last login check
+    def set_endpoint_check(self, check: EndpointCheck) -> None:
+        self._checks.upsert({"endpoint": check.endpoint, "check": check.to_json()}, Query().endpoint == check.endpoint)
+
+    def endpoint_check(self, name: str) -> EndpointCheck | None:
+        """The last check of `name`; None when there is none (or it is of a shape this version cannot read)."""
+        row = self._checks.get(Query().endpoint == name)
+        return _stored_check(row) if row is not None else None
+
+    def endpoint_checks(self) -> dict[str, EndpointCheck]:
+        """Every endpoint's last check, by name (one read of the store, for a list)."""
+        return {row["endpoint"]: check for row in self._checks.all() if (check := _stored_check(row)) is not None}
+
+    def forget_endpoint_check(self, name: str) -> None:
+        self._checks.remove(Query().endpoint == name)
+
+    # -- proxy rules added at run time (console.core.rule_table reads and checks them)
+    def rule_records(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._rules.all()]
+
+    def add_rule(self, record: dict[str, Any]) -> None:
+        self._rules.insert(record)
+
+    def forget_rule(self, direction: str, rule: str, via: str) -> None:
+        q = Query()
+        self._rules.remove((q.direction == direction) & (q.rule == rule) & (q.via == via))
 
     def close(self) -> None:
         self.db.close()

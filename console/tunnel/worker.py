@@ -11,7 +11,8 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 import asyncssh
 
 from console.core import announce
@@ -64,6 +65,9 @@ class WorkerEnv:
     tunnel_log: TunnelLog
     store: Store
     known_hosts: KnownHosts
+    # told of every change of a unit's state: (unit, old state, new state); the engine re-checks the unit's
+    # endpoint when it starts or stops failing to log in
+    on_state: Callable[[str, str, str], None] | None = None
 
 
 @dataclass
@@ -186,7 +190,7 @@ class UnitWorker:
     def status(self) -> UnitStatus:
         return UnitStatus(self.name, UnitState(self.state), self.since, self.server, self.config.username,
                           self.last_error, utc_iso(self.next_retry) if self.next_retry else None, self.server_key,
-                          [fr.status() for fr in self.forwards.values()])
+                          [fr.status() for fr in self.forwards.values()], self.config.endpoint)
 
     async def update_forwards(self, forwards: tuple[ForwardConfig, ...]) -> None:
         """Apply a new forward list without dropping the connection or the unchanged forwards."""
@@ -206,7 +210,7 @@ class UnitWorker:
                     self._set_forward(fr, "pending", None)
                     fr.retry_task = asyncio.create_task(self._keep_forward(conn, fr, first_try=True))
         self.forwards = {name: self.forwards[name] for name in wanted}
-        self.config = UnitConfig(self.config.name, self.config.username, self.config.server, forwards)
+        self.config = replace(self.config, forwards=forwards)
         if conn is not None:
             self._update_connected_state()
 
@@ -216,7 +220,7 @@ class UnitWorker:
         self.env.tunnel_log.write(self.name, event)
 
     def _set_state(self, state: str, *, error: str | None = None, next_retry: float | None = None) -> None:
-        changed = state != self.state
+        changed, old = state != self.state, self.state
         self.state = state
         if changed:
             self.since = utc_iso()
@@ -225,6 +229,8 @@ class UnitWorker:
         self.env.bus.publish(UnitStateChanged(
             unit=self.name, state=state, since=self.since, last_error=error,
             next_retry=utc_iso(next_retry) if next_retry else None, server_key=self.server_key))
+        if changed and self.env.on_state is not None:
+            self.env.on_state(self.name, old, state)
 
     def _set_forward(self, fr: ForwardRuntime, state: str, error: str | None) -> None:
         if fr.state == state and fr.error == error:

@@ -19,6 +19,7 @@ from pathlib import Path
 from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.events import Event as TextualEvent, Key
 from textual.screen import Screen
 from textual.signal import Signal
 
@@ -32,7 +33,7 @@ from console.ui.screens.main import MainScreen
 from console.ui.session import Session
 from console.core.choices import THEMES
 from console.ui.themes import load_themes, stylesheet
-from console.ui.widgets.burst import type_into_focused_input
+from console.ui.widgets.burst import EndOfBurst, KeyHold
 
 TERMINAL_CHECK_SECONDS = 2.0
 HANGUP_CLEANUP_SECONDS = 1.5
@@ -57,16 +58,34 @@ class SopConsole(App):
                 id="app.palette"),
     ]
 
-    def _on_key(self, event) -> None:  # textual.events.Key
-        """Before App._on_key (the bindings), which runs after this unless the key was typed into an Input here
+    async def on_event(self, event: TextualEvent) -> None:
+        """A key fresh from the terminal is held while a text box opens (widgets/burst.py), else sent on."""
+        if isinstance(event, Key) and not event.is_forwarded and self.keys.raw(event):
+            return
+        await super().on_event(event)
+
+    def _on_key(self, event: Key) -> None:
+        """Before App._on_key (the bindings), which runs after this unless the key is held for a text box
         (prevent_default)."""
-        type_into_focused_input(self, event)
+        self.keys.bubbled(event)
+
+    def hold_keys(self) -> None:
+        """A binding opens a text box: the keys typed after it, in the same burst, go there (widgets/burst.py)."""
+        self.keys.hold()
+
+    @on(EndOfBurst)
+    def _end_of_burst(self, message: EndOfBurst) -> None:
+        self.keys.end_of_burst(message)
+
+    def on_descendant_focus(self) -> None:
+        self.keys.check()
 
     def __init__(self, paths: StatePaths, *, config: Config | None = None, config_path: Path | None = None,
                  backend: DaemonBackend | StaticBackend | None = None, theme_name: str = "sop",
                  poll_log: bool = True, watch_terminal: bool | None = None, demo: bool = False,
                  config_problems: list[str] | None = None) -> None:
         super().__init__()
+        self.keys = KeyHold(self)  # keys typed in one burst with the key that opens a text box go into the box
         self.session = Session(paths, config=config, config_path=config_path, backend=backend, demo=demo,
                                config_problems=config_problems)
         self.status_signal: Signal[StatusChanged] = Signal(self, "status")

@@ -78,7 +78,7 @@ async def trust(app: SopConsole, unit: str | None) -> None:
     assert unit is not None
     offer = await app.session.host_key_check(unit)  # the key the server presents now, beside the one we trust
     if not await app.push_screen_wait(TrustScreen(offer)):
-        return
+        return  # cancelled, or already trusted (the dialog said so, with a Close button alone)
     result = await app.session.trust(unit, offer["fingerprint"], offer["outcome"] == "changed")
     app.notify(f"{unit}: host key {result['fingerprint']} {result['outcome']}")
 

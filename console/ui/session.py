@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from console.core.errors import EXIT_USAGE, ConsoleError, DaemonNotRunning
-from console.core.events import ClientChanged, Event, OperationRecorded, Reloaded
+from console.core.events import ClientChanged, Event, OperationRecorded, Reloaded, ReloadRefused
 from console.core.paths import StatePaths
 from console.core.status import ClientStatus, OpEntry, Status, UnitStatus
 from console.ui.backend import DaemonBackend, StaticBackend
@@ -148,13 +148,16 @@ class Session:
 
     async def changes(self) -> AsyncIterator[Event]:
         """The engine's events, folded into the status mirror; yields those that change what a screen shows:
-        Reloaded (after a fresh snapshot was taken), a unit's or forward's change, ClientChanged and
-        OperationRecorded."""
+        Reloaded (after a fresh snapshot was taken), ReloadRefused (the config file's problems, now
+        `config_problems`), a unit's or forward's change, ClientChanged and OperationRecorded."""
         async for event in self.backend.events():
             if isinstance(event, Reloaded):  # units or forwards may have changed: take a fresh snapshot
                 self._take(await self.backend.request("status"))
-                if self.config_problems:  # the file may have been put right (the daemon read a good one)
+                if self.config_problems:  # the file was put right: the daemon read a good one
                     await self.check_config_file()
+                yield event
+            elif isinstance(event, ReloadRefused):  # the daemon read the file and it does not check
+                self.config_problems = list(event.problems)
                 yield event
             elif isinstance(event, (ClientChanged, OperationRecorded)) or self.status.apply(event):
                 yield event
@@ -270,8 +273,9 @@ class Session:
     async def check_config_file(self) -> list[str]:
         """Read the config file again (in a thread): its problems now (none: it checks, and it is the configuration
         used from now on)."""
-        if self.config_path is None:
-            return self.config_problems
+        if self.config_path is None:  # the console has no file of its own: the daemon's reload said it is good
+            self.config_problems = []
+            return []
         config, problems = await asyncio.to_thread(_read_config, self.config_path)
         if config is not None:
             self.config = config

@@ -168,6 +168,8 @@ def _shown(key: str | None, screen: str, ready=lambda screen: True, before=None)
         while not (type(pilot.app.screen).__name__ == screen and ready(pilot.app.screen)):
             assert time.monotonic() < deadline, f"{screen} never showed ready (now {pilot.app.screen!r})"
             await pilot.pause(0.02)
+        for box in pilot.app.screen.query("Input, TextArea"):  # the cursor shown, not blinking: on or off by when
+            box.cursor_blink = False                           # the snapshot comes (half a second each)
         await pilot.pause()
     return run_before
 

@@ -74,7 +74,7 @@ def test_check_ok_and_bad(tmp_path):
     assert done.stderr.splitlines() == [
         f"{bad}:4: units.master.ssh_port: must be 1-65535 or 0, got 70000",
         f"{bad}:5: units.master.typo: unknown key (known keys: username, server, forwards, target, ssh_port, "
-        "http_port, app_port, app_target_port)",
+        "http_port, app_port, app_target_port, endpoint)",
     ]
     assert "Traceback" not in done.stderr
 
@@ -179,8 +179,9 @@ def test_daemon_status_json_stop_start_log_and_socket_mode(daemon):
     (unit,) = status["units"]
     # the documented shape (README, `status --json`), key for key in its order
     assert list(unit) == ["name", "state", "since", "server", "username", "last_error", "next_retry", "server_key",
-                          "forwards"]
+                          "forwards", "endpoint", "endpoint_problem"]
     assert unit["name"] == "master" and unit["state"] == "up" and unit["since"].endswith("Z")
+    assert (unit["endpoint"], unit["endpoint_problem"]) == ("default", None)
     (fwd,) = unit["forwards"]
     assert fwd == {"name": "ssh", "remote": f"127.0.0.1:{remote}", "local": fwd["local"], "state": "listening",
                    "error": None, "open": 0, "total": 0, "bytes_in": 0, "bytes_out": 0}

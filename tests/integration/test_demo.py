@@ -29,6 +29,18 @@ def test_demo_comes_up_and_relays_through_the_hub(state):
                 assert await asyncio.wait_for(reader.readexactly(7), 5) == b"echo me"
                 writer.close()
             assert unit_of(engine, "master").username == "sop001"
+
+            # two endpoints: the hub (both units log in with their keys) and a loopback port nothing listens on
+            checked = await eventually(lambda: len(found := engine.store.endpoint_checks()) == 2 and found,
+                                       what="both demo endpoints checked")
+            default, spare = checked["default"], checked["spare"]
+            assert default.available and "unit master" in default.message and "unit clone" in default.message
+            port = world.config.endpoints["spare"].port
+            assert (spare.state.value, spare.reason.value, spare.message) == \
+                ("unavailable", "network", f"connection refused by 127.0.0.1:{port}")
+            assert spare.hint == "nothing listens there: start sshd, or check the endpoint's port"
+            assert [e.name for e in engine.endpoints.list()] == ["default", "spare"]
+            assert all(u.endpoint == "default" and u.endpoint_problem is None for u in engine.status().units)
         finally:
             await world.close()
     run(body())

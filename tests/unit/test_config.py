@@ -63,11 +63,31 @@ def test_example_config_is_valid_and_documents_every_option():
     assert set(cfg.units) == {"master", "clone"}
     text = example.read_text()
     for option in ("host:", "port:", "host_key_policy:", "host_key:", "keepalive_interval:", "keepalive_count_max:",
-                   "retry_min:", "retry_max:", "connect_timeout:", "theme:", "listen:", "ports:", "default_quota:",
-                   "bind:", "username:", "remote_port:", "remote_bind:",
+                   "retry_min:", "retry_max:", "connect_timeout:", "endpoint_check_interval:", "theme:", "listen:",
+                   "ports:", "default_quota:", "bind:", "username:", "remote_port:", "remote_bind:",
                    "local:", "target:", "ssh_port:", "http_port:", "app_port:", "app_target_port:", "max_bytes:",
-                   "backups:", "syslog:", "syslog_address:", "keep_days:", "max_rows:"):
+                   "backups:", "endpoints:", "vpcs:", "comment:", "subnet:", "scope:", "subnets:", "endpoint:",
+                   "proxy:", "udp_idle_timeout:", "udp_max_flows:", "ingress:", "egress:", "rule:", "via:",
+                   "gateways:", "base:", "services:", "hosts:", "syslog:", "syslog_address:",
+                   "keep_days:", "max_rows:"):
         assert option in text, option
+    assert len(cfg.endpoints) >= 2 and cfg.vpcs and any(e.scope.vpcs and e.scope.subnets for e in cfg.endpoints.values())
+    assert any(u.endpoint not in (None, "default") for u in cfg.units.values())
+    rules = cfg.proxy.rules
+    assert {(r.direction, r.protocol, r.via != "local") for r in rules} >= {
+        ("ingress", "tcp", False), ("ingress", "udp", False), ("ingress", "tcp", True), ("egress", "tcp", False),
+        ("egress", "tcp", True)} and len(cfg.proxy.gateways[0].rules()) == 762
+
+
+def test_endpoint_check_interval_is_off_or_at_least_a_second():
+    assert parse_config("", "c.yaml").tunnel.endpoint_check_interval == 300
+    assert parse_config("tunnel: {endpoint_check_interval: 0}\n", "c.yaml").tunnel.endpoint_check_interval == 0
+    assert parse_config("tunnel: {endpoint_check_interval: 2}\n", "c.yaml").tunnel.endpoint_check_interval == 2
+    assert problems("tunnel: {endpoint_check_interval: 0.2}\n") == [
+        "console.yaml:1: tunnel.endpoint_check_interval: must be 0 (off) or at least 1 second, got 0.2"]
+    # the checks' pace is no part of a unit's link: changing it reconnects nothing
+    fast, slow = (parse_config(f"tunnel: {{endpoint_check_interval: {n}}}\n", "c.yaml").tunnel for n in (5, 600))
+    assert fast.link == slow.link and fast != slow
 
 
 def test_hub_section():
@@ -334,3 +354,122 @@ def test_bad_service_uri_and_a_forward_with_neither_local_nor_service():
     assert found[3] == ("console.yaml:8: units.master.forwards[3].local: required: host:port to deliver to "
                         "(or a service URI to take it from)")
     assert len(found) == 4
+
+
+# ---------------------------------------------------------------------------------------------- endpoints
+
+ENDPOINTS = """\
+vpcs:
+  prod: [10.0.0.0/16, "fd00:1::/48"]
+  lab: 10.9.0.0/16
+endpoints:
+  default: {host: 203.0.113.7, port: 2222}
+  edge:
+    host: edge.example.net
+    username: sop
+    host_key_policy: accept-new
+    comment: the rack in hall B
+    subnet: 10.1.0.0/24
+    scope: {subnets: [10.2.0.0/24, "fd00:2::/64"], vpcs: [prod]}
+units:
+  master: {endpoint: edge, ssh_port: 10022}
+  clone: {username: sop002, endpoint: edge, ssh_port: 10023}
+"""
+
+
+def test_endpoints_by_name_with_scope_and_vpcs():
+    from console.core.config import EndpointConfig, EndpointScope, ServerConfig
+
+    cfg = parse_config(ENDPOINTS, "c.yaml")
+    assert ServerConfig is EndpointConfig
+    assert list(cfg.endpoints) == ["default", "edge"] and cfg.server is cfg.endpoints["default"]
+    edge = cfg.endpoints["edge"]
+    assert (edge.name, edge.address, edge.username, edge.host_key_policy, edge.comment, edge.subnet) == \
+        ("edge", "edge.example.net:22", "sop", "accept-new", "the rack in hall B", "10.1.0.0/24")
+    assert edge.scope == EndpointScope(("10.2.0.0/24", "fd00:2::/64"), ("prod",))
+    assert cfg.vpcs == {"prod": ("10.0.0.0/16", "fd00:1::/48"), "lab": ("10.9.0.0/16",)}
+    master, clone = cfg.units["master"], cfg.units["clone"]
+    assert (master.endpoint, master.server, master.username) == ("edge", edge, "sop")  # the endpoint's user...
+    assert clone.username == "sop002"                                                  # ...unless the unit names one
+    assert cfg.endpoints["default"].username == "root" and cfg.endpoints["default"].scope == EndpointScope()
+
+
+def test_a_server_section_is_the_endpoint_default_and_old_configs_read_the_same():
+    cfg = parse_config(CANONICAL, "console.yaml")
+    assert cfg.endpoints == {"default": cfg.server} and cfg.server.name == "default"
+    assert {u.endpoint for u in cfg.units.values()} == {"default"}
+    assert cfg.units["master"].server is cfg.server
+    same = parse_config(CANONICAL.replace("server:", "endpoints:\n default:").replace("\n  ", "\n   ", 4), "c.yaml")
+    assert same.units == cfg.units and same.server == cfg.server
+
+
+def test_a_units_own_server_block_still_works_and_is_no_named_endpoint():
+    cfg = parse_config("server: {host: a, username: ops}\nunits:\n  clone:\n    server: {host: b}\n    ssh_port: 1\n",
+                       "c.yaml")
+    clone = cfg.units["clone"]
+    assert (clone.endpoint, clone.server.host, clone.username) == (None, "b", "ops")
+    assert list(cfg.endpoints) == ["default"]
+
+
+def test_endpoint_mistakes_one_line_each():
+    found = problems("""\
+        vpcs:
+          prod: [10.0.0.1/16]
+          "bad vpc": [10.0.0.0/8]
+          empty: []
+        server: {host: a}
+        endpoints:
+          default: {host: b}
+          edge:
+            port: 2222
+            subnet: 10.1.0.0/33
+            comment: "two\\nlines"
+            scope: {subnets: [10.2.0.0/24, 10.2.0.0/24], vpcs: [prd]}
+          "-x": {host: c}
+        units:
+          master: {endpoint: egde, ssh_port: 1}
+          clone: {endpoint: edge, server: {host: d}, ssh_port: 2}
+        """)
+    assert found == [
+        "console.yaml:2: vpcs.prod[0]: '10.0.0.1/16' has host bits set: the network is 10.0.0.0/16",
+        "console.yaml:3: vpcs.bad vpc: a VPC's name must be 1-32 letters, digits, '_', '.' or '-', starting with a "
+        "letter or digit, got 'bad vpc'",
+        "console.yaml:4: vpcs.empty: needs at least one network, such as 10.1.0.0/16",
+        "console.yaml:7: endpoints.default: the top-level server: is the endpoint named default: keep one of the two",
+        "console.yaml:8: endpoints.edge.host: required",
+        "console.yaml:10: endpoints.edge.subnet: must be a network such as 10.1.0.0/24 or fd00:1::/64, got "
+        "'10.1.0.0/33'",
+        "console.yaml:11: endpoints.edge.comment: must be one line of printable characters",
+        "console.yaml:12: endpoints.edge.scope.subnets[1]: '10.2.0.0/24' is listed twice",
+        "console.yaml:12: endpoints.edge.scope.vpcs[0]: no VPC named 'prd' (did you mean 'prod'?)",
+        "console.yaml:13: endpoints.-x: an endpoint's name must be 1-32 letters, digits, '_', '.' or '-', starting "
+        "with a letter or digit, got '-x'",
+        "console.yaml:15: units.master.endpoint: no endpoint named 'egde' (did you mean 'edge'?)",
+        "console.yaml:16: units.clone.endpoint: a unit names an endpoint or has a server: block of its own, not both "
+        "(endpoint: is the one to keep)",
+    ]
+
+
+def test_units_without_a_default_endpoint_are_told_which_there_are():
+    assert problems("endpoints: {edge: {host: e}, core: {host: c}}\nunits:\n  master: {ssh_port: 1}\n") == [
+        "console.yaml:3: units.master: no endpoint to connect to: set units.master.endpoint to one of core, edge "
+        "(or add server:, the endpoint default)"]
+    assert problems("units:\n  master: {endpoint: edge, ssh_port: 1}\n") == [
+        "console.yaml:2: units.master.endpoint: no endpoint named 'edge' (none defined)"]
+
+
+def test_the_port_clash_check_keys_on_the_endpoints_server():
+    """Two endpoints on one server (two accounts) share its ports; the same port on two servers is fine."""
+    found = problems("""\
+        endpoints:
+          a: {host: h, port: 2222, username: one}
+          b: {host: H, port: 2222, username: two}
+          c: {host: other}
+        units:
+          master: {endpoint: a, ssh_port: 10022}
+          clone: {endpoint: b, ssh_port: 10022}
+        """)
+    assert found == ["console.yaml:7: units.clone.ssh_port: 10022 is already asked of H:2222 (endpoint b) by "
+                     "units.master.ssh_port"]
+    parse_config("endpoints: {a: {host: h}, c: {host: other}}\nunits:\n  master: {endpoint: a, ssh_port: 10022}\n"
+                 "  clone: {endpoint: c, ssh_port: 10022}\n", "c.yaml")

@@ -104,3 +104,21 @@ def test_the_files_text_is_checked_as_check_does_and_saved_keeping_a_backup(tmp_
     assert (tmp_path / "console.yaml.bak").read_text() == broken
     assert stat.S_IMODE((tmp_path / "console.yaml.bak").stat().st_mode) == 0o640
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_file_whose_server_is_endpoints_default_keeps_that_form(tmp_path):
+    """The form's server is the endpoint default: written where the file has it, never as a second one."""
+    path = tmp_path / "console.yaml"
+    path.write_text("endpoints:\n  default: {host: a.example, comment: main}\n  edge: {host: e.example}\n"
+                    "units:\n  master: {endpoint: edge, ssh_port: 10022}\n  clone: {ssh_port: 10023}\n")
+    form = form_from_config(load_config(path))
+    assert (form.host, form.port) == ("a.example", "22")
+    form.host, form.port = "b.example", "2222"
+    config = save_form(path, form)
+    assert "server" not in yaml.safe_load(path.read_text())
+    assert config.endpoints["default"].address == "b.example:2222" and config.endpoints["default"].comment == "main"
+    assert config.units["master"].server.host == "e.example" and config.units["clone"].server.host == "b.example"
+    form.port = "ssh"
+    with pytest.raises(ConfigError) as info:
+        check_form(path, form)
+    assert any(p.startswith("server.port: must be a whole number") for p in info.value.problems)

@@ -131,7 +131,9 @@ class MainScreen(Screen):
             detail = f"{unit.name}: {unit.username}@{unit.server}"
             if unit.server_key and unit.server_key not in (unit.last_error or ""):
                 detail += f"  server key {unit.server_key}"
-            detail += "\n" + (unit.last_error or "no error")
+            problems = [p for p in (unit.last_error, unit.endpoint_problem and
+                                    f"endpoint {unit.endpoint} {unit.endpoint_problem}") if p]
+            detail += "\n" + ("\n".join(problems) or "no error")
         self.query_one("#unit-detail", Static).update(Content(detail))  # plain text: an error is no markup
         self._render_ports()
         self._render_connection()
@@ -151,7 +153,7 @@ class MainScreen(Screen):
                     else "the daemon keeps the configuration it last loaded")
             shown = problems if len(problems) <= BANNER_PROBLEMS else problems[:BANNER_PROBLEMS - 1]
             more = len(problems) - len(shown)
-            text = (f"✖ {session.config_path} does not check: {runs}. 5 Configure to fix it.\n"
+            text = (f"✖ {session.config_path or 'the config file'} does not check: {runs}. 5 Configure to fix it.\n"
                     + "\n".join(shown) + (f"\n… and {more} more (5 Configure lists them all)" if more else ""))
             if str(banner.render()) != text:
                 banner.update(text)
@@ -222,7 +224,8 @@ class MainScreen(Screen):
     def action_filter(self) -> None:
         box = self.query_one("#port-filter", Input)
         box.remove_class("hidden")
-        self.set_focus(box)  # now, not deferred as focus() is: the keys typed right after `/` belong in the box
+        self.app.hold_keys()  # the keys typed right after `/`, in the same burst, belong in the box
+        self.set_focus(box)
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#port-filter", Input)
