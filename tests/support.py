@@ -168,3 +168,14 @@ def as_user(user: str, home: Path, *cmd: str | Path, **kwargs) -> subprocess.Com
            **kwargs.pop("env", {})}
     return subprocess.run([str(c) for c in cmd], user=user, group=user, extra_groups=[], env=env, cwd=home,
                           capture_output=True, text=True, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+
+def oplog_entries(state: StatePaths) -> list[dict]:
+    """The operation log's entries (their JSON form), oldest first, read from the state dir's file."""
+    from console.core.oplog import OpLog, OpQuery
+
+    log = OpLog(state.oplog, read_only=True)
+    try:
+        return [entry.to_json() for entry in reversed(list(log.entries(OpQuery())))]
+    finally:
+        log.close()
