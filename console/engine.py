@@ -1,4 +1,5 @@
-"""The engine owns everything that runs: unit workers, the store, the tunnel log and the event bus.
+"""The engine owns everything that runs: unit workers, the store, the tunnel log, the operation log and the
+event bus.
 
 The console and the CLI see it only through snapshots and events (the control socket); they keep no
 tunnel state of their own.
@@ -19,11 +20,13 @@ from console.core.endpoint_table import EndpointTable
 from console.core.events import ClientChanged, EndpointChanged, EventBus, LogLine, Reloaded, RuleChanged
 from console.core.keys import fingerprint
 from console.core.known_hosts import KnownHosts, Verdict, check_host_key, fetch_host_key, host_key_algorithms
+from console.core.oplog import OpLog, Recorder
 from console.core.paths import StatePaths
 from console.core.rule_table import RuleTable
 from console.core.rules import Carrier
 from console.core.status import Status
 from console.core.store import Store
+from console.core.syslog import Syslog, severity_of
 from console.core.tunnel_log import TunnelLog
 from console.core.words import counted
 from console.proxy.runtime import ProxyRuntime
@@ -42,6 +45,13 @@ class Engine:
         self.paths = paths.prepare()
         self.bus = EventBus()
         self.store = Store(paths.database)
+        self.syslog = Syslog(config.log.syslog_target)
+        self.oplog = OpLog(paths.oplog, keep_days=config.oplog.keep_days, max_rows=config.oplog.max_rows,
+                           daemon=True)
+        # The one way an operation is recorded (console/control/operations.perform, the daemon's own entries).
+        self.recorder = Recorder(self.oplog, publish=self.bus.publish, syslog=self.syslog,
+                                 background=self._in_background)
+        self._background: set[asyncio.Future] = set()
         self._echo = echo_log
         self.tunnel_log = TunnelLog(paths.tunnel_log, config.log.max_bytes, config.log.backups,
                                     on_line=self._on_log_line)
@@ -78,9 +88,17 @@ class Engine:
         return [(w.name, fr.status()) for w in self.workers.values() for fr in w.forwards.values()]
 
     def _on_log_line(self, line: str) -> None:
-        if self._echo:  # the line without its time stamp: the daemon's log format adds one, or the journal does
-            log.info("%s", line.partition(" ")[2])
+        text = line.partition(" ")[2]  # the line without its time stamp: syslog, the journal add their own
+        if self._echo:
+            log.info("%s", text)
+        self.syslog.send(text, severity_of(text))
         self.bus.publish(LogLine(line))
+
+    def _in_background(self, work) -> None:
+        """Run blocking work (the operation log's maintenance) in a thread, held until it is done."""
+        future = asyncio.get_running_loop().run_in_executor(None, work)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -95,6 +113,8 @@ class Engine:
         self.tunnel_log.write("engine", f"up with {units}" + (f"; {counted(len(rules), 'proxy rule')}" if rules else ""))
         for notice in self.store.notices:  # a store recovered from its last good copy, or started empty
             self.tunnel_log.write("engine", notice)
+        self._migrate_operations()
+        self.recorder.maintain()  # retention and a checkpoint, in a thread
         self._start_endpoint_checks()
 
     # ------------------------------------------------------------------ the endpoints' checks
@@ -133,6 +153,19 @@ class Engine:
         for unit in units:
             if unit in self.workers:
                 self.kick(unit, reason, reason)
+
+    def _migrate_operations(self) -> None:
+        """The operation records an older version kept in the store go to the operation log, once."""
+        if "operations" not in self.store.db.tables():
+            return
+        try:
+            moved = self.oplog.migrate(self.store.old_operations())
+            self.store.drop_old_operations()
+        except OperationFailed as exc:
+            self.tunnel_log.write("engine", f"the store's operation records stay there for now: {exc.message}")
+            return
+        self.tunnel_log.write("engine", f"operation log: {counted(moved, 'record')} of the store's operations moved "
+                                        f"to {self.paths.oplog.name}")
 
     async def _start_hub(self) -> None:
         from console.core.keys import load_or_create_key
@@ -192,6 +225,9 @@ class Engine:
             await self.hub.close()
         self.tunnel_log.write("engine", "stopped")
         self.tunnel_log.close()
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=STOP_DEADLINE)
+        self.recorder.close()
         self.store.close()
 
     async def reload(self, config: Config) -> list[str]:
@@ -199,6 +235,8 @@ class Engine:
         changes = []
         old = self.config
         self.config = config
+        self.syslog.configure(config.log.syslog_target)
+        self.oplog.keep_days, self.oplog.max_rows = config.oplog.keep_days, config.oplog.max_rows
         if old.hub != config.hub:
             changes.extend(await self._reload_hub(old.hub, config.hub))
         changes.extend(self.endpoints.reload(config))
@@ -246,16 +284,16 @@ class Engine:
             raise UsageError(f"no unit named {name!r} (units: {known})")
         return [self.workers[name]]
 
-    def _desire(self, name: str | None, who: str, operation: str, desired: str) -> list[UnitWorker]:
-        """The units an operator's start, stop or restart is for, with the wish kept and the operation recorded."""
+    def _desire(self, name: str | None, desired: str) -> list[UnitWorker]:
+        """The units an operator's start, stop or restart is for, with the wish kept. (The operation log records
+        the operation itself: console/control/operations.perform.)"""
         workers = self.worker(name)
         for worker in workers:
             self.store.set_desired(worker.name, desired)
-            self.store.record(operation, who, worker.name)
         return workers
 
     async def start_units(self, name: str | None, who: str) -> list[str]:
-        workers = self._desire(name, who, "start", "started")
+        workers = self._desire(name, "started")
         for worker in workers:
             if not worker.running:
                 worker.log_event(f"start requested by {who}")
@@ -265,13 +303,13 @@ class Engine:
         return [w.name for w in workers]
 
     async def stop_units(self, name: str | None, who: str) -> list[str]:
-        workers = self._desire(name, who, "stop", "stopped")
+        workers = self._desire(name, "stopped")
         for worker in workers:
             await worker.stop(f"Stopped by {who}")
         return [w.name for w in workers]
 
     async def restart_units(self, name: str | None, who: str) -> list[str]:
-        workers = self._desire(name, who, "restart", "started")
+        workers = self._desire(name, "started")
         for worker in workers:
             await worker.stop(f"Stopped for a restart by {who}")
             worker.start()
@@ -325,7 +363,6 @@ class Engine:
             self.known_hosts.add(server.host, server.port, key, replace=verdict.verdict is Verdict.MISMATCH)
             outcome = "replaced" if verdict.verdict is Verdict.MISMATCH else "trusted"
             self.store.record_host_key(server.address, presented, "trust", who)
-            self.store.record("trust", who, name, f"{server.address} {presented} ({outcome})")
             worker.log_event(f"host key {presented} of {server.address} {outcome} by {who}")
             result["trusted"] = [presented]
         worker.kick()
@@ -335,4 +372,4 @@ class Engine:
         units = [w.status() for w in self.workers.values()]
         for unit in units:
             unit.endpoint_problem = self._endpoint_problems.get(unit.endpoint) if unit.endpoint else None
-        return Status(units, self.store.notices)
+        return Status(units, self.store.notices + self.oplog.notices)

@@ -288,3 +288,14 @@ class UdpClient:
         """Send one datagram and wait for the next reply."""
         self.send(payload)
         return await self.reply(timeout)
+
+
+def oplog_entries(state: StatePaths) -> list[dict]:
+    """The operation log's entries (their JSON form), oldest first, read from the state dir's file."""
+    from console.core.oplog import OpLog, OpQuery
+
+    log = OpLog(state.oplog, read_only=True)
+    try:
+        return [entry.to_json() for entry in reversed(list(log.entries(OpQuery())))]
+    finally:
+        log.close()

@@ -22,6 +22,7 @@ from console.core.endpoints import (NAME_RE, closest, comment_problem, host_prob
 from console.core.errors import ConfigError, UsageError, os_reason
 from console.core.rules import (DIRECTIONS, LOCAL, MAX_GATEWAY_SERVICES, RULE_FORM, GatewayPlan, Rule, RuleError,
                                 clashes, describe_place, host_range, hub_clash, make_rule, parse_hosts, via_problem)
+from console.core.syslog import Target
 
 _FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
 # The seed's connect.yaml repository form: service[+scheme]://host:port[path], e.g. webdav+http://10.0.0.1:80/.
@@ -90,6 +91,19 @@ class TunnelConfig:
 class LogConfig:
     max_bytes: int = 1_048_576
     backups: int = 3
+    syslog: bool = False                # the tunnel log's lines and the operation log's entries to syslog too
+    syslog_address: str = "/dev/log"    # a Unix datagram socket, or address:port over UDP
+
+    @property
+    def syslog_target(self) -> str | None:
+        """Where lines go to syslog, None when they do not."""
+        return self.syslog_address if self.syslog else None
+
+
+@dataclass(frozen=True)
+class OplogConfig:
+    keep_days: int = 365                # entries older than this are dropped
+    max_rows: int = 1_000_000           # beyond this many, the oldest are dropped
 
 
 @dataclass(frozen=True)
@@ -156,6 +170,7 @@ class Config:
     server: ServerConfig | None = None                             # the endpoint `default`, when there is one
     tunnel: TunnelConfig = TunnelConfig()
     log: LogConfig = LogConfig()
+    oplog: OplogConfig = OplogConfig()
     console: ConsoleSettings = ConsoleSettings()
     hub: HubConfig | None = None
     source: str = "<defaults>"
@@ -270,6 +285,15 @@ class _Checker:
             self.problem(where, f"must be between {lo:g} and {hi:g}, got {value:g}")
             return default
         return float(value)
+
+    def boolean(self, data: dict, key: str, path: str, default: bool) -> bool:
+        value = data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.problem(_join(path, key), f"must be true or false, got {_kind(value)} {value!r}")
+            return default
+        return value
 
     def choice(self, data: dict, key: str, path: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.string(data, key, path, default)
@@ -551,7 +575,8 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
     if data is None:
         raise ConfigError(syntax)
     check = _Checker(source, lines)
-    top = check.mapping(data, "", ("server", "endpoints", "vpcs", "tunnel", "units", "log", "console", "hub", "proxy"))
+    top = check.mapping(data, "", ("server", "endpoints", "vpcs", "tunnel", "units", "log", "oplog", "console",
+                                        "hub", "proxy"))
     vpcs = _vpcs(check, top.get("vpcs"))
     endpoints, declared = _endpoints(check, top, vpcs)
 
@@ -570,11 +595,21 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
     if tunnel.retry_min > tunnel.retry_max:
         check.problem("tunnel.retry_min", f"must not exceed retry_max ({tunnel.retry_max:g}), got {tunnel.retry_min:g}")
 
-    lg = check.mapping(top.get("log"), "log", ("max_bytes", "backups"))
+    lg = check.mapping(top.get("log"), "log", ("max_bytes", "backups", "syslog", "syslog_address"))
+    syslog_address = check.string(lg, "syslog_address", "log", "/dev/log") or "/dev/log"
+    if Target.parse(syslog_address) is None:
+        check.problem("log.syslog_address", "must be a Unix socket path such as /dev/log, or address:port (UDP) "
+                                            f"such as 127.0.0.1:514, got {syslog_address!r}")
+        syslog_address = "/dev/log"
     log = LogConfig(
         max_bytes=check.integer(lg, "max_bytes", "log", 1_048_576, 4096, 1 << 40),
         backups=check.integer(lg, "backups", "log", 3, 0, 100, zero_ok=True),
+        syslog=check.boolean(lg, "syslog", "log", False),
+        syslog_address=syslog_address,
     )
+    op = check.mapping(top.get("oplog"), "oplog", ("keep_days", "max_rows"))
+    oplog = OplogConfig(keep_days=check.integer(op, "keep_days", "oplog", 365, 1, 36_500),
+                        max_rows=check.integer(op, "max_rows", "oplog", 1_000_000, 1_000, 1_000_000_000))
 
     cs = check.mapping(top.get("console"), "console", ("theme",))
     console = ConsoleSettings(theme=check.choice(cs, "theme", "console", "sop", THEMES))
@@ -599,8 +634,8 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
     problems = syntax + check.formatted()
     if problems:
         raise ConfigError(problems)
-    return Config(units=units, server=endpoints.get("default"), tunnel=tunnel, log=log, console=console, hub=hub,
-                  source=source, endpoints=endpoints, vpcs=vpcs, proxy=proxy)
+    return Config(units=units, server=endpoints.get("default"), tunnel=tunnel, log=log, oplog=oplog, console=console,
+                  hub=hub, source=source, endpoints=endpoints, vpcs=vpcs, proxy=proxy)
 
 
 def _hub(check: _Checker, raw: Any) -> HubConfig:

@@ -97,8 +97,18 @@ class ReloadRefused(Event):
         object.__setattr__(self, "problems", tuple(self.problems))  # a list after the JSON round trip
 
 
+@dataclass(frozen=True)
+class OperationRecorded(Event):
+    """An entry was written to the operation log (console/core/oplog.py): a console showing its newest page
+    fetches the entries newer than its first."""
+
+    id: int
+    action: str
+
+
 EVENT_TYPES = {cls.__name__: cls for cls in (UnitStateChanged, ForwardChanged, ForwardTraffic, LogLine, ClientChanged,
-                                             EndpointChanged, RuleChanged, Reloaded, ReloadRefused)}
+                                             EndpointChanged, RuleChanged, Reloaded, ReloadRefused,
+                                             OperationRecorded)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

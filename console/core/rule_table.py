@@ -194,7 +194,6 @@ class RuleTable:
         self.store.add_rule({"direction": rule.direction, "rule": rule.text, "via": rule.via,
                              "created": rule.created, "who": who})
         self.runtime_rules.append(rule)
-        self.store.record("proxy add", who, None if via == LOCAL else via, rule.name)
         self._log(f"rule {rule.name} added by {who}")
         await self._apply()
         self._on_change(rule.id, "added")
@@ -209,7 +208,6 @@ class RuleTable:
                              "removed at run time (edit the file, then reload)")
         self.store.forget_rule(rule.direction, rule.text, rule.via)
         self.runtime_rules = [r for r in self.runtime_rules if r.key != rule.key]
-        self.store.record("proxy remove", who, None if rule.via == LOCAL else rule.via, rule.name)
         self._log(f"rule {rule.name} removed by {who}")
         await self._apply()
         self._on_change(rule.id, "removed")

@@ -237,6 +237,63 @@ class ClientStatus(_Record):
 
 
 @dataclass
+class OpEntry(_Record):
+    """One entry of the operation log (console/core/oplog.py): who did what to which target, from where, how it
+    went and how long it took. `who` is the user the daemon saw on its socket (SO_PEERCRED); `ssh_from` the SSH
+    client address the CLI or console said it runs for (SSH_CONNECTION): recorded as said, never trusted."""
+
+    id: int
+    at: str                      # UTC ISO time, second precision
+    who: str
+    ssh_from: str | None
+    via: str                     # where from: cli, console, config-reload, daemon (migrated: from the old store)
+    action: str                  # the operation: start, clients.add, reload ...
+    target: str | None           # the unit, client id or endpoint name it was for
+    outcome: str                 # ok or failed
+    reason: str | None           # why it failed, one line
+    duration_ms: float
+    details: dict[str, Any] = field(default_factory=dict)  # its parameters, secrets replaced by "(secret)"
+
+    COLUMNS = ("id", "at", "who", "ssh_from", "via", "action", "target", "outcome", "reason", "duration_ms",
+               "details")
+
+    @property
+    def who_text(self) -> str:
+        """'operator', or 'operator (ssh from 10.0.0.5, as its client said)'."""
+        return f"{self.who} (ssh from {self.ssh_from}, as its client said)" if self.ssh_from else self.who
+
+    @property
+    def outcome_text(self) -> str:
+        return "✔ ok" if self.outcome == "ok" else "✖ failed"
+
+    def details_text(self) -> str:
+        """`key=value, ...` on one line (what a table or a CSV cell shows)."""
+        return ", ".join(f"{key}={value}" for key, value in self.details.items())
+
+    def cell(self, column: str) -> str:
+        """One column as text, for a table or an export (who with its SSH address, details on one line)."""
+        if column == "who":
+            return self.who_text
+        if column == "details":
+            return self.details_text()
+        value = getattr(self, column)
+        return "" if value is None else str(value)
+
+    def text(self, at: str | None = None) -> str:
+        """Every field, one a line: what `ops show` prints and the console's details dialog shows (and copies).
+        `at`: the time as shown to the operator (local), the UTC one beside it."""
+        when = f"{at} (UTC {self.at})" if at else self.at
+        lines = [f"operation {self.id}", f"time:     {when}", f"who:      {self.who_text}", f"from:     {self.via}",
+                 f"action:   {self.action}", f"target:   {self.target or '-'}",
+                 f"outcome:  {self.outcome}" + (f": {self.reason}" if self.reason else ""),
+                 f"duration: {self.duration_ms:g} ms"]
+        if self.details:
+            lines.append("details:")
+            lines.extend(f"  {key}: {value}" for key, value in self.details.items())
+        return "\n".join(lines)
+
+
+@dataclass
 class EndpointCheck(_Record):
     """One login check of an endpoint (an SSH server): can `username` log in there with our key, and if not why,
     in words an operator acts on (`message`) with what to do next (`hint`). Built by console/tunnel's endpoint

@@ -35,7 +35,6 @@ from console.core.sshd_fix import sshd_fix_script
 from console.core.sshd_settings import needs_of, stock_settings
 from console.core.states import EndpointReason, EndpointState
 from console.core.status import EndpointCheck, SshdCheck
-from console.core.words import counted
 from console.tunnel import auth_setup, key_install, sshd_check
 from console.tunnel.endpoint_check import check_login
 
@@ -132,16 +131,12 @@ class EndpointLogins:
 
     async def check(self, names: list[str], who: str | None = None) -> list[EndpointCheck]:
         """The check of each endpoint named (every endpoint when none is), stored as its last check. `who`: an
-        operator asked (recorded in the operation record); None for the daemon's own checks."""
+        operator asked (the operation log records it: console/control/operations.perform); None for the daemon's
+        own checks."""
         names = list(dict.fromkeys(names)) or [e.name for e in self.table.list()]
         for name in names:
             self.table.endpoint(name)   # an unknown name is refused before anything logs in
-        checks = list(await asyncio.gather(*(asyncio.shield(self._check_once(name)) for name in names)))
-        if who is not None:
-            summary = ", ".join(f"{c.endpoint} {c.state.value}" + ("" if c.available else f" ({c.reason.value})")
-                                for c in checks) or "no endpoints"
-            self.table.store.record("endpoints check", who, None, summary)
-        return checks
+        return list(await asyncio.gather(*(asyncio.shield(self._check_once(name)) for name in names)))
 
     def _check_once(self, name: str) -> asyncio.Future[EndpointCheck]:
         """The check of `name` running now, or a new one."""
@@ -245,32 +240,26 @@ class EndpointLogins:
                 raise UsageError(f"--identity must be an absolute path (the daemon reads it), got {identity!r}")
         server, timeout = endpoint.config, self.timeout
         outcomes, checks = [], []
-        try:
-            for login in logins:
-                key_path = self.paths.unit_key(login.unit)
-                if method == "password":
-                    async def given(secret: str = password) -> str:
-                        return secret
-                    outcome, check = await auth_setup.setup_by_password(
-                        name, server, login.username, key_path, self.known, given, unit=login.unit,
-                        timeout=timeout, login_user=login_user, trust_fingerprint=trust_fingerprint)
-                elif method == "key":
-                    outcome, check = await auth_setup.setup_by_key(
-                        name, server, login.username, key_path, self.known, Path(identity),
-                        login_user=login_user or "root", unit=login.unit, timeout=timeout,
-                        trust_fingerprint=trust_fingerprint)
-                else:
-                    outcome, check = await auth_setup.check_after_script(
-                        name, server, login.username, key_path, self.known, unit=login.unit, timeout=timeout)
-                outcomes.append(outcome)
-                checks.append(self._borrowed(name, check) if not login.own else check)
-        except ConsoleError as exc:
-            self.table.store.record("endpoints setup-auth", who, unit, f"{name} by {method}: failed: {exc.message}")
-            raise
+        for login in logins:
+            key_path = self.paths.unit_key(login.unit)
+            if method == "password":
+                async def given(secret: str = password) -> str:
+                    return secret
+                outcome, check = await auth_setup.setup_by_password(
+                    name, server, login.username, key_path, self.known, given, unit=login.unit,
+                    timeout=timeout, login_user=login_user, trust_fingerprint=trust_fingerprint)
+            elif method == "key":
+                outcome, check = await auth_setup.setup_by_key(
+                    name, server, login.username, key_path, self.known, Path(identity),
+                    login_user=login_user or "root", unit=login.unit, timeout=timeout,
+                    trust_fingerprint=trust_fingerprint)
+            else:
+                outcome, check = await auth_setup.check_after_script(
+                    name, server, login.username, key_path, self.known, unit=login.unit, timeout=timeout)
+            outcomes.append(outcome)
+            checks.append(self._borrowed(name, check) if not login.own else check)
         check = combined(checks)
         self.table.record_check(check)
-        self.table.store.record("endpoints setup-auth", who, unit, f"{name} by {method}: {'; '.join(outcomes)}; "
-                                f"now {check.state.value}")
         if check.available:
             self._kick([login.unit for login in logins if login.own], f"auth set up on endpoint {name} by {who}")
         return {"outcome": "; ".join(outcomes), "check": check}
@@ -286,10 +275,7 @@ class EndpointLogins:
             sshd_part = 'echo "sop-console: the sshd settings need no change"\n'
         lines = [(await asyncio.to_thread(unit_public_key, self.paths, login.unit)).line for login in logins]
         pairs = [(line, login.username) for line, login in zip(lines, logins)]
-        script = auth_setup.setup_script(*pairs[0], sshd_part=sshd_part, also=pairs[1:])
-        self.table.store.record("endpoints setup-script", who, unit,
-                                f"{name}: for {', '.join(f'{l.unit} as {l.username}' for l in logins)}")
-        return script
+        return auth_setup.setup_script(*pairs[0], sshd_part=sshd_part, also=pairs[1:])
 
     # ------------------------------------------------------------------ the sshd check
 
@@ -327,15 +313,6 @@ class EndpointLogins:
         try:
             judged = sshd_check.fix_sshd if fix else sshd_check.check_sshd
             result = await judged(conn, name, needs, username=account)
-        except ConsoleError as exc:
-            self.table.store.record("endpoints check-sshd", who, None,
-                                    f"{name}{' --fix' if fix else ''} as {user}: failed: {exc.message}")
-            raise
         finally:
             conn.close()
-        changes = result.needs_change
-        detail = (f"{counted(len(changes), 'setting')} to change" if changes else "ok") + \
-            (f"; fix: {result.fix}" if result.fix else "")
-        self.table.store.record("endpoints check-sshd", who, None, f"{name}{' --fix' if fix else ''} as {user}: "
-                                f"{detail}")
         return result

@@ -89,6 +89,12 @@ async def clients(app: SopConsole, unit: str | None) -> None:
     await app.push_screen(ClientsScreen(app.session, app.clients_signal, app.status_signal))
 
 
+async def operations(app: SopConsole, unit: str | None) -> None:
+    from console.ui.screens.operations import OperationsScreen
+
+    await app.push_screen(OperationsScreen(app.session, app.operations_signal, app.status_signal))
+
+
 @dataclass(frozen=True)
 class MenuItem:
     key: str
@@ -107,11 +113,13 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("3", "stop", "Stop", stop, "Stop", does="stop {unit}'s tunnels (asks first)"),
     MenuItem("4", "view_log", "View log", view_log, "Log", needs_unit=False,
              does="the tunnel log: every unit and the hub"),
-    MenuItem("5", "configure", "Configure", configure, "Config", needs_unit=False,
+    MenuItem("5", "configure", "Configure", configure, "Conf", needs_unit=False,
              does="edit the configuration file: the server, both units, the hub"),
     MenuItem("6", "trust", "Trust host key", trust, "Trust", does="check and trust the host key of {unit}'s server"),
     MenuItem("7", "clients", "Clients", clients, "Clients", needs_unit=False,
              does="the hub's clients: their ports and what each forwards"),
+    MenuItem("o", "operations", "Operations", operations, "Ops", needs_unit=False,
+             does="the operation log: who did what, from where, how it went; details, export"),
 )
 BY_ACTION = {item.action: item for item in MENU}
 

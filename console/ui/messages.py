@@ -8,6 +8,7 @@ and `SopConsole.clients_signal`; a screen subscribes with `follow(...)` and rece
 own, so the App never needs to know which screens are open):
     StatusChanged   the status mirror changed (a unit's or forward's event, or a fresh snapshot)
     ClientChanged   a hub client changed (None: any may have)
+    OperationRecorded   an entry was written to the operation log (None: the daemon came back, any may have)
 
 Within a screen:
     FollowChanged   the log view started or stopped following the file
@@ -43,6 +44,13 @@ class ClientChanged(Message, bubble=False):
     """A hub client changed: fetch it again (None: all of them)."""
 
     client_id: str | None
+
+
+@dataclass
+class OperationRecorded(Message, bubble=False):
+    """An operation was recorded: a screen showing the log's newest entries fetches those after its first."""
+
+    entry_id: int | None
 
 
 @dataclass

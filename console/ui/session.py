@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from console.core.errors import EXIT_USAGE, ConsoleError, DaemonNotRunning
-from console.core.events import ClientChanged, Event, Reloaded, ReloadRefused
+from console.core.events import ClientChanged, Event, OperationRecorded, Reloaded, ReloadRefused
 from console.core.paths import StatePaths
-from console.core.status import ClientStatus, Status, UnitStatus
+from console.core.status import ClientStatus, OpEntry, Status, UnitStatus
 from console.ui.backend import DaemonBackend, StaticBackend
 
 if TYPE_CHECKING:  # the schema and its YAML load when a config is read, not at start
@@ -149,7 +149,7 @@ class Session:
     async def changes(self) -> AsyncIterator[Event]:
         """The engine's events, folded into the status mirror; yields those that change what a screen shows:
         Reloaded (after a fresh snapshot was taken), ReloadRefused (the config file's problems, now
-        `config_problems`), a unit's or forward's change, and ClientChanged."""
+        `config_problems`), a unit's or forward's change, ClientChanged and OperationRecorded."""
         async for event in self.backend.events():
             if isinstance(event, Reloaded):  # units or forwards may have changed: take a fresh snapshot
                 self._take(await self.backend.request("status"))
@@ -159,7 +159,7 @@ class Session:
             elif isinstance(event, ReloadRefused):  # the daemon read the file and it does not check
                 self.config_problems = list(event.problems)
                 yield event
-            elif isinstance(event, ClientChanged) or self.status.apply(event):
+            elif isinstance(event, (ClientChanged, OperationRecorded)) or self.status.apply(event):
                 yield event
 
     def _take(self, status: dict) -> None:
@@ -250,7 +250,7 @@ class Session:
         when the daemon could not be told."""
         from console.control.client import report_key_install
 
-        return await report_key_install(self.paths, unit, detail, getpass.getuser())
+        return await report_key_install(self.paths, unit, detail, getpass.getuser(), "console", self.config)
 
     # ------------------------------------------------------------------ the configuration
 
@@ -379,6 +379,19 @@ class Session:
 
     async def clients_remove(self, client_id: str) -> None:
         await self.request("clients.remove", id=client_id)
+
+    # ------------------------------------------------------------------ the operation log
+
+    async def ops_page(self, since: str | None = None, until: str | None = None, before: int | None = None,
+                       after: int | None = None, limit: int = 20) -> tuple[list[OpEntry], int | None, bool]:
+        """A page of the operation log, newest first (`since`/`until`: UTC text, console/core/dates.utc_text):
+        the entries, the id to page on from (None: no more), and, asked `after` an entry, whether more arrived
+        than `limit` (then the page shown is not the newest any more: fetch it again)."""
+        result = await self.request("ops.list", since=since, until=until, before=before, after=after, limit=limit)
+        if not isinstance(result, dict):
+            return [], None, False
+        entries = [OpEntry.from_json(e) for e in result.get("entries", [])]
+        return entries, result.get("next_before"), bool(result.get("more_after"))
 
 
 def _read_config(path: Path) -> tuple[Config | None, list[str]]:

@@ -360,7 +360,7 @@ def test_palette_says_what_each_command_does_and_offers_only_our_themes(state):
             commands = {c.title: c.help for c in app.get_system_commands(app.screen)}
             for title in ("1 Install ssh key", "2 Start", "3 Stop", "6 Trust host key"):
                 assert "clone" in commands[title], (title, commands[title])
-            for title in ("4 View log", "5 Configure", "7 Clients"):
+            for title in ("4 View log", "5 Configure", "7 Clients", "o Operations"):
                 assert "selected unit" not in commands[title] and "clone" not in commands[title], \
                     (title, commands[title])
             assert sorted(t for t in commands if t.lower().startswith("theme")) == \
@@ -401,6 +401,11 @@ def test_configure_checks_saves_keeps_a_backup_and_reloads(sshd, state, tmp_path
                     # The forward the form did not touch kept its local service and its bind.
                     assert port_row(app, "master", "ssh")[4] == f"127.0.0.1:{echo.port}"
                     assert "remote_bind: 127.0.0.1" in path.read_text()
+                    # The save is in the operation log: a reload from the console, with what changed.
+                    from console.core.oplog import OpQuery
+
+                    (saved,) = daemon.engine.oplog.page(OpQuery(action="reload"))["entries"]
+                    assert (saved.via, saved.outcome) == ("console", "ok") and "master" in saved.details["changes"]
             finally:
                 await daemon.close()
     run(body())

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from console.core.config import parse_config
 from console.core.paths import StatePaths
 from console.core.states import ForwardState, UnitState
-from console.core.status import ClientForwardStatus, ClientStatus, ForwardStatus, Status, UnitStatus
+from console.core.status import ClientForwardStatus, ClientStatus, ForwardStatus, OpEntry, Status, UnitStatus
 from console.ui.app import SopConsole
 from console.ui.backend import StaticBackend
 
@@ -94,6 +94,37 @@ CLIENTS = {"clients": [
 ]}
 
 
+def _op(i: int, action: str, target: str | None, who: str = "operator", via: str = "console",
+        failed: str | None = None, ssh_from: str | None = None, **details) -> dict:
+    return OpEntry(i, f"2026-11-22T{8 + i // 60:02d}:{i % 60:02d}:{(i * 7) % 60:02d}Z", who, ssh_from, via, action,
+                   target, "failed" if failed else "ok", failed, round(1.5 + i * 0.7, 1), details).to_json()
+
+
+# The operation log's newest page: every door, a failure, an SSH address; times fixed (shown in UTC: TZ is set).
+OPS = {"entries": [_op(i, *rest[:2], **rest[2]) for i, *rest in reversed([
+    (31, "daemon start", None, {"who": "sop", "via": "daemon", "pid": 812}),
+    (32, "clients.add", "acme", {"id": "acme"}),
+    (33, "clients.change", "acme", {"via": "cli", "ssh_from": "198.51.100.23", "id": "acme", "quota": 20}),
+    (34, "trust", "master", {"fingerprint": FINGERPRINT, "outcome": "trusted"}),
+    (35, "reload", None, {"who": "SIGHUP", "via": "config-reload", "changes": "nothing changed"}),
+    (36, "stop", "clone", {"unit": "clone"}),
+    (37, "clients.remove", "globex", {"via": "cli", "failed": "no client 'globex'", "id": "globex"}),
+    (38, "start", "clone", {"unit": "clone"}),
+    (39, "key install", "master", {"via": "cli", "detail": "installed SHA256:abc"}),
+    (40, "clients.change", "initech", {"id": "initech", "quota": 0}),
+])], "next_before": 31}
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Times on screen in UTC whatever the machine's zone (the screen shows local time)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
 def _app(tmp_path, theme: str, status: dict = STATUS) -> SopConsole:
     state = StatePaths(tmp_path / "state").prepare()
     seed = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -104,7 +135,7 @@ def _app(tmp_path, theme: str, status: dict = STATUS) -> SopConsole:
     os.chmod(key_path, 0o600)
     state.tunnel_log.write_text(LOG)
     return SopConsole(state, config=parse_config(CONFIG, "snapshot.yaml"),
-                      backend=StaticBackend(status, {"clients.list": CLIENTS}),
+                      backend=StaticBackend(status, {"clients.list": CLIENTS, "ops.list": OPS}),
                       theme_name=theme, poll_log=False, watch_terminal=False)
 
 
@@ -208,3 +239,8 @@ def test_log_view_edges(snap_compare, tmp_path, size):
 def test_clients_screen_edges(snap_compare, tmp_path, size):
     assert snap_compare(_app(tmp_path, "sop"), terminal_size=size,
                         run_before=_shown("7", "ClientsScreen", _rows("#clients")))
+
+
+def test_operations_screen(snap_compare, tmp_path, utc):
+    assert snap_compare(_app(tmp_path, "sop"), terminal_size=(80, 24),
+                        run_before=_shown("o", "OperationsScreen", _rows("#ops"), before=_rows("#ports")))

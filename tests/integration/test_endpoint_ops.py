@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from sshd import authorize_in_home, free_port
-from support import authorize_units, me
+from support import authorize_units, me, oplog_entries
 from test_cli_daemon import cli, wait_for
 from test_endpoints_cli import start_daemon, stop_daemon
 from test_sshd_check import client_key, serve, sudo_user  # noqa: F401 - the sshd check's fixtures
@@ -64,10 +64,6 @@ def stored_checks(state: StatePaths) -> dict[str, dict]:
         return {}
     store = json.loads(state.database.read_text())
     return {row["endpoint"]: row["check"] for row in store.get("endpoint_checks", {}).values()}
-
-
-def operations(state: StatePaths) -> list[dict]:
-    return list(json.loads(state.database.read_text()).get("operations", {}).values())
 
 
 def unit_of(state: StatePaths, name: str) -> dict:
@@ -128,7 +124,7 @@ def test_check_available_refused_and_publickey_from_the_command_line(sshd, tmp_p
     # kept as each endpoint's last check, and in the operation record
     assert {name: check["state"] for name, check in stored_checks(state).items()} == \
         {"lab": "available", "closed": "unavailable", "nokey": "unavailable"}
-    assert [op["detail"] for op in operations(state) if op["action"] == "endpoints check"][-1] == \
+    assert [op["details"]["checks"] for op in oplog_entries(state) if op["action"] == "endpoints.check"][-1] == \
         "closed unavailable (network), nokey unavailable (publickey)"
     unknown = run_cli("endpoints", "check", "lba", state=state, config=config)
     assert unknown.returncode == 2 and "did you mean 'lab'" in unknown.stderr and unknown.stdout == ""
@@ -160,7 +156,7 @@ def test_check_through_the_daemon_and_what_the_units_status_says(sshd, tmp_path,
         wait_for(lambda: unit_of(state, "master")["endpoint_problem"] == problem, what="master's status says it")
         text = run_cli("status", state=state, config=config).stdout
         assert f"  endpoint lab: {problem}" in text.splitlines()
-        assert any(op["action"] == "endpoints check" and op["who"] == me() for op in operations(state))
+        assert any(op["action"] == "endpoints.check" and op["who"] == me() for op in oplog_entries(state))
 
         sshd.start()
         assert run_cli("endpoints", "check", state=state, config=config).returncode == 0
@@ -185,7 +181,7 @@ def test_the_daemon_checks_every_interval(sshd, tmp_path, daemon):
         wait_for(lambda: stored_checks(state)["lab"]["state"] == "available", timeout=15, what="available again")
     finally:
         stop_daemon(proc)
-    assert not any(op["action"] == "endpoints check" for op in operations(state))   # the daemon's, not an operator's
+    assert not any(op["action"] == "endpoints.check" for op in oplog_entries(state))  # the daemon's, not an operator's
 
 
 def test_a_unit_that_starts_or_stops_failing_to_log_in_has_its_endpoint_checked(sshd, tmp_path, daemon):
@@ -282,11 +278,12 @@ def test_setup_auth_by_password_through_the_daemon(password_sshd, local_user, tm
         if path.is_file() and path.name != "control.sock":
             assert password.encode() not in path.read_bytes(), path
     assert password not in said
-    records = [op for op in operations(state) if op["action"] == "endpoints setup-auth"]
-    assert [r["detail"].split(":")[0] for r in records] == ["lab by password"] * 3
-    assert records[0]["detail"].endswith(f"refused the password for {user} (wrong password, or password login is "
-                                         "disabled there)")
-    assert records[1]["detail"].endswith("now available")
+    records = [op for op in oplog_entries(state) if op["action"] == "endpoints.setup_auth"]
+    assert [(r["target"], r["details"]["method"], r["details"]["password"]) for r in records] == \
+        [("lab", "password", "(secret)")] * 3
+    assert records[0]["outcome"] == "failed" and records[0]["reason"].endswith(
+        f"refused the password for {user} (wrong password, or password login is disabled there)")
+    assert (records[1]["outcome"], records[1]["details"]["now"]) == ("ok", "available")
 
 
 def test_setup_auth_by_key_with_no_daemon(sshd, local_user, tmp_path):
@@ -372,9 +369,9 @@ def test_check_sshd_flagged_then_fixed_through_sudo(sudo_user, serve, tmp_path):
     assert server.effective()["gatewayports"] == "clientspecified"
     ok = run_cli("endpoints", "check-sshd", "lab", state=state, config=config)
     assert ok.returncode == 0 and ok.stdout.startswith("sshd of lab: ok for its forwards\n")
-    details = [op["detail"] for op in operations(state) if op["action"] == "endpoints check-sshd"]
-    assert details[0] == f"lab as {sudo_user}: 2 settings to change" and details[1].startswith(
-        f"lab --fix as {sudo_user}: ok; fix: ")
+    details = [op["details"] for op in oplog_entries(state) if op["action"] == "endpoints.check_sshd"]
+    assert details[0]["result"] == "2 settings to change" and not details[0].get("fix")
+    assert details[1]["fix"] is True and details[1]["result"].startswith("ok; fix: ")
 
 
 def test_check_sshd_with_an_operators_root_key(client_key, serve, tmp_path):  # noqa: F811

@@ -12,11 +12,11 @@ import threading
 
 import pytest
 from sshd import free_port
+from support import oplog_entries
 from test_cli_daemon import cli, wait_for
 from test_endpoints_cli import ok, refused, start_daemon, stop_daemon
 
 from console.core.paths import StatePaths
-from console.core.store import Store
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -94,20 +94,12 @@ def test_rules_added_at_run_time_listen_and_come_back_after_a_restart(setup, ech
         with pytest.raises(OSError):
             through(port)
         assert f"egress tcp:{port}:127.0.0.1:{echo} via local" not in listed(state)
-        actions = [(o["action"], o["detail"]) for o in _operations(state, proc)]
-        assert actions[-2:] == [("proxy add", f"egress tcp:{port}:127.0.0.1:{echo} via local"),
-                                ("proxy remove", f"egress tcp:{port}:127.0.0.1:{echo} via local")]
+        actions = [(o["action"], o["target"], o["details"].get("direction"), o["via"], o["outcome"])
+                   for o in oplog_entries(state) if o["action"].startswith("proxy.")]
+        assert actions[-2:] == [("proxy.add", f"tcp:{port}:127.0.0.1:{echo}", "egress", "cli", "ok"),
+                                ("proxy.remove", f"tcp:{port}:127.0.0.1:{echo}", "egress", "cli", "ok")]
     finally:
         stop_daemon(proc)
-
-
-def _operations(state: StatePaths, proc) -> list[dict]:
-    stop_daemon(proc)
-    store = Store(state.database)
-    try:
-        return store.operations()
-    finally:
-        store.close()
 
 
 def test_refusals_are_one_line_exit_2(setup, echo):

@@ -68,7 +68,8 @@ def test_example_config_is_valid_and_documents_every_option():
                    "local:", "target:", "ssh_port:", "http_port:", "app_port:", "app_target_port:", "max_bytes:",
                    "backups:", "endpoints:", "vpcs:", "comment:", "subnet:", "scope:", "subnets:", "endpoint:",
                    "proxy:", "udp_idle_timeout:", "udp_max_flows:", "ingress:", "egress:", "rule:", "via:",
-                   "gateways:", "base:", "services:", "hosts:"):
+                   "gateways:", "base:", "services:", "hosts:", "syslog:", "syslog_address:",
+                   "keep_days:", "max_rows:"):
         assert option in text, option
     assert len(cfg.endpoints) >= 2 and cfg.vpcs and any(e.scope.vpcs and e.scope.subnets for e in cfg.endpoints.values())
     assert any(u.endpoint not in (None, "default") for u in cfg.units.values())

@@ -57,11 +57,40 @@ def test_the_table_declares_each_operation_once_with_typed_parameters():
         "proxy.remove": ("direction: str, rule: str, via: str | None = ...", False, False),
         "gateway.show": ("name: str", False, True),
         "gateway.export": ("name: str, source: str, interface: str = ...", False, True),
+        "ops.list": ("since: str | None = ..., until: str | None = ..., action: str | None = ..., "
+                     "who: str | None = ..., target: str | None = ..., before: int | None = ..., "
+                     "after: int | None = ..., limit: int = ...", False, True),
+        "ops.show": ("id: int", False, True),
     }
     assert {name for name, op in OPERATIONS.items() if op.endpoints} == {n for n in table if n.startswith("endpoints.")}
     assert {name for name, op in OPERATIONS.items() if op.rules} == {n for n in table if n.startswith(("proxy.",
                                                                                                        "gateway."))}
     assert all(op.doc and "\n" not in op.doc for op in OPERATIONS.values())
+
+
+def test_what_is_recorded_and_under_which_target():
+    """Not read-only: recorded; read-only: not, unless it says so; trust's check records nothing. The target is
+    the parameter named name, id or unit (in that order), unless the declaration names another."""
+    recorded = {name: op.recorded({}) for name, op in OPERATIONS.items()}
+    assert {name for name, yes in recorded.items() if not yes} == {
+        name for name, op in OPERATIONS.items() if op.read_only}
+    assert not OPERATIONS["trust"].recorded({"unit": "master", "check": True})
+    assert OPERATIONS["trust"].recorded({"unit": "master"})
+    assert (OPERATIONS["start"].target, OPERATIONS["clients.add"].target, OPERATIONS["reload"].target,
+            OPERATIONS["endpoints.setup_auth"].target, OPERATIONS["proxy.add"].target) == \
+        ("unit", "id", None, "name", "rule")
+    try:
+        @operation("t.reveal", read_only=True, recorded=True, target="who")
+        def reveal(call: Call, who: str, name: str) -> str:
+            """A read-only operation that shows a secret."""
+
+        assert OPERATIONS["t.reveal"].recorded({}) and OPERATIONS["t.reveal"].target == "who"
+        with pytest.raises(ValueError, match="target 'nobody' is not one of its parameters"):
+            @operation("t.bad_target", target="nobody")
+            def bad_target(call: Call, name: str) -> None:
+                """Bad."""
+    finally:
+        OPERATIONS.pop("t.reveal", None)
 
 
 def test_a_declaration_the_table_cannot_check_fails_at_import():

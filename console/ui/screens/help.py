@@ -20,6 +20,7 @@ from console.ui.screens.clients import ClientsScreen
 from console.ui.screens.configure import ConfigureScreen
 from console.ui.screens.log import LogScreen
 from console.ui.screens.main import MainScreen
+from console.ui.screens.operations import OperationsScreen
 from console.ui.widgets.log_view import LogView
 
 Row = tuple[str, str]  # the keys as shown, what they do
@@ -79,6 +80,7 @@ class HelpScreen(Screen):
             LogScreen: (_titled("view_log"), self._rows([*LogView.BINDINGS, *LogScreen.BINDINGS])),
             ClientsScreen: (_titled("clients"), self._rows(ClientsScreen.BINDINGS)),
             ConfigureScreen: (_titled("configure"), self._rows(ConfigureScreen.BINDINGS)),
+            OperationsScreen: (_titled("operations"), self._rows(OperationsScreen.BINDINGS)),
         }
         first = screens.pop(self.shown_over, None)
         if first is None:  # a dialog: its own keys, if it has any, then the main screen's
