@@ -16,6 +16,7 @@ from typing import Any
 
 from console.core.choices import HOST_KEY_POLICIES, THEMES, UNIT_NAMES
 from console.core.config_file import compose, read_config_text
+from console.core.egress_allow import parse_entry
 from console.core.endpoints import (NAME_RE, closest, comment_problem, host_problem, login_problem, name_problem,
                                     parse_network)
 from console.core.errors import ConfigError, UsageError, os_reason
@@ -118,6 +119,7 @@ class HubConfig:
     login_grace_time: float = 30.0      # seconds a connection has to log in
     max_auth_tries: int = 6             # failed logins before a connection is ended
     max_sessions: int = 10              # session channels a client holds at once, over all its connections
+    egress_allow: tuple[str, ...] = ()  # where clients may reach through the hub (console.core.egress_allow)
 
 
 @dataclass(frozen=True)
@@ -639,7 +641,7 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
 def _hub(check: _Checker, raw: Any) -> HubConfig:
     data = check.mapping(raw, "hub", ("listen", "ports", "default_quota", "bind", "max_startups",
                                       "max_startups_per_source", "login_grace_time", "max_auth_tries",
-                                      "max_sessions"))
+                                      "max_sessions", "egress_allow"))
     hub = HubConfig()
     listen_text = check.string(data, "listen", "hub", "0.0.0.0:2222") or "0.0.0.0:2222"
     listen = split_host_port(listen_text)
@@ -661,7 +663,24 @@ def _hub(check: _Checker, raw: Any) -> HubConfig:
     grace = check.number(data, "login_grace_time", "hub", 30.0, 1, 3600)
     tries = check.integer(data, "max_auth_tries", "hub", 6, 1, 100)
     sessions = check.integer(data, "max_sessions", "hub", 10, 1, 10_000)
-    return HubConfig(listen[0], listen[1], low, high, quota, bind, max_startups, per_source, grace, tries, sessions)
+    return HubConfig(listen[0], listen[1], low, high, quota, bind, max_startups, per_source, grace, tries, sessions,
+                     _egress_allow(check, data.get("egress_allow")))
+
+
+def _egress_allow(check: _Checker, raw: Any) -> tuple[str, ...]:
+    """hub.egress_allow: a list of HOST:PORT or CIDR:PORT (console.core.egress_allow); none by default."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        check.problem("hub.egress_allow", f"must be a list of HOST:PORT or CIDR:PORT, got {_kind(raw)}")
+        return ()
+    allowed = []
+    for i, entry in enumerate(raw):
+        try:
+            allowed.append(parse_entry(entry).text)
+        except ValueError as exc:
+            check.problem(f"hub.egress_allow[{i}]", str(exc))
+    return tuple(allowed)
 
 
 def forward_rules(units: Iterable[UnitConfig]) -> list[Rule]:
