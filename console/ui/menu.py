@@ -89,6 +89,12 @@ async def clients(app: SopConsole, unit: str | None) -> None:
     await app.push_screen(ClientsScreen(app.session, app.clients_signal, app.status_signal))
 
 
+async def rules(app: SopConsole, unit: str | None) -> None:
+    from console.ui.screens.rules import RulesScreen
+
+    await app.push_screen(RulesScreen(app.session, app.rules_signal, app.status_signal))
+
+
 @dataclass(frozen=True)
 class MenuItem:
     key: str
@@ -112,6 +118,8 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("6", "trust", "Trust host key", trust, "Trust", does="check and trust the host key of {unit}'s server"),
     MenuItem("7", "clients", "Clients", clients, "Clients", needs_unit=False,
              does="the hub's clients: their ports and what each forwards"),
+    MenuItem("9", "rules", "Rules", rules, "Rules", needs_unit=False,
+             does="the proxy rules and gateway plans: where each listens, its destinations, counters; add, remove"),
 )
 BY_ACTION = {item.action: item for item in MENU}
 
