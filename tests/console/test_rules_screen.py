@@ -89,7 +89,7 @@ def test_rules_screen_adds_removes_filters_and_folds_against_a_real_daemon(sshd,
                     assert (cell(app, waiting, "state"), cell(app, waiting, "via"), cell(app, waiting, "reason")) == \
                         ("◌ waiting", "master", UNIT_TRANSPORT_MISSING)
                     assert cell(app, "gateway:lab", "listener") == f"▸ 127.0.0.1:{base + 1}-{base + 2}"
-                    assert cell(app, "gateway:lab", "state") == "● 2 listening"
+                    assert (cell(app, "gateway:lab", "state"), cell(app, "gateway:lab", "destination")) == ("● listening", "gateway lab")
                     await go_to(pilot, app, waiting)
                     assert f"◌ waiting on 127.0.0.1:{waiting_port}: {UNIT_TRANSPORT_MISSING}" in \
                         " ".join(said(app, "rule-detail").split())

@@ -94,8 +94,7 @@ class AddRuleScreen(ModalScreen[RuleStatus | None]):
             yield Choice("via", self.vias, id="rule-via")
             yield Input(placeholder="tcp:8080:10.0.5.7:80", id="rule-text")
             yield Static("", id="rule-check")
-            yield Static("protocol:port:destination:destination_port. enter adds; tab goes to direction and via "
-                         "(left / right choose); esc cancels", classes="dialog-text")
+            yield Static("enter adds, esc cancels; tab: direction, via (← →)", classes="dialog-text")
 
     def on_mount(self) -> None:
         self.query_one("#rule-text", Input).focus()

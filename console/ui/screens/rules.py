@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 from textual import on, work
@@ -38,7 +39,8 @@ RULE_COLUMNS = (Col("dir", 2), Col("proto", 3), Col("listener", 0), Col("state",
                 Col("reason", 9))
 LISTENER = [col.label for col in RULE_COLUMNS].index("listener")
 PLAN = "gateway:"        # a gateway plan's row key: PLAN + its name (a rule's is its id, "rule-...")
-FETCH_EVERY = 0.5        # seconds: a flood of events (traffic on many rules) costs at most one list this often
+FETCH_GAP = 0.2          # seconds at least between two fetches of the list (a burst of events is one fetch)
+TRAFFIC_EVERY = 1.0      # counters alone: a fetch a second at most (the daemon says traffic once a second a rule)
 WORST_FIRST = (RuleState.REFUSED, RuleState.WAITING, RuleState.STOPPED, RuleState.LISTENING)
 
 
@@ -103,6 +105,7 @@ class RulesScreen(Screen):
         self._plans: dict[str, GatewayStatus] = {}   # gateway.show of each plan, fetched once a plan is listed
         self._expanded: set[str] = set()             # the plans whose ports are shown
         self._dirty = False
+        self._urgent = asyncio.Event()   # a change beyond counters: fetch once FETCH_GAP has passed
         self._loading = False
         self._loaded = False
         self._message: tuple[str | None, str] = (None, "")  # (the row it is about, or None: any), what to say
@@ -129,17 +132,20 @@ class RulesScreen(Screen):
     def _rule_changed(self, message: RuleChanged) -> None:
         if message.rule_id is None or message.change in ("added", "removed"):
             self._plans.clear()  # a reload may have changed a plan: its formula and clashes are fetched again
-        self.reload()
+        self.reload(urgent=message.change != "traffic")
 
     @on(StatusChanged)
     def _status_changed(self) -> None:
         """A unit or forward changed (or the daemon came back): the forwards shown as rules follow it."""
         if not self._loaded or any(rule.source == "forward" for rule in self._rules):
-            self.reload()
+            self.reload(urgent=False)  # most are a forward's counters
 
-    def reload(self) -> None:
-        """Fetch the rules again, once the fetch under way is done (a burst of events is one more fetch)."""
+    def reload(self, urgent: bool = True) -> None:
+        """Fetch the rules again, once the fetch under way is done: a burst of events is one more fetch, after
+        FETCH_GAP; counters alone wait for TRAFFIC_EVERY."""
         self._dirty = True
+        if urgent:
+            self._urgent.set()
         if not self._loading:
             self._loading = True  # now, not when the worker starts: a second event must not start another
             self._load()
@@ -149,6 +155,7 @@ class RulesScreen(Screen):
         try:
             while self._dirty:
                 self._dirty = False
+                self._urgent.clear()
                 try:
                     rules = await self.session.rules_list()
                     await self._fetch_plans(rules)
@@ -156,11 +163,16 @@ class RulesScreen(Screen):
                     self._say(None, f"✖ {exc.message}")
                     return
                 self._rules, self._loaded = rules, True
+                if self._message[0] is None:  # a fetch that failed said so: this one did not
+                    self._message = (None, "")
                 try:
                     self._show()
                 except NoMatches:  # the screen was taken down (esc, or the console quit) while it fetched
                     return
-                await asyncio.sleep(FETCH_EVERY)
+                await asyncio.sleep(FETCH_GAP)
+                if not self._urgent.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._urgent.wait(), TRAFFIC_EVERY - FETCH_GAP)
         finally:
             self._loading = False
 
@@ -261,8 +273,9 @@ class RulesScreen(Screen):
         ports = self._plan_ports().get(name, [])
         plan = self._plans.get(name)
         lines = [f"gateway {name}: {plan.formula}" if plan else f"gateway {name}"]
-        lines.append(f"{counted(len(ports), 'port')} via {ports[0].via if ports else '?'}: {_summary(ports)}; "
-                     + _counters(ports))
+        hosts = len({p.destination.rsplit(":", 1)[0] for p in ports})
+        lines.append(f"{counted(hosts, 'host')}, {counted(len(ports), 'port')} via {ports[0].via if ports else '?'}: "
+                     f"{_summary(ports)}; {_counters(ports)}")
         if plan is not None:
             lines += plan.problems + plan.clashes[:2]
             if len(plan.clashes) > 2:
@@ -425,28 +438,29 @@ def _rule_cells(rule: RuleStatus, port: bool = False) -> tuple[str, ...]:
 
 
 def _plan_cells(name: str, ports: list[RuleStatus], marker: str) -> tuple[str, ...]:
-    """A gateway plan on one line: its listening address and port range, its hosts and ports, their states and
-    counters summed."""
+    """A gateway plan on one line: its listening address and port range, its name, its ports' states (the worst)
+    and counters summed."""
     numbers = [int(p.listener.rsplit(":", 1)[1]) for p in ports]
     address = ports[0].listener.rsplit(":", 1)[0]
-    hosts = len({p.destination.rsplit(":", 1)[0] for p in ports})
     reasons = [p.reason for p in ports if p.state is not RuleState.LISTENING and p.reason]
     reason = reasons[0] + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "") if reasons else ""
     healths = [_health(p) for p in ports]
     down = sum(DestinationState.DOWN.label == h for h in healths)
     health = f"{DestinationState.DOWN.glyph} {down} down" if down else next((h for h in healths if h), "")
     return (ports[0].direction, ports[0].protocol, f"{marker} {address}:{min(numbers)}-{max(numbers)}".lstrip(),
-            _summary(ports, short=True), f"gateway {name}: {counted(hosts, 'host')}", health, ports[0].via,
+            _summary(ports, short=True), f"gateway {name}", health, ports[0].via,
             f"{sum(p.open for p in ports)}/{sum(p.total for p in ports)}",
             human_bytes(sum(p.bytes_in for p in ports)), human_bytes(sum(p.bytes_out for p in ports)), "-", reason)
 
 
 def _summary(rules: list[RuleStatus], short: bool = False) -> str:
-    """How many are in each state, the worst first: '✖ 1 refused, ● 8 listening'; `short`, the worst alone:
-    '✖ 1 refused' ('● 9 listening' when they all are)."""
+    """How many are in each state, the worst first: '✖ 1 refused, ● 8 listening'; `short`, the worst alone,
+    '✖ 1 refused', or the state they all are in, '● listening'."""
     counts = {state: n for state in WORST_FIRST if (n := sum(r.state is state for r in rules))}
+    if short and len(counts) == 1:
+        return next(iter(counts)).label
     if short:
-        counts = dict([next(iter(counts.items()))]) if counts else {}
+        counts = dict([next(iter(counts.items()))])
     return ", ".join(f"{state.glyph} {n} {state.value}" for state, n in counts.items())
 
 
