@@ -222,3 +222,40 @@ def test_rules_at_60x20_drop_columns_whole_and_say_the_rest_under_the_table(tmp_
 
     for size in ((60, 20), (200, 50)):
         run(body(size))
+
+
+def test_rules_screen_follows_a_restarted_daemon_and_its_kept_rules(state):
+    """The daemon stops: the bar says so, the rules stay listed as last known, and a remove answers at once that
+    the daemon is gone; a new daemon on the same state dir: the rule added at run time is back (kept in the store),
+    listed live again with no key pressed, and the message goes."""
+    async def body():
+        async with EchoServer() as echo:
+            port = _free_range(1)[0]
+            text = "proxy:\n  listen: 127.0.0.1\n"
+            running = [await start_daemon(None, state, text, authorize=False)]
+            kept = await running[0].engine.rules.add("ingress", f"tcp:{port}:127.0.0.1:{echo.port}", None, "alice")
+            try:
+                app = app_for(state)
+                async with app.run_test(size=SIZE) as pilot:
+                    await eventually(lambda: isinstance(app.screen, MainScreen))
+                    await pilot.press("9")
+                    await eventually(lambda: cell(app, kept.id, "state") == "● listening")
+                    bar = app.screen.query_one("#daemon-bar")
+                    assert not bar.display
+
+                    await running.pop().close()
+                    await eventually(lambda: bar.display and "reconnecting" in str(bar.render()), timeout=2)
+                    assert cell(app, kept.id, "state") == "● listening"  # the last state known
+                    await pilot.press("d", "y")
+                    await eventually(lambda: "the daemon is gone" in said(app, "rules-message"), timeout=3)
+
+                    running.append(await start_daemon(None, state, text, authorize=False))
+                    await eventually(lambda: not bar.display, timeout=2, what="live again")
+                    await eventually(lambda: cell(app, kept.id, "state") == "● listening"
+                                     and not app.screen.query_one("#rules-message").display, timeout=5)
+                    assert "alice" in said(app, "rule-detail")
+                    assert await roundtrip(port, b"back") == b"back"
+            finally:
+                for daemon in running:
+                    await daemon.close()
+    run(body())

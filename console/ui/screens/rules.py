@@ -132,6 +132,8 @@ class RulesScreen(Screen):
     def _rule_changed(self, message: RuleChanged) -> None:
         if message.rule_id is None or message.change in ("added", "removed"):
             self._plans.clear()  # a reload may have changed a plan: its formula and clashes are fetched again
+        if message.rule_id is None:
+            self._message = (None, "")  # the daemon is back (what was said was said to the one that went)
         self.reload(urgent=message.change != "traffic")
 
     @on(StatusChanged)
