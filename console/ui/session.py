@@ -419,19 +419,11 @@ class Session:
 
     @staticmethod
     def not_removable(rule: RuleStatus) -> str | None:
-        """Why a rule cannot be removed at run time (it is the config's, a gateway's, a unit's forward), or None."""
-        name = f"{rule.direction} {rule.rule} via {rule.via}"
-        if rule.source == "runtime":
-            return None
-        if rule.source == "gateway":
-            return (f"{name} is a port of gateway {rule.origin}: a gateway plan changes in the config file "
-                    "(edit it, then reload)")
-        if rule.source == "forward":
-            return (f"{name} is unit {rule.via}'s forward {rule.origin}: forwards change in the config file "
-                    "(edit it, then reload)")
-        return (f"{name} is in the config at {rule.origin}: rules of the config cannot be removed at run time "
-                "(edit the file, then reload)")
+        """Why a rule cannot be removed at run time (the config's, a gateway's, a unit's forward), in the words of
+        `proxy remove`; None for a rule added at run time."""
+        from console.core.rule_table import removal_refused
 
+        return removal_refused(f"{rule.direction} {rule.rule} via {rule.via}", rule, "the config")
 
 def _read_config(path: Path) -> tuple[Config | None, list[str]]:
     """The config file read and checked: the config, or None and its problems (one `FILE:LINE: ...` each)."""

@@ -215,7 +215,7 @@ def test_rules_at_60x20_drop_columns_whole_and_say_the_rest_under_the_table(tmp_
                 assert visible_columns(grid) == ["listener", "state", "destination"]
                 for part in ("ingress tcp:443:10.10.100.152:8443 via local: ● listening on 127.0.0.1:443",
                              "-> 10.10.100.153:8443 ✖ down: connection refused (2026-11-22T10:03:12Z)",
-                             "from the config at proxy.ingress[0]; open 2, total 41"):
+                             "in the config at proxy.ingress[0]; open 2, total 41"):
                     assert part in text, (part, text)
             else:
                 assert visible_columns(grid) == [c.label for c in RULE_COLUMNS]

@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from console.core.errors import ConsoleError
+from console.core.rule_table import origin_words
 from console.core.states import DestinationState, RuleState, human_bytes
 from console.core.status import GatewayStatus, RuleStatus
 from console.core.words import counted
@@ -23,7 +24,6 @@ from console.ui.dialogs.confirm import ConfirmScreen
 from console.ui.messages import RuleChanged, StatusChanged, follow
 from console.ui.widgets.daemon_bar import DaemonBar
 from console.ui.widgets.fitted_table import Col, FittedTable
-from console.ui.widgets.tables import short_time
 
 if TYPE_CHECKING:
     from textual.signal import Signal
@@ -471,17 +471,6 @@ def _counters(rules: list[RuleStatus]) -> str:
             f"in {human_bytes(sum(r.bytes_in for r in rules))}, out {human_bytes(sum(r.bytes_out for r in rules))}")
 
 
-def _origin(rule: RuleStatus) -> str:
-    if rule.source == "runtime":
-        return "added at run time" + (f" by {rule.who}" if rule.who else "") + (
-            f" at {short_time(rule.created)}" if rule.created else "")
-    if rule.source == "gateway":
-        return f"a port of gateway {rule.origin}"
-    if rule.source == "forward":
-        return f"unit {rule.via}'s forward {rule.origin}"
-    return f"from the config at {rule.origin}"
-
-
 def _rule_detail(rule: RuleStatus) -> str:
     head = f"{rule.direction} {rule.rule} via {rule.via}: {rule.state.label} on {rule.listener}"
     lines = [head + (f": {rule.reason}" if rule.reason else "")]
@@ -494,5 +483,5 @@ def _rule_detail(rule: RuleStatus) -> str:
         counters += f", udp flows {rule.udp_flows}"
     if rule.dropped:
         counters += f", dropped {rule.dropped}"
-    lines.append(f"{_origin(rule)}; {counters}")
+    lines.append(f"{origin_words(rule, 'the config')}; {counters}")
     return "\n".join(lines)
