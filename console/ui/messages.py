@@ -4,8 +4,8 @@ Screens to the App (they bubble; the App routes them with `@on`):
     MenuChosen      a menu action, from a key, the menu list or the command palette
 
 The App to the screens that show what changed (the App publishes them on a Signal, `SopConsole.status_signal`,
-`SopConsole.clients_signal` and `SopConsole.rules_signal`; a screen subscribes with `follow(...)` and receives each as a message of its
-own, so the App never needs to know which screens are open):
+`SopConsole.clients_signal` and `SopConsole.rules_signal`; a screen subscribes with `follow(...)` and receives each
+as a message of its own, so the App never needs to know which screens are open):
     StatusChanged   the status mirror changed (a unit's or forward's event, or a fresh snapshot)
     ClientChanged   a hub client changed (None: any may have)
     RuleChanged     a proxy rule changed: added, removed, its state, a destination, its counters (None: any may have)

@@ -89,7 +89,8 @@ def test_rules_screen_adds_removes_filters_and_folds_against_a_real_daemon(sshd,
                     assert (cell(app, waiting, "state"), cell(app, waiting, "via"), cell(app, waiting, "reason")) == \
                         ("◌ waiting", "master", UNIT_TRANSPORT_MISSING)
                     assert cell(app, "gateway:lab", "listener") == f"▸ 127.0.0.1:{base + 1}-{base + 2}"
-                    assert (cell(app, "gateway:lab", "state"), cell(app, "gateway:lab", "destination")) == ("● listening", "gateway lab")
+                    assert (cell(app, "gateway:lab", "state"), cell(app, "gateway:lab", "destination")) == \
+                        ("● listening", "gateway lab")
                     await go_to(pilot, app, waiting)
                     assert f"◌ waiting on 127.0.0.1:{waiting_port}: {UNIT_TRANSPORT_MISSING}" in \
                         " ".join(said(app, "rule-detail").split())
@@ -156,7 +157,8 @@ def test_rules_screen_adds_removes_filters_and_folds_against_a_real_daemon(sshd,
                     await eventually(lambda: list(cells(app)) == [config_rule, waiting, "gateway:lab", forward])
                     assert isinstance(app.screen, RulesScreen)  # esc cleared the filter; it did not leave
                     await pilot.press("slash", *str(base + 2))   # a port of the plan: shown under it, alone
-                    await eventually(lambda: list(cells(app)) == ["gateway:lab", port_2], what="the port under its plan")
+                    await eventually(lambda: list(cells(app)) == ["gateway:lab", port_2],
+                                     what="the port under its plan")
                     assert cell(app, "gateway:lab", "listener").startswith("▾")
                     await pilot.press("escape")
                     await eventually(lambda: len(cells(app)) == 4)

@@ -116,8 +116,7 @@ class AddRuleScreen(ModalScreen[RuleStatus | None]):
 
     def _meaning(self, text: str) -> str:
         """What a rule that reads will do, in words: where it listens and where connections go."""
-        protocol, port, rest = text.split(":", 2)
-        destination = rest
+        protocol, port, destination = text.split(":", 2)
         via = self.query_one("#rule-via", Choice).value
         direction = self.query_one("#rule-direction", Choice).value
         what = "datagrams" if protocol.lower() == "udp" else "connections"
@@ -131,11 +130,9 @@ class AddRuleScreen(ModalScreen[RuleStatus | None]):
     @on(Input.Submitted, "#rule-text")
     def _submitted(self) -> None:
         text = self.query_one("#rule-text", Input).value.strip()
-        problem = self._check() if text else self.problem(text)
+        problem = self.problem(text)  # an empty text too: "a rule is protocol:port:...; got nothing"
         if problem is not None:  # refused in place: the line says why, the text stays to be corrected
-            line = self.query_one("#rule-check", Static)
-            line.set_class(True, "-problem")
-            line.update(Content(f"✖ {problem}"))
+            self._refuse(problem)
             return
         if not self._sending:
             self._sending = True
@@ -147,13 +144,16 @@ class AddRuleScreen(ModalScreen[RuleStatus | None]):
         try:
             added = await self.add(direction, text, via)
         except ConsoleError as exc:  # the daemon refused it: a clash, already a rule, no daemon
-            line = self.query_one("#rule-check", Static)
-            line.set_class(True, "-problem")
-            line.update(Content(f"✖ {exc.message}"))
+            self._refuse(exc.message)
             return
         finally:
             self._sending = False
         self.dismiss(added)
+
+    def _refuse(self, why: str) -> None:
+        line = self.query_one("#rule-check", Static)
+        line.set_class(True, "-problem")
+        line.update(Content(f"✖ {why}"))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
