@@ -182,11 +182,11 @@ class RuleTable:
             raise UsageError(f"{rule.text}: via {why}")
         existing = next((r for r in self.all() if r.key == rule.key), None)
         if existing is not None:
-            raise UsageError(f"{rule.name} is already a rule ({_origin(existing, self.config.source)})")
+            raise UsageError(f"{rule.name} is already a rule ({origin_words(existing, self.config.source)})")
         for late, other in clashes([*self.all(), rule]):
             if late is rule:
                 raise UsageError(f"{rule.name}: port {rule.port} clashes with {describe_place(other)} "
-                                 f"({_origin(other, self.config.source)})")
+                                 f"({origin_words(other, self.config.source)})")
         if (what := hub_clash(rule, self.config.hub)) is not None:
             raise UsageError(f"{rule.name}: port {rule.port} is {what}")
         if len(self.runtime_rules) >= MAX_RUNTIME_RULES:
@@ -203,9 +203,8 @@ class RuleTable:
         """Remove a rule added at run time; config, gateway and forward rules are refused (exit 2): they change
         in the file. Connections in flight finish; the listener closes when its last rule goes."""
         rule = self.find(direction, text, via)
-        if rule.source != "runtime":
-            raise UsageError(f"{rule.name} is {_origin(rule, self.config.source)}: rules of the config cannot be "
-                             "removed at run time (edit the file, then reload)")
+        if (why := removal_refused(rule.name, rule, self.config.source)) is not None:
+            raise UsageError(why)
         self.store.forget_rule(rule.direction, rule.text, rule.via)
         self.runtime_rules = [r for r in self.runtime_rules if r.key != rule.key]
         self._log(f"rule {rule.name} removed by {who}")
@@ -292,8 +291,9 @@ class RuleTable:
         return plan.iptables(interface, str(address))
 
 
-def _origin(rule: Rule, source: str) -> str:
-    """Where a rule comes from, in words: 'in console.yaml at proxy.ingress[0]'."""
+def origin_words(rule: Rule | RuleStatus, source: str) -> str:
+    """Where a rule comes from, in words: 'in console.yaml at proxy.ingress[0]' (`source`: the config file's name;
+    the console, which reads a RuleStatus, says 'the config')."""
     if rule.source == "runtime":
         return f"added at run time{f' by {rule.who}' if rule.who else ''}" + (
             f" at {rule.created}" if rule.created else "")
@@ -302,3 +302,12 @@ def _origin(rule: Rule, source: str) -> str:
     if rule.source == "forward":
         return f"unit {rule.via}'s forward {rule.origin} in {source}"
     return f"in {source} at {rule.origin}"
+
+
+def removal_refused(name: str, rule: Rule | RuleStatus, source: str) -> str | None:
+    """Why `proxy remove` refuses a rule (it is the config's, a gateway plan's port, a unit's forward: they change in
+    the file), in the words `proxy remove` and the console both say; None for a rule added at run time."""
+    if rule.source == "runtime":
+        return None
+    return (f"{name} is {origin_words(rule, source)}: rules of the config cannot be removed at run time (edit the "
+            "file, then reload)")

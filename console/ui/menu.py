@@ -95,6 +95,12 @@ async def operations(app: SopConsole, unit: str | None) -> None:
     await app.push_screen(OperationsScreen(app.session, app.operations_signal, app.status_signal))
 
 
+async def rules(app: SopConsole, unit: str | None) -> None:
+    from console.ui.screens.rules import RulesScreen
+
+    await app.push_screen(RulesScreen(app.session, app.rules_signal, app.status_signal))
+
+
 @dataclass(frozen=True)
 class MenuItem:
     key: str
@@ -118,6 +124,8 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("6", "trust", "Trust host key", trust, "Trust", does="check and trust the host key of {unit}'s server"),
     MenuItem("7", "clients", "Clients", clients, "Clients", needs_unit=False,
              does="the hub's clients: their ports and what each forwards"),
+    MenuItem("9", "rules", "Rules", rules, "Rules", needs_unit=False,
+             does="the proxy rules and gateway plans: where each listens, its destinations, counters; add, remove"),
     MenuItem("o", "operations", "Operations", operations, "Ops", needs_unit=False,
              does="the operation log: who did what, from where, how it went; details, export"),
 )

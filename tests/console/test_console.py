@@ -8,6 +8,7 @@ import signal
 import socket
 import time
 
+from rich.cells import cell_len
 from support import EchoServer, authorize_units, config_of, eventually, run, unit_yaml
 from textual.widgets import DataTable, Input, Static
 
@@ -19,6 +20,7 @@ from console.ui.app import SopConsole
 from console.ui.dialogs.confirm import ConfirmScreen, TrustScreen
 from console.ui.dialogs.install_key import InstallKeyScreen
 from console.ui.dialogs.no_daemon import NoDaemonScreen
+from console.ui.menu import MENU
 from console.ui.screens.log import LogScreen
 from console.ui.screens.main import MainScreen
 from console.ui.widgets.log_view import LogView
@@ -360,7 +362,7 @@ def test_palette_says_what_each_command_does_and_offers_only_our_themes(state):
             commands = {c.title: c.help for c in app.get_system_commands(app.screen)}
             for title in ("1 Install ssh key", "2 Start", "3 Stop", "6 Trust host key"):
                 assert "clone" in commands[title], (title, commands[title])
-            for title in ("4 View log", "5 Configure", "7 Clients", "o Operations"):
+            for title in ("4 View log", "5 Configure", "7 Clients", "9 Rules", "o Operations"):
                 assert "selected unit" not in commands[title] and "clone" not in commands[title], \
                     (title, commands[title])
             assert sorted(t for t in commands if t.lower().startswith("theme")) == \
@@ -1081,7 +1083,10 @@ def test_small_terminals_keep_both_units_the_local_column_and_the_whole_detail(s
                 assert not menu_box.display and app.screen.query_one("#menu-bar").display
                 assert "next retry" in visible_columns(units) or size[0] < 70, visible_columns(units)
                 assert "unit: clone" in text or size[0] < 70
-                assert "7 Clients" in text
+                bar = str(app.screen.query_one("#menu-bar").render())  # every key on the one line, none cut off
+                assert all(f"{item.key} {item.short[:3]}" in bar for item in MENU), bar
+                assert cell_len(bar) <= size[0] - 2, bar
+                assert "7 Clients" in text or size[0] < 70
             else:
                 assert menu_box.display and not app.screen.query_one("#menu-bar").display
                 assert visible_columns(ports) == [str(c.label) for c in ports.ordered_columns]
@@ -1165,7 +1170,7 @@ def test_help_is_a_full_screen_page_of_the_apps_keys_that_esc_and_question_mark_
             await pilot.pause()
             assert app.screen.region.size == app.size
             lines = screen_text(app).splitlines()
-            for item in ("1", "2", "3", "4", "5", "6", "7"):
+            for item in ("1", "2", "3", "4", "5", "6", "7", "9"):
                 assert any(line.lstrip().startswith(f"{item} ") for line in lines[:20]), (item, lines)
             text = "\n".join(lines)
             assert "Install ssh key" in text and "View log" in text

@@ -382,7 +382,7 @@ def _burst_after_slash(tmp_path, width: int, height: int) -> None:
         _until(lambda: "● up" in screen(), 30, "the demo's units up", screen)
         send("/" + text, literal=True)
         _until(lambda: text in screen(), 5, "the whole text in the ports' filter box", screen)
-        assert "Clients" in screen() and "password" not in screen()
+        assert "7 Cl" in screen() and "password" not in screen()  # the menu's line: 7 Clients (Clie… at 60)
         send("Escape")
         _until(lambda: text not in screen(), 5, "the filter cleared", screen)
         send("4")
@@ -392,7 +392,7 @@ def _burst_after_slash(tmp_path, width: int, height: int) -> None:
         send("Escape")
         _until(lambda: "show only lines" not in screen(), 5, "the log's filter box closed", screen)
         send("Escape")
-        _until(lambda: "Clients" in screen(), 5, "back on the main screen", screen)
+        _until(lambda: "7 Cl" in screen(), 5, "back on the main screen", screen)
         send("7")
         _until(lambda: "Clients (hub)" in screen(), 10, "the Clients screen", screen)
         send("a" + "acme-dcx 7", literal=True)  # d disables, c changes a quota, x removes: not from a burst

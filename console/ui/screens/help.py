@@ -21,6 +21,7 @@ from console.ui.screens.configure import ConfigureScreen
 from console.ui.screens.log import LogScreen
 from console.ui.screens.main import MainScreen
 from console.ui.screens.operations import OperationsScreen
+from console.ui.screens.rules import RulesScreen
 from console.ui.widgets.log_view import LogView
 
 Row = tuple[str, str]  # the keys as shown, what they do
@@ -79,6 +80,7 @@ class HelpScreen(Screen):
                 b for b in MainScreen.BINDINGS if not b.id.startswith("menu."))),
             LogScreen: (_titled("view_log"), self._rows([*LogView.BINDINGS, *LogScreen.BINDINGS])),
             ClientsScreen: (_titled("clients"), self._rows(ClientsScreen.BINDINGS)),
+            RulesScreen: (_titled("rules"), self._rows(RulesScreen.BINDINGS)),
             ConfigureScreen: (_titled("configure"), self._rows(ConfigureScreen.BINDINGS)),
             OperationsScreen: (_titled("operations"), self._rows(OperationsScreen.BINDINGS)),
         }

@@ -105,11 +105,14 @@ class MainScreen(Screen):
         each item a link (a click chooses it, as its key does)."""
         width = (width if width is not None else self.app.size.width) - 2  # the bar's padding
         unit = self.session.selected_unit or "none"
+        words = [i.short for i in MENU]
         for with_unit, gap in ((True, "  "), (True, " "), (False, "  "), (False, " ")):
             head = f"unit: {unit} │ " if with_unit else ""
             if cell_len(head + gap.join(f"{i.key} {i.short}" for i in MENU)) <= width:
                 break
-        items = gap.join(f"[@click=screen.menu('{i.action}')][b]{i.key}[/b] {i.short}[/]" for i in MENU)
+        else:  # not even one space apart: every key stays, the longest words cut short (…) until they fit
+            words = _cut_to_fit(words, width - sum(cell_len(i.key) + 2 for i in MENU) + 1)
+        items = gap.join(f"[@click=screen.menu('{i.action}')][b]{i.key}[/b] {word}[/]" for i, word in zip(MENU, words))
         self.query_one("#menu-bar", Static).update(f"[b]{head}[/b]{items}" if head else items)
 
     # ------------------------------------------------------------------ rendering
@@ -241,3 +244,12 @@ class MainScreen(Screen):
     @on(Input.Submitted, "#port-filter")
     def _filter_done(self) -> None:
         self.query_one("#ports", DataTable).focus()
+
+
+def _cut_to_fit(words: list[str], room: int) -> list[str]:
+    """The words, the longest cut to one length (ending in …) so that together they take at most `room` cells."""
+    for longest in range(max(map(len, words)), 1, -1):
+        cut = [w if len(w) <= longest else w[:longest - 1] + "…" for w in words]
+        if sum(map(cell_len, cut)) <= room:
+            return cut
+    return [w[:1] for w in words]
