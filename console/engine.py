@@ -30,6 +30,7 @@ from console.core.syslog import Syslog, severity_of
 from console.core.tunnel_log import TunnelLog
 from console.core.words import counted
 from console.proxy.runtime import ProxyRuntime
+from console.tunnel.carrier import UnitCarrier
 from console.tunnel.endpoint_logins import EndpointLogins
 from console.tunnel.worker import UnitWorker, WorkerEnv
 
@@ -73,8 +74,8 @@ class Engine:
         self._endpoint_checks: asyncio.Task | None = None
         # the proxy rules: the config's, the gateways', those added at run time (the store), the units' forwards
         # shown as ingress rules. Rules via a unit travel through `carrier` (console/core/rules.py: Carrier), the
-        # units' connections; until the unit transport is wired here it is None and those rules wait.
-        self.carrier: Carrier | None = None
+        # units' connections (console/tunnel/carrier.py: the live dict of workers, so a reloaded unit is found).
+        self.carrier: Carrier = UnitCarrier(self.workers)
         self.proxy = ProxyRuntime(carrier=self.carrier, on_change=self._rule_changed,
                                   log_line=lambda text: self.tunnel_log.write("proxy", text))
         self.rules = RuleTable(config, self.store, runtime=self.proxy, forwards=self._forwards,
@@ -132,8 +133,10 @@ class Engine:
             await asyncio.sleep(interval)
 
     def _unit_state_changed(self, unit: str, old: str, new: str) -> None:
-        """A unit that starts failing to log in (auth-failed, host-key-*), or logs in again after that: its
-        endpoint's check is out of date."""
+        """The proxy rules via the unit hear of it (those waiting for it try at once when it is up). A unit that
+        starts failing to log in (auth-failed, host-key-*), or logs in again after that: its endpoint's check is
+        out of date."""
+        self.proxy.unit_changed(unit, new in ("up", "degraded"))
         if new in LOGIN_TROUBLE or (old in LOGIN_TROUBLE and new in ("up", "degraded")):
             worker = self.workers.get(unit)
             endpoint = worker.config.endpoint if worker is not None else None
