@@ -429,15 +429,24 @@ class FlowSession(asyncssh.SSHTCPSession, asyncssh.SSHClientSession):
 
 class UdpSocket:
     """A non-blocking UDP socket read in batches: asyncio's datagram transport reads one datagram per wake-up of
-    the loop, this reads up to READ_BATCH, so a burst costs one wake-up and (Flow._flush) one SSH packet."""
+    the loop, this reads up to `batch` (READ_BATCH), so a burst costs one wake-up and (Flow._flush) one SSH
+    packet. Its buffers are SOCKET_BUFFER. What cannot be sent at once is dropped, as a full network drops it.
+
+    `on_error`: a read failed (an ICMP error on a connected socket: port unreachable); `on_send_error`: a send on
+    a connected socket failed for another reason than a full buffer (the same ICMP error, seen on the send)."""
 
     def __init__(self, sock: socket.socket, on_datagram: Callable[[bytes, tuple], None],
-                 on_error: Callable[[OSError], None] = lambda exc: None) -> None:
+                 on_error: Callable[[OSError], None] = lambda exc: None,
+                 on_send_error: Callable[[OSError], None] | None = None, batch: int = READ_BATCH) -> None:
         self.sock = sock
         self.on_datagram = on_datagram
         self.on_error = on_error
+        self.on_send_error = on_send_error
+        self.batch = batch
         self.closed = False
         sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
 
     @property
@@ -446,10 +455,10 @@ class UdpSocket:
 
     def _readable(self) -> None:
         recvfrom, on_datagram = self.sock.recvfrom, self.on_datagram
-        for _ in range(READ_BATCH):
+        for _ in range(self.batch):
             try:
                 data, addr = recvfrom(65536)
-            except BlockingIOError:
+            except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # ICMP port unreachable on a connected socket: that datagram is lost
                 if self.closed:
@@ -465,7 +474,11 @@ class UdpSocket:
                 self.sock.send(payload)
             else:
                 self.sock.sendto(payload, addr)
-        except OSError:
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            if addr is None and self.on_send_error is not None and not self.closed:
+                self.on_send_error(exc)
             return False
         return True
 
@@ -474,11 +487,6 @@ class UdpSocket:
             self.closed = True
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()
-
-
-def _buffers(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
 
 
 async def _address(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]:
@@ -496,7 +504,6 @@ async def connect_udp(flow: Flow, host: str, port: int, *, answer: bytes | None 
     family, address = await _address(host, port)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        _buffers(sock)
         sock.setblocking(False)
         sock.connect(address)
         udp = UdpSocket(sock, lambda data, addr: flow.from_udp(data), on_error=lambda exc: flow._drop())
@@ -569,7 +576,6 @@ class FlowListener:
         family, address = await _address(host, port, passive=True)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            _buffers(sock)
             sock.bind(address)
             self.udp = UdpSocket(sock, self.datagram_received)
         except OSError:

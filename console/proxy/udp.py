@@ -14,12 +14,11 @@ import socket
 from collections.abc import Callable
 
 from console.core.rules import UdpFlow
+from console.core.udp_frames import UdpSocket
 from console.proxy.balance import Member
 from console.proxy.listener import CONNECT_TIMEOUT, Listener
 
 PENDING_BYTES = 256 * 1024   # what a flow holds while its destination's socket opens; more is dropped
-SOCKET_BUFFER = 4 << 20      # SO_RCVBUF and SO_SNDBUF asked for each socket (capped at net.core.rmem_max and
-                             # wmem_max): a datagram sent stays charged to its sender until its receiver reads it
 BATCH = 256                  # datagrams read from one socket each time the loop finds it readable
 
 
@@ -41,7 +40,7 @@ class UdpListener(Listener):
         except OSError:
             sock.close()
             raise
-        self._transport = UdpSocket(sock, self.received)
+        self._transport = UdpSocket(sock, self.received, batch=BATCH)
 
     def _close(self) -> None:
         if self._transport is not None:
@@ -194,52 +193,6 @@ class Flow:
             self.on_close()
 
 
-class UdpSocket:
-    """A non-blocking UDP socket the loop reads until it is empty each time it is readable (asyncio's datagram
-    transport reads one datagram a turn of the loop, which at 20,000 a second spends more on the loop than on the
-    datagrams). What cannot be sent at once is dropped, as a full network drops it."""
-
-    def __init__(self, sock: socket.socket, received: Callable[[bytes, tuple], None],
-                 refused: Callable[[OSError], None] | None = None) -> None:
-        sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
-        self.sock = sock
-        self.received = received
-        self.refused = refused
-        self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(sock.fileno(), self._read)
-
-    def _read(self) -> None:
-        for _ in range(BATCH):
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:       # a connected socket's ICMP error: port unreachable is a refusal
-                if self.refused is not None:
-                    self.refused(exc)
-                return
-            self.received(data, addr)
-
-    def send(self, data: bytes, addr: tuple | None = None) -> None:
-        try:
-            if addr is None:
-                self.sock.send(data)
-            else:
-                self.sock.sendto(data, addr)
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as exc:
-            if addr is None and self.refused is not None:
-                self.refused(exc)
-
-    def close(self) -> None:
-        if self.sock.fileno() >= 0:
-            self.loop.remove_reader(self.sock.fileno())
-            self.sock.close()
-
-
 async def connected(host: str, port: int, received: Callable[[bytes], None],
                     refused: Callable[[OSError], None]) -> UdpSocket:
     """A socket of a flow's own, connected to its destination (a host name resolved first)."""
@@ -256,4 +209,5 @@ async def connected(host: str, port: int, received: Callable[[bytes], None],
     except OSError:
         sock.close()
         raise
-    return UdpSocket(sock, lambda data, addr: received(data), refused)
+    return UdpSocket(sock, lambda data, addr: received(data), on_error=refused, on_send_error=refused,
+                     batch=BATCH)
