@@ -32,6 +32,7 @@ bytes of TCP forwards), per flow and summed per listener.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import re
 import socket
@@ -490,7 +491,15 @@ class UdpSocket:
 
 
 async def _address(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]:
-    """(family, sockaddr) of host:port for UDP, the first the resolver gives (OSError when none)."""
+    """(family, sockaddr) of host:port for UDP: an address as it is, a name the first the resolver gives (OSError
+    when none)."""
+    if host and not passive:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return (socket.AF_INET6 if address.version == 6 else socket.AF_INET), (host, port)
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM,
                                                          flags=socket.AI_PASSIVE if passive else 0)
     if not infos:
@@ -498,18 +507,27 @@ async def _address(host: str, port: int, *, passive: bool = False) -> tuple[int,
     return infos[0][0], infos[0][4]
 
 
-async def connect_udp(flow: Flow, host: str, port: int, *, answer: bytes | None = None) -> None:
-    """Give the flow a socket of its own connected to host:port (OSError when it cannot have one). `answer`: a
-    first frame for the channel, written once the socket is ready and before any datagram (the hub's ACCEPTED)."""
+async def connected_socket(host: str, port: int, on_datagram: Callable[[bytes, tuple], None], *,
+                           on_error: Callable[[OSError], None] = lambda exc: None,
+                           on_send_error: Callable[[OSError], None] | None = None,
+                           batch: int = READ_BATCH) -> UdpSocket:
+    """A UDP socket of its own connected to host:port, a name resolved first (OSError when it cannot have one);
+    the callbacks are UdpSocket's."""
     family, address = await _address(host, port)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
         sock.connect(address)
-        udp = UdpSocket(sock, lambda data, addr: flow.from_udp(data), on_error=lambda exc: flow._drop())
+        return UdpSocket(sock, on_datagram, on_error, on_send_error, batch)
     except OSError:
         sock.close()
         raise
+
+
+async def connect_udp(flow: Flow, host: str, port: int, *, answer: bytes | None = None) -> None:
+    """Give the flow a socket of its own connected to host:port (OSError when it cannot have one). `answer`: a
+    first frame for the channel, written once the socket is ready and before any datagram (the hub's ACCEPTED)."""
+    udp = await connected_socket(host, port, lambda data, addr: flow.from_udp(data), on_error=lambda exc: flow._drop())
     if answer is not None and flow.chan is not None and not flow.closed:
         flow.chan.write(frame(answer))
     flow.udp_ready(udp.send, udp)

@@ -9,12 +9,11 @@ source's next datagram starts a flow to the next destination."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from collections.abc import Callable
 
 from console.core.rules import UdpFlow
-from console.core.udp_frames import UdpSocket
+from console.core.udp_frames import UdpSocket, connected_socket
 from console.proxy.balance import Member
 from console.proxy.listener import CONNECT_TIMEOUT, Listener
 
@@ -141,7 +140,8 @@ class Flow:
         rule, listener = member.rule, self.listener
         if listener.carried and listener.here:      # egress via a unit: the far side sends it on
             return await listener.carrier.open_udp(rule.via, rule.host, rule.dest_port, self.back)
-        return await connected(rule.host, rule.dest_port, self.back, self.refused)
+        return await connected_socket(rule.host, rule.dest_port, lambda data, addr: self.back(data),
+                                      on_error=self.refused, on_send_error=self.refused, batch=BATCH)
 
     def toward(self, data: bytes) -> None:
         if self.closed:
@@ -191,23 +191,3 @@ class Flow:
             self._task.cancel()
         if self.on_close is not None:
             self.on_close()
-
-
-async def connected(host: str, port: int, received: Callable[[bytes], None],
-                    refused: Callable[[OSError], None]) -> UdpSocket:
-    """A socket of a flow's own, connected to its destination (a host name resolved first)."""
-    try:
-        address = ipaddress.ip_address(host)
-        family, target = (socket.AF_INET6 if address.version == 6 else socket.AF_INET), (host, port)
-    except ValueError:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        family, target = infos[0][0], infos[0][4]
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        sock.connect(target)
-    except OSError:
-        sock.close()
-        raise
-    return UdpSocket(sock, lambda data, addr: received(data), on_error=refused, on_send_error=refused,
-                     batch=BATCH)
