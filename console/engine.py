@@ -63,8 +63,10 @@ class Engine:
         self.hub = None        # console.hub.server.Hub when the config has a hub: section
         self.clients = None    # console.hub.admin.ClientsAdmin for it
         # the endpoints, the config's and those added at run time; every change is an EndpointChanged event
+        # (a rule via a unit uses that unit's endpoint: `endpoints show` lists it, `endpoints remove` is refused)
         self.endpoints = EndpointTable(config, self.store, on_change=self._endpoint_changed,
-                                       log_line=lambda text: self.tunnel_log.write("endpoints", text))
+                                       log_line=lambda text: self.tunnel_log.write("endpoints", text),
+                                       rules=lambda: self.rules.endpoint_uses())
         # what logs in to them: the checks (at start, every interval, on a unit's auth trouble), the set-ups
         self.logins = EndpointLogins(self.endpoints, paths, self.known_hosts,
                                      log_line=lambda text: self.tunnel_log.write("endpoints", text),
