@@ -25,14 +25,18 @@ class _Echo(socketserver.BaseRequestHandler):
             self.request.sendall(data)
 
 
-@pytest.fixture
-def echo():
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+def _serving(server: socketserver.BaseServer):
+    """Serve in a thread; yield the port; stop."""
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def echo():
+    yield from _serving(socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo))
 
 
 def through(port: int, payload: bytes = b"hello") -> bytes:
@@ -157,12 +161,7 @@ class _UdpEcho(socketserver.BaseRequestHandler):
 
 @pytest.fixture
 def udp_echo():
-    server = socketserver.ThreadingUDPServer(("127.0.0.1", 0), _UdpEcho)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    yield from _serving(socketserver.ThreadingUDPServer(("127.0.0.1", 0), _UdpEcho))
 
 
 def free_udp_port() -> int:
