@@ -1,0 +1,130 @@
+"""console/core/ssh_tuning.py against real peers. asyncssh's empty MSG_IGNORE before every packet, counted by the
+peer: an OpenSSH sshd at LogLevel DEBUG3 logs "Received SSH2_MSG_IGNORE" for each one a unit sends it, and the
+OpenSSH client (-vvv) for each one our hub sends it; left out under the AEAD ciphers, still sent under CBC and
+CTR. And what asyncssh is handed to read: slices of IN_SLICE, every byte relayed, none after an error."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import asyncssh
+import pytest
+from support import EchoServer, eventually, forward_port, fwd_of, me, roundtrip, run, running_engine, unit_of
+from sshd import Sshd
+from test_hub import World
+
+from console.core import ssh_tuning
+from console.core.ssh_tuning import AEAD_CIPHERS, IN_SLICE
+
+RECEIVED = "Received SSH2_MSG_IGNORE"
+PAYLOAD = 1024 * 1024 + 17   # at least 32 data packets each way (32 KiB is the largest either peer sends here)
+
+
+@pytest.mark.parametrize("cipher", ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+                                    "aes128-ctr", "aes256-cbc"])
+def test_a_unit_sends_the_empty_ignore_only_under_cbc_and_ctr(tmp_path, state, cipher):
+    sshd = Sshd(tmp_path / "sshd", extra=f"Ciphers {cipher}\nLogLevel DEBUG3").start()
+
+    async def body():
+        async with EchoServer() as echo, running_engine(sshd, state, {
+                "master": [f"app 0 127.0.0.1:{echo.port}"]}) as engine:
+            await eventually(lambda: unit_of(engine, "master").state == "up", what="unit up")
+            payload = os.urandom(PAYLOAD)
+            assert await roundtrip(forward_port(engine, "master", "app"), payload) == payload
+            await eventually(lambda: fwd_of(engine, "master", "app").bytes_out == len(payload), what="counters")
+
+    try:
+        run(body())
+    finally:
+        sshd.stop()
+    log = sshd.log_path.read_text()
+    assert f"kex: client->server cipher: {cipher}" in log  # the cipher this case is about was the one used
+    ignored = log.count(RECEIVED)
+    if cipher in AEAD_CIPHERS:
+        assert ignored == 0, f"{ignored} empty MSG_IGNORE sent under {cipher}"
+    else:
+        assert ignored >= PAYLOAD // 32768, f"only {ignored} MSG_IGNORE under {cipher}: asyncssh's own behaviour"
+
+
+@pytest.mark.parametrize("cipher", ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes128-ctr"])
+def test_the_hub_sends_the_empty_ignore_only_under_ctr(tmp_path, state, cipher):
+    """The hub's server connections get the same treatment (it sends the operator's bytes down to the unit)."""
+    log = tmp_path / "ssh.log"
+
+    async def body():
+        world = World(tmp_path, state)
+        client = world.register("acme")
+        await world.hub.start()
+        try:
+            async with EchoServer() as echo:
+                ssh = await world.ssh("acme", "-vvv", "-E", str(log), "-c", cipher, "-N",
+                                      "-R", f"127.0.0.1:{client.ports[0]}:127.0.0.1:{echo.port}")
+                try:
+                    await eventually(lambda: client.ports[0] in world.hub.forwards, what="forward up")
+                    payload = os.urandom(PAYLOAD)
+                    assert await roundtrip(client.ports[0], payload) == payload
+                finally:
+                    ssh.kill()
+                    await ssh.wait()
+        finally:
+            await world.hub.close()
+
+    run(body())
+    text = log.read_text()
+    assert f"kex: server->client cipher: {cipher}" in text
+    ignored = text.count(RECEIVED)
+    if cipher in AEAD_CIPHERS:
+        assert ignored == 0, f"{ignored} empty MSG_IGNORE sent by the hub under {cipher}"
+    else:
+        assert ignored >= PAYLOAD // 32768, f"only {ignored} MSG_IGNORE from the hub under {cipher}"
+
+
+def _spy_on_what_asyncssh_reads(monkeypatch) -> list[int]:
+    """The sizes asyncssh's own data_received is handed on client connections (the tuning calls the class's)."""
+    sizes: list[int] = []
+    original = asyncssh.SSHClientConnection.data_received
+
+    def data_received(self, data, datatype=None):
+        sizes.append(len(data))
+        original(self, data, datatype)
+
+    monkeypatch.setattr(asyncssh.SSHClientConnection, "data_received", data_received)
+    return sizes
+
+
+def test_a_unit_hands_asyncssh_what_arrives_in_slices_and_every_byte_gets_through(sshd, state, monkeypatch):
+    sizes = _spy_on_what_asyncssh_reads(monkeypatch)
+
+    async def body():
+        async with EchoServer() as echo, running_engine(sshd, state, {
+                "master": [f"app 0 127.0.0.1:{echo.port}"]}) as engine:
+            await eventually(lambda: unit_of(engine, "master").state == "up", what="unit up")
+            payload = os.urandom(8 * 1024 * 1024 + 5)
+            assert await roundtrip(forward_port(engine, "master", "app"), payload) == payload
+
+    run(body())
+    assert sum(sizes) > 8 * 1024 * 1024
+    assert max(sizes) == IN_SLICE  # reads of more (asyncio reads up to 256 KiB) were cut, none was larger
+
+
+def test_the_slices_stop_where_asyncssh_closes_the_connection(sshd, tmp_path, monkeypatch):
+    """What follows a packet asyncssh rejects is not handed on (as asyncssh drops it when it reads one piece)."""
+    sizes = _spy_on_what_asyncssh_reads(monkeypatch)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    sshd.authorize(me(), key.export_public_key().decode())
+
+    class Client(asyncssh.SSHClient):
+        def connection_made(self, conn):
+            ssh_tuning.tune(conn)
+
+    async def body():
+        conn = await asyncssh.connect(
+            "127.0.0.1", sshd.port, username=me(), client_keys=[key], client_factory=Client, config=None,
+            agent_path=None, known_hosts=None)  # the test's own sshd, started a moment ago: its key is not the point
+        sizes.clear()
+        conn.data_received(os.urandom(4 * IN_SLICE))  # a read of garbage: its first packet header is wrong
+        await asyncio.wait_for(conn.wait_closed(), 5)
+
+    run(body())
+    assert sizes == [IN_SLICE]
