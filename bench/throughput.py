@@ -8,7 +8,8 @@ they are measured in turn, round robin, so a slow stretch of this shared machine
 
 Reported per direction: MB/s (median) and its ratio to `ssh -R` (median of the per-round ratios); the CPU the
 tool's process (and its children) spent per MB, from /proc/PID/stat (utime + stime + cutime + cstime) read
-before and after each run, beside `ssh`'s. A second `ssh -R` is measured as the noise reference: its ratio to
+before and after each run, beside `ssh`'s; its minor page faults per MB (buffers handed back to the kernel and
+faulted in again, console/core/malloc.py) and its memory after the last round. A second `ssh -R` is measured as the noise reference: its ratio to
 the first says how far two identical OpenSSH runs differ in this run. The 1-minute load average is recorded
 with every round and printed with the figures (the machine is shared: prefer runs below a load of 2).
 
@@ -63,7 +64,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "whole": ("shipped, asyncssh reads what arrives in one piece", ["--in-slice", "0"]),
     "glibc": ("shipped, glibc's malloc defaults", ["--malloc", "glibc"]),
     "m512k": ("shipped, malloc mmap 512 KiB, trim 4 MiB", ["--malloc", f"{512 << 10}:{4 << 20}"]),
-    "m1m": ("shipped, malloc mmap 1 MiB, trim 8 MiB", ["--malloc", f"{1 << 20}:{8 << 20}"]),
+    "m1m2m": ("shipped, malloc mmap 1 MiB, trim 2 MiB", ["--malloc", f"{1 << 20}:{2 << 20}"]),
     "m4m": ("shipped, malloc mmap 4 MiB, trim 32 MiB", ["--malloc", f"{4 << 20}:{32 << 20}"]),
     "ignore": ("shipped, asyncssh's MSG_IGNORE kept", ["--keep-ignore"]),
 }
@@ -127,9 +128,10 @@ def probe(port: int) -> bool:
         return False
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its descendants: utime + stime (+ cutime + cstime of children it reaped)."""
-    ticks = 0
+def _stat(pid: int) -> tuple[int, int]:
+    """(CPU ticks, minor page faults) of a process and its descendants: utime + stime (+ cutime + cstime of the
+    children it reaped), minflt (+ cminflt)."""
+    ticks = faults = 0
     for each in (pid, *children(pid)):
         try:
             with open(f"/proc/{each}/stat") as handle:
@@ -137,7 +139,12 @@ def cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         ticks += sum(int(value) for value in fields[11:15])  # fields 14-17 of proc(5), counted from 1
-    return ticks / TICK
+        faults += int(fields[7]) + int(fields[8])            # fields 10-11
+    return ticks, faults
+
+
+def cpu_seconds(pid: int) -> float:
+    return _stat(pid)[0] / TICK
 
 
 def busy_seconds() -> float:
@@ -163,13 +170,14 @@ class Others:
         self.cores.append(max(0.0, busy_seconds() - self._busy - ours) / took)
 
 
-def one_run(port: int, pid: int, size: int, direction: str, others: Others | None = None) -> tuple[float, float]:
-    """(MB/s, CPU ms per MB of process `pid`) for SIZE bytes through `port` one way."""
+def one_run(port: int, pid: int, size: int, direction: str,
+            others: Others | None = None) -> tuple[float, float, float]:
+    """(MB/s, CPU ms per MB, minor page faults per MB of process `pid`) for SIZE bytes through `port` one way."""
     payload = memoryview(bytes(CHUNK))
     with socket.create_connection(("127.0.0.1", port)) as s:
         if others is not None:
             others.start()
-        cpu = cpu_seconds(pid)
+        ticks, faults = _stat(pid)
         start = time.perf_counter()
         if direction == "in":
             s.sendall(b"s" + size.to_bytes(8, "big"))
@@ -182,11 +190,11 @@ def one_run(port: int, pid: int, size: int, direction: str, others: Others | Non
             got = drain(s, size, bytearray(CHUNK))
             assert got == size, got
         took = time.perf_counter() - start
-        cpu = cpu_seconds(pid) - cpu
+        ticks_after, faults_after = _stat(pid)
         if others is not None:
             others.stop()
     megabytes = size / 1e6
-    return megabytes / took, cpu * 1000 / megabytes
+    return megabytes / took, (ticks_after - ticks) / TICK * 1000 / megabytes, (faults_after - faults) / megabytes
 
 
 def wait_up(port: int, timeout: float = 20) -> None:
@@ -299,10 +307,10 @@ def main() -> int:
     for label, both in runs.items():
         row = [label]
         for direction in ("in", "out"):
-            speed = statistics.median(r[0] for r in both[direction])
-            cpu = statistics.median(r[1] for r in both[direction])
+            speed, cpu = (statistics.median(r[index] for r in both[direction]) for index in (0, 1))
             row += [f"{speed:.0f}", f"{median_ratio(label, direction, 0):.2f}x",
                     f"{cpu:.2f}", f"{median_ratio(label, direction, 1):.2f}x"]
+        row.append(" / ".join(f"{statistics.median(r[2] for r in both[d]):.0f}" for d in ("in", "out")))
         row.append("{:.0f} ({:.0f})".format(*rss[label]))
         rows.append(row)
     print(f"Throughput through one forward, {args.mb} MiB per run, {args.rounds} rounds round-robin, {CIPHER}, "
@@ -312,9 +320,10 @@ def main() -> int:
     print(f"the machine's other users during the runs, in cores: median {statistics.median(others.cores):.2f}, "
           f"max {max(others.cores):.2f}")
     print(table(rows, ["tool", "in MB/s", "in vs ssh", "in CPU ms/MB", "CPU vs ssh",
-                       "out MB/s", "out vs ssh", "out CPU ms/MB", "CPU vs ssh", "RSS MiB (peak)"]))
+                       "out MB/s", "out vs ssh", "out CPU ms/MB", "CPU vs ssh", "faults/MB in / out", "RSS MiB (peak)"]))
     print("in = server side -> local service; out = local service -> server side. Ratios: median of the per-round")
-    print("ratios to the first `ssh -R`. CPU: the tool's process and its children (sshd's own CPU is not counted).")
+    print("ratios to the first `ssh -R`. CPU and minor page faults: the tool's process and its children (sshd's own")
+    print("are not counted); RSS after the last round.")
     print("Targets (asyncssh transport): >= 0.7x of ssh -R both ways; CPU per MB <= 2x ssh's.")
     return 0
 
