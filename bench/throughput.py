@@ -1,5 +1,5 @@
-"""Throughput and CPU per megabyte through one forward: our daemon beside OpenSSH's own `ssh -R`, same sshd, same
-cipher (aes128-gcm), same rounds.
+"""Throughput and CPU per megabyte through one forward: our daemon beside OpenSSH's own `ssh -R`, same server (an
+OpenSSH sshd unless told), same cipher (aes128-gcm), same rounds.
 
 A client on the server side sends SIZE bytes into the forwarded port; the local service (a sink) counts them
 and answers one byte when all have arrived ("in": toward the appliance's service). Then the other way: the
@@ -15,10 +15,13 @@ with every round and printed with the figures (the machine is shared: prefer run
 
 Targets (issue 15, the asyncssh transport): >= 0.7x of `ssh -R` both directions; CPU per MB <= 2x `ssh`'s.
 
-    .venv/bin/python bench/throughput.py [--transport asyncssh] [--mb 256] [--rounds 7] [--variants shipped,...]
+    .venv/bin/python bench/throughput.py [--transport asyncssh] [--server sshd|hub] [--mb 256] [--rounds 7]
+                                         [--variants shipped,...]
 
 --variants picks our daemons to measure (see VARIANTS: each is the product with bench/_unit_runner.py flags);
---transport picks how the daemon carries the forwards (asyncssh today; the OpenSSH transport joins TRANSPORTS).
+--transport picks how the daemon carries the forwards (asyncssh today; the OpenSSH transport joins TRANSPORTS);
+--server hub puts our own hub (a hub-only daemon as shipped) where sshd was, every tool a client of its own: there
+the peer sends what it reads at once, in packets up to the size the receiver allows (sshd: 32 KiB).
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ import threading
 import time
 from pathlib import Path
 
-from common import ROOT, USER, Sshd, env_without_agent, free_port, make_client_key, table, unit_config
-from sshd import children
+from common import ROOT, USER, Sshd, env_without_agent, free_port, make_client_key, table
+from sshd import children, wait_port
 
 CHUNK = 1 << 20
 CIPHER = "aes128-gcm@openssh.com"
@@ -205,29 +208,110 @@ def wait_up(port: int, timeout: float = 20) -> None:
         time.sleep(0.05)
 
 
-def start_openssh(sshd: Sshd, key: Path, tmp: Path, port: int, service: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        ["ssh", "-N", "-i", str(key), "-p", str(sshd.port), "-c", CIPHER,
-         "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={tmp}/kh", "-o", "StrictHostKeyChecking=no",
-         "-o", "ExitOnForwardFailure=yes", "-R", f"127.0.0.1:{port}:127.0.0.1:{service}", f"{USER}@127.0.0.1"],
-        env=env_without_agent(), stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+class SshdServer:
+    """OpenSSH's sshd (the test suite's), aes128-gcm only: every tool logs in as this user."""
+
+    name = "sshd"
+
+    def __init__(self, tmp: Path) -> None:
+        self.sshd = Sshd(tmp / "sshd", extra=f"Ciphers {CIPHER}").start()
+        self.port, self.host_key = self.sshd.port, self.sshd.host_public_key
+
+    def admit(self, name: str, public_line: str) -> tuple[str, int]:
+        """(user, remote port) for a tool with this key."""
+        self.sshd.authorize(USER, public_line)
+        return USER, free_port()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.sshd.stop()
 
 
-def start_asyncssh(sshd: Sshd, tmp: Path, name: str, port: int, service: int, flags: list[str]) -> subprocess.Popen:
-    """Our daemon with the asyncssh transport: one unit, one forward, its own state dir."""
-    state = tmp / f"state-{name}"
-    config = tmp / f"console-{name}.yaml"
-    config.write_text(unit_config(sshd, [("app", port, service)], keepalive=5, count=3))
-    subprocess.run([sys.executable, "-m", "console", "--state-dir", str(state), "--config", str(config),
-                    "key", "show", "master"], check=True, capture_output=True, cwd=ROOT)
-    sshd.authorize(USER, (state / "keys" / "master_ed25519.pub").read_text())
-    return subprocess.Popen([sys.executable, str(ROOT / "bench" / "_unit_runner.py"), "--config", str(config),
-                             "--state", str(state), *flags],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+class HubServer:
+    """Our hub (a hub-only daemon, as shipped), every tool a client of its own with one port."""
+
+    name = "our hub"
+
+    def __init__(self, tmp: Path) -> None:
+        from console.core.keys import load_or_create_key, public_line
+        from console.core.paths import StatePaths
+        from console.core.store import Store
+        from console.hub.registry import Registry
+
+        self.state = StatePaths(tmp / "hub").prepare()
+        self.port = free_port()
+        low = free_port() // 100 * 100 % 20000 + 20000  # a block below the ephemeral ports, away from others
+        self.config = tmp / "hub.yaml"
+        self.config.write_text(f"hub: {{listen: '127.0.0.1:{self.port}', ports: '{low}-{low + 99}'}}\n")
+        self.host_key = " ".join(public_line(load_or_create_key(self.state.hub_key, "hub")).split()[:2])
+        self.store = Store(self.state.database)
+        self.registry = Registry(self.store, (low, low + 99), 1)
+        self.proc: subprocess.Popen | None = None
+
+    def admit(self, name: str, public_line: str) -> tuple[str, int]:
+        client = self.registry.add(name, public_line, quota=1)
+        return client.id, client.ports[0]
+
+    def start(self) -> None:
+        self.store.close()
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "_unit_runner.py"), "--config",
+                                      str(self.config), "--state", str(self.state.root)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+
+SERVERS = {"sshd": SshdServer, "hub": HubServer}
+
+
+class OpenSsh:
+    """OpenSSH's `ssh -N -R`, its own key."""
+
+    def __init__(self, server: SshdServer | HubServer, tmp: Path, name: str, service: int) -> None:
+        self.server, self.tmp, self.service = server, tmp, service
+        self.key = tmp / f"client-{name}"
+        self.user, self.port = server.admit(name, make_client_key(self.key))
+
+    def start(self) -> subprocess.Popen:
+        return subprocess.Popen(
+            ["ssh", "-N", "-i", str(self.key), "-p", str(self.server.port), "-c", CIPHER, "-o", "BatchMode=yes",
+             "-o", f"UserKnownHostsFile={self.tmp}/kh", "-o", "StrictHostKeyChecking=no", "-o", "IdentitiesOnly=yes",
+             "-o", "ExitOnForwardFailure=yes", "-R", f"127.0.0.1:{self.port}:127.0.0.1:{self.service}",
+             f"{self.user}@127.0.0.1"],
+            env=env_without_agent(), stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class AsyncsshDaemon:
+    """Our daemon with the asyncssh transport (bench/_unit_runner.py with a variant's flags): one unit, one
+    forward, its own state dir and key."""
+
+    def __init__(self, server: SshdServer | HubServer, tmp: Path, name: str, service: int, flags: list[str]) -> None:
+        from console.core.keys import load_or_create_unit_key, public_line
+        from console.core.paths import StatePaths
+
+        self.state, self.config, self.flags = tmp / f"state-{name}", tmp / f"console-{name}.yaml", flags
+        key = load_or_create_unit_key(StatePaths(self.state).prepare(), "master")
+        user, self.port = server.admit(name, public_line(key))
+        self.config.write_text(
+            f"server: {{host: 127.0.0.1, port: {server.port}, host_key: '{server.host_key}'}}\n"
+            "tunnel: {keepalive_interval: 5, keepalive_count_max: 3, retry_min: 0.1, retry_max: 2}\n"
+            f"units:\n  master:\n    username: {user}\n    forwards:\n"
+            f"      - {{name: app, remote_port: {self.port}, remote_bind: 127.0.0.1, local: '127.0.0.1:{service}'}}\n")
+
+    def start(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(ROOT / "bench" / "_unit_runner.py"), "--config",
+                                 str(self.config), "--state", str(self.state), *self.flags],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # How our daemon carries the forwards: the transports the bench knows (the OpenSSH transport goes here).
-TRANSPORTS = {"asyncssh": start_asyncssh}
+TRANSPORTS = {"asyncssh": AsyncsshDaemon}
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
@@ -253,6 +337,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transport", choices=sorted(TRANSPORTS), default="asyncssh",
                         help="how our daemon carries the forwards")
+    parser.add_argument("--server", choices=sorted(SERVERS), default="sshd",
+                        help="the server every tool forwards through: OpenSSH's sshd (default) or our own hub")
     parser.add_argument("--mb", type=int, default=256, help="MiB per run (default 256)")
     parser.add_argument("--rounds", type=int, default=7, help="rounds, round robin (default 7)")
     parser.add_argument("--variants", default="shipped",
@@ -266,25 +352,26 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sop-bench-tp-"))
     service = Service()
     service.start()
-    sshd = Sshd(tmp / "sshd", extra=f"Ciphers {CIPHER}").start()
+    server = SERVERS[args.server](tmp)
     procs: dict[str, subprocess.Popen] = {}
-    ports: dict[str, int] = {}
     loads = [load()]
     others = Others()
     try:
-        key = tmp / "client"
-        sshd.authorize(USER, make_client_key(key))
-        for label in (OPENSSH, OPENSSH_AGAIN):
-            ports[label] = free_port()
-            procs[label] = start_openssh(sshd, key, tmp, ports[label], service.port)
+        tools: dict[str, OpenSsh | AsyncsshDaemon] = {
+            OPENSSH: OpenSsh(server, tmp, "ssh", service.port),
+            OPENSSH_AGAIN: OpenSsh(server, tmp, "ssh-again", service.port)}
         for name in chosen:
-            label = f"{VARIANTS[name][0]} [{args.transport}]"
-            ports[label] = free_port()
-            procs[label] = TRANSPORTS[args.transport](sshd, tmp, name, ports[label], service.port, VARIANTS[name][1])
+            tools[f"{VARIANTS[name][0]} [{args.transport}]"] = TRANSPORTS[args.transport](
+                server, tmp, name, service.port, VARIANTS[name][1])
+        server.start()
+        for label, tool in tools.items():
+            procs[label] = tool.start()
+        ports = {label: tool.port for label, tool in tools.items()}
         for label, port in ports.items():
             wait_up(port)
             one_run(port, procs[label].pid, size // 8, "in")  # warm up
-        runs: dict[str, dict[str, list[tuple[float, float]]]] = {label: {"in": [], "out": []} for label in ports}
+        runs: dict[str, dict[str, list[tuple[float, float, float]]]] = {label: {"in": [], "out": []}
+                                                                        for label in ports}
         for _ in range(args.rounds):
             for label, port in ports.items():
                 for direction in ("in", "out"):
@@ -296,7 +383,7 @@ def main() -> int:
             proc.terminate()
         for proc in procs.values():
             proc.wait(5)
-        sshd.stop()
+        server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
     def median_ratio(label: str, direction: str, index: int) -> float:
@@ -314,7 +401,7 @@ def main() -> int:
         row.append("{:.0f} ({:.0f})".format(*rss[label]))
         rows.append(row)
     print(f"Throughput through one forward, {args.mb} MiB per run, {args.rounds} rounds round-robin, {CIPHER}, "
-          f"transport {args.transport}")
+          f"through {server.name}, transport {args.transport}")
     print(f"load (1 min): {loads[0]:.2f} before the bench, after each round {' '.join(f'{v:.1f}' for v in loads[1:])} "
           f"(the bench's own work counts here); {os.cpu_count()} cores")
     print(f"the machine's other users during the runs, in cores: median {statistics.median(others.cores):.2f}, "
