@@ -80,37 +80,87 @@ def test_the_hub_sends_the_empty_ignore_only_under_ctr(tmp_path, state, cipher):
         assert ignored >= PAYLOAD // 32768, f"only {ignored} MSG_IGNORE from the hub under {cipher}"
 
 
-def _spy_on_what_asyncssh_reads(monkeypatch) -> list[int]:
-    """The sizes asyncssh's own data_received is handed on client connections (the tuning calls the class's)."""
-    sizes: list[int] = []
+def _spy_on_what_asyncssh_reads(monkeypatch) -> list[tuple[int, int]]:
+    """(size, bytes it already held) of each piece asyncssh's own data_received is handed on client connections
+    (the tuning calls the class's method)."""
+    calls: list[tuple[int, int]] = []
     original = asyncssh.SSHClientConnection.data_received
 
     def data_received(self, data, datatype=None):
-        sizes.append(len(data))
+        calls.append((len(data), len(self._inpbuf)))
         original(self, data, datatype)
 
     monkeypatch.setattr(asyncssh.SSHClientConnection, "data_received", data_received)
-    return sizes
+    return calls
+
+
+MIB8 = 8 * 1024 * 1024 + 5
+
+
+def _only_slices_unless_gathering(calls: list[tuple[int, int]]) -> None:
+    assert sum(size for size, _ in calls) > MIB8
+    assert all(size <= IN_SLICE or held > ssh_tuning.GATHERING for size, held in calls), \
+        [call for call in calls if call[0] > IN_SLICE]
 
 
 def test_a_unit_hands_asyncssh_what_arrives_in_slices_and_every_byte_gets_through(sshd, state, monkeypatch):
-    sizes = _spy_on_what_asyncssh_reads(monkeypatch)
+    """sshd sends 32 KiB packets: asyncio's reads of up to 256 KiB reach asyncssh in slices."""
+    calls = _spy_on_what_asyncssh_reads(monkeypatch)
 
     async def body():
         async with EchoServer() as echo, running_engine(sshd, state, {
                 "master": [f"app 0 127.0.0.1:{echo.port}"]}) as engine:
             await eventually(lambda: unit_of(engine, "master").state == "up", what="unit up")
-            payload = os.urandom(8 * 1024 * 1024 + 5)
+            payload = os.urandom(MIB8)
             assert await roundtrip(forward_port(engine, "master", "app"), payload) == payload
 
     run(body())
-    assert sum(sizes) > 8 * 1024 * 1024
-    assert max(sizes) == IN_SLICE  # reads of more (asyncio reads up to 256 KiB) were cut, none was larger
+    _only_slices_unless_gathering(calls)
+    assert any(size == IN_SLICE for size, _ in calls)  # larger reads were cut
+
+
+def test_behind_our_hub_a_packet_larger_than_a_slice_is_handed_on_whole(tmp_path, state, monkeypatch):
+    """Our hub sends packets of up to 256 KiB (relay.MAX_PACKET): once asyncssh gathers one, the rest of the
+    read goes in one piece (slices would copy what it holds again for each)."""
+    from console.core.keys import load_or_create_key, public_line, unit_public_key
+    from console.core.store import Store
+    from console.demo import _free_range
+    from console.engine import Engine
+    from console.hub.registry import Registry
+    from sshd import free_port
+    from support import config_of
+
+    calls = _spy_on_what_asyncssh_reads(monkeypatch)
+
+    async def body():
+        low, high = _free_range(2)
+        hub_port = free_port()
+        store = Store(state.database)
+        Registry(store, (low, high), 1).add("acme", unit_public_key(state, "master").line)
+        store.close()
+        hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
+        async with EchoServer() as echo:
+            engine = Engine(config_of(
+                f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
+                f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: 1}}\n"
+                "units:\n  master:\n    username: acme\n    forwards:\n"
+                f"      - {{name: app, remote_port: 0, local: '127.0.0.1:{echo.port}'}}\n"), state)
+            await engine.start()
+            try:
+                await eventually(lambda: unit_of(engine, "master").state == "up", what="unit up")
+                payload = os.urandom(MIB8)
+                assert await roundtrip(forward_port(engine, "master", "app"), payload) == payload
+            finally:
+                await engine.shutdown()
+
+    run(body())
+    _only_slices_unless_gathering(calls)
+    assert any(size > IN_SLICE for size, _ in calls)  # the rest of a read, while a large packet was gathered
 
 
 def test_the_slices_stop_where_asyncssh_closes_the_connection(sshd, tmp_path, monkeypatch):
     """What follows a packet asyncssh rejects is not handed on (as asyncssh drops it when it reads one piece)."""
-    sizes = _spy_on_what_asyncssh_reads(monkeypatch)
+    calls = _spy_on_what_asyncssh_reads(monkeypatch)
     key = asyncssh.generate_private_key("ssh-ed25519")
     sshd.authorize(me(), key.export_public_key().decode())
 
@@ -122,9 +172,9 @@ def test_the_slices_stop_where_asyncssh_closes_the_connection(sshd, tmp_path, mo
         conn = await asyncssh.connect(
             "127.0.0.1", sshd.port, username=me(), client_keys=[key], client_factory=Client, config=None,
             agent_path=None, known_hosts=None)  # the test's own sshd, started a moment ago: its key is not the point
-        sizes.clear()
+        calls.clear()
         conn.data_received(os.urandom(4 * IN_SLICE))  # a read of garbage: its first packet header is wrong
         await asyncio.wait_for(conn.wait_closed(), 5)
 
     run(body())
-    assert sizes == [IN_SLICE]
+    assert [size for size, _ in calls] == [IN_SLICE]
