@@ -13,11 +13,13 @@ memory once taken:
   from the heap, whose freed chunks are reused.
 - M_TRIM_THRESHOLD = TRIM_THRESHOLD (8 MiB): the heap's top is handed back only when more than this is free.
 
-Measured (bench/throughput.py; minor page faults per MB relayed, from /proc/PID/stat): glibc's defaults 109 in
-and 36 out; 1 MiB / 8 MiB none (0-1), the same as 512 KiB / 4 MiB and 4 MiB / 32 MiB, while a trim threshold of
-1-2 MiB still faults (16-137 per MB). The cost is memory: up to TRIM_THRESHOLD of freed heap stays in the process
-after a burst instead of going back to the kernel. The unit's daemon: about 1.5 MiB more RSS after the bench;
-the hub in bench/hub_storm.py (500 clients): 93 MiB against 91 without (4 MiB / 32 MiB: 95).
+Measured (bench/throughput.py, variant "glibc" beside "shipped"; minor page faults per MB relayed, from
+/proc/PID/stat): glibc's defaults 56-656 in and 9-34 out (it depends on where its moving threshold settles),
+and 24-38% more CPU per MB inbound in four runs of five; 1 MiB / 8 MiB none (0-1), the same as 512 KiB / 4 MiB
+and 4 MiB / 32 MiB, while a trim threshold of 1-2 MiB still faults (16-137 per MB). The cost is memory: up to
+TRIM_THRESHOLD of freed heap stays in the process after a burst instead of going back to the kernel. The unit's
+daemon: about 4 MiB more RSS after the bench (its peak: 1 MiB more); the hub in bench/hub_storm.py (500
+clients): 92-93 MiB in nine runs against 90-91 without (4 MiB / 32 MiB: 95).
 """
 
 from __future__ import annotations

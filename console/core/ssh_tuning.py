@@ -48,8 +48,9 @@ more than GATHERING is left in asyncssh's buffer after a slice, the rest of the 
 A byte stream may be delivered in any pieces (asyncio's Protocol contract), so asyncssh sees nothing else; the
 slices stop when asyncssh has closed the connection in the middle (it drops its transport then), as the bytes
 after an error are never handed on in one piece either. bench/throughput.py (variants "whole", "s32", "s128"
-beside "shipped"): through sshd, 64 KiB slices took the inbound CPU per MB down by 7-22% in five runs; 32 KiB
-did little (a packet and its header straddle every slice), 128 KiB about as well as 64 in the one run it had.
+beside "shipped"): through sshd, whole reads cost 2-28% more CPU per MB inbound than 64 KiB slices (median 9%,
+seven runs); 32 KiB slices did little (a packet and its header straddle every slice), 128 KiB about as well as
+64 in the one run they had.
 Through our hub (--server hub), plain slices cost 17% more than whole reads; with the rule above, the same.
 """
 
