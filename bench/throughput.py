@@ -9,9 +9,10 @@ they are measured in turn, round robin, so a slow stretch of this shared machine
 Reported per direction: MB/s (median) and its ratio to `ssh -R` (median of the per-round ratios); the CPU the
 tool's process (and its children) spent per MB, from /proc/PID/stat (utime + stime + cutime + cstime) read
 before and after each run, beside `ssh`'s; its minor page faults per MB (buffers handed back to the kernel and
-faulted in again, console/core/malloc.py) and its memory after the last round. A second `ssh -R` is measured as the noise reference: its ratio to
-the first says how far two identical OpenSSH runs differ in this run. The 1-minute load average is recorded
-with every round and printed with the figures (the machine is shared: prefer runs below a load of 2).
+faulted in again, console/core/malloc.py) and its memory after the last round. A second `ssh -R` is measured
+as the noise reference: its ratio to the first says how far two identical OpenSSH runs differ in this run.
+The 1-minute load average is recorded with every round, and the CPU the machine's other users took during the
+runs; both are printed with the figures (the machine is shared: prefer runs below a load of 2).
 
 Targets (issue 15, the asyncssh transport): >= 0.7x of `ssh -R` both directions; CPU per MB <= 2x `ssh`'s.
 
@@ -406,8 +407,8 @@ def main() -> int:
           f"(the bench's own work counts here); {os.cpu_count()} cores")
     print(f"the machine's other users during the runs, in cores: median {statistics.median(others.cores):.2f}, "
           f"max {max(others.cores):.2f}")
-    print(table(rows, ["tool", "in MB/s", "in vs ssh", "in CPU ms/MB", "CPU vs ssh",
-                       "out MB/s", "out vs ssh", "out CPU ms/MB", "CPU vs ssh", "faults/MB in / out", "RSS MiB (peak)"]))
+    print(table(rows, ["tool", "in MB/s", "in vs ssh", "in CPU ms/MB", "CPU vs ssh", "out MB/s", "out vs ssh",
+                       "out CPU ms/MB", "CPU vs ssh", "faults/MB in / out", "RSS MiB (peak)"]))
     print("in = server side -> local service; out = local service -> server side. Ratios: median of the per-round")
     print("ratios to the first `ssh -R`. CPU and minor page faults: the tool's process and its children (sshd's own")
     print("are not counted); RSS after the last round.")
