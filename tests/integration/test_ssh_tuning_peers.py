@@ -12,7 +12,7 @@ import asyncssh
 import pytest
 from support import EchoServer, eventually, forward_port, fwd_of, me, roundtrip, run, running_engine, unit_of
 from sshd import Sshd
-from test_hub import World
+from test_hub import World, unit_behind_our_hub
 
 from console.core import ssh_tuning
 from console.core.ssh_tuning import AEAD_CIPHERS, IN_SLICE
@@ -29,10 +29,8 @@ def test_a_unit_sends_the_empty_ignore_only_under_cbc_and_ctr(tmp_path, state, c
     async def body():
         async with EchoServer() as echo, running_engine(sshd, state, {
                 "master": [f"app 0 127.0.0.1:{echo.port}"]}) as engine:
-            await eventually(lambda: unit_of(engine, "master").state == "up", what="unit up")
-            payload = os.urandom(PAYLOAD)
-            assert await roundtrip(forward_port(engine, "master", "app"), payload) == payload
-            await eventually(lambda: fwd_of(engine, "master", "app").bytes_out == len(payload), what="counters")
+            await _echo_through_master(engine, PAYLOAD)
+            await eventually(lambda: fwd_of(engine, "master", "app").bytes_out == PAYLOAD, what="counters")
 
     try:
         run(body())
@@ -97,6 +95,13 @@ def _spy_on_what_asyncssh_reads(monkeypatch) -> list[tuple[int, int]]:
 MIB8 = 8 * 1024 * 1024 + 5
 
 
+async def _echo_through_master(engine, size: int) -> None:
+    """Once unit master is up, `size` random bytes through its forward app to the echo service and back."""
+    await eventually(lambda: unit_of(engine, "master").state == "up", what="unit up")
+    payload = os.urandom(size)
+    assert await roundtrip(forward_port(engine, "master", "app"), payload) == payload
+
+
 def _only_slices_unless_gathering(calls: list[tuple[int, int]]) -> None:
     assert sum(size for size, _ in calls) > MIB8
     assert all(size <= IN_SLICE or held > ssh_tuning.GATHERING for size, held in calls), \
@@ -110,9 +115,7 @@ def test_a_unit_hands_asyncssh_what_arrives_in_slices_and_every_byte_gets_throug
     async def body():
         async with EchoServer() as echo, running_engine(sshd, state, {
                 "master": [f"app 0 127.0.0.1:{echo.port}"]}) as engine:
-            await eventually(lambda: unit_of(engine, "master").state == "up", what="unit up")
-            payload = os.urandom(MIB8)
-            assert await roundtrip(forward_port(engine, "master", "app"), payload) == payload
+            await _echo_through_master(engine, MIB8)
 
     run(body())
     _only_slices_unless_gathering(calls)
@@ -122,34 +125,20 @@ def test_a_unit_hands_asyncssh_what_arrives_in_slices_and_every_byte_gets_throug
 def test_behind_our_hub_a_packet_larger_than_a_slice_is_handed_on_whole(tmp_path, state, monkeypatch):
     """Our hub sends packets of up to 256 KiB (relay.MAX_PACKET): once asyncssh gathers one, the rest of the
     read goes in one piece (slices would copy what it holds again for each)."""
-    from console.core.keys import load_or_create_key, public_line, unit_public_key
-    from console.core.store import Store
-    from console.demo import _free_range
-    from console.engine import Engine
-    from console.hub.registry import Registry
-    from sshd import free_port
     from support import config_of
+
+    from console.engine import Engine
 
     calls = _spy_on_what_asyncssh_reads(monkeypatch)
 
     async def body():
-        low, high = _free_range(2)
-        hub_port = free_port()
-        store = Store(state.database)
-        Registry(store, (low, high), 1).add("acme", unit_public_key(state, "master").line)
-        store.close()
-        hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
         async with EchoServer() as echo:
-            engine = Engine(config_of(
-                f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
-                f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: 1}}\n"
-                "units:\n  master:\n    username: acme\n    forwards:\n"
-                f"      - {{name: app, remote_port: 0, local: '127.0.0.1:{echo.port}'}}\n"), state)
+            text, _, _ = unit_behind_our_hub(
+                state, f"      - {{name: app, remote_port: 0, local: '127.0.0.1:{echo.port}'}}\n", ports=1)
+            engine = Engine(config_of(text), state)
             await engine.start()
             try:
-                await eventually(lambda: unit_of(engine, "master").state == "up", what="unit up")
-                payload = os.urandom(MIB8)
-                assert await roundtrip(forward_port(engine, "master", "app"), payload) == payload
+                await _echo_through_master(engine, MIB8)
             finally:
                 await engine.shutdown()
 
