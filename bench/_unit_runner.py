@@ -1,5 +1,6 @@
-"""Run one unit with the engine, with the relay's window and packet size and the event loop set from the
-command line (bench/throughput.py compares them). Not an operator tool."""
+"""Run one unit with the engine as `sop-console daemon` does, with settings changed from the command line for
+bench/throughput.py to compare: the relay's window and packet size, malloc's thresholds, asyncssh's per-packet
+MSG_IGNORE kept, the slices asyncssh reads, the event loop. Not an operator tool."""
 
 from __future__ import annotations
 
@@ -10,27 +11,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from console import relay  # noqa: E402
+from console.core import malloc, ssh_tuning  # noqa: E402
 from console.core.config import load_config  # noqa: E402
 from console.core.paths import StatePaths  # noqa: E402
 from console.daemon import Daemon  # noqa: E402
-from console import relay  # noqa: E402
-
-
-def _drop_ignore_packets() -> None:
-    """Measure what asyncssh's per-packet MSG_IGNORE costs. Never used by the product: it patches asyncssh
-    internals, and the decision to ask upstream for an option belongs in an issue."""
-    from asyncssh.connection import SSHConnection
-    from asyncssh.constants import MSG_IGNORE
-
-    original = SSHConnection.send_packet
-    empty = b"\x00\x00\x00\x00"
-
-    def send_packet(self, pkttype, *args, handler=None):
-        if pkttype == MSG_IGNORE and args == (empty,):
-            return None
-        return original(self, pkttype, *args, handler=handler)
-
-    SSHConnection.send_packet = send_packet
 
 
 def main() -> None:
@@ -39,12 +24,25 @@ def main() -> None:
     parser.add_argument("--state", required=True)
     parser.add_argument("--window", type=int, default=relay.WINDOW)
     parser.add_argument("--packet", type=int, default=relay.MAX_PACKET)
+    parser.add_argument("--malloc", default="shipped",
+                        help="shipped (as the daemon does), glibc (its defaults), or MMAP:TRIM thresholds in bytes")
+    parser.add_argument("--keep-ignore", action="store_true",
+                        help="send asyncssh's empty MSG_IGNORE before every packet under AEAD ciphers too")
     parser.add_argument("--uvloop", action="store_true")
-    parser.add_argument("--no-ignore-packets", action="store_true",
-                        help="EXPERIMENT ONLY: drop the empty MSG_IGNORE asyncssh sends before every packet")
+    parser.add_argument("--in-slice", type=int, default=ssh_tuning.IN_SLICE,
+                        help="the most asyncssh is given to read at a time (0: what arrives, in one piece)")
     args = parser.parse_args()
-    if args.no_ignore_packets:
-        _drop_ignore_packets()
+    if args.malloc == "shipped":
+        malloc.keep_large_buffers()
+    elif args.malloc != "glibc":
+        mmap_threshold, trim_threshold = (int(value) for value in args.malloc.split(":"))
+        malloc.keep_large_buffers(mmap_threshold, trim_threshold)
+    if args.keep_ignore:
+        ssh_tuning.skip_empty_ignore_under_aead = lambda conn: False
+    if args.in_slice:
+        ssh_tuning.IN_SLICE = args.in_slice
+    else:
+        ssh_tuning.read_in_slices = lambda conn: False
     relay.WINDOW, relay.MAX_PACKET = args.window, args.packet
     if args.uvloop:
         import uvloop

@@ -20,9 +20,18 @@ import asyncssh
 
 from console.core.errors import os_reason
 
-# SSH flow control for each forwarded connection. asyncssh's defaults are a 2 MiB window and 32 KiB packets.
-# On loopback bench/throughput.py finds no difference (the cost is asyncssh's per-packet work), but one
-# window is all one connection can have in flight: at 50 ms RTT 2 MiB caps it near 40 MB/s, 8 MiB near 160.
+# SSH flow control for each forwarded connection, what we let the peer send us (asyncssh's defaults: a 2 MiB
+# window, 32 KiB packets). Measured with bench/throughput.py (issue 15; README, "Measured"):
+# - WINDOW: on loopback 2, 8 and 16 MiB measure alike; but one window is all one connection can have in
+#   flight, so at 50 ms RTT 2 MiB caps it near 40 MB/s and 8 MiB near 160. The price: a connection whose
+#   reader is slower than its writer holds up to a window in this process.
+# - MAX_PACKET: the largest packet the peer may send us. sshd sends 32 KiB on forwarded channels whatever we
+#   allow (a few larger), so against sshd 32 KiB and 256 KiB measure alike (within the noise: ahead in one
+#   run, behind in two); our hub and units send what they read at once (up to 256 KiB), and through our hub
+#   (bench/throughput.py --server hub) 256 KiB packets cost the receiving unit 7-19% less CPU per MB than
+#   32 KiB in three runs.
+#   The issue's profile that found 256 KiB packets slower inbound was glibc handing every such buffer back
+#   to the kernel (44% of the time in page faults): the daemon now keeps them (console/core/malloc.py).
 WINDOW = 8 * 1024 * 1024
 MAX_PACKET = 256 * 1024
 

@@ -40,10 +40,12 @@ def check(ctx: Context) -> int:
 
 
 def daemon(ctx: Context) -> int:
+    from console.core.malloc import keep_large_buffers
     from console.daemon import Daemon, setup_logging
 
     config = ctx.config()
     setup_logging()
+    keep_large_buffers()  # glibc: the relay's buffers stay in the process (see console/core/malloc.py)
 
     async def run() -> None:
         await Daemon(config, ctx.paths, ctx.config_path).run()

@@ -13,6 +13,7 @@ import asyncssh
 
 from console.core import announce, udp_frames
 from console.core.keys import fingerprint, public_line
+from console.core import ssh_tuning
 from console.hub import compat, egress
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class HubSession(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         compat.use_rfc_kex_guess(conn)  # Dropbear clients: see console/hub/compat.py
+        ssh_tuning.tune(conn)  # how asyncssh sends and reads packets: see console/core/ssh_tuning.py
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.peer, self.address = f"{peer[0]}:{peer[1]}", str(peer[0])
         self.hub.connections.add(self)

@@ -25,6 +25,7 @@ from console.core.known_hosts import HostKeyCheck, KnownHosts, Verdict, check_ho
 from console.core.paths import StatePaths
 from console.core.states import ForwardState, UnitState
 from console.core.status import ForwardStatus, UnitStatus
+from console.core import ssh_tuning
 from console.core.store import Store
 from console.core.log_limit import LogLimiter
 from console.core.tunnel_log import TunnelLog
@@ -99,6 +100,9 @@ class ForwardRuntime:
 class _UnitClient(asyncssh.SSHClient):
     def __init__(self, worker: UnitWorker) -> None:
         self._worker = worker
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        ssh_tuning.tune(conn)  # how asyncssh sends and reads packets: see console/core/ssh_tuning.py
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
         return self._worker._validate_host_key(key)

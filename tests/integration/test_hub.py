@@ -70,6 +70,26 @@ async def finished(proc: asyncio.subprocess.Process, timeout: float = 10) -> tup
     return proc.returncode, err.decode()
 
 
+def unit_behind_our_hub(state: StatePaths, forwards: str, ports: int = 3, spare: int = 0) -> tuple[str, int, str]:
+    """One engine's config with our hub and a unit "master" that is its client "acme" (registered with the unit's
+    key, `ports` ports; the range has `spare` more): (config text, hub port, "low-high"). `forwards`: the unit's
+    forward lines (YAML list items, indented six spaces)."""
+    from sshd import free_port
+
+    from console.core.keys import public_line, unit_public_key
+
+    low, high = _free_range(ports + spare)
+    hub_port = free_port()
+    store = Store(state.database)
+    Registry(store, (low, high), ports).add("acme", unit_public_key(state, "master").line)
+    store.close()
+    hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
+    return (f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
+            "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
+            f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: {ports}}}\n"
+            "units:\n  master:\n    username: acme\n    forwards:\n" + forwards), hub_port, f"{low}-{high}"
+
+
 @hub_test
 async def test_own_ports_relay_others_are_refused(world):
     client = world.register("acme")
@@ -406,26 +426,15 @@ def test_our_units_announce_what_their_ports_lead_to(tmp_path, state):
     import dataclasses
 
     from support import config_of
-    from sshd import free_port
 
     from console.core.events import ClientChanged
-    from console.core.keys import public_line, unit_public_key
     from console.engine import Engine
 
     async def body():
-        low, high = _free_range(6)
-        hub_port = free_port()
-        store = Store(state.database)
-        Registry(store, (low, high), 3).add("acme", unit_public_key(state, "master").line)
-        store.close()
-        hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
         async with EchoServer() as echo:
-            text = (f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
-                    "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
-                    f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: 3}}\n"
-                    "units:\n  master:\n    username: acme\n    forwards:\n"
-                    f"      - {{name: files, remote_port: 0, service: 'smb+tcp://127.0.0.1:{echo.port}'}}\n"
-                    f"      - {{name: app, remote_port: 0, local: '127.0.0.1:{echo.port}'}}\n")
+            text, hub_port, ports = unit_behind_our_hub(
+                state, f"      - {{name: files, remote_port: 0, service: 'smb+tcp://127.0.0.1:{echo.port}'}}\n"
+                       f"      - {{name: app, remote_port: 0, local: '127.0.0.1:{echo.port}'}}\n", spare=3)
             cfg = config_of(text)
             engine = Engine(cfg, state)
             events = engine.bus.subscribe()
@@ -451,7 +460,7 @@ def test_our_units_announce_what_their_ports_lead_to(tmp_path, state):
                     return {"connected", "forwards", "announced"} <= changes
                 await eventually(heard, timeout=3, what=f"ClientChanged events (heard {changes})")
                 log_text = state.tunnel_log.read_text()  # the console's View log shows the hub's side too
-                assert f" hub listening on 127.0.0.1:{hub_port}, client ports {low}-{high} on 127.0.0.1\n" in log_text
+                assert f" hub listening on 127.0.0.1:{hub_port}, client ports {ports} on 127.0.0.1\n" in log_text
                 assert re.search(r" hub client acme connected from 127\.0\.0\.1:\d+\n", log_text)
                 assert f"announced {files_port} files -> smb+tcp://127.0.0.1:{echo.port}, " in log_text
 
@@ -479,9 +488,7 @@ def test_counters_mean_the_same_on_the_unit_and_the_hub_and_the_unit_shows_the_h
     alike; the unit's remote column says where the hub really listens (its bind, told in the announcement's
     reply), not `*`; and trust's check names the server as our hub."""
     from support import config_of, fwd_of
-    from sshd import free_port
 
-    from console.core.keys import public_line, unit_public_key
     from console.engine import Engine
 
     async def service(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -492,19 +499,10 @@ def test_counters_mean_the_same_on_the_unit_and_the_hub_and_the_unit_shows_the_h
         writer.close()
 
     async def body():
-        low, high = _free_range(3)
-        hub_port = free_port()
-        store = Store(state.database)
-        Registry(store, (low, high), 3).add("acme", unit_public_key(state, "master").line)
-        store.close()
-        hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
         sink = await asyncio.start_server(service, "127.0.0.1", 0)
         sink_port = sink.sockets[0].getsockname()[1]
-        text = (f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
-                "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
-                f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: 3}}\n"
-                "units:\n  master:\n    username: acme\n    forwards:\n"
-                f"      - {{name: app, remote_port: 0, local: '127.0.0.1:{sink_port}'}}\n")
+        text, _, _ = unit_behind_our_hub(state,
+                                         f"      - {{name: app, remote_port: 0, local: '127.0.0.1:{sink_port}'}}\n")
         engine = Engine(config_of(text), state)
         await engine.start()
         try:
