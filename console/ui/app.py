@@ -1,7 +1,7 @@
 """The SOP Console app: the appliance's subsystem menu over the daemon's live state.
 
 The App owns the Session (what the console knows and asks, no Textual in it), turns the engine's events into
-StatusChanged / ClientChanged on two Signals the screens follow, and runs the menu's handlers on MenuChosen.
+StatusChanged / ClientChanged / EndpointChanged on Signals the screens follow, and runs the menu's handlers on MenuChosen.
 Only the main screen is imported at start; every other screen and dialog when first shown."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from console.core.errors import ConfigError, ConsoleError, DaemonNotRunning, os_
 from console.core.paths import StatePaths
 from console.ui import menu
 from console.ui.backend import DaemonBackend, StaticBackend
-from console.ui.messages import ClientChanged, MenuChosen, StatusChanged
+from console.ui.messages import ClientChanged, EndpointChanged, MenuChosen, StatusChanged
 from console.ui.screens.main import MainScreen
 from console.ui.session import Session
 from console.core.choices import THEMES
@@ -71,6 +71,7 @@ class SopConsole(App):
                                config_problems=config_problems)
         self.status_signal: Signal[StatusChanged] = Signal(self, "status")
         self.clients_signal: Signal[ClientChanged] = Signal(self, "clients")
+        self.endpoints_signal: Signal[EndpointChanged] = Signal(self, "endpoints")
         self.poll_log = poll_log
         self.on_close: list = []  # async callables run when the console ends (the demo closes its world here)
         self._hangup_task: asyncio.Task | None = None  # leaving a terminal that hung up, once
@@ -164,6 +165,8 @@ class SopConsole(App):
                 async for event in self.session.changes():
                     if isinstance(event, events.ClientChanged):
                         self.clients_signal.publish(ClientChanged(event.client))
+                    elif isinstance(event, events.EndpointChanged):
+                        self.endpoints_signal.publish(EndpointChanged(event.endpoint))
                     else:
                         self.status_signal.publish(StatusChanged())
             except (ConsoleError, OSError, ValueError):
@@ -173,6 +176,7 @@ class SopConsole(App):
             await self._reconnect()
             self.status_signal.publish(StatusChanged())
             self.clients_signal.publish(ClientChanged(None))
+            self.endpoints_signal.publish(EndpointChanged(None))
 
     async def _reconnect(self) -> None:
         """Try the daemon's socket until it answers: soon at first, then every RECONNECT_MAX_SECONDS at most.
