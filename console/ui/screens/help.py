@@ -16,6 +16,7 @@ from textual.widgets import Static
 from console.ui.menu import BY_ACTION, MENU
 from console.ui.screens.clients import ClientsScreen
 from console.ui.screens.configure import ConfigureScreen
+from console.ui.screens.endpoints import EndpointsScreen
 from console.ui.screens.log import LogScreen
 from console.ui.screens.main import MainScreen
 from console.ui.widgets.log_view import LogView
@@ -67,6 +68,7 @@ class HelpScreen(Screen):
             LogScreen: (_titled("view_log"), self._rows([*LogView.BINDINGS, *LogScreen.BINDINGS])),
             ClientsScreen: (_titled("clients"), self._rows(ClientsScreen.BINDINGS)),
             ConfigureScreen: (_titled("configure"), self._rows(ConfigureScreen.BINDINGS)),
+            EndpointsScreen: (_titled("endpoints"), self._rows(EndpointsScreen.BINDINGS)),
         }
         first = screens.pop(self.shown_over, None)
         if first is None:  # a dialog: its own keys, if it has any, then the main screen's
