@@ -266,6 +266,50 @@ def test_set_up_auth_by_password_ends_available_in_the_dialog(password_sshd, loc
     run(body())
 
 
+@needs("endpoints.setup_auth")
+def test_set_up_auth_by_key_logs_in_as_root_with_the_operators_key(sshd, local_user, state, tmp_path):
+    """The operator's own key, authorized for root: it logs in and installs our key for the endpoint's user; a key
+    file that does not exist is said in the dialog."""
+    from console.ui.dialogs.endpoint_auth import SetupAuthScreen
+
+    user, _, home = local_user
+    identity = tmp_path / "operator" / "id_ed25519"
+    identity.parent.mkdir(mode=0o700)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(identity)], check=True)
+    sshd.authorize("root", identity.with_suffix(".pub").read_text())
+    key = sshd.host_public_key
+    text = (f"server: {{host: 127.0.0.1, port: {sshd.port}, host_key: '{key}'}}\nendpoints:\n"
+            + endpoint_yaml("edge", sshd.port, user, key) + TUNNEL
+            + f"units:\n  master: {{username: {user}, endpoint: edge, forwards: []}}\n")
+
+    async def body():
+        daemon = await start(state, text)
+        try:
+            app = app_for(state)
+            async with app.run_test(size=SIZE) as pilot:
+                await open_endpoints(app, pilot)
+                await highlight(app, pilot, "edge")
+                await pilot.press("s")
+                await eventually(lambda: isinstance(app.screen, SetupAuthScreen))
+                await pilot.click("#method-key")
+                await eventually(lambda: app.screen.query_one("#identity-row").display)
+                assert not app.screen.query_one("#password-row").display
+                app.screen.query_one("#identity", Input).value = str(tmp_path / "no-such-key")
+                app.screen.query_one("#login-user", Input).value = "root"
+                await pilot.click("#setup")
+                await eventually(lambda: "✖ failed" in shown(app, "#setup-state"), timeout=10)
+                assert "no-such-key" in shown(app, "#setup-state")
+                app.screen.query_one("#identity", Input).value = str(identity)
+                await pilot.click("#setup")
+                await eventually(lambda: "now: ● available" in shown(app, "#setup-state"), timeout=10)
+                said = " ".join(shown(app, "#setup-state").split())
+                assert said.startswith("● installed the key of unit master") and "logged in as root" in said
+                assert (home / ".ssh" / "authorized_keys").read_text().count("ssh-ed25519") == 1
+        finally:
+            await daemon.close()
+    run(body())
+
+
 @needs("endpoints.setup_script")
 def test_set_up_auth_by_script_shown_to_copy_and_save_then_checked(sshd, local_user, state, tmp_path):
     """The script on a page of its own: `c` copies it whole (OSC 52), `w` writes it 0600. Its key part run with
