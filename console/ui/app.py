@@ -1,7 +1,8 @@
 """The SOP Console app: the appliance's subsystem menu over the daemon's live state.
 
 The App owns the Session (what the console knows and asks, no Textual in it), turns the engine's events into
-StatusChanged / ClientChanged / EndpointChanged on Signals the screens follow, and runs the menu's handlers on MenuChosen.
+StatusChanged / ClientChanged / EndpointChanged on Signals the screens follow, and runs the menu's handlers on
+MenuChosen.
 Only the main screen is imported at start; every other screen and dialog when first shown."""
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Screens to the App (they bubble; the App routes them with `@on`):
     MenuChosen      a menu action, from a key, the menu list or the command palette
 
-The App to the screens that show what changed (the App publishes them on a Signal, `SopConsole.status_signal`
-`SopConsole.clients_signal` and `SopConsole.endpoints_signal`; a screen subscribes with `follow(...)` and receives each as a message of its
-own, so the App never needs to know which screens are open):
+The App to the screens that show what changed (the App publishes them on a Signal, `SopConsole.status_signal`,
+`SopConsole.clients_signal` and `SopConsole.endpoints_signal`; a screen subscribes with `follow(...)` and receives
+each as a message of its own, so the App never needs to know which screens are open):
     StatusChanged   the status mirror changed (a unit's or forward's event, or a fresh snapshot)
     ClientChanged   a hub client changed (None: any may have)
     EndpointChanged an endpoint changed: added, removed, its scope, a new check (None: any may have)

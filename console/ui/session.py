@@ -377,7 +377,6 @@ class Session:
     async def clients_remove(self, client_id: str) -> None:
         await self.request("clients.remove", id=client_id)
 
-
     # ------------------------------------------------------------------ endpoints
     # Every request about endpoints is here, in one place.
 

@@ -158,7 +158,8 @@ def test_associate_then_unassociate_several_marked_a_refusal_said_in_place(state
                 app.screen.query_one("#scope-input", Input).value = ""
                 await pilot.press(*"10.9.0.0/24, prod 10.4.0.0/24", "enter")
                 await eventually(lambda: not isinstance(app.screen, AssociateScreen))
-                assert shown(app, "#endpoints-said") == "● lab: associated subnet 10.9.0.0/24, subnet 10.4.0.0/24, VPC prod"
+                assert shown(app, "#endpoints-said") == \
+                    "● lab: associated subnet 10.9.0.0/24, subnet 10.4.0.0/24, VPC prod"
                 await eventually(lambda: "subnet 10.9.0.0/24 (runtime)" in shown(app, "#endpoint-detail"))
                 assert daemon.engine.endpoints.endpoint("lab").added_subnets == ("10.9.0.0/24", "10.4.0.0/24")
 
@@ -210,10 +211,11 @@ def test_check_the_marked_endpoints_one_available_one_unavailable_with_its_hint(
                 await highlight(app, pilot, "lab")
                 await pilot.press("space", "space")  # lab and gone
                 await pilot.press("c")
-                await eventually(lambda: row(app, "lab")[1] == "● available" and row(app, "gone")[1] == "✖ unavailable",
-                                 timeout=10)
+                states = lambda: (row(app, "lab")[1], row(app, "gone")[1])  # noqa: E731
+                await eventually(lambda: states() == ("● available", "✖ unavailable"), timeout=10)
                 said = shown(app, "#endpoints-said")
-                assert said.startswith("● lab available") and f"✖ gone unavailable: connection refused by 127.0.0.1:{closed}" in said
+                assert said.startswith("● lab available"), said
+                assert f"✖ gone unavailable: connection refused by 127.0.0.1:{closed}" in said, said
                 assert row(app, "lab")[0] == row(app, "gone")[0] == ""  # the marks go once checked
                 await highlight(app, pilot, "gone")
                 detail = " ".join(shown(app, "#endpoint-detail").split())
@@ -379,7 +381,8 @@ def test_sshd_check_lines_and_fix_with_confirmation(tmp_path, state):
     key = sshd.host_public_key
     text = (f"server: {{host: 127.0.0.1, port: {sshd.port}, host_key: '{key}'}}\nendpoints:\n"
             + endpoint_yaml("gw", sshd.port, "root", key) + TUNNEL + "units:\n  master:\n    username: root\n"
-            "    endpoint: gw\n    forwards: [{name: web, remote_port: 0, remote_bind: '0.0.0.0', local: '127.0.0.1:9'}]\n")
+            "    endpoint: gw\n"
+            "    forwards: [{name: web, remote_port: 0, remote_bind: '0.0.0.0', local: '127.0.0.1:9'}]\n")
 
     async def body():
         daemon = await start(state, text)
