@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from console.ui.session import Session
 
 METHODS = (  # the ways, in the order the CLI offers them (console/tunnel/auth_setup.METHODS)
-    ("key", "key: log in with a key of yours (root, or a user with password-less sudo)"),
+    ("key", "key: your own key logs in (root, or a user with password-less sudo)"),
     ("password", "password: log in once with a password (used for that login only)"),
-    ("script", "script: a script to run on the server as root, shown here to copy"),
+    ("script", "script: a script to run on the server as root, shown to copy"),
 )
 WITH_PASSWORD = {"password", "keyboard-interactive"}  # what a server offers that set-up by password can use
 
@@ -65,7 +65,8 @@ class SetupAuthScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         e = self.endpoint
-        with Vertical(classes="dialog wide", id="setup-dialog"):
+        # the body scrolls when a long status or outcome does not fit; the buttons stay (docked at the bottom)
+        with VerticalScroll(classes="dialog wide tall", id="setup-dialog"):
             yield Label(f"Set up auth: {e.name} ({e.username}@{e.address})", classes="dialog-title")
             yield Static(Content(status_text(e.last_check)), id="setup-status")
             with RadioSet(id="method", compact=True):
@@ -85,7 +86,7 @@ class SetupAuthScreen(ModalScreen[None]):
             if self.unknown_key:
                 yield Checkbox(f"trust its host key {self.unknown_key}", id="trust", compact=True)
             yield Static("", id="setup-state")
-            with Horizontal(classes="buttons"):
+            with Horizontal(classes="buttons docked"):
                 yield Button("Close", id="close")
                 yield Button("Check", id="check")
                 yield Button("Set up", id="setup", variant="primary")
@@ -182,12 +183,13 @@ class SetupAuthScreen(ModalScreen[None]):
             self._busy(False)
 
     def _checked(self, check: EndpointCheck | None, outcome: str) -> None:
-        """The outcome, and the status the check after it found (also the dialog's status line)."""
-        status = status_text(check) if check is not None else "not checked"
+        """The outcome, and the status the check after it found (in full in the dialog's status line)."""
+        now = "not checked"
         if check is not None:
             self.endpoint.last_check, self.endpoint.state = check, check.state
-            self.query_one("#setup-status", Static).update(Content(status))
-        self.say("\n".join(part for part in (outcome, f"now: {status}") if part))
+            self.query_one("#setup-status", Static).update(Content(status_text(check)))
+            now = check.state.label + ("" if check.available else f" ({check.reason}): see above")
+        self.say("\n".join(part for part in (outcome, f"now: {now}") if part))
 
     def _busy(self, busy: bool) -> None:
         for button in self.query("#setup, #check").results(Button):

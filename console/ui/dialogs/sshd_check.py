@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
@@ -41,16 +41,16 @@ class SshdCheckScreen(ModalScreen[None]):
         self.check: SshdCheck | None = None
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog wide", id="sshd-dialog"):
+        # the lines scroll (arrows, page keys) when they do not fit; the buttons stay (docked at the bottom)
+        with VerticalScroll(classes="dialog wide tall", id="sshd-dialog"):
             yield Label(f"sshd check: {self.name_}", classes="dialog-title")
-            with VerticalScroll(id="sshd-lines"):
-                yield Static("", id="sshd-text")
-            with Horizontal(classes="buttons"):
+            yield Static("", id="sshd-text")
+            with Horizontal(classes="buttons docked"):
                 yield Button("Close", id="close")
                 yield Button("Fix", id="fix", variant="error", disabled=True)
 
     def on_mount(self) -> None:
-        self.query_one("#sshd-lines").focus()  # the arrows scroll a long check
+        self.query_one("#sshd-dialog").focus()  # the arrows scroll a long check
         self.action_recheck()
 
     def show(self, text: str) -> None:
