@@ -166,8 +166,9 @@ class SopConsole(App):
                 async for event in self.session.changes():
                     if isinstance(event, events.ClientChanged):
                         self.clients_signal.publish(ClientChanged(event.client))
-                    elif isinstance(event, events.EndpointChanged):
+                    elif isinstance(event, events.EndpointChanged):  # the main screen says a unit's endpoint problem
                         self.endpoints_signal.publish(EndpointChanged(event.endpoint))
+                        self.status_signal.publish(StatusChanged())
                     else:
                         self.status_signal.publish(StatusChanged())
             except (ConsoleError, OSError, ValueError):

@@ -157,7 +157,10 @@ class Session:
                 if self.config_problems:  # the file may have been put right (the daemon read a good one)
                     await self.check_config_file()
                 yield event
-            elif isinstance(event, (ClientChanged, EndpointChanged)) or self.status.apply(event):
+            elif isinstance(event, EndpointChanged):
+                self.status.apply(event)  # the units going through it may say its problem
+                yield event
+            elif isinstance(event, ClientChanged) or self.status.apply(event):
                 yield event
 
     def _take(self, status: dict) -> None:
