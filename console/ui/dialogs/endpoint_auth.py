@@ -12,11 +12,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
+from textual.widgets import Button, Input, Label, RadioSet, Static
 
 from console.core.errors import ConsoleError
 from console.core.states import EndpointReason
 from console.ui.dialogs.ask import CopyPage
+from console.ui.widgets.marks import Choice, Tick
 
 if TYPE_CHECKING:
     from console.core.status import EndpointCheck, EndpointStatus
@@ -71,7 +72,7 @@ class SetupAuthScreen(ModalScreen[None]):
             yield Static(Content(status_text(e.last_check)), id="setup-status")
             with RadioSet(id="method", compact=True):
                 for method, text in METHODS:
-                    yield RadioButton(text, value=method == self.method, id=f"method-{method}", compact=True)
+                    yield Choice(text, value=method == self.method, id=f"method-{method}", compact=True)
             with Horizontal(classes="form-row", id="identity-row"):
                 yield Label("identity file", classes="setup-label")
                 yield Input(placeholder="your private key, e.g. ~/.ssh/id_ed25519", id="identity", compact=True)
@@ -84,7 +85,7 @@ class SetupAuthScreen(ModalScreen[None]):
                 yield Input(placeholder="of the login user (not shown, not kept)", password=True, id="password",
                             compact=True)
             if self.unknown_key:
-                yield Checkbox(f"trust its host key {self.unknown_key}", id="trust", compact=True)
+                yield Tick(f"trust its host key {self.unknown_key}", id="trust", compact=True)
             yield Static("", id="setup-state")
             with Horizontal(classes="buttons docked"):
                 yield Button("Close", id="close")
@@ -133,7 +134,7 @@ class SetupAuthScreen(ModalScreen[None]):
                         self._trusted())
 
     def _trusted(self) -> str | None:
-        trust = self.query(Checkbox).first() if self.unknown_key else None
+        trust = self.query(Tick).first() if self.unknown_key else None
         return self.unknown_key if trust is not None and trust.value else None
 
     @work(exclusive=True, group="setup")

@@ -14,11 +14,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, SelectionList, Static
+from textual.widgets import Button, Input, Label, Static
 from textual.widgets.selection_list import Selection
 
 from console.core.endpoints import SCOPE_ANSWERS, SCOPE_SOURCES
 from console.core.errors import ConsoleError
+from console.ui.widgets.marks import MarkList
 
 if TYPE_CHECKING:
     from console.core.status import EndpointStatus
@@ -124,18 +125,18 @@ class UnassociateScreen(_ScopeDialog):
             yield Label(f"Unassociate from {self.endpoint_name}", classes="dialog-title")
             yield Static("Space marks an entry; u unassociates those marked. What the config sets changes only in "
                          "the file.", classes="dialog-text")
-            yield SelectionList(*entries, id="scope-entries", compact=True)
+            yield MarkList(*entries, id="scope-entries", compact=True)
             yield Static("", id="scope-error")
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Unassociate", id="unassociate", variant="error")
 
     def on_mount(self) -> None:
-        self.query_one("#scope-entries", SelectionList).focus()
+        self.query_one("#scope-entries", MarkList).focus()
 
     @on(Button.Pressed, "#unassociate")
     def action_unassociate(self) -> None:
-        marked = self.query_one("#scope-entries", SelectionList).selected
+        marked = self.query_one("#scope-entries", MarkList).selected
         if not marked:
             self.refuse("nothing marked: space marks an entry")
             return
