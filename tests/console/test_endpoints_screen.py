@@ -38,7 +38,10 @@ def endpoint_yaml(name: str, port: int, user: str, host_key: str | None = None, 
 
 
 async def start(state, text: str) -> Daemon:
-    daemon = Daemon(config_of(text), state, None, echo_log=False)
+    config = config_of(text)
+    for unit in config.units:  # the units' keys made first: the daemon's workers and its checks would race to
+        unit_public_key(state, unit)  # make them (keys.load_or_create_key: a reader can see the file half written)
+    daemon = Daemon(config, state, None, echo_log=False)
     await daemon.start()
     return daemon
 
@@ -109,14 +112,18 @@ def test_the_list_follows_the_daemon_and_delete_is_refused_while_used(state):
                 await pilot.pause(0.2)
                 assert not shown(app, "#endpoints-said") and "lab" in daemon.engine.endpoints.endpoints
 
-                await pilot.press("d", "y")  # refused: a config endpoint, used by a unit; said in place
+                await pilot.press("d")  # refused: a config endpoint, used by a unit; said in place
+                await eventually(lambda: isinstance(app.screen, ConfirmScreen))
+                await pilot.press("y")
                 await eventually(lambda: "nothing removed" in shown(app, "#endpoints-said"))
                 said = " ".join(shown(app, "#endpoints-said").split())
                 assert said.startswith("✖ nothing removed: lab is in") and "used by units master" in said, said
                 assert row(app, "lab") and "lab" in daemon.engine.endpoints.endpoints
 
                 await highlight(app, pilot, "late")
-                await pilot.press("delete", "y")
+                await pilot.press("delete")
+                await eventually(lambda: isinstance(app.screen, ConfirmScreen))
+                await pilot.press("y")
                 await eventually(lambda: not row(app, "late"))
                 assert shown(app, "#endpoints-said") == "● removed late"
                 assert "late" not in daemon.engine.endpoints.endpoints
@@ -304,6 +311,8 @@ def test_set_up_auth_by_key_logs_in_as_root_with_the_operators_key(sshd, local_u
                 await eventually(lambda: "✖ failed" in shown(app, "#setup-state"), timeout=10)
                 assert "no-such-key" in shown(app, "#setup-state")
                 app.screen.query_one("#identity", Input).value = str(identity)
+                # a Button ignores a click while it still shows the last one (Textual's 0.2 s "-active")
+                await eventually(lambda: not app.screen.query_one("#setup").has_class("-active"))
                 await pilot.click("#setup")
                 await eventually(lambda: "now: ● available" in shown(app, "#setup-state"), timeout=10)
                 said = " ".join(shown(app, "#setup-state").split())
@@ -408,7 +417,9 @@ def test_sshd_check_lines_and_fix_with_confirmation(tmp_path, state):
                 await eventually(lambda: isinstance(app.screen, SshdCheckScreen))
                 await pilot.pause(0.3)
                 assert sshd.effective()["gatewayports"] == "no"
-                await pilot.press("f", "y")
+                await pilot.press("f")
+                await eventually(lambda: isinstance(app.screen, ConfirmScreen))
+                await pilot.press("y")
                 await eventually(lambda: "fix: " in shown(app, "#sshd-text"), timeout=20)
                 after = shown(app, "#sshd-text")
                 assert "GatewayPorts: no -> clientspecified (ok)" in after, after
