@@ -181,6 +181,9 @@ def test_associate_then_unassociate_several_marked_a_refusal_said_in_place(state
                                   "subnet 10.4.0.0/24 (associated at run time)", "VPC prod (associated at run time)"]
                 await pilot.press("down", "space", "down", "space", "down", "down", "space")  # config, 10.9, prod
                 await eventually(lambda: len(entries.selected) == 3)
+                await pilot.pause()
+                marks = screen_text(app)  # a mark is a glyph, not colour alone (NO_COLOR)
+                assert "▐✓▌ subnet 10.2.0.0/24" in marks and "▐ ▌ subnet 10.1.0.0/24" in marks, marks
                 await pilot.press("u")  # the config's entry is refused: nothing changes, said in place
                 await eventually(lambda: "nothing unassociated" in shown(app, "#scope-error"))
                 assert "subnet 10.2.0.0/24 of lab is set in" in " ".join(shown(app, "#scope-error").split())
@@ -257,6 +260,9 @@ def test_set_up_auth_by_password_ends_available_in_the_dialog(password_sshd, loc
                 await pilot.click("#method-password")
                 await eventually(lambda: app.screen.query_one("#password-row").display)
                 assert not app.screen.query_one("#identity-row").display
+                await pilot.pause()
+                chosen = screen_text(app)  # the chosen method is a glyph, not colour alone
+                assert "▐●▌ password:" in chosen and "▐ ▌ key:" in chosen, chosen
                 box = app.screen.query_one("#password", Input)
                 assert box.password  # masked
                 box.focus()
