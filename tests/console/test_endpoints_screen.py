@@ -201,6 +201,42 @@ def test_associate_then_unassociate_several_marked_a_refusal_said_in_place(state
     run(body())
 
 
+def test_the_list_follows_a_restarted_daemon(state):
+    """The daemon goes (the bar says so, the list stays as it was); one comes back with an endpoint added
+    meanwhile: the list shows it with no key pressed, and a remove goes to the new daemon."""
+    text = "server: {host: 127.0.0.1, port: 9}\n" + TUNNEL + "units: {}\n"
+
+    async def body():
+        running = [await start(state, text)]
+        try:
+            app = app_for(state)
+            async with app.run_test(size=SIZE) as pilot:
+                await open_endpoints(app, pilot)
+                assert [r[2] for r in rows(app, "endpoints")] == ["default"]
+                await running.pop().close()
+                bar = app.screen.query_one("#daemon-bar", Static)
+                await eventually(lambda: bar.display, timeout=2, what="the daemon-gone bar")
+                assert [r[2] for r in rows(app, "endpoints")] == ["default"]  # the last list known
+
+                from console.core.endpoint_table import EndpointTable
+                from console.core.store import Store
+
+                EndpointTable(config_of(text), Store(state.database)).add("meanwhile", "192.0.2.7", who="test")
+                running.append(await start(state, text))
+                await eventually(lambda: not bar.display and row(app, "meanwhile"), timeout=3,
+                                 what="the new daemon's list, with no key pressed")
+                await highlight(app, pilot, "meanwhile")
+                await pilot.press("d")
+                await eventually(lambda: isinstance(app.screen, ConfirmScreen))
+                await pilot.press("y")
+                await eventually(lambda: not row(app, "meanwhile"))
+                assert "meanwhile" not in running[0].engine.endpoints.endpoints
+        finally:
+            for daemon in running:
+                await daemon.close()
+    run(body())
+
+
 # ---------------------------------------------------------------------------------------------- with a login
 
 @needs("endpoints.check")
