@@ -11,7 +11,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench venv install sshd dropbear tmux sudo autossh clean
+.PHONY: demo test bench venv install sshd dropbear tmux sudo autossh socat clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,10 +59,13 @@ sudo:
 autossh:
 	$(call need,autossh,autossh,bench/recovery.py compares against it,optional)
 
+socat:
+	$(call need,socat,socat,bench/proxy.py compares the TCP proxy against it)
+
 test: $(STAMP) sshd dropbear tmux sudo
 	$(PY) -m pytest -q
 
-bench: $(STAMP) sshd autossh sudo
+bench: $(STAMP) sshd autossh sudo socat
 	$(PY) bench/recovery.py
 	$(PY) bench/throughput.py
 	$(PY) bench/log_view.py
@@ -70,7 +73,10 @@ bench: $(STAMP) sshd autossh sudo
 	$(PY) bench/hub_storm.py
 	$(PY) bench/endpoint_check.py
 	$(PY) bench/endpoints_screen.py
+	$(PY) bench/proxy.py
+	$(PY) bench/rules_screen.py
 	@if [ "$$(id -u)" = 0 ]; then $(PY) bench/sshd_check.py; else echo "bench/sshd_check.py skipped: it makes throwaway users, run it as root"; fi
+	$(PY) bench/oplog.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -8,21 +8,30 @@ unreachable host), each checked N times in one event loop (as the daemon does) w
 and it runs a command where we only log in). The unreachable case is bounded by the timeout (ours and ssh's
 ConnectTimeout, both TIMEOUT seconds).
 
-    .venv/bin/python bench/endpoint_check.py [--runs 20] [--timeout 1]
+Then the operator's path, end to end: `sop-console endpoints check NAME` as a new process each run (Python's
+start-up, the config and the store included), with no daemon (the check runs in the command's own process) and
+through a running daemon (the control socket), against the same three endpoints, beside the same `ssh ... true`.
+"in the command" is what the command itself reports: from its request to the answer.
+
+    .venv/bin/python bench/endpoint_check.py [--runs 20] [--cli-runs 10] [--timeout 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
+import shutil
 import socket
+import sys
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from common import USER, Sshd, env_without_agent, free_port, make_client_key, table
+from common import ROOT, USER, Sshd, env_without_agent, free_port, make_client_key, table
 
 from console.core.config import ServerConfig
 from console.core.known_hosts import KnownHosts
@@ -74,9 +83,48 @@ def full_listener() -> tuple[int, list[socket.socket]]:
     return listener.getsockname()[1], held
 
 
+def cli_config(sshd: Sshd, closed: int, stuck: int, timeout: float) -> str:
+    """Three endpoints, master's key on the available one; the daemon checks nothing by itself (interval 0)."""
+    return (f"endpoints:\n"
+            f"  available: {{host: 127.0.0.1, port: {sshd.port}, username: {USER}, "
+            f"host_key: '{sshd.host_public_key}'}}\n"
+            f"  refused: {{host: 127.0.0.1, port: {closed}, username: {USER}}}\n"
+            f"  unreachable: {{host: 127.0.0.1, port: {stuck}, username: {USER}}}\n"
+            f"tunnel: {{connect_timeout: {timeout:g}, endpoint_check_interval: 0, retry_max: 5}}\n"
+            f"units:\n  master: {{endpoint: available}}\n")
+
+
+def cli_runs(state: Path, config: Path, name: str, runs: int, expect: int) -> tuple[list[float], list[float]]:
+    """`sop-console endpoints check NAME`, a new process each run: (wall times, times the command reports)."""
+    walls, inside = [], []
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for _ in range(runs):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "console", "--state-dir", str(state), "--config", str(config),
+                               "endpoints", "check", name], capture_output=True, text=True, env=env)
+        walls.append(time.perf_counter() - start)
+        if done.returncode != expect:
+            raise RuntimeError(f"endpoints check {name}: exit {done.returncode}: {done.stdout}{done.stderr}")
+        inside.append(float(re.search(r"checked in (\d+\.\d+) s", done.stdout).group(1)))
+    return walls, inside
+
+
+def start_daemon(state: Path, config: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "console", "--state-dir", str(state), "--config", str(config),
+                             "daemon"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 20
+    while not (state / "control.sock").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the daemon did not start")
+        time.sleep(0.05)
+    return proc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--cli-runs", type=int, default=10, help="runs of the command line, each path and case")
     parser.add_argument("--timeout", type=float, default=1.0, help="the check's timeout (connect_timeout)")
     args = parser.parse_args()
 
@@ -91,25 +139,50 @@ def main() -> None:
         known = KnownHosts(known_hosts)
         closed = free_port()
         stuck, held = full_listener()
-        rows = []
+        rows, cli_rows = [], []
+        daemon = None
         try:
             cases = [("available", sshd.port, "ok", True), ("refused", closed, "network", False),
                      (f"unreachable ({args.timeout:g}s timeout)", stuck, "network", False)]
+            ssh_median = {}
             for label, port, expect, ok in cases:
                 server = ServerConfig("127.0.0.1", port)
                 ours_times = asyncio.run(ours(server, key, known, args.runs, args.timeout, expect))
                 ssh_times = openssh(port, key, known_hosts, args.runs, args.timeout, ok)
                 (om, ox), (sm, sx) = stats(ours_times), stats(ssh_times)
+                ssh_median[label.split()[0]] = sm
                 target = f"the timeout ({args.timeout:g} s)" if "unreachable" in label else "< 0.5 s"
                 rows.append([label, f"{om * 1000:.1f}", f"{ox * 1000:.1f}", f"{sm * 1000:.1f}", f"{sx * 1000:.1f}",
                              f"{om / sm:.2f}", target])
+
+            state, config = tmp / "state", tmp / "console.yaml"
+            (state / "keys").mkdir(parents=True, mode=0o700)
+            shutil.copy(key, state / "keys" / "master_ed25519")
+            os.chmod(state, 0o700)
+            config.write_text(cli_config(sshd, closed, stuck, args.timeout))
+            for path in ("no daemon", "daemon"):
+                if path == "daemon":
+                    daemon = start_daemon(state, config)
+                for name in ("available", "refused", "unreachable"):
+                    walls, inside = cli_runs(state, config, name, args.cli_runs, 0 if name == "available" else 1)
+                    (wm, wx), (im, ix) = stats(walls), stats(inside)
+                    target = f"the timeout ({args.timeout:g} s)" if name == "unreachable" else "< 0.5 s"
+                    cli_rows.append([name, path, f"{wm * 1000:.0f}", f"{wx * 1000:.0f}", f"{im * 1000:.0f}",
+                                     f"{ix * 1000:.0f}", f"{wm / ssh_median[name]:.2f}", target])
         finally:
+            if daemon is not None:
+                daemon.terminate()
+                daemon.wait(10)
             for sock in held:
                 sock.close()
             sshd.stop()
     print(f"endpoint check, {args.runs} runs each, ms (ours: check_login in one event loop; "
           "ssh: a new `ssh ... true` process each run)")
     print(table(rows, ["endpoint", "ours median", "ours max", "ssh median", "ssh max", "ours/ssh", "target"]))
+    print(f"\n`sop-console endpoints check NAME`, a new process each run, {args.cli_runs} runs each, ms "
+          "(wall: the whole command; in the command: request to answer, as it reports)")
+    print(table(cli_rows, ["endpoint", "path", "wall median", "wall max", "in the command median",
+                           "in the command max", "wall/ssh", "target"]))
 
 
 if __name__ == "__main__":

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import getpass
 import logging
 import os
 import signal
 import time
 from pathlib import Path
 
+from console.control.operations import Call, perform
 from console.control.server import ControlServer
 from console.core.config import Config, load_config
 from console.core.errors import ConfigError, OperationFailed
+from console.core.events import ReloadRefused
 from console.core.paths import StatePaths
 from console.core.words import counted
 from console.engine import Engine
@@ -140,6 +143,7 @@ class Daemon:
         self.control = ControlServer(self.engine, paths.control_socket, self.reload)
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()  # signal-started work, held so the loop cannot drop it
+        self._started = False
 
     async def reload(self) -> list[str]:
         if self.config_path is None:
@@ -151,6 +155,7 @@ class Daemon:
                 log.error("reload refused: %s", problem)
             self.engine.tunnel_log.write("engine", f"reload refused: {counted(len(exc.problems), 'problem')} in the config; "
                                                    "the running configuration stays")
+            self.engine.bus.publish(ReloadRefused(tuple(exc.problems)))
             raise
         return await self.engine.reload(config)
 
@@ -173,10 +178,19 @@ class Daemon:
     async def start(self) -> None:
         await self.engine.start()
         await self.control.start()
+        self._started = True
+        self._record("daemon start", details={"pid": os.getpid(), "config": str(self.config_path or "(none)")})
         log.info("daemon %d serving %s", os.getpid(), self.paths.control_socket)
+
+    def _record(self, action: str, **entry) -> None:
+        """An entry the daemon writes of itself (its start and stop), through the one recorder."""
+        self.engine.recorder.record(action, who=getpass.getuser(), via="daemon", **entry)
 
     async def close(self) -> None:
         await self.control.close()
+        if self._started:  # a daemon that started (not one whose start failed half way)
+            self._started = False
+            self._record("daemon stop", details={"pid": os.getpid()})
         await self.engine.shutdown()
         self.lock.release()
         log.info("daemon stopped")
@@ -187,8 +201,12 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
     async def _reload_quietly(self) -> None:
+        """SIGHUP: the reload goes through the operation table like a request, so it is recorded the same way
+        (who sent the signal is not known: the entry says SIGHUP)."""
+        call = Call("SIGHUP", self.engine, self.engine.clients, self.reload, via="config-reload",
+                    recorder=self.engine.recorder)
         try:
-            changes = await self.reload()
+            changes = await perform(call, "reload", {})
             log.info("reloaded: %s", "; ".join(changes) or "nothing changed")
         except (ConfigError, OperationFailed):
             pass

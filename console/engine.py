@@ -1,4 +1,5 @@
-"""The engine owns everything that runs: unit workers, the store, the tunnel log and the event bus.
+"""The engine owns everything that runs: unit workers, the store, the tunnel log, the operation log and the
+event bus.
 
 The console and the CLI see it only through snapshots and events (the control socket); they keep no
 tunnel state of their own.
@@ -16,17 +17,25 @@ from console.core.announce import is_hub
 from console.core.config import Config, HubConfig, UnitConfig
 from console.core.errors import OperationFailed, UsageError, os_reason
 from console.core.endpoint_table import EndpointTable
-from console.core.events import ClientChanged, EndpointChanged, EventBus, LogLine, Reloaded
+from console.core.events import ClientChanged, EndpointChanged, EventBus, LogLine, Reloaded, RuleChanged
 from console.core.keys import fingerprint
 from console.core.known_hosts import KnownHosts, Verdict, check_host_key, fetch_host_key, host_key_algorithms
+from console.core.oplog import OpLog, Recorder
 from console.core.paths import StatePaths
+from console.core.rule_table import RuleTable
+from console.core.rules import Carrier
 from console.core.status import Status
 from console.core.store import Store
+from console.core.syslog import Syslog, severity_of
 from console.core.tunnel_log import TunnelLog
 from console.core.words import counted
+from console.proxy.runtime import ProxyRuntime
+from console.tunnel.endpoint_logins import EndpointLogins
 from console.tunnel.worker import UnitWorker, WorkerEnv
 
 log = logging.getLogger("console.engine")
+# unit states that say its login fails: its endpoint is checked again when a unit enters one, or leaves it for up
+LOGIN_TROUBLE = {"auth-failed", "host-key-unknown", "host-key-mismatch"}
 STOP_DEADLINE = 1.5  # seconds every unit gets to close cleanly on shutdown (SIGTERM must finish within 2 s)
 
 
@@ -36,23 +45,60 @@ class Engine:
         self.paths = paths.prepare()
         self.bus = EventBus()
         self.store = Store(paths.database)
+        self.syslog = Syslog(config.log.syslog_target)
+        self.oplog = OpLog(paths.oplog, keep_days=config.oplog.keep_days, max_rows=config.oplog.max_rows,
+                           daemon=True)
+        # The one way an operation is recorded (console/control/operations.perform, the daemon's own entries).
+        self.recorder = Recorder(self.oplog, publish=self.bus.publish, syslog=self.syslog,
+                                 background=self._in_background)
+        self._background: set[asyncio.Future] = set()
         self._echo = echo_log
         self.tunnel_log = TunnelLog(paths.tunnel_log, config.log.max_bytes, config.log.backups,
                                     on_line=self._on_log_line)
         self.known_hosts = KnownHosts(paths.known_hosts)
-        self.env = WorkerEnv(paths, self.bus, self.tunnel_log, self.store, self.known_hosts)
+        self.env = WorkerEnv(paths, self.bus, self.tunnel_log, self.store, self.known_hosts,
+                             on_state=self._unit_state_changed)
         self.workers: dict[str, UnitWorker] = {}
         self.hub = None        # console.hub.server.Hub when the config has a hub: section
         self.clients = None    # console.hub.admin.ClientsAdmin for it
         # the endpoints, the config's and those added at run time; every change is an EndpointChanged event
-        self.endpoints = EndpointTable(config, self.store,
-                                       on_change=lambda name, change: self.bus.publish(EndpointChanged(name, change)),
+        self.endpoints = EndpointTable(config, self.store, on_change=self._endpoint_changed,
                                        log_line=lambda text: self.tunnel_log.write("endpoints", text))
+        # what logs in to them: the checks (at start, every interval, on a unit's auth trouble), the set-ups
+        self.logins = EndpointLogins(self.endpoints, paths, self.known_hosts,
+                                     log_line=lambda text: self.tunnel_log.write("endpoints", text),
+                                     kick=self._kick_units)
+        # each endpoint's problem as its units' status says it (its last check, while unavailable)
+        self._endpoint_problems = {name: check.problem for name, check in self.store.endpoint_checks().items()}
+        self._endpoint_checks: asyncio.Task | None = None
+        # the proxy rules: the config's, the gateways', those added at run time (the store), the units' forwards
+        # shown as ingress rules. Rules via a unit travel through `carrier` (console/core/rules.py: Carrier), the
+        # units' connections; until the unit transport is wired here it is None and those rules wait.
+        self.carrier: Carrier | None = None
+        self.proxy = ProxyRuntime(carrier=self.carrier, on_change=self._rule_changed,
+                                  log_line=lambda text: self.tunnel_log.write("proxy", text))
+        self.rules = RuleTable(config, self.store, runtime=self.proxy, forwards=self._forwards,
+                               on_change=self._rule_changed, log_line=lambda text: self.tunnel_log.write("proxy", text))
+
+    def _rule_changed(self, rule: str, change: str) -> None:
+        self.bus.publish(RuleChanged(rule, change))
+
+    def _forwards(self) -> list:
+        """Every unit's forwards now, (unit, ForwardStatus) each: the rule table shows them as ingress rules."""
+        return [(w.name, fr.status()) for w in self.workers.values() for fr in w.forwards.values()]
 
     def _on_log_line(self, line: str) -> None:
-        if self._echo:  # the line without its time stamp: the daemon's log format adds one, or the journal does
-            log.info("%s", line.partition(" ")[2])
+        text = line.partition(" ")[2]  # the line without its time stamp: syslog, the journal add their own
+        if self._echo:
+            log.info("%s", text)
+        self.syslog.send(text, severity_of(text))
         self.bus.publish(LogLine(line))
+
+    def _in_background(self, work) -> None:
+        """Run blocking work (the operation log's maintenance) in a thread, held until it is done."""
+        future = asyncio.get_running_loop().run_in_executor(None, work)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -61,9 +107,65 @@ class Engine:
             await self._start_hub()
         for unit in self.config.units.values():
             self._add_worker(unit)
-        self.tunnel_log.write("engine", f"up with {counted(len(self.workers), 'unit')}: {', '.join(self.workers) or 'none'}")
+        rules = self.rules.active()
+        await self.proxy.apply(rules, self.config.proxy)
+        units = f"{counted(len(self.workers), 'unit')}: {', '.join(self.workers) or 'none'}"
+        self.tunnel_log.write("engine", f"up with {units}" + (f"; {counted(len(rules), 'proxy rule')}" if rules else ""))
         for notice in self.store.notices:  # a store recovered from its last good copy, or started empty
             self.tunnel_log.write("engine", notice)
+        self._migrate_operations()
+        self.recorder.maintain()  # retention and a checkpoint, in a thread
+        self._start_endpoint_checks()
+
+    # ------------------------------------------------------------------ the endpoints' checks
+
+    def _start_endpoint_checks(self) -> None:
+        if self._endpoint_checks is not None:
+            self._endpoint_checks.cancel()
+        self._endpoint_checks = asyncio.create_task(self._check_endpoints(), name="endpoint-checks")
+
+    async def _check_endpoints(self) -> None:
+        """Every endpoint's login check now, then every tunnel.endpoint_check_interval seconds (0: none), each
+        round starting that long after the last one ended, so rounds never overlap."""
+        while (interval := self.config.tunnel.endpoint_check_interval) > 0:
+            await self.logins.check_all()
+            await asyncio.sleep(interval)
+
+    def _unit_state_changed(self, unit: str, old: str, new: str) -> None:
+        """A unit that starts failing to log in (auth-failed, host-key-*), or logs in again after that: its
+        endpoint's check is out of date."""
+        if new in LOGIN_TROUBLE or (old in LOGIN_TROUBLE and new in ("up", "degraded")):
+            worker = self.workers.get(unit)
+            endpoint = worker.config.endpoint if worker is not None else None
+            if endpoint is not None:
+                self.logins.check_soon([endpoint], f"unit {unit} {new}")
+
+    def _endpoint_changed(self, name: str, change: str) -> None:
+        """An EndpointChanged event, with what the endpoint's units' status now says of it."""
+        if change in ("checked", "changed", "removed"):
+            check = self.store.endpoint_check(name)
+            self._endpoint_problems[name] = check.problem if check is not None else None
+        self.bus.publish(EndpointChanged(name, change, self._endpoint_problems.get(name)))
+        if change in ("added", "changed"):   # `endpoints add`, or a reload that adds or changes it
+            self.logins.check_soon([name], f"endpoint {name} {change}")
+
+    def _kick_units(self, units: list[str], reason: str) -> None:
+        for unit in units:
+            if unit in self.workers:
+                self.kick(unit, reason, reason)
+
+    def _migrate_operations(self) -> None:
+        """The operation records an older version kept in the store go to the operation log, once."""
+        if "operations" not in self.store.db.tables():
+            return
+        try:
+            moved = self.oplog.migrate(self.store.old_operations())
+            self.store.drop_old_operations()
+        except OperationFailed as exc:
+            self.tunnel_log.write("engine", f"the store's operation records stay there for now: {exc.message}")
+            return
+        self.tunnel_log.write("engine", f"operation log: {counted(moved, 'record')} of the store's operations moved "
+                                        f"to {self.paths.oplog.name}")
 
     async def _start_hub(self) -> None:
         from console.core.keys import load_or_create_key
@@ -111,14 +213,21 @@ class Engine:
         return worker
 
     async def shutdown(self) -> None:
+        if self._endpoint_checks is not None:
+            self._endpoint_checks.cancel()
+        await self.logins.close()
         workers = list(self.workers.values())
         if workers:
             await asyncio.wait([asyncio.create_task(w.stop("Stopped: daemon shutting down")) for w in workers],
                                timeout=STOP_DEADLINE)
+        await self.proxy.close()
         if self.hub is not None:
             await self.hub.close()
         self.tunnel_log.write("engine", "stopped")
         self.tunnel_log.close()
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=STOP_DEADLINE)
+        self.recorder.close()
         self.store.close()
 
     async def reload(self, config: Config) -> list[str]:
@@ -126,9 +235,14 @@ class Engine:
         changes = []
         old = self.config
         self.config = config
+        self.syslog.configure(config.log.syslog_target)
+        self.oplog.keep_days, self.oplog.max_rows = config.oplog.keep_days, config.oplog.max_rows
         if old.hub != config.hub:
             changes.extend(await self._reload_hub(old.hub, config.hub))
         changes.extend(self.endpoints.reload(config))
+        if old.tunnel.endpoint_check_interval != config.tunnel.endpoint_check_interval:
+            self._start_endpoint_checks()   # the new pace, from a round now
+        changes.extend(await self.rules.reload(config))
         for name in list(self.workers):
             if name not in config.units:
                 await self.workers.pop(name).stop("Stopped: removed from the configuration")
@@ -141,7 +255,7 @@ class Engine:
                 continue
             # its endpoint's host, port, host key or user changed (not a comment or the scope): reconnect
             same_link = (worker.config.server.link, worker.config.username) == (unit.server.link, unit.username) \
-                and old.tunnel == config.tunnel
+                and old.tunnel.link == config.tunnel.link
             if not same_link:
                 was_running = worker.running
                 await worker.stop("Stopped: server, user or tunnel settings changed")
@@ -170,16 +284,16 @@ class Engine:
             raise UsageError(f"no unit named {name!r} (units: {known})")
         return [self.workers[name]]
 
-    def _desire(self, name: str | None, who: str, operation: str, desired: str) -> list[UnitWorker]:
-        """The units an operator's start, stop or restart is for, with the wish kept and the operation recorded."""
+    def _desire(self, name: str | None, desired: str) -> list[UnitWorker]:
+        """The units an operator's start, stop or restart is for, with the wish kept. (The operation log records
+        the operation itself: console/control/operations.perform.)"""
         workers = self.worker(name)
         for worker in workers:
             self.store.set_desired(worker.name, desired)
-            self.store.record(operation, who, worker.name)
         return workers
 
     async def start_units(self, name: str | None, who: str) -> list[str]:
-        workers = self._desire(name, who, "start", "started")
+        workers = self._desire(name, "started")
         for worker in workers:
             if not worker.running:
                 worker.log_event(f"start requested by {who}")
@@ -189,13 +303,13 @@ class Engine:
         return [w.name for w in workers]
 
     async def stop_units(self, name: str | None, who: str) -> list[str]:
-        workers = self._desire(name, who, "stop", "stopped")
+        workers = self._desire(name, "stopped")
         for worker in workers:
             await worker.stop(f"Stopped by {who}")
         return [w.name for w in workers]
 
     async def restart_units(self, name: str | None, who: str) -> list[str]:
-        workers = self._desire(name, who, "restart", "started")
+        workers = self._desire(name, "started")
         for worker in workers:
             await worker.stop(f"Stopped for a restart by {who}")
             worker.start()
@@ -249,11 +363,13 @@ class Engine:
             self.known_hosts.add(server.host, server.port, key, replace=verdict.verdict is Verdict.MISMATCH)
             outcome = "replaced" if verdict.verdict is Verdict.MISMATCH else "trusted"
             self.store.record_host_key(server.address, presented, "trust", who)
-            self.store.record("trust", who, name, f"{server.address} {presented} ({outcome})")
             worker.log_event(f"host key {presented} of {server.address} {outcome} by {who}")
             result["trusted"] = [presented]
         worker.kick()
         return result | {"outcome": outcome}
 
     def status(self) -> Status:
-        return Status([w.status() for w in self.workers.values()], self.store.notices)
+        units = [w.status() for w in self.workers.values()]
+        for unit in units:
+            unit.endpoint_problem = self._endpoint_problems.get(unit.endpoint) if unit.endpoint else None
+        return Status(units, self.store.notices + self.oplog.notices)

@@ -196,3 +196,118 @@ class AcceptedSide(_LocalSide):
             return
         if not transport.is_closing():
             transport.resume_reading()
+
+
+# ---------------------------------------------------------------------------------------------- socket to socket
+
+
+class SpliceSide(asyncio.Protocol):
+    """One socket of a connection relayed between two sockets (a proxy rule via local): what it reads goes to the
+    other side as it comes, counted toward the destination (the client's side) or back; a full side pauses the
+    other's reading; a half-close is passed on; when one side is gone, the other is closed once flushed."""
+
+    def __init__(self, splice: Splice, toward: bool) -> None:
+        self.splice = splice
+        self.toward = toward              # what this side reads goes toward the destination
+        self.transport: asyncio.Transport | None = None
+        self.peer: SpliceSide | None = None
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=SPLICE_BUFFER)  # type: ignore[attr-defined]
+        self.splice.made(self)
+
+    def data_received(self, data: bytes) -> None:
+        stats = self.splice.stats
+        if self.toward:
+            stats.bytes_in += len(data)
+        else:
+            stats.bytes_out += len(data)
+        self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer.transport
+        if peer is not None and not peer.is_closing() and peer.can_write_eof():
+            peer.write_eof()
+        if self.peer.eof:
+            self.transport.close()
+            if peer is not None:
+                peer.close()
+        return True  # keep the half-open socket: the other way may still be sending
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.splice.lost()
+
+    def pause_writing(self) -> None:
+        if self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer.transport is not None and not self.peer.transport.is_closing():
+            self.peer.transport.resume_reading()
+
+
+SPLICE_BUFFER = 1 << 20   # bytes a side may hold unsent before the other side's reading pauses
+
+
+class Splice:
+    """A connection accepted on a listener (`client`, whose protocol the listener's factory returns) and the one
+    it opens to a destination (`upstream`, the protocol for loop.create_connection). The client's reading waits
+    (paused) until `link`. Set `stats` to the destination's counters before connecting to it (a destination may
+    speak first); `link` counts the pair open and in total."""
+
+    def __init__(self, accepted: Callable[[Splice], None], on_change: Callable[[], None] = lambda: None) -> None:
+        self.stats = ForwardStats()
+        self.client = SpliceSide(self, toward=True)
+        self.upstream = SpliceSide(self, toward=False)
+        self.client.peer, self.upstream.peer = self.upstream, self.client
+        self._accepted = accepted
+        self._on_change = on_change
+        self._linked = False
+        self._gone = False
+
+    def made(self, side: SpliceSide) -> None:
+        if side is self.client:
+            side.transport.pause_reading()
+            self._accepted(self)
+
+    def link(self) -> bool:
+        """The upstream is connected: start relaying; False when the client went away meanwhile (the upstream is
+        closed then)."""
+        client = self.client.transport
+        if self._gone or client is None or client.is_closing():
+            if self.upstream.transport is not None:
+                self.upstream.transport.close()
+            return False
+        self.stats.open += 1
+        self.stats.total += 1
+        self._linked = True
+        self._on_change()
+        client.resume_reading()
+        return True
+
+    def lost(self) -> None:
+        for side in (self.client, self.upstream):
+            if side.transport is not None and not side.transport.is_closing():
+                side.transport.close()
+        if not self._gone:
+            self._gone = True
+            if self._linked:
+                self.stats.open -= 1
+                self._on_change()
+
+
+async def pipe_streams(reader, writer, count: Callable[[int], None], chunk: int = 1 << 16) -> None:
+    """Copy a stream to another until its end, counting each piece, then pass the end on (write_eof). The streams
+    are asyncio's or asyncssh's (SSHReader/SSHWriter): a connection carried over a unit's SSH connection."""
+    while True:
+        data = await reader.read(chunk)
+        if not data:
+            break
+        count(len(data))
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()

@@ -11,10 +11,10 @@ from pathlib import Path
 import time
 from collections.abc import Awaitable, Callable
 
-from sshd import Sshd
+from sshd import Sshd, free_port
 
 from console.core.config import parse_config
-from console.core.keys import unit_public_key
+from console.core.keys import load_or_create_key, public_line, unit_public_key
 from console.core.paths import StatePaths
 from console.core.status import ForwardStatus, UnitStatus
 from console.demo import echo_service
@@ -61,6 +61,51 @@ async def running_engine(sshd: Sshd, state: StatePaths, forwards: dict[str, list
     await engine.start()
     try:
         yield engine
+    finally:
+        await engine.shutdown()
+
+
+def started_sshd(root: Path, **options) -> Sshd:
+    """A test sshd with options of its own (the sshd fixture takes none), started; in CI a missing sshd fails."""
+    import os
+
+    import pytest
+    from sshd import find_sshd
+
+    if find_sshd() is None:
+        if os.environ.get("CI"):
+            pytest.fail("sshd is missing in CI: install openssh-server (make test does)")
+        pytest.skip("sshd not installed (apt-get install openssh-server)")
+    return Sshd(root, **options).start()
+
+
+@contextlib.asynccontextmanager
+async def hub_and_unit(state, *, allow: tuple[str, ...] = (), quota: int = 2):
+    """An engine running a hub on loopback and the unit `master` (client `acme`, `quota` ports) logged in to it;
+    yields (engine, worker, client ports) once the unit is up."""
+    from console.core.store import Store
+    from console.demo import _free_range
+    from console.engine import Engine
+    from console.hub.registry import Registry
+
+    low, high = _free_range(quota + 1)
+    hub_port = free_port()
+    store = Store(state.database)
+    ports = Registry(store, (low, high), quota).add("acme", unit_public_key(state, "master").line).ports
+    store.close()
+    hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
+    allowed = "[" + ", ".join(f"'{a}'" for a in allow) + "]"
+    cfg = config_of(
+        f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
+        "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
+        f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: {quota}, "
+        f"egress_allow: {allowed}}}\n"
+        "units:\n  master:\n    username: acme\n")
+    engine = Engine(cfg, state)
+    await engine.start()
+    try:
+        await eventually(lambda: unit_of(engine, "master").state == "up", timeout=15, what="master up")
+        yield engine, engine.workers["master"], ports
     finally:
         await engine.shutdown()
 
@@ -168,3 +213,89 @@ def as_user(user: str, home: Path, *cmd: str | Path, **kwargs) -> subprocess.Com
            **kwargs.pop("env", {})}
     return subprocess.run([str(c) for c in cmd], user=user, group=user, extra_groups=[], env=env, cwd=home,
                           capture_output=True, text=True, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+
+class _UdpEchoProtocol(asyncio.DatagramProtocol):
+    def __init__(self, echo: UdpEcho) -> None:
+        self.echo = echo
+
+    def connection_made(self, transport) -> None:
+        self.echo.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.echo.received += 1
+        self.echo.sources.add(addr)
+        if self.echo.answer:
+            self.echo.transport.sendto(data, addr)
+
+
+class UdpEcho:
+    """A UDP echo service on a free loopback port: each datagram goes back to its sender, counted
+    (`answer=False`: a sink that only counts)."""
+
+    def __init__(self, answer: bool = True) -> None:
+        self.answer = answer
+        self.transport: asyncio.DatagramTransport | None = None
+        self.received = 0
+        self.sources: set = set()
+        self.port = 0
+
+    async def __aenter__(self) -> UdpEcho:
+        await asyncio.get_running_loop().create_datagram_endpoint(lambda: _UdpEchoProtocol(self),
+                                                                  local_addr=("127.0.0.1", 0))
+        self.port = self.transport.get_extra_info("sockname")[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.transport.close()
+
+
+class _UdpClientProtocol(asyncio.DatagramProtocol):
+    def __init__(self, client: UdpClient) -> None:
+        self.client = client
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.client.replies.put_nowait(data)
+
+
+class UdpClient:
+    """A UDP socket of its own toward host:port (one flow): send, and the replies in the order they came."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.address = (host, port)
+        self.replies: asyncio.Queue[bytes] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    async def __aenter__(self) -> UdpClient:
+        self.transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _UdpClientProtocol(self), remote_addr=self.address)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.transport.close()
+
+    @property
+    def source(self) -> tuple:
+        return self.transport.get_extra_info("sockname")
+
+    def send(self, payload: bytes) -> None:
+        self.transport.sendto(payload)
+
+    async def reply(self, timeout: float = 5.0) -> bytes:
+        return await asyncio.wait_for(self.replies.get(), timeout)
+
+    async def exchange(self, payload: bytes, timeout: float = 5.0) -> bytes:
+        """Send one datagram and wait for the next reply."""
+        self.send(payload)
+        return await self.reply(timeout)
+
+
+def oplog_entries(state: StatePaths) -> list[dict]:
+    """The operation log's entries (their JSON form), oldest first, read from the state dir's file."""
+    from console.core.oplog import OpLog, OpQuery
+
+    log = OpLog(state.oplog, read_only=True)
+    try:
+        return [entry.to_json() for entry in reversed(list(log.entries(OpQuery())))]
+    finally:
+        log.close()

@@ -103,17 +103,25 @@ def _through_a_daemon_without_socket(ctx: Context, pid: int | None, op: str, arg
 
 def _on_store(ctx: Context, op: str, args: dict[str, Any], make_call: Callable[[Context, Store], Call]) -> Any:
     """Run the operation on the store, with the same checks as the daemon's (the operation table)."""
-    from console.control.operations import perform
+    from console.control.client import ssh_client_address
+    from console.control.operations import OPERATIONS, perform
+    from console.core.oplog import recorder_for
     from console.core.status import json_default
     from console.core.store import Store
 
     store = Store(ctx.paths.prepare().database)
+    recorder = None
     try:
         call = make_call(ctx, store)
+        if not OPERATIONS[op].read_only:  # recorded here as the daemon would have (reading writes nothing)
+            recorder = recorder_for(ctx.paths.oplog, ctx.config())
+        call.via, call.ssh_from, call.recorder = "cli", ssh_client_address(), recorder
         result = asyncio.run(perform(call, op, {k: v for k, v in args.items() if v is not None}))
         return json.loads(json.dumps(result, default=json_default))  # the daemon's answer has this form too
     finally:
         store.close()
+        if recorder is not None:
+            recorder.close()
 
 
 class Commands:

@@ -74,7 +74,7 @@ async def _install(ctx: Context, config: Config, names: list[str]) -> int:
             continue
         what = f"installed key {result.key.fingerprint}" if result.outcome == INSTALLED else "already authorized"
         print(f"{name}: {what} for {result.username} on {result.server}")
-        warning = await report_key_install(ctx.paths, name, result.summary, getpass.getuser())
+        warning = await report_key_install(ctx.paths, name, result.summary, getpass.getuser(), "cli", config)
         if warning:
             print(f"{name}: {warning}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK

@@ -5,22 +5,34 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from collections.abc import AsyncIterator
 
 from console.core.errors import ConsoleError, DaemonNotRunning, OperationFailed
 from console.core.events import Event, event_from_dict
 from console.core.paths import StatePaths
 
+if TYPE_CHECKING:
+    from console.core.config import Config
+
 # The daemon's answers can be large (`clients list` of a hub with 500 clients x 20 live forwards is ~3 MB) and
 # come from a trusted peer; the daemon keeps its own, smaller limit on requests.
 MAX_LINE = 64 << 20
 
 
+def ssh_client_address(environ: dict[str, str] | os._Environ = os.environ) -> str | None:
+    """The SSH client's address when this runs in an SSH login (SSH_CONNECTION: "client port server port"), for
+    the operation log: the daemon records it as this process says it, and trusts it for nothing else."""
+    fields = environ.get("SSH_CONNECTION", "").split()
+    return fields[0] if len(fields) == 4 else None
+
+
 class ControlClient:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, via: str = "cli") -> None:
         self.path = path
+        self.via = via   # where requests come from, for the operation log: cli or console
         self._ids = itertools.count(1)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -56,7 +68,10 @@ class ControlClient:
         assert self._reader is not None and self._writer is not None, "connect() first"
         async with self._lock:
             rid = next(self._ids)
-            self._writer.write(json.dumps({"id": rid, "op": op, "args": args}).encode() + b"\n")
+            request = {"id": rid, "op": op, "args": args, "via": self.via}
+            if (ssh := ssh_client_address()) is not None:
+                request["ssh"] = ssh
+            self._writer.write(json.dumps(request).encode() + b"\n")
             while True:  # an answer to an earlier request that was cancelled while waiting is skipped
                 try:
                     await self._writer.drain()
@@ -93,18 +108,22 @@ class ControlClient:
         return status, events()
 
 
-async def report_key_install(paths: StatePaths, unit: str, detail: str, who: str) -> str | None:
+async def report_key_install(paths: StatePaths, unit: str, detail: str, who: str, via: str = "cli",
+                             config: Config | None = None) -> str | None:
     """Tell a running daemon a unit's key was installed (it retries at once and records it); without a
-    daemon, record it in the store directly. Returns a warning to show, or None."""
+    daemon, record it in the operation log directly. Returns a warning to show, or None."""
     try:
-        async with ControlClient(paths.control_socket) as client:
+        async with ControlClient(paths.control_socket, via) as client:
             await client.request("kick", unit=unit, reason="key installed", record="key install", detail=detail)
     except DaemonNotRunning:
-        from console.core.store import Store
+        from console.core.oplog import recorder_for
 
-        store = Store(paths.prepare().database)
-        store.record("key install", who, unit, detail)
-        store.close()
+        recorder = recorder_for(paths.prepare().oplog, config)
+        try:
+            recorder.record("key install", who=who, via=via, ssh_from=ssh_client_address(), target=unit,
+                            details={"unit": unit, "detail": detail})
+        finally:
+            recorder.close()
     except ConsoleError as exc:
         return f"could not tell the daemon: {exc.message}"
     return None

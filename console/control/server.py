@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -80,22 +81,24 @@ class ControlServer:
                 if not line:
                     return
                 try:
-                    rid, op, args = _parse(line)
+                    rid, op, args, door = _parse(line)
                 except _BadRequest as exc:
                     await _send(writer, {"id": exc.rid, "ok": False, "error": exc.message, "code": exc.exit_code})
                     continue
                 if op == "subscribe":
                     await self._stream(rid, writer)
                     return
-                await _send(writer, await self._answer(rid, op, args, who))
+                await _send(writer, await self._answer(rid, op, args, who, door))
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             self._streams.discard(writer)
             writer.close()
 
-    async def _answer(self, rid: Any, op: str, args: Any, who: str) -> dict:
-        call = Call(who, self.engine, self.engine.clients, self._reload, self.engine.endpoints)
+    async def _answer(self, rid: Any, op: str, args: Any, who: str, door: tuple[str, str | None]) -> dict:
+        via, ssh_from = door
+        call = Call(who, self.engine, self.engine.clients, self._reload, self.engine.endpoints, self.engine.logins,
+                    via=via, ssh_from=ssh_from, recorder=self.engine.recorder)
         try:
             result = await perform(call, op, args)
         except ConsoleError as exc:
@@ -125,8 +128,10 @@ class _BadRequest(UsageError):
         self.rid = rid
 
 
-def _parse(line: bytes) -> tuple[Any, Any, Any]:
-    """(id, op, args) of one request line; what the operation table checks (op, args) is passed on as sent."""
+def _parse(line: bytes) -> tuple[Any, Any, Any, tuple[str, str | None]]:
+    """(id, op, args, (via, ssh_from)) of one request line; what the operation table checks (op, args) is passed
+    on as sent. `via` (cli or console) and `ssh` (the SSH client address SSH_CONNECTION gave the client) are the
+    client's word: kept for the operation log only, and only in a form they can have."""
     try:
         request = json.loads(line)
     except ValueError:
@@ -139,7 +144,21 @@ def _parse(line: bytes) -> tuple[Any, Any, Any]:
     args = request.get("args")
     if request["op"] == "subscribe" and args not in (None, {}):
         raise _BadRequest("subscribe takes no args" if isinstance(args, dict) else "args must be an object", rid)
-    return rid, request["op"], {} if args is None else args
+    return rid, request["op"], {} if args is None else args, (_via(request.get("via")), _address(request.get("ssh")))
+
+
+def _via(value: Any) -> str:
+    return value if value in ("cli", "console") else "unknown"
+
+
+def _address(value: Any) -> str | None:
+    """An IP address, or None: whatever else a client says here is not recorded."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
 
 
 async def _send(writer: asyncio.StreamWriter, message: dict) -> None:

@@ -7,16 +7,22 @@ once (`ConfigError.problems`). The YAML is composed to nodes first so each value
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from console.core.choices import HOST_KEY_POLICIES, THEMES, UNIT_NAMES
 from console.core.config_file import compose, read_config_text
+from console.core.egress_allow import parse_entry
 from console.core.endpoints import (NAME_RE, closest, comment_problem, host_problem, login_problem, name_problem,
                                     parse_network)
 from console.core.errors import ConfigError, UsageError, os_reason
+from console.core.rules import (DIRECTIONS, LOCAL, MAX_GATEWAY_SERVICES, RULE_FORM, GatewayPlan, Rule, RuleError,
+                                clashes, describe_place, host_range, hub_clash, make_rule, parse_hosts, via_problem)
+from console.core.syslog import Target
 
 _FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}=?$")
 # The seed's connect.yaml repository form: service[+scheme]://host:port[path], e.g. webdav+http://10.0.0.1:80/.
@@ -72,12 +78,32 @@ class TunnelConfig:
     retry_min: float = 0.1
     retry_max: float = 30.0
     connect_timeout: float = 10.0
+    endpoint_check_interval: float = 300.0   # seconds between the daemon's own endpoint checks; 0 = off
+
+    @property
+    def link(self) -> tuple[float, int, float, float, float]:
+        """What a unit's connection depends on: a change reconnects the units (not the endpoint checks' pace)."""
+        return (self.keepalive_interval, self.keepalive_count_max, self.retry_min, self.retry_max,
+                self.connect_timeout)
 
 
 @dataclass(frozen=True)
 class LogConfig:
     max_bytes: int = 1_048_576
     backups: int = 3
+    syslog: bool = False                # the tunnel log's lines and the operation log's entries to syslog too
+    syslog_address: str = "/dev/log"    # a Unix datagram socket, or address:port over UDP
+
+    @property
+    def syslog_target(self) -> str | None:
+        """Where lines go to syslog, None when they do not."""
+        return self.syslog_address if self.syslog else None
+
+
+@dataclass(frozen=True)
+class OplogConfig:
+    keep_days: int = 365                # entries older than this are dropped
+    max_rows: int = 1_000_000           # beyond this many, the oldest are dropped
 
 
 @dataclass(frozen=True)
@@ -93,6 +119,21 @@ class HubConfig:
     login_grace_time: float = 30.0      # seconds a connection has to log in
     max_auth_tries: int = 6             # failed logins before a connection is ended
     max_sessions: int = 10              # session channels a client holds at once, over all its connections
+    egress_allow: tuple[str, ...] = ()  # where clients may reach through the hub (console.core.egress_allow)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """`proxy:`: the rules in the config (ingress then egress, as written) and the gateway port plans."""
+
+    listen: str = "127.0.0.1"           # where rules listening on this machine bind
+    udp_idle_timeout: float = 60.0      # seconds a UDP flow lives after its last datagram (the seed's 60)
+    udp_max_flows: int = 4096           # UDP flows one listener keeps at once; a new source past it is dropped
+    rules: tuple[Rule, ...] = ()
+    gateways: tuple[GatewayPlan, ...] = ()
+
+    def gateway(self, name: str) -> GatewayPlan | None:
+        return next((g for g in self.gateways if g.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -129,11 +170,13 @@ class Config:
     server: ServerConfig | None = None                             # the endpoint `default`, when there is one
     tunnel: TunnelConfig = TunnelConfig()
     log: LogConfig = LogConfig()
+    oplog: OplogConfig = OplogConfig()
     console: ConsoleSettings = ConsoleSettings()
     hub: HubConfig | None = None
     source: str = "<defaults>"
     endpoints: dict[str, EndpointConfig] = field(default_factory=dict)   # by name, `default` included
     vpcs: dict[str, tuple[str, ...]] = field(default_factory=dict)       # VPC name -> its networks (CIDRs)
+    proxy: ProxyConfig = ProxyConfig()
 
     def __post_init__(self) -> None:
         # `server` and `endpoints["default"]` are one endpoint: whichever was given, both say it.
@@ -242,6 +285,15 @@ class _Checker:
             self.problem(where, f"must be between {lo:g} and {hi:g}, got {value:g}")
             return default
         return float(value)
+
+    def boolean(self, data: dict, key: str, path: str, default: bool) -> bool:
+        value = data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.problem(_join(path, key), f"must be true or false, got {_kind(value)} {value!r}")
+            return default
+        return value
 
     def choice(self, data: dict, key: str, path: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.string(data, key, path, default)
@@ -523,7 +575,8 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
     if data is None:
         raise ConfigError(syntax)
     check = _Checker(source, lines)
-    top = check.mapping(data, "", ("server", "endpoints", "vpcs", "tunnel", "units", "log", "console", "hub"))
+    top = check.mapping(data, "", ("server", "endpoints", "vpcs", "tunnel", "units", "log", "oplog", "console",
+                                        "hub", "proxy"))
     vpcs = _vpcs(check, top.get("vpcs"))
     endpoints, declared = _endpoints(check, top, vpcs)
 
@@ -534,15 +587,29 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
         retry_min=check.number(t, "retry_min", "tunnel", 0.1, 0.01, 3600),
         retry_max=check.number(t, "retry_max", "tunnel", 30.0, 0.01, 86400),
         connect_timeout=check.number(t, "connect_timeout", "tunnel", 10.0, 0.1, 600),
+        endpoint_check_interval=check.number(t, "endpoint_check_interval", "tunnel", 300.0, 0, 86400),
     )
+    if 0 < tunnel.endpoint_check_interval < 1:
+        check.problem("tunnel.endpoint_check_interval",
+                      f"must be 0 (off) or at least 1 second, got {tunnel.endpoint_check_interval:g}")
     if tunnel.retry_min > tunnel.retry_max:
         check.problem("tunnel.retry_min", f"must not exceed retry_max ({tunnel.retry_max:g}), got {tunnel.retry_min:g}")
 
-    lg = check.mapping(top.get("log"), "log", ("max_bytes", "backups"))
+    lg = check.mapping(top.get("log"), "log", ("max_bytes", "backups", "syslog", "syslog_address"))
+    syslog_address = check.string(lg, "syslog_address", "log", "/dev/log") or "/dev/log"
+    if Target.parse(syslog_address) is None:
+        check.problem("log.syslog_address", "must be a Unix socket path such as /dev/log, or address:port (UDP) "
+                                            f"such as 127.0.0.1:514, got {syslog_address!r}")
+        syslog_address = "/dev/log"
     log = LogConfig(
         max_bytes=check.integer(lg, "max_bytes", "log", 1_048_576, 4096, 1 << 40),
         backups=check.integer(lg, "backups", "log", 3, 0, 100, zero_ok=True),
+        syslog=check.boolean(lg, "syslog", "log", False),
+        syslog_address=syslog_address,
     )
+    op = check.mapping(top.get("oplog"), "oplog", ("keep_days", "max_rows"))
+    oplog = OplogConfig(keep_days=check.integer(op, "keep_days", "oplog", 365, 1, 36_500),
+                        max_rows=check.integer(op, "max_rows", "oplog", 1_000_000, 1_000, 1_000_000_000))
 
     cs = check.mapping(top.get("console"), "console", ("theme",))
     console = ConsoleSettings(theme=check.choice(cs, "theme", "console", "sop", THEMES))
@@ -563,17 +630,18 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
 
     _check_port_clash(check, units)
     hub = _hub(check, top["hub"]) if "hub" in top else None
+    proxy = _proxy(check, top.get("proxy"), units, hub)
     problems = syntax + check.formatted()
     if problems:
         raise ConfigError(problems)
-    return Config(units=units, server=endpoints.get("default"), tunnel=tunnel, log=log, console=console, hub=hub,
-                  source=source, endpoints=endpoints, vpcs=vpcs)
+    return Config(units=units, server=endpoints.get("default"), tunnel=tunnel, log=log, oplog=oplog, console=console,
+                  hub=hub, source=source, endpoints=endpoints, vpcs=vpcs, proxy=proxy)
 
 
 def _hub(check: _Checker, raw: Any) -> HubConfig:
     data = check.mapping(raw, "hub", ("listen", "ports", "default_quota", "bind", "max_startups",
                                       "max_startups_per_source", "login_grace_time", "max_auth_tries",
-                                      "max_sessions"))
+                                      "max_sessions", "egress_allow"))
     hub = HubConfig()
     listen_text = check.string(data, "listen", "hub", "0.0.0.0:2222") or "0.0.0.0:2222"
     listen = split_host_port(listen_text)
@@ -595,7 +663,197 @@ def _hub(check: _Checker, raw: Any) -> HubConfig:
     grace = check.number(data, "login_grace_time", "hub", 30.0, 1, 3600)
     tries = check.integer(data, "max_auth_tries", "hub", 6, 1, 100)
     sessions = check.integer(data, "max_sessions", "hub", 10, 1, 10_000)
-    return HubConfig(listen[0], listen[1], low, high, quota, bind, max_startups, per_source, grace, tries, sessions)
+    return HubConfig(listen[0], listen[1], low, high, quota, bind, max_startups, per_source, grace, tries, sessions,
+                     _egress_allow(check, data.get("egress_allow")))
+
+
+def _egress_allow(check: _Checker, raw: Any) -> tuple[str, ...]:
+    """hub.egress_allow: a list of HOST:PORT or CIDR:PORT (console.core.egress_allow); none by default."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        check.problem("hub.egress_allow", f"must be a list of HOST:PORT or CIDR:PORT, got {_kind(raw)}")
+        return ()
+    allowed = []
+    for i, entry in enumerate(raw):
+        try:
+            allowed.append(parse_entry(entry).text)
+        except ValueError as exc:
+            check.problem(f"hub.egress_allow[{i}]", str(exc))
+    return tuple(allowed)
+
+
+def forward_rules(units: Iterable[UnitConfig]) -> list[Rule]:
+    """Today's unit forwards, as the ingress rules they are: the unit's server listens on remote_port (0: the
+    server's choice, known once it listens) and connections go to `local` from here. Read-only rules (source
+    forward); the unit's worker runs them."""
+    return [Rule("ingress", "tcp", f.remote_port, f.local_host, f.local_port, unit.name, source="forward",
+                 origin=f.name, listen=None) for unit in units for f in unit.forwards]
+
+
+PROXY_KEYS = ("listen", "udp_idle_timeout", "udp_max_flows", "ingress", "egress", "gateways")
+GATEWAY_KEYS = ("name", "subnet", "base", "services", "hosts", "via", "listen")
+
+
+def _proxy(check: _Checker, raw: Any, units: dict[str, UnitConfig], hub: HubConfig | None) -> ProxyConfig:
+    """`proxy:`: each rule either its text (via local) or {rule: TEXT, via: UNIT}; gateways; their clashes."""
+    data = check.mapping(raw, "proxy", PROXY_KEYS)
+    listen = _listen_address(check, data, "proxy", "127.0.0.1")
+    timeout = check.number(data, "udp_idle_timeout", "proxy", 60.0, 1, 86400)
+    max_flows = check.integer(data, "udp_max_flows", "proxy", 4096, 1, 1_000_000)
+    placed: list[tuple[str, Rule]] = [(check.forward_paths.get((r.via, r.origin), f"units.{r.via}"), r)
+                                      for r in forward_rules(units.values()) if r.port]
+    rules: list[Rule] = []
+    seen: dict[tuple[str, str, str], str] = {}
+    for direction in DIRECTIONS:
+        for where, item in _items(check, data.get(direction), f"proxy.{direction}"):
+            rule = _rule(check, direction, item, where, units, listen)
+            if rule is None:
+                continue
+            if rule.key in seen:
+                check.problem(where, f"{rule.name} is listed twice (also at {seen[rule.key]})")
+                continue
+            seen[rule.key] = where
+            rules.append(rule)
+            placed.append((where, rule))
+    gateways = []
+    raw_gateways = data.get("gateways")
+    for where, item in _items(check, raw_gateways, "proxy.gateways") if raw_gateways is not None else ():
+        plan = _gateway(check, item, where, units, listen)
+        if plan is None:
+            continue
+        if any(g.name == plan.name for g in gateways):
+            check.problem(f"{where}.name", f"gateway {plan.name!r} is named twice")
+            continue
+        gateways.append(plan)
+        placed += [(where, r) for r in plan.rules()]
+    _check_rule_clash(check, placed, hub)
+    return ProxyConfig(listen=listen, udp_idle_timeout=timeout, udp_max_flows=max_flows, rules=tuple(rules),
+                       gateways=tuple(gateways))
+
+
+def _listen_address(check: _Checker, data: dict, path: str, default: str) -> str:
+    value = check.string(data, "listen", path, default) or default
+    try:
+        return str(ipaddress.ip_address(value.strip("[]")))
+    except ValueError:
+        check.problem(f"{path}.listen", f"must be an address of this machine, such as 127.0.0.1, 0.0.0.0 or ::, "
+                                        f"got {value!r}")
+        return default
+
+
+def _via(check: _Checker, value: Any, path: str, units: dict[str, UnitConfig]) -> str | None:
+    if value is None:
+        return LOCAL
+    if not isinstance(value, str):
+        check.problem(path, f"must be local or a unit's name, got {_kind(value)}")
+        return None
+    if (why := via_problem(value, units)) is not None:
+        check.problem(path, why)
+        return None
+    return value
+
+
+def _rule(check: _Checker, direction: str, item: Any, where: str, units: dict[str, UnitConfig],
+          listen: str) -> Rule | None:
+    if isinstance(item, dict):
+        fields = check.mapping(item, where, ("rule", "via"))
+        text = check.string(fields, "rule", where, None, required=True)
+        via = _via(check, fields.get("via"), f"{where}.via", units)
+        text_path = f"{where}.rule"
+    elif isinstance(item, str):
+        text, via, text_path = item, LOCAL, where
+    else:
+        check.problem(where, f"must be a rule ({RULE_FORM}) or {{rule: RULE, via: UNIT}}, got {_kind(item)}")
+        return None
+    if text is None:
+        return None
+    try:
+        rule = make_rule(direction, text, via or LOCAL, source="config", origin=where, listen=listen)
+    except RuleError as exc:
+        check.problem(text_path, str(exc))
+        return None
+    return rule if via is not None else None
+
+
+def _gateway(check: _Checker, raw: Any, where: str, units: dict[str, UnitConfig], listen: str) -> GatewayPlan | None:
+    if not isinstance(raw, dict):
+        check.problem(where, f"must be a gateway plan (name, subnet, base, services, hosts, via), got {_kind(raw)}")
+        return None
+    data = check.mapping(raw, where, GATEWAY_KEYS)
+    name = check.string(data, "name", where, None, required=True)
+    if name is not None and not NAME_RE.match(name):
+        check.problem(f"{where}.name", f"must be 1-32 letters, digits, '_', '.' or '-', got {name!r}")
+        name = None
+    subnet = None
+    if data.get("subnet") is None:
+        check.problem(f"{where}.subnet", "required: the private network, such as 192.168.0.0/24")
+    else:
+        subnet = _network(check, data["subnet"], f"{where}.subnet")
+    if data.get("base") is None:
+        check.problem(f"{where}.base", "required: the first port of the plan, such as 30000")
+    base = check.integer(data, "base", where, -1, 1, 65535)
+    services = _services(check, data.get("services"), f"{where}.services")
+    hosts = None
+    if data.get("hosts") is None and subnet is not None:
+        hosts = host_range(ipaddress.ip_network(subnet))
+    elif data.get("hosts") is not None:
+        hosts = parse_hosts(data["hosts"])
+        if hosts is None:
+            check.problem(f"{where}.hosts", f"must be a range FIRST-LAST of host numbers, such as 1-254, "
+                                            f"got {data['hosts']!r}")
+    via = _via(check, data.get("via"), f"{where}.via", units)
+    address = _listen_address(check, data, where, listen)
+    if None in (name, subnet, hosts, via) or base < 0 or not services:
+        return None
+    plan = GatewayPlan(name, subnet, base, services, hosts, via, address)
+    for problem in plan.problems():
+        check.problem(f"{where}.hosts", problem)
+    return plan
+
+
+def _services(check: _Checker, raw: Any, path: str) -> tuple[int, ...]:
+    if raw is None:
+        check.problem(path, "required: the service ports of every host, such as [22, 80, 443]")
+        return ()
+    if not isinstance(raw, list) or not raw:
+        check.problem(path, f"must be a list of ports, such as [22, 80, 443], got {_kind(raw)}")
+        return ()
+    services: list[int] = []
+    for i, port in enumerate(raw):
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            check.problem(f"{path}[{i}]", f"must be a port 1-65535, got {port!r}")
+            return ()
+        if port in services:
+            check.problem(f"{path}[{i}]", f"{port} is listed twice")
+            return ()
+        services.append(port)
+    if len(services) > MAX_GATEWAY_SERVICES:
+        check.problem(path, f"at most {MAX_GATEWAY_SERVICES} services, got {len(services)}")
+        return ()
+    return tuple(services)
+
+
+def _check_rule_clash(check: _Checker, placed: list[tuple[str, Rule]], hub: HubConfig | None) -> None:
+    """Two listeners on one port: one line per clashing rule, and per gateway and what it clashes with (how many
+    ports, the first); the hub's own port and client ports are taken too."""
+    where = {id(rule): path for path, rule in placed}
+    said: dict[tuple[str, str], list[tuple[int, str]]] = {}   # (path, what it meets) -> (port, in full)
+    for rule, other in clashes(r for _, r in placed):
+        if rule.source == other.source == "forward":
+            continue   # _check_port_clash says it
+        at = f" at {where[id(other)]}"
+        owner = f"clash with gateway {other.origin}{at}" if other.source == "gateway" else \
+            f"clash with {describe_place(other)}{at}"
+        said.setdefault((where[id(rule)], owner), []).append((rule.port, f"clashes with {describe_place(other)}{at}"))
+    for path, rule in placed:
+        if rule.source != "forward" and (what := hub_clash(rule, hub)) is not None:
+            said.setdefault((path, f"are {what}"), []).append((rule.port, f"is {what}"))
+    for (path, plural), ports in said.items():
+        if len(ports) == 1:
+            check.problem(path, f"port {ports[0][0]} {ports[0][1]}")
+        else:
+            check.problem(path, f"{len(ports)} of its ports {plural} (the first: {ports[0][0]})")
 
 
 def _check_port_clash(check: _Checker, units: dict[str, UnitConfig]) -> None:

@@ -62,9 +62,20 @@ class ClientChanged(Event):
 @dataclass(frozen=True)
 class EndpointChanged(Event):
     """An endpoint changed: "added", "removed", "scope" (associated or unassociated), "checked" (a new login check
-    stored), "changed" (its settings, by a reload); `endpoints.show` has the rest."""
+    stored), "changed" (its settings, by a reload); `endpoints.show` has the rest. `problem` is what its units'
+    status says of it now (UnitStatus.endpoint_problem): its last check's state and message while unavailable."""
 
     endpoint: str
+    change: str
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class RuleChanged(Event):
+    """A proxy rule changed: "added", "removed", "state" (its listener's), "destination" (a destination went
+    down or came back), "traffic" (its counters: at most one a second); `proxy.list` has the rest."""
+
+    rule: str       # the rule's id
     change: str
 
 
@@ -75,8 +86,29 @@ class Reloaded(Event):
     summary: str
 
 
+@dataclass(frozen=True)
+class ReloadRefused(Event):
+    """A reload (SIGHUP, `reload`) was refused: the config file does not check, the running configuration stays.
+    One `FILE:LINE: ...` per problem, as `check` prints them. A later Reloaded says a good file was read."""
+
+    problems: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "problems", tuple(self.problems))  # a list after the JSON round trip
+
+
+@dataclass(frozen=True)
+class OperationRecorded(Event):
+    """An entry was written to the operation log (console/core/oplog.py): a console showing its newest page
+    fetches the entries newer than its first."""
+
+    id: int
+    action: str
+
+
 EVENT_TYPES = {cls.__name__: cls for cls in (UnitStateChanged, ForwardChanged, ForwardTraffic, LogLine, ClientChanged,
-                                             EndpointChanged, Reloaded)}
+                                             EndpointChanged, RuleChanged, Reloaded, ReloadRefused,
+                                             OperationRecorded)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

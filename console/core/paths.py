@@ -6,12 +6,15 @@ State:  --state-dir DIR, else $SOP_CONSOLE_STATE, else $XDG_STATE_HOME/sop-conso
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from console.core.errors import OperationFailed, WriteFailed, os_reason
 
@@ -71,6 +74,7 @@ class StatePaths:
     hub_key = _InState("keys", "hub_ed25519")
     known_hosts = _InState("known_hosts")
     database = _InState("store.json")
+    oplog = _InState("oplog.sqlite")
     tunnel_log = _InState("tunnel.log")
     control_socket = _InState("control.sock")
     daemon_lock = _InState("daemon.lock")
@@ -87,12 +91,21 @@ class StatePaths:
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never half of one. A failed write
     (a full disk above all) leaves the old file as it was and raises WriteFailed, naming the device and file."""
+    with atomic_file(path, mode, binary=True) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: int = 0o600, *, binary: bool = False) -> Iterator[IO]:
+    """A file to write `path` through, in pieces (an export of a million rows): a temp file beside it (created
+    `mode`), flushed to disk and renamed over `path` when the block ends without an error; removed otherwise.
+    Text files are UTF-8 with the newlines as written (what the csv module needs). WriteFailed as atomic_write."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as handle:
+                yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp, mode)

@@ -51,6 +51,24 @@ class SshdSettingState(_State):
     NOTE = "note"                # works, with a caveat worth reading (never changed by --fix)
 
 
+class RuleState(_State):
+    """A proxy rule's listener: listening, waiting (for what it travels through: a unit's connection, the unit
+    transport), refused (it cannot listen: the reason says why; retried), stopped (no daemon runs it)."""
+
+    LISTENING = "listening"
+    WAITING = "waiting"
+    REFUSED = "refused"
+    STOPPED = "stopped"
+
+
+class DestinationState(_State):
+    """A rule's destination as its round robin sees it: up, or down (refused or failed its last connection: it
+    is skipped for a few seconds, then tried again)."""
+
+    UP = "up"
+    DOWN = "down"
+
+
 class EndpointReason(StrEnum):
     """Why an endpoint is unavailable: what the operator does about it differs for each (the check's hint says)."""
 
@@ -76,6 +94,8 @@ GLYPHS = {
     "available": "●", "unavailable": "✖", "unchecked": "·",
     # sshd settings
     "ok": "●", "needs-change": "✖", "note": "!",
+    # proxy rules (listening, refused, stopped as above) and their destinations (up as above)
+    "waiting": "◌", "down": "✖",
 }
 
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Self
 
-from console.core.events import Event, ForwardChanged, ForwardTraffic, UnitStateChanged
-from console.core.states import (EndpointReason, EndpointState, ForwardState, SshdSettingState, UnitState,
-                                 human_bytes)
+from console.core.events import EndpointChanged, Event, ForwardChanged, ForwardTraffic, UnitStateChanged
+from console.core.states import (DestinationState, EndpointReason, EndpointState, ForwardState, RuleState,
+                                 SshdSettingState, UnitState, human_bytes)
 
 
 class _Record:
@@ -131,8 +131,9 @@ class ForwardStatus(_Record, _Traffic):
 
 @dataclass
 class UnitStatus(_Record):
-    """A unit: its state since when, the last error, the next retry, and the key its server presented when
-    that key is unknown or changed."""
+    """A unit: its state since when, the last error, the next retry, the key its server presented when
+    that key is unknown or changed, the endpoint it goes through (None: a `server:` block of its own) and, while
+    that endpoint's last login check says unavailable, the check's state and message (`endpoint_problem`)."""
 
     name: str
     state: UnitState
@@ -143,6 +144,8 @@ class UnitStatus(_Record):
     next_retry: str | None = None
     server_key: str | None = None
     forwards: list[ForwardStatus] = field(default_factory=list)
+    endpoint: str | None = None
+    endpoint_problem: str | None = None
 
     def forward(self, name: str) -> ForwardStatus | None:
         return next((f for f in self.forwards if f.name == name), None)
@@ -167,6 +170,11 @@ class Status(_Record):
             unit.state, unit.since, unit.last_error = UnitState(event.state), event.since, event.last_error
             unit.next_retry, unit.server_key = event.next_retry, event.server_key
             return True
+        if isinstance(event, EndpointChanged):
+            units = [u for u in self.units if u.endpoint == event.endpoint and u.endpoint_problem != event.problem]
+            for unit in units:
+                unit.endpoint_problem = event.problem
+            return bool(units)
         if isinstance(event, (ForwardChanged, ForwardTraffic)):
             unit = self.unit(event.unit)
             forward = unit.forward(event.forward) if unit is not None else None
@@ -192,6 +200,8 @@ class Status(_Record):
                     lines.append(f"         {fwd.error}")
             if unit.last_error:
                 lines.append(f"  last error: {unit.last_error}")
+            if unit.endpoint_problem:
+                lines.append(f"  endpoint {unit.endpoint}: {unit.endpoint_problem}")
         return "\n".join(lines)
 
 
@@ -227,6 +237,63 @@ class ClientStatus(_Record):
 
 
 @dataclass
+class OpEntry(_Record):
+    """One entry of the operation log (console/core/oplog.py): who did what to which target, from where, how it
+    went and how long it took. `who` is the user the daemon saw on its socket (SO_PEERCRED); `ssh_from` the SSH
+    client address the CLI or console said it runs for (SSH_CONNECTION): recorded as said, never trusted."""
+
+    id: int
+    at: str                      # UTC ISO time, second precision
+    who: str
+    ssh_from: str | None
+    via: str                     # where from: cli, console, config-reload, daemon (migrated: from the old store)
+    action: str                  # the operation: start, clients.add, reload ...
+    target: str | None           # the unit, client id or endpoint name it was for
+    outcome: str                 # ok or failed
+    reason: str | None           # why it failed, one line
+    duration_ms: float
+    details: dict[str, Any] = field(default_factory=dict)  # its parameters, secrets replaced by "(secret)"
+
+    COLUMNS = ("id", "at", "who", "ssh_from", "via", "action", "target", "outcome", "reason", "duration_ms",
+               "details")
+
+    @property
+    def who_text(self) -> str:
+        """'operator', or 'operator (ssh from 10.0.0.5, as its client said)'."""
+        return f"{self.who} (ssh from {self.ssh_from}, as its client said)" if self.ssh_from else self.who
+
+    @property
+    def outcome_text(self) -> str:
+        return "✔ ok" if self.outcome == "ok" else "✖ failed"
+
+    def details_text(self) -> str:
+        """`key=value, ...` on one line (what a table or a CSV cell shows)."""
+        return ", ".join(f"{key}={value}" for key, value in self.details.items())
+
+    def cell(self, column: str) -> str:
+        """One column as text, for a table or an export (who with its SSH address, details on one line)."""
+        if column == "who":
+            return self.who_text
+        if column == "details":
+            return self.details_text()
+        value = getattr(self, column)
+        return "" if value is None else str(value)
+
+    def text(self, at: str | None = None) -> str:
+        """Every field, one a line: what `ops show` prints and the console's details dialog shows (and copies).
+        `at`: the time as shown to the operator (local), the UTC one beside it."""
+        when = f"{at} (UTC {self.at})" if at else self.at
+        lines = [f"operation {self.id}", f"time:     {when}", f"who:      {self.who_text}", f"from:     {self.via}",
+                 f"action:   {self.action}", f"target:   {self.target or '-'}",
+                 f"outcome:  {self.outcome}" + (f": {self.reason}" if self.reason else ""),
+                 f"duration: {self.duration_ms:g} ms"]
+        if self.details:
+            lines.append("details:")
+            lines.extend(f"  {key}: {value}" for key, value in self.details.items())
+        return "\n".join(lines)
+
+
+@dataclass
 class EndpointCheck(_Record):
     """One login check of an endpoint (an SSH server): can `username` log in there with our key, and if not why,
     in words an operator acts on (`message`) with what to do next (`hint`). Built by console/tunnel's endpoint
@@ -249,6 +316,12 @@ class EndpointCheck(_Record):
     @property
     def available(self) -> bool:
         return self.state is EndpointState.AVAILABLE
+
+    @property
+    def problem(self) -> str | None:
+        """What a unit's status says of its endpoint after this check: None when available, else the state and
+        the message ("unavailable: connection refused by 127.0.0.1:2222")."""
+        return None if self.available else f"{self.state.value}: {self.message}"
 
 
 @dataclass
@@ -340,3 +413,83 @@ class SshdCheck(_Record):
     @property
     def needs_change(self) -> list[SshdSetting]:
         return [s for s in self.settings if s.state is SshdSettingState.CHANGE]
+
+
+@dataclass
+class RuleDestination(_Record):
+    """One destination of a listener's round robin (each is a rule sharing the listener), in turn order."""
+
+    destination: str                  # host:port
+    rule: str                         # the rule's id
+    state: DestinationState           # up, or down (skipped for a few seconds after a refusal or failure)
+    reason: str | None = None         # why down: "connection refused (2026-11-22T10:00:00Z)"
+    since: str | None = None          # down since
+
+
+@dataclass
+class RuleStatus(_Record, _Traffic):
+    """A proxy rule, as `proxy list` answers: what it is, where it listens, where it comes from, its listener's
+    state and the round robin it takes part in, its counters. For UDP, open and total count flows (`udp_flows`
+    are those open now). `dropped`: what its listener turned away past its bound (TCP connections beyond
+    MAX_CONNECTIONS, UDP datagrams of new sources beyond udp_max_flows)."""
+
+    id: str
+    direction: str                    # ingress or egress
+    protocol: str                     # tcp or udp
+    rule: str                         # protocol:port:destination:destination_port
+    listener: str                     # address:port here, or *:port at the far end of its unit
+    destination: str                  # host:port
+    via: str                          # local, or a unit
+    state: RuleState
+    reason: str | None
+    source: str                       # config, runtime, gateway or forward
+    origin: str | None = None         # the config path, the gateway's name, the unit's forward
+    destinations: list[RuleDestination] = field(default_factory=list)
+    open: int = 0
+    total: int = 0
+    bytes_in: int = 0                 # toward the destination
+    bytes_out: int = 0                # back from it
+    udp_flows: int = 0
+    dropped: int = 0
+    created: str | None = None        # runtime rules: when added, and by whom
+    who: str | None = None
+
+    @property
+    def down(self) -> list[RuleDestination]:
+        return [d for d in self.destinations if d.state is DestinationState.DOWN]
+
+
+@dataclass
+class GatewayPort(_Record):
+    """One port of a gateway plan: where it leads, its rule's state, and what it clashes with."""
+
+    port: int
+    host: str
+    service: int
+    state: RuleState
+    reason: str | None = None
+    clash: str | None = None
+
+
+@dataclass
+class GatewayStatus(_Record):
+    """A gateway port plan (`gateway show`): the formula, every port, and its clashes in one line each."""
+
+    name: str
+    subnet: str
+    base: int
+    services: list[int]
+    hosts: str                        # "1-254"
+    via: str
+    listen: str
+    formula: str
+    ports: list[GatewayPort] = field(default_factory=list)
+    clashes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)   # what makes the plan impossible (it then has no rules)
+
+    def counts(self) -> dict[str, int]:
+        """How many of its ports are in each state."""
+        found: dict[str, int] = {}
+        for port in self.ports:
+            found[port.state.value] = found.get(port.state.value, 0) + 1
+        return found

@@ -1,5 +1,7 @@
-"""The store (tinydb): desired unit states, known-host records, the operation record, the hub's clients, and the
-endpoints: those added at run time, the scope associated at run time with any endpoint, each one's last check.
+"""The store (tinydb): desired unit states, known-host records, the hub's clients, the endpoints (those added at run
+time, the scope associated at run time with any endpoint, each one's last check), and the proxy rules added at run
+time. (The operation record is the operation log, console/core/oplog.py, in SQLite; a store an older version wrote
+may still hold its `operations` table until the daemon copies it there: `old_operations`, `drop_old_operations`.)
 
 Writes are atomic (temp file + os.replace); after each one the same data is written to STORE.good, the last good
 store. On load the file's shape is checked (tables of records with the fields the code reads). A file that is
@@ -43,6 +45,7 @@ RECORD_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
                   "created": _TEXT, "updated": _TEXT},
     "endpoint_scope": {"endpoint": _TEXT, "subnets": (list,), "vpcs": (list,), "updated": _TEXT},
     "endpoint_checks": {"endpoint": _TEXT, "check": (dict,)},
+    "rules": {"direction": _TEXT, "rule": _TEXT, "via": _TEXT, "created": _TEXT},
 }
 EXACT_TABLES = ("clients",)
 _DOC_ID = re.compile(r"^[0-9]{1,18}$")
@@ -224,10 +227,10 @@ class Store:
         self.db.storage.read()  # check the shape now, so a bad file is recovered (and said) at start
         self._units = self.db.table("units")
         self._hosts = self.db.table("known_hosts")
-        self._ops = self.db.table("operations")
         self._endpoints = self.db.table("endpoints")
         self._scopes = self.db.table("endpoint_scope")
         self._checks = self.db.table("endpoint_checks")
+        self._rules = self.db.table("rules")
 
     @property
     def notices(self) -> list[str]:
@@ -250,12 +253,16 @@ class Store:
             Query().server == server,
         )
 
-    # -- operation record
-    def record(self, action: str, who: str, unit: str | None = None, detail: str | None = None) -> None:
-        self._ops.insert({"at": utc_iso(), "who": who, "action": action, "unit": unit, "detail": detail})
+    # -- the operation record of an older version (now the operation log, console/core/oplog.py)
+    def old_operations(self) -> list[dict[str, Any]]:
+        """The records of the old `operations` table, oldest first (none once it was dropped)."""
+        if "operations" not in self.db.tables():
+            return []
+        return [dict(record) for record in self.db.table("operations").all()]
 
-    def operations(self, limit: int = 100) -> list[dict[str, Any]]:
-        return list(self._ops.all())[-limit:]
+    def drop_old_operations(self) -> None:
+        if "operations" in self.db.tables():
+            self.db.drop_table("operations")
 
     # -- endpoints added at run time (console.core.endpoint_table reads and checks them)
     def endpoint_records(self) -> list[dict[str, Any]]:
@@ -302,6 +309,17 @@ class Store:
 
     def forget_endpoint_check(self, name: str) -> None:
         self._checks.remove(Query().endpoint == name)
+
+    # -- proxy rules added at run time (console.core.rule_table reads and checks them)
+    def rule_records(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._rules.all()]
+
+    def add_rule(self, record: dict[str, Any]) -> None:
+        self._rules.insert(record)
+
+    def forget_rule(self, direction: str, rule: str, via: str) -> None:
+        q = Query()
+        self._rules.remove((q.direction == direction) & (q.rule == rule) & (q.via == via))
 
     def close(self) -> None:
         self.db.close()

@@ -115,6 +115,28 @@ def tail(path: Path, n: int) -> list[str]:
     return lines[-n:]
 
 
+def between(path: Path, since: str | None, until: str | None) -> Iterator[str]:
+    """The lines stamped from `since` (inclusive) to `until` (exclusive), both '2026-11-20T10:00:00Z', oldest
+    first, over the rotated files too (PATH.N ... PATH.1, then PATH). A line without a stamp of its own goes with
+    the line before it."""
+    rotated = sorted((p for p in path.parent.glob(f"{path.name}.*") if p.name[len(path.name) + 1:].isdigit()),
+                     key=lambda p: -int(p.name[len(path.name) + 1:]))
+    keep = False
+    for file in (*rotated, path):
+        try:
+            handle = open(file, "rb")
+        except FileNotFoundError:
+            continue
+        with handle:
+            for raw in handle:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                stamp = line[:20]
+                if len(stamp) == 20 and stamp[10] == "T" and stamp.endswith("Z"):
+                    keep = (since is None or stamp >= since) and (until is None or stamp < until)
+                if keep:
+                    yield line
+
+
 def follow(path: Path, interval: float = 0.2, stop: Callable[[], bool] = lambda: False) -> Iterator[str]:
     """Lines appended after now, `tail -F` style: survives rotation (new inode) and truncation."""
     handle = None

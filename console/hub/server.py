@@ -27,13 +27,15 @@ from typing import TYPE_CHECKING
 import asyncssh
 
 from console import relay
-from console.core import announce
+from console.core import announce, udp_frames
+from console.core.egress_allow import EgressAllow
 from console.core.errors import os_reason
 from console.core.log_limit import LogLimiter
 from console.core.words import counted, noun
 from console.hub import limits
 from console.hub.registry import Client, Registry, port_ranges
 from console.hub.session import HubConnection, HubSession
+from console.hub.udp_port import HubUdpPort
 
 if TYPE_CHECKING:
     from console.core.config import HubConfig
@@ -59,12 +61,15 @@ class HubSettings:
     login_grace_time: float = 30.0     # seconds a connection has to log in (sshd's LoginGraceTime)
     max_auth_tries: int = 6            # failed logins on one connection before it is ended (sshd's MaxAuthTries)
     max_sessions: int = 10             # session channels one client may hold open across its connections
+    egress_allow: tuple[str, ...] = ()  # where clients may reach through the hub (console.core.egress_allow)
+    udp_idle_timeout: float = udp_frames.IDLE_TIMEOUT  # a UDP flow ends after this long without a datagram
+    udp_max_flows: int = udp_frames.MAX_FLOWS           # UDP flows one client holds, ingress and egress
 
     @classmethod
     def from_config(cls, hub: HubConfig) -> HubSettings:
         """From the config's hub: section (what the engine should build the hub's settings with)."""
         return cls(hub.listen_host, hub.listen_port, hub.bind, hub.max_startups, hub.max_startups_per_source,
-                   hub.login_grace_time, hub.max_auth_tries, hub.max_sessions)
+                   hub.login_grace_time, hub.max_auth_tries, hub.max_sessions, hub.egress_allow)
 
 
 @dataclass
@@ -118,6 +123,11 @@ class Hub:
         self.sessions: dict[str, list[HubSession]] = {}     # the logged-in ones, by client
         self.forwards: dict[int, HubForward] = {}
         self.session_channels: dict[str, int] = {}           # client -> session channels open, all connections
+        self.udp_ports: dict[int, HubUdpPort] = {}           # the clients' UDP ports (ingress UDP)
+        self.egress = EgressAllow(settings.egress_allow)
+        self.egress_stats: dict[str, relay.ForwardStats] = {}       # client -> its TCP egress connections
+        self.egress_flows: dict[str, udp_frames.FlowSet] = {}       # client -> its UDP egress flows
+        self.flow_tasks: set[asyncio.Task] = set()
         self._failures: dict[str, _Failures] = {}
         self.gate = limits.Gate(settings.max_startups, settings.max_startups_per_source, settings.login_grace_time,
                                 refused=self._refused_at_the_door)
@@ -163,6 +173,10 @@ class Hub:
                 old.close()  # stops accepting; the connections it accepted go on
             changes.append(f"hub listens on {settings.host}:{self.port} instead of {old_address}; connected "
                            f"clients stay")
+        if settings.egress_allow != self.settings.egress_allow:
+            self.egress = EgressAllow(settings.egress_allow)
+            changes.append(f"hub egress allowed to {', '.join(settings.egress_allow) or 'nowhere'} (new "
+                           f"connections and UDP flows)")
         if settings.bind != self.settings.bind:
             held = len(self.forwards)
             changes.append(f"hub opens client ports on {settings.bind} instead of {self.settings.bind}"
@@ -194,7 +208,7 @@ class Hub:
     async def _report_changes(self) -> None:
         """Tell on_change which clients changed and how, in one batch a CHANGE_SECONDS; counters that moved
         count as a "traffic" change once a TRAFFIC_SECONDS."""
-        reported: dict[int, tuple[int, int, int, int]] = {}
+        reported: dict[tuple[str, int], tuple[int, int, int, int]] = {}   # (protocol, port) -> counters
         ticks = 0
         while True:
             await asyncio.sleep(CHANGE_SECONDS)
@@ -202,13 +216,15 @@ class Hub:
             ticks += 1
             if ticks * CHANGE_SECONDS >= TRAFFIC_SECONDS:
                 ticks = 0
-                for port, forward in self.forwards.items():
+                live = {("tcp", port): forward for port, forward in self.forwards.items()}
+                live.update({("udp", port): udp_port for port, udp_port in self.udp_ports.items()})
+                for key, forward in live.items():
                     snap = forward.stats.snapshot()
-                    if reported.get(port) != snap:
-                        reported[port] = snap
+                    if reported.get(key) != snap:
+                        reported[key] = snap
                         self.changed(forward.session.user, "traffic")
-                for port in [p for p in reported if p not in self.forwards]:
-                    del reported[port]
+                for key in [k for k in reported if k not in live]:
+                    del reported[key]
             changed, self._changed = self._changed, {}
             for client_id, changes in sorted(changed.items()):
                 self.on_change(client_id, ", ".join(sorted(changes)))
@@ -216,7 +232,7 @@ class Hub:
     async def close(self) -> None:
         """Stop listening and end every connection, logged in or not. The connections go first: from Python
         3.12 on, a server's wait_closed() waits for all of them, so waiting before closing them would hang."""
-        for task in self._tasks:
+        for task in [*self._tasks, *self.flow_tasks]:
             task.cancel()
         self.quiet.tick(everything=True)
         self.registry.flush()
@@ -244,6 +260,9 @@ class Hub:
         for forward in list(self.forwards.values()):
             if forward.session is session:
                 forward.listener.close()  # and out of self.forwards (_closed)
+        for udp_port in list(self.udp_ports.values()):
+            if udp_port.session is session:
+                udp_port.close()          # and out of self.udp_ports (_udp_closed)
         if session in self.sessions.get(session.user, []):
             self.sessions[session.user].remove(session)
             self._say(f"client {session.user} from {session.peer} disconnected")
@@ -256,6 +275,18 @@ class Hub:
             del self.forwards[listener.port]
             forward.session.announced.pop(listener.port, None)
             self.changed(forward.session.user, "forwards")
+
+    def _udp_closed(self, udp_port: HubUdpPort) -> None:
+        if self.udp_ports.get(udp_port.port) is udp_port:
+            del self.udp_ports[udp_port.port]
+            self.changed(udp_port.session.user, "forwards")
+
+    def udp_flows_of(self, client_id: str) -> int:
+        """UDP flows a client holds now, ingress (on all its UDP ports) and egress."""
+        client = self.registry.get(client_id)
+        ports = [self.udp_ports[p] for p in (client.ports if client else []) if p in self.udp_ports]
+        egress_flows = self.egress_flows.get(client_id)
+        return sum(len(p.flows.flows) for p in ports) + (len(egress_flows.flows) if egress_flows else 0)
 
     def disconnect(self, client_id: str, reason: str) -> int:
         """End every live session of a client at once (change 0, remove, a replaced key)."""
@@ -306,10 +337,11 @@ class Hub:
         self.quiet((session.user, kind), f"refused {what} for client {session.user} from {session.peer}",
                    f"refused {kind} for client {session.user} from {session.address}")
 
-    def refuse_port(self, session: HubSession, requested: int, reason: str) -> None:
+    def refuse_port(self, session: HubSession, requested: int, reason: str, *, udp: bool = False) -> None:
         """A forward refused: logged as every refusal is, and the client told why (sshd tells it nothing), as an
         SSH debug message just before the refusal; our units show it instead of their guesses (announce.py)."""
-        self.refuse(session, "a port", f"port {requested}: {reason}")
+        kind = "a UDP port" if udp else "a port"
+        self.refuse(session, kind, f"{kind[2:]} {requested}: {reason}")
         if session.conn is not None:
             session.conn.send_debug(announce.refusal(requested, reason))
 
@@ -349,20 +381,25 @@ class Hub:
             await asyncio.sleep(min(MAX_AUTH_DELAY, 0.25 * 2 ** (record.count - 4)))
 
     async def open_port(self, session: HubSession, listen_host: str, listen_port: int):
+        """A client's remote forward: one of its own ports (0: the next free one), TCP, or UDP when it asks with
+        the listen host UDP_LISTEN_HOST (console.core.udp_frames); the same quota and policy for both."""
+        udp = listen_host == udp_frames.UDP_LISTEN_HOST
+        table: dict = self.udp_ports if udp else self.forwards
+        refuse = (lambda port, reason: self.refuse_port(session, port, reason, udp=udp))
         client = self.registry.get(session.user)
         if client is None or not client.enabled:
-            self.refuse_port(session, listen_port, "client no longer enabled")
+            refuse(listen_port, "client no longer enabled")
             return False
         if listen_port == 0:
-            free = [p for p in client.ports if p not in self.forwards]
+            free = [p for p in client.ports if p not in table]
             if not free:
-                self.refuse_port(session, 0, f"{'its one port is' if len(client.ports) == 1 else f'all {len(client.ports)} of its ports are'} forwarded already")
+                refuse(0, f"{'its one port is' if len(client.ports) == 1 else f'all {len(client.ports)} of its ports are'} forwarded already")
                 return False
             # The next free port that can be opened: another program may hold one of the block.
             busy: list[str] = []
             for port in free:
                 try:
-                    server, stats = await self._open_client_port(session, listen_host, port)
+                    listener = await self._open_listener(session, listen_host, port, udp)
                 except OSError as exc:
                     busy.append(f"{port} ({os_reason(exc)})")
                     continue
@@ -370,33 +407,42 @@ class Hub:
                     self.quiet((session.user, "busy ports"), f"client {session.user}: {noun(len(busy), 'port')} "
                                f"{', '.join(busy[:ANNOUNCE_SHOWN])} cannot be opened on {self.settings.bind}; "
                                f"gave {port} for port 0", f"client {session.user}: skipped busy ports for port 0")
-                return self._forwarding(session, port, server, stats)
-            self.refuse_port(session, 0, f"{'its one free port' if len(free) == 1 else f'none of its {len(free)} free ports'} can be opened on {self.settings.bind}: "
-                                         f"{', '.join(busy[:ANNOUNCE_SHOWN])}")
+                return listener
+            refuse(0, f"{'its one free port' if len(free) == 1 else f'none of its {len(free)} free ports'} can be opened on {self.settings.bind}: "
+                      f"{', '.join(busy[:ANNOUNCE_SHOWN])}")
             return False
         if listen_port not in client.ports:
-            self.refuse_port(session, listen_port,
-                             f"not one of its ports ({port_ranges(client.ports) or 'none: quota 0'})")
+            refuse(listen_port, f"not one of its ports ({port_ranges(client.ports) or 'none: quota 0'})")
             return False
         port = listen_port
-        held = self.forwards.get(port)
+        held = table.get(port)
         if held is not None:
             if held.session is session:
-                self.refuse_port(session, listen_port, "already forwarded by this session")
+                refuse(listen_port, "already forwarded by this session")
                 return False
             # The same client again: its newest session wins; the old one is most likely dead.
-            self._say(f"client {session.user} from {session.peer} takes port {port} over from its older session "
-                      f"from {held.session.peer}", warning=True)
+            self._say(f"client {session.user} from {session.peer} takes {'UDP ' if udp else ''}port {port} over "
+                      f"from its older session from {held.session.peer}", warning=True)
             old = held.session
             self.detach(old)
             if old.conn is not None:
                 old.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "replaced by a newer session of this client")
         try:
-            server, stats = await self._open_client_port(session, listen_host, port)
+            return await self._open_listener(session, listen_host, port, udp)
         except OSError as exc:
-            self.refuse_port(session, listen_port, f"cannot listen on {self.settings.bind}: {os_reason(exc)}")
+            refuse(listen_port, f"cannot listen on {self.settings.bind}: {os_reason(exc)}")
             return False
-        return self._forwarding(session, port, server, stats)
+
+    async def _open_listener(self, session: HubSession, listen_host: str, port: int, udp: bool):
+        """Listen on a client's port, TCP or UDP, and record it (OSError when it cannot be opened)."""
+        if not udp:
+            server, stats = await self._open_client_port(session, listen_host, port)
+            return self._forwarding(session, port, server, stats)
+        udp_port = await HubUdpPort(self, session, listen_host, port, self._udp_closed).start(self.settings.bind)
+        self.udp_ports[port] = udp_port
+        log.info("hub: client %s forwards UDP %s:%d", session.user, self.settings.bind, port)
+        self.changed(session.user, "forwards")
+        return udp_port
 
     async def _open_client_port(self, session: HubSession, listen_host: str,
                                 port: int) -> tuple[asyncio.AbstractServer, relay.ForwardStats]:

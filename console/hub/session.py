@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import asyncssh
 
-from console.core import announce
+from console.core import announce, udp_frames
 from console.core.keys import fingerprint, public_line
-from console.hub import compat
+from console.hub import compat, egress
 
 if TYPE_CHECKING:
     from console.hub.server import Hub
@@ -113,18 +113,19 @@ class HubSession(asyncssh.SSHServer):
         return _AnnounceChannel(self)
 
     def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
-        self.hub.refuse(self, "a connection into the hub's network (direct-tcpip)",
-                        f"a connection into the hub's network (direct-tcpip to {dest_host}:{dest_port})")
-        return False
+        """Egress (direct-tcpip): only to what hub.egress_allow lists (console.hub.egress)."""
+        return egress.tcp_connection(self.hub, self, dest_host, dest_port, orig_host, orig_port)
 
     def server_requested(self, listen_host: str, listen_port: int):
         return self.hub.open_port(self, listen_host, listen_port)
 
 
 class _AnnounceChannel(asyncssh.SSHServerSession):
-    """The only session a client gets: the announcement subsystem, which reads one JSON document and answers.
-    A shell, exec, pty or any other subsystem on it is refused and logged; a channel that does not finish
-    within ANNOUNCE_SECONDS is closed."""
+    """The only sessions a client gets: the announcement subsystem, which reads one JSON document and answers,
+    and the UDP egress subsystem (console.hub.egress), one flow each. A shell, exec, pty or any other subsystem
+    is refused and logged; an announcement that does not finish within ANNOUNCE_SECONDS is closed. Until it
+    names its subsystem a channel counts against MAX_CHANNELS and max_sessions; a UDP flow then counts against
+    the client's udp_max_flows instead."""
 
     def __init__(self, session: HubSession) -> None:
         self.session = session
@@ -132,6 +133,8 @@ class _AnnounceChannel(asyncssh.SSHServerSession):
         self.data = bytearray()
         self.accepted = False
         self.timer: asyncio.TimerHandle | None = None
+        self.flow: udp_frames.Flow | None = None   # a UDP egress flow's channel
+        self.counted = True                        # against the session channel limits
 
     def connection_made(self, chan: asyncssh.SSHServerChannel) -> None:
         self.chan = chan
@@ -140,11 +143,24 @@ class _AnnounceChannel(asyncssh.SSHServerSession):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
+        if self.flow is not None:
+            self.flow.channel_lost(exc)
+        self._uncount()
+
+    def _uncount(self) -> None:
+        if not self.counted:
+            return
+        self.counted = False
         self.session.channels -= 1
         held = self.session.hub.session_channels
         held[self.session.user] = held.get(self.session.user, 1) - 1
         if held[self.session.user] <= 0:
             del held[self.session.user]
+
+    def _refuse_flow(self, reason: str) -> None:
+        if self.chan is not None:
+            self.chan.write_stderr((reason + "\n").encode())
+            self.chan.exit(1)
 
     def pty_requested(self, term_type, term_size, term_modes) -> bool:
         self.session.hub.refuse(self.session, "a terminal (pty)", "a terminal (pty)")
@@ -162,10 +178,24 @@ class _AnnounceChannel(asyncssh.SSHServerSession):
         if subsystem == announce.ANNOUNCE_SUBSYSTEM:
             self.accepted = True
             return True
+        if subsystem == udp_frames.UDP_SUBSYSTEM and self.chan is not None:
+            if self.timer is not None:
+                self.timer.cancel()
+            self._uncount()
+            flow = egress.udp_flow(self.session.hub, self.session)
+            if isinstance(flow, str):  # accepted, then refused in words the unit shows (a failed request has none)
+                asyncio.get_running_loop().call_soon(self._refuse_flow, flow)
+                return True
+            self.flow = flow
+            flow.channel_open(self.chan)
+            return True
         self.session.hub.refuse(self.session, "a subsystem", f"the subsystem {subsystem[:80]!r}")
         return False
 
     def data_received(self, data: bytes, datatype) -> None:
+        if self.flow is not None:
+            self.flow.from_channel(data, datatype)
+            return
         if not self.accepted:
             return
         self.data += data
@@ -178,7 +208,18 @@ class _AnnounceChannel(asyncssh.SSHServerSession):
                                 f"an announcement: {reason}")
         self._answer({"ok": False, "error": reason}, 1)
 
+    def pause_writing(self) -> None:
+        if self.flow is not None:
+            self.flow.set_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.flow is not None:
+            self.flow.set_paused(False)
+
     def eof_received(self) -> bool:
+        if self.flow is not None:
+            self.flow.close()
+            return False
         if self.accepted and self.chan is not None:
             try:
                 forwards = announce.parse(bytes(self.data))

@@ -14,7 +14,7 @@ All three install with the same shell text (key_install.authorized_keys_script).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import asyncssh
@@ -65,17 +65,22 @@ async def setup_by_password(name: str, server: ServerConfig, username: str, key_
     return text, await check_login(name, server, username, key_path, known, unit=unit, timeout=timeout)
 
 
+async def read_identity(identity: Path) -> asyncssh.SSHKey:
+    """An operator's private key file (`--identity FILE`); OperationFailed in one line when it cannot be used."""
+    try:
+        return await asyncio.to_thread(asyncssh.read_private_key, str(identity))
+    except (asyncssh.KeyImportError, OSError) as exc:
+        raise OperationFailed(f"cannot use the identity {identity}: {os_reason(exc)} (a key protected by a "
+                              "passphrase cannot be used here: give a key without one)") from None
+
+
 async def setup_by_key(name: str, server: ServerConfig, username: str, key_path: Path, known: KnownHosts,
                        identity: Path, *, login_user: str, unit: str | None, timeout: float,
                        trust_fingerprint: str | None = None) -> tuple[str, EndpointCheck]:
     """Set up by key: log in as `login_user` with the operator's private key `identity` (root, `username`
     itself, or a user with password-less sudo) and authorize our key for `username`: ~username/.ssh 0700 and
     authorized_keys 0600 owned by that user, the key appended once. Returns what happened and the check after."""
-    try:
-        operator_key = await asyncio.to_thread(asyncssh.read_private_key, str(identity))
-    except (asyncssh.KeyImportError, OSError) as exc:
-        raise OperationFailed(f"cannot use the identity {identity}: {os_reason(exc)} (a key protected by a "
-                              "passphrase cannot be used here: give a key without one)") from None
+    operator_key = await read_identity(identity)
     key = await _our_key(key_path, unit)
     line = public_line(key, _comment(unit))
     verifier = key_install.Verifier(unit or name, server, known, trust_fingerprint)
@@ -95,18 +100,23 @@ async def setup_by_key(name: str, server: ServerConfig, username: str, key_path:
     return text, await check_login(name, server, username, key_path, known, unit=unit, timeout=timeout)
 
 
-def setup_script(public_key_line: str, username: str, sshd_part: str = "") -> str:
+def setup_script(public_key_line: str, username: str, sshd_part: str = "",
+                 also: Sequence[tuple[str, str]] = ()) -> str:
     """Set up by script: the POSIX sh script an operator runs on the server as root (`sh FILE`). It authorizes
-    the key for `username` (key_install.authorized_keys_script: idempotent, what it did printed), then runs
-    `sshd_part` (the sshd settings changes, given by the sshd check). `set -eu`: it stops at the first failure;
-    safe to run twice. ValueError for a key line or a user name it will not put in a script."""
-    key = parse_public_key(public_key_line)
-    what = f"{fingerprint(key)} " if key is not None else ""
-    header = (f"#!/bin/sh\n"
-              f"# sop-console: set up auth for {username} on this server. Run it as root: sh FILE\n"
-              f"# 1. authorize the key {what}for {username} (added once: safe to run twice)\n")
+    the key for `username` (key_install.authorized_keys_script: idempotent, what it did printed), and each
+    (key line, user) of `also` after it (an endpoint's other units), then runs `sshd_part` (the sshd settings
+    changes, given by the sshd check). `set -eu`: it stops at the first failure; safe to run twice. ValueError for
+    a key line or a user name it will not put in a script."""
     root = 'if [ "$(id -u)" != 0 ]; then echo "run this script as root (sudo sh FILE)" >&2; exit 1; fi\n'
-    script = header + root + key_install.authorized_keys_script(public_key_line, username)
+    script = ""
+    for n, (line, user) in enumerate([(public_key_line, username), *also], 1):
+        key = parse_public_key(line)
+        what = f"{fingerprint(key)} " if key is not None else ""
+        step = f"1.{n}" if also else "1."
+        script += f"# {step} authorize the key {what}for {user} (added once: safe to run twice)\n"
+        script += (root if n == 1 else "") + key_install.authorized_keys_script(line, user)
+    users = ", ".join(dict.fromkeys(user for _, user in [(public_key_line, username), *also]))
+    script = f"#!/bin/sh\n# sop-console: set up auth for {users} on this server. Run it as root: sh FILE\n" + script
     if sshd_part.strip():
         script += "# 2. the sshd settings\n" + sshd_part.rstrip("\n") + "\n"
     return script + 'echo "sop-console: done"\n'

@@ -11,13 +11,14 @@ import json
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 import asyncssh
 
-from console.core import announce
+from console.core import announce, udp_frames
 from console.core.clock import utc_iso
 from console.core.config import ForwardConfig, TunnelConfig, UnitConfig, join_host_port
-from console.core.errors import os_reason
+from console.core.errors import OperationFailed, os_reason
 from console.core.events import EventBus, ForwardChanged, ForwardTraffic, UnitStateChanged
 from console.core.keys import load_or_create_unit_key, unit_public_key
 from console.core.known_hosts import HostKeyCheck, KnownHosts, Verdict, check_host_key, host_key_algorithms
@@ -64,6 +65,9 @@ class WorkerEnv:
     tunnel_log: TunnelLog
     store: Store
     known_hosts: KnownHosts
+    # told of every change of a unit's state: (unit, old state, new state); the engine re-checks the unit's
+    # endpoint when it starts or stops failing to log in
+    on_state: Callable[[str, str, str], None] | None = None
 
 
 @dataclass
@@ -77,10 +81,14 @@ class ForwardRuntime:
     retry_task: asyncio.Task | None = None
     reported: tuple[int, int, int, int] = (0, 0, 0, 0)
     server_bind: str | None = None  # where the server says it listens (our hub, in its announcement reply)
+    # A proxy rule's forward (console.tunnel.ingress): UDP through our hub, or TCP with the rule's own way of
+    # choosing a destination per connection (asyncssh's session factory, called with the originator's address).
+    udp: udp_frames.FlowSet | None = None
+    factory: Callable[[str, int], Awaitable[asyncssh.SSHTCPSession]] | None = None
 
     @property
     def remote(self) -> str:
-        bind = self.server_bind or self.config.remote_bind or "*"
+        bind = self.server_bind or (None if self.udp else self.config.remote_bind) or "*"
         return join_host_port(bind, self.port if self.port is not None else self.config.remote_port)
 
     def status(self) -> ForwardStatus:
@@ -147,6 +155,9 @@ class UnitWorker:
         self._announce_task: asyncio.Task | None = None
         self._announced: list[announce.Announced] | None = None  # what the hub on this connection was told
         self.hub_refusals: dict[int, str] = {}   # requested port -> why our hub refused it (its debug message)
+        self.server_software: str | None = None  # the SSH version string of the server last connected to
+        self._server_bind: str | None = None     # where our hub said its ports listen (its announcement reply)
+        self._rule_forwards: set[str] = set()     # forwards of proxy rules, added at run time (add_rule_forward)
         self._refusal_lines = LogLimiter(self.log_event, RETRY_LOG_EVERY)  # a forward and reason: a line a minute
 
     # ------------------------------------------------------------------ public surface
@@ -186,13 +197,55 @@ class UnitWorker:
     def status(self) -> UnitStatus:
         return UnitStatus(self.name, UnitState(self.state), self.since, self.server, self.config.username,
                           self.last_error, utc_iso(self.next_retry) if self.next_retry else None, self.server_key,
-                          [fr.status() for fr in self.forwards.values()])
+                          [fr.status() for fr in self.forwards.values()], self.config.endpoint)
+
+    def connected(self) -> asyncssh.SSHClientConnection:
+        """The unit's live connection, for what proxy rules carry through it; OperationFailed when it has none."""
+        if self._conn is None:
+            said = f": {self.last_error}" if self.last_error else ""
+            raise OperationFailed(f"unit {self.name} is not connected (state {self.state}{said})")
+        return self._conn
+
+    async def add_rule_forward(self, forward: ForwardConfig, *, udp: udp_frames.FlowSet | None = None,
+                               factory: Callable[[str, int], Awaitable[asyncssh.SSHTCPSession]] | None = None
+                               ) -> ForwardRuntime:
+        """A proxy rule's remote forward, opened on the running unit beside the configured ones (none of them is
+        touched, and a reload keeps it). Named `rule:PROTO:PORT` (console.tunnel.ingress), which a configured
+        forward's name cannot be. `udp`: the flows of a UDP forward (our hub only); `factory`: the rule's own
+        session factory for TCP (round robin), else connections go to the forward's local address."""
+        if forward.name in self.forwards:
+            raise OperationFailed(f"unit {self.name} has a forward named {forward.name} already")
+        fr = ForwardRuntime(forward, udp=udp, factory=factory, server_bind=self._server_bind)
+        if udp is not None:
+            fr.stats = udp.stats  # type: ignore[assignment]  # the same four counters, flows for connections
+        self.forwards[forward.name] = fr
+        self._rule_forwards.add(forward.name)
+        self.log_event(f"forward {forward.name} added")
+        if self._conn is not None:
+            self._set_forward(fr, "pending", None)
+            fr.retry_task = asyncio.create_task(self._keep_forward(self._conn, fr, first_try=True))
+        return fr
+
+    async def remove_rule_forward(self, name: str) -> None:
+        """Close a proxy rule's forward on the server (its flows end); the other forwards stay as they are."""
+        fr = self.forwards.get(name)
+        if fr is None or name not in self._rule_forwards:
+            raise OperationFailed(f"unit {self.name} has no rule forward named {name}")
+        await self._drop_forward(fr)
+        if fr.udp is not None:
+            fr.udp.close("the rule was removed")
+        del self.forwards[name]
+        self._rule_forwards.discard(name)
+        self.log_event(f"forward {name} removed")
+        if self._conn is not None:
+            self._update_connected_state()
 
     async def update_forwards(self, forwards: tuple[ForwardConfig, ...]) -> None:
-        """Apply a new forward list without dropping the connection or the unchanged forwards."""
+        """Apply a new forward list without dropping the connection or the unchanged forwards (the forwards of
+        proxy rules are not the config's: they stay)."""
         wanted = {f.name: f for f in forwards}
         for name, fr in list(self.forwards.items()):
-            if wanted.get(name) != fr.config:
+            if name not in self._rule_forwards and wanted.get(name) != fr.config:
                 await self._drop_forward(fr)
                 del self.forwards[name]
                 self.log_event(f"forward {name} removed")
@@ -205,7 +258,7 @@ class UnitWorker:
                 if conn is not None:
                     self._set_forward(fr, "pending", None)
                     fr.retry_task = asyncio.create_task(self._keep_forward(conn, fr, first_try=True))
-        self.forwards = {name: self.forwards[name] for name in wanted}
+        self.forwards = {name: self.forwards[name] for name in [*wanted, *self._rule_forwards]}
         self.config = replace(self.config, forwards=forwards)
         if conn is not None:
             self._update_connected_state()
@@ -216,7 +269,7 @@ class UnitWorker:
         self.env.tunnel_log.write(self.name, event)
 
     def _set_state(self, state: str, *, error: str | None = None, next_retry: float | None = None) -> None:
-        changed = state != self.state
+        changed, old = state != self.state, self.state
         self.state = state
         if changed:
             self.since = utc_iso()
@@ -225,6 +278,8 @@ class UnitWorker:
         self.env.bus.publish(UnitStateChanged(
             unit=self.name, state=state, since=self.since, last_error=error,
             next_retry=utc_iso(next_retry) if next_retry else None, server_key=self.server_key))
+        if changed and self.env.on_state is not None:
+            self.env.on_state(self.name, old, state)
 
     def _set_forward(self, fr: ForwardRuntime, state: str, error: str | None) -> None:
         if fr.state == state and fr.error == error:
@@ -255,7 +310,7 @@ class UnitWorker:
 
     def _announcement(self) -> list[announce.Announced]:
         return [announce.Announced(fr.port, fr.config.name, fr.config.local, fr.config.service)
-                for fr in self.forwards.values() if fr.state == "listening" and fr.port]
+                for fr in self.forwards.values() if fr.state == "listening" and fr.port and fr.udp is None]
 
     def _announce_soon(self) -> None:
         """Our hub (not a plain sshd) hears what the listening forwards lead to, again whenever that changes."""
@@ -288,6 +343,7 @@ class UnitWorker:
 
     def _hub_bind(self, bind: str | None) -> None:
         """The hub said where its ports listen: the remote column shows that, not the bind we asked for."""
+        self._server_bind = bind or self._server_bind
         for fr in self.forwards.values():
             if bind and fr.server_bind != bind:
                 fr.server_bind = bind
@@ -430,6 +486,7 @@ class UnitWorker:
 
         Returns None after a clean close, else the reason the connection ended."""
         self._conn = conn
+        self.server_software = conn.get_extra_info("server_version")
         try:
             results = await asyncio.gather(*(self._open_forward(conn, fr) for fr in self.forwards.values()))
             up = sum(results)
@@ -475,27 +532,24 @@ class UnitWorker:
         if fr.state != "refused":  # a retry keeps saying refused (and why) until it listens
             self._set_forward(fr, "pending", None)
         self.hub_refusals.pop(cfg.remote_port, None)
-        factory = relay.session_factory(
+        if fr.udp is not None and not announce.is_hub(self.server_software):
+            self._set_forward(fr, "refused", udp_frames.needs_hub(self.name, self.server, self.server_software))
+            self.log_event(f"forward {cfg.name} refused: {fr.error}")
+            return False
+        factory = fr.factory or relay.session_factory(
             cfg.local_host, cfg.local_port, fr.stats,
             on_change=lambda: self._publish_traffic(fr),
             on_refused=lambda reason: self.log_event(f"forward {cfg.name}: {reason}"))
+        bind = udp_frames.UDP_LISTEN_HOST if fr.udp is not None else cfg.remote_bind
         try:
-            listener = await conn.create_server(factory, cfg.remote_bind, cfg.remote_port,
+            listener = await conn.create_server(factory, bind, cfg.remote_port,
                                                 window=relay.WINDOW, max_pktsize=relay.MAX_PACKET)
         except (asyncssh.ChannelListenError, asyncssh.Error, OSError) as exc:  # ChannelListenError is no asyncssh.Error
             listener, detail = None, str(exc)
         else:
             detail = ""
         if listener is None:
-            where = join_host_port(cfg.remote_bind or "*", cfg.remote_port)
-            exact = self.hub_refusals.pop(cfg.remote_port, None)
-            if exact is not None:
-                error = f"the hub refused to listen on {where}: {exact}"
-            else:
-                error = (f"server refused to listen on {where}"
-                         + (f" ({detail})" if detail else "")
-                         + ": the port is held by another session (often a dead one of ours), in use, or not "
-                           "allowed (PermitListen, AllowTcpForwarding)")
+            error = self.listen_refusal(cfg.remote_bind, cfg.remote_port, detail, udp=fr.udp is not None)
             self._refusal_lines((cfg.name, error), f"forward {cfg.name} refused: {error}",
                                 f"forward {cfg.name} refused again")
             self._set_forward(fr, "refused", error)
@@ -507,6 +561,17 @@ class UnitWorker:
         self.log_event(f"forward {cfg.name} listening on the server at {fr.remote} -> {cfg.local}")
         return True
 
+    def listen_refusal(self, bind: str, port: int, detail: str, *, udp: bool = False) -> str:
+        """Why the server refused to listen on bind:port: our hub's own words (its debug message just before the
+        refusal) when it said them, else what a plain server's silence may mean."""
+        where = ("UDP " if udp else "") + join_host_port(bind or "*", port)
+        exact = self.hub_refusals.pop(port, None)
+        if exact is not None:
+            return f"the hub refused to listen on {where}: {exact}"
+        return (f"server refused to listen on {where}" + (f" ({detail})" if detail else "")
+                + ": the port is held by another session (often a dead one of ours), in use, or not allowed "
+                  "(PermitListen, AllowTcpForwarding)")
+
     async def _keep_forward(self, conn: asyncssh.SSHClientConnection, fr: ForwardRuntime, first_try: bool) -> None:
         """Retry one refused forward on its own, with backoff, while the others stay up."""
         attempt = 0
@@ -514,6 +579,8 @@ class UnitWorker:
             self._update_connected_state()
             return
         self._update_connected_state()
+        if fr.udp is not None and not announce.is_hub(self.server_software):
+            return  # a plain SSH server will not learn UDP by our asking again
         while True:
             await asyncio.sleep(backoff(attempt, self.tunnel.retry_min, self.tunnel.retry_max))
             attempt += 1

@@ -1,8 +1,8 @@
 """The SOP Console app: the appliance's subsystem menu over the daemon's live state.
 
 The App owns the Session (what the console knows and asks, no Textual in it), turns the engine's events into
-StatusChanged / ClientChanged / EndpointChanged on Signals the screens follow, and runs the menu's handlers on
-MenuChosen.
+StatusChanged / ClientChanged / EndpointChanged / RuleChanged on Signals the screens follow, and runs the
+menu's handlers on MenuChosen.
 Only the main screen is imported at start; every other screen and dialog when first shown."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.events import Event as TextualEvent, Key
 from textual.screen import Screen
 from textual.signal import Signal
 
@@ -28,12 +29,13 @@ from console.core.errors import ConfigError, ConsoleError, DaemonNotRunning, os_
 from console.core.paths import StatePaths
 from console.ui import menu
 from console.ui.backend import DaemonBackend, StaticBackend
-from console.ui.messages import ClientChanged, EndpointChanged, MenuChosen, StatusChanged
+from console.ui.messages import (ClientChanged, EndpointChanged, MenuChosen, OperationRecorded, RuleChanged,
+                                 StatusChanged)
 from console.ui.screens.main import MainScreen
 from console.ui.session import Session
 from console.core.choices import THEMES
 from console.ui.themes import load_themes, stylesheet
-from console.ui.widgets.burst import type_into_focused_input
+from console.ui.widgets.burst import EndOfBurst, KeyHold
 
 TERMINAL_CHECK_SECONDS = 2.0
 HANGUP_CLEANUP_SECONDS = 1.5
@@ -58,21 +60,41 @@ class SopConsole(App):
                 id="app.palette"),
     ]
 
-    def _on_key(self, event) -> None:  # textual.events.Key
-        """Before App._on_key (the bindings), which runs after this unless the key was typed into an Input here
+    async def on_event(self, event: TextualEvent) -> None:
+        """A key fresh from the terminal is held while a text box opens (widgets/burst.py), else sent on."""
+        if isinstance(event, Key) and not event.is_forwarded and self.keys.raw(event):
+            return
+        await super().on_event(event)
+
+    def _on_key(self, event: Key) -> None:
+        """Before App._on_key (the bindings), which runs after this unless the key is held for a text box
         (prevent_default)."""
-        type_into_focused_input(self, event)
+        self.keys.bubbled(event)
+
+    def hold_keys(self) -> None:
+        """A binding opens a text box: the keys typed after it, in the same burst, go there (widgets/burst.py)."""
+        self.keys.hold()
+
+    @on(EndOfBurst)
+    def _end_of_burst(self, message: EndOfBurst) -> None:
+        self.keys.end_of_burst(message)
+
+    def on_descendant_focus(self) -> None:
+        self.keys.check()
 
     def __init__(self, paths: StatePaths, *, config: Config | None = None, config_path: Path | None = None,
                  backend: DaemonBackend | StaticBackend | None = None, theme_name: str = "sop",
                  poll_log: bool = True, watch_terminal: bool | None = None, demo: bool = False,
                  config_problems: list[str] | None = None) -> None:
         super().__init__()
+        self.keys = KeyHold(self)  # keys typed in one burst with the key that opens a text box go into the box
         self.session = Session(paths, config=config, config_path=config_path, backend=backend, demo=demo,
                                config_problems=config_problems)
         self.status_signal: Signal[StatusChanged] = Signal(self, "status")
         self.clients_signal: Signal[ClientChanged] = Signal(self, "clients")
         self.endpoints_signal: Signal[EndpointChanged] = Signal(self, "endpoints")
+        self.operations_signal: Signal[OperationRecorded] = Signal(self, "operations")
+        self.rules_signal: Signal[RuleChanged] = Signal(self, "rules")
         self.poll_log = poll_log
         self.on_close: list = []  # async callables run when the console ends (the demo closes its world here)
         self._hangup_task: asyncio.Task | None = None  # leaving a terminal that hung up, once
@@ -169,6 +191,10 @@ class SopConsole(App):
                     elif isinstance(event, events.EndpointChanged):  # the main screen says a unit's endpoint problem
                         self.endpoints_signal.publish(EndpointChanged(event.endpoint))
                         self.status_signal.publish(StatusChanged())
+                    elif isinstance(event, events.OperationRecorded):
+                        self.operations_signal.publish(OperationRecorded(event.id))
+                    elif isinstance(event, events.RuleChanged):
+                        self.rules_signal.publish(RuleChanged(event.rule, event.change))
                     else:
                         self.status_signal.publish(StatusChanged())
             except (ConsoleError, OSError, ValueError):
@@ -179,6 +205,8 @@ class SopConsole(App):
             self.status_signal.publish(StatusChanged())
             self.clients_signal.publish(ClientChanged(None))
             self.endpoints_signal.publish(EndpointChanged(None))
+            self.operations_signal.publish(OperationRecorded(None))
+            self.rules_signal.publish(RuleChanged(None))
 
     async def _reconnect(self) -> None:
         """Try the daemon's socket until it answers: soon at first, then every RECONNECT_MAX_SECONDS at most.

@@ -17,8 +17,8 @@ class DaemonBackend:
 
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
-        self._requests = ControlClient(socket_path)
-        self._stream = ControlClient(socket_path)
+        self._requests = ControlClient(socket_path, via="console")
+        self._stream = ControlClient(socket_path, via="console")
         self._events: AsyncIterator[Event] | None = None
 
     async def connect(self) -> dict:

@@ -78,7 +78,7 @@ async def trust(app: SopConsole, unit: str | None) -> None:
     assert unit is not None
     offer = await app.session.host_key_check(unit)  # the key the server presents now, beside the one we trust
     if not await app.push_screen_wait(TrustScreen(offer)):
-        return
+        return  # cancelled, or already trusted (the dialog said so, with a Close button alone)
     result = await app.session.trust(unit, offer["fingerprint"], offer["outcome"] == "changed")
     app.notify(f"{unit}: host key {result['fingerprint']} {result['outcome']}")
 
@@ -93,6 +93,18 @@ async def endpoints(app: SopConsole, unit: str | None) -> None:
     from console.ui.screens.endpoints import EndpointsScreen
 
     await app.push_screen(EndpointsScreen(app.session, app.endpoints_signal, app.status_signal))
+
+
+async def operations(app: SopConsole, unit: str | None) -> None:
+    from console.ui.screens.operations import OperationsScreen
+
+    await app.push_screen(OperationsScreen(app.session, app.operations_signal, app.status_signal))
+
+
+async def rules(app: SopConsole, unit: str | None) -> None:
+    from console.ui.screens.rules import RulesScreen
+
+    await app.push_screen(RulesScreen(app.session, app.rules_signal, app.status_signal))
 
 
 @dataclass(frozen=True)
@@ -113,13 +125,17 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("3", "stop", "Stop", stop, "Stop", does="stop {unit}'s tunnels (asks first)"),
     MenuItem("4", "view_log", "View log", view_log, "Log", needs_unit=False,
              does="the tunnel log: every unit and the hub"),
-    MenuItem("5", "configure", "Configure", configure, "Config", needs_unit=False,
+    MenuItem("5", "configure", "Configure", configure, "Conf", needs_unit=False,
              does="edit the configuration file: the server, both units, the hub"),
     MenuItem("6", "trust", "Trust host key", trust, "Trust", does="check and trust the host key of {unit}'s server"),
     MenuItem("7", "clients", "Clients", clients, "Clients", needs_unit=False,
              does="the hub's clients: their ports and what each forwards"),
     MenuItem("8", "endpoints", "Endpoints", endpoints, "Endpts", needs_unit=False,
              does="the SSH servers units go through: auth status, set-up, sshd check, scope"),
+    MenuItem("9", "rules", "Rules", rules, "Rules", needs_unit=False,
+             does="the proxy rules and gateway plans: where each listens, its destinations, counters; add, remove"),
+    MenuItem("o", "operations", "Operations", operations, "Ops", needs_unit=False,
+             does="the operation log: who did what, from where, how it went; details, export"),
 )
 BY_ACTION = {item.action: item for item in MENU}
 

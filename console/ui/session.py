@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from console.core.errors import EXIT_USAGE, ConsoleError, DaemonNotRunning, OperationFailed
-from console.core.events import ClientChanged, EndpointChanged, Event, Reloaded
+from console.core.events import (ClientChanged, EndpointChanged, Event, OperationRecorded, Reloaded, ReloadRefused,
+                                 RuleChanged)
 from console.core.paths import StatePaths
-from console.core.status import ClientStatus, EndpointCheck, EndpointStatus, SshdCheck, Status, UnitStatus
+from console.core.status import (ClientStatus, EndpointCheck, EndpointStatus, GatewayStatus, OpEntry, RuleStatus,
+                                 SshdCheck, Status, UnitStatus)
 from console.ui.backend import DaemonBackend, StaticBackend
 
 if TYPE_CHECKING:  # the schema and its YAML load when a config is read, not at start
@@ -149,18 +151,22 @@ class Session:
 
     async def changes(self) -> AsyncIterator[Event]:
         """The engine's events, folded into the status mirror; yields those that change what a screen shows:
-        Reloaded (after a fresh snapshot was taken), a unit's or forward's change, ClientChanged and
-        EndpointChanged."""
+        Reloaded (after a fresh snapshot was taken), ReloadRefused (the config file's problems, now
+        `config_problems`), a unit's or forward's change, ClientChanged, EndpointChanged, OperationRecorded and
+        RuleChanged."""
         async for event in self.backend.events():
             if isinstance(event, Reloaded):  # units or forwards may have changed: take a fresh snapshot
                 self._take(await self.backend.request("status"))
-                if self.config_problems:  # the file may have been put right (the daemon read a good one)
+                if self.config_problems:  # the file was put right: the daemon read a good one
                     await self.check_config_file()
+                yield event
+            elif isinstance(event, ReloadRefused):  # the daemon read the file and it does not check
+                self.config_problems = list(event.problems)
                 yield event
             elif isinstance(event, EndpointChanged):
                 self.status.apply(event)  # the units going through it may say its problem
                 yield event
-            elif isinstance(event, ClientChanged) or self.status.apply(event):
+            elif isinstance(event, (ClientChanged, OperationRecorded, RuleChanged)) or self.status.apply(event):
                 yield event
 
     def _take(self, status: dict) -> None:
@@ -251,7 +257,7 @@ class Session:
         when the daemon could not be told."""
         from console.control.client import report_key_install
 
-        return await report_key_install(self.paths, unit, detail, getpass.getuser())
+        return await report_key_install(self.paths, unit, detail, getpass.getuser(), "console", self.config)
 
     # ------------------------------------------------------------------ the configuration
 
@@ -274,8 +280,9 @@ class Session:
     async def check_config_file(self) -> list[str]:
         """Read the config file again (in a thread): its problems now (none: it checks, and it is the configuration
         used from now on)."""
-        if self.config_path is None:
-            return self.config_problems
+        if self.config_path is None:  # the console has no file of its own: the daemon's reload said it is good
+            self.config_problems = []
+            return []
         config, problems = await asyncio.to_thread(_read_config, self.config_path)
         if config is not None:
             self.config = config
@@ -432,6 +439,63 @@ class Session:
         except ValueError as exc:
             raise OperationFailed(f"the daemon's sshd check of {name} could not be read: {exc}") from None
 
+    # ------------------------------------------------------------------ the operation log
+
+    async def ops_page(self, since: str | None = None, until: str | None = None, before: int | None = None,
+                       after: int | None = None, limit: int = 20) -> tuple[list[OpEntry], int | None, bool]:
+        """A page of the operation log, newest first (`since`/`until`: UTC text, console/core/dates.utc_text):
+        the entries, the id to page on from (None: no more), and, asked `after` an entry, whether more arrived
+        than `limit` (then the page shown is not the newest any more: fetch it again)."""
+        result = await self.request("ops.list", since=since, until=until, before=before, after=after, limit=limit)
+        if not isinstance(result, dict):
+            return [], None, False
+        entries = [OpEntry.from_json(e) for e in result.get("entries", [])]
+        return entries, result.get("next_before"), bool(result.get("more_after"))
+
+    # ------------------------------------------------------------------ proxy rules
+    # Every request about proxy rules is here, in one place.
+
+    async def rules_list(self) -> list[RuleStatus]:
+        """Every rule, as `proxy list` shows them: the config's, the gateways', the runtime ones, the forwards."""
+        result = await self.request("proxy.list")
+        return [RuleStatus.from_json(r) for r in result.get("rules", [])] if isinstance(result, dict) else []
+
+    async def gateway_show(self, name: str) -> GatewayStatus:
+        """A gateway plan: its formula, every port with its state, its clashes."""
+        return GatewayStatus.from_json(await self.request("gateway.show", name=name))
+
+    async def rules_add(self, direction: str, text: str, via: str) -> RuleStatus:
+        """Add a rule at run time (kept by the daemon); its state after the first try to listen. ConsoleError with
+        the daemon's one line when it is refused (a clash, already there)."""
+        return RuleStatus.from_json(await self.request("proxy.add", direction=direction, rule=text, via=via))
+
+    async def rules_remove(self, rule: RuleStatus) -> None:
+        await self.request("proxy.remove", direction=rule.direction, rule=rule.rule, via=rule.via)
+
+    def rule_vias(self) -> list[str]:
+        """What a new rule may go via: local, or a unit."""
+        from console.core.rules import LOCAL
+
+        return [LOCAL, *self.unit_names()]
+
+    @staticmethod
+    def rule_problem(text: str) -> str | None:
+        """What is wrong with a rule's text, in the parser's one line (as `proxy add` says it); None when it reads."""
+        from console.core.rules import RuleError, parse_rule_text
+
+        try:
+            parse_rule_text(text)
+        except RuleError as exc:
+            return str(exc)
+        return None
+
+    @staticmethod
+    def not_removable(rule: RuleStatus) -> str | None:
+        """Why a rule cannot be removed at run time (the config's, a gateway's, a unit's forward), in the words of
+        `proxy remove`; None for a rule added at run time."""
+        from console.core.rule_table import removal_refused
+
+        return removal_refused(f"{rule.direction} {rule.rule} via {rule.via}", rule, "the config")
 
 def _read_config(path: Path) -> tuple[Config | None, list[str]]:
     """The config file read and checked: the config, or None and its problems (one `FILE:LINE: ...` each)."""

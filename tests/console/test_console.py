@@ -8,6 +8,7 @@ import signal
 import socket
 import time
 
+from rich.cells import cell_len
 from support import EchoServer, authorize_units, config_of, eventually, run, unit_yaml
 from textual.widgets import DataTable, Input, Static
 
@@ -19,6 +20,7 @@ from console.ui.app import SopConsole
 from console.ui.dialogs.confirm import ConfirmScreen, TrustScreen
 from console.ui.dialogs.install_key import InstallKeyScreen
 from console.ui.dialogs.no_daemon import NoDaemonScreen
+from console.ui.menu import MENU
 from console.ui.screens.log import LogScreen
 from console.ui.screens.main import MainScreen
 from console.ui.widgets.log_view import LogView
@@ -39,11 +41,15 @@ def port_row(app: SopConsole, unit: str, fwd: str) -> list[str]:
     return next((r for r in rows(app, "ports") if r[0] == unit and r[1] == fwd), [""] * 10)
 
 
-async def start_daemon(sshd, state: StatePaths, text: str, *, authorize: bool = True) -> Daemon:
+async def start_daemon(sshd, state: StatePaths, text: str, *, authorize: bool = True, path=None) -> Daemon:
+    """A daemon in this process on the config `text`; with `path`, the text written there first and the daemon
+    reading it again on reload (as `sop-console --config PATH daemon` runs)."""
+    if path is not None:
+        path.write_text(text)
     cfg = config_of(text)
     if authorize:
         authorize_units(sshd, state, cfg.units)
-    daemon = Daemon(cfg, state, None, echo_log=False)
+    daemon = Daemon(cfg, state, path, echo_log=False)
     await daemon.start()
     return daemon
 
@@ -196,9 +202,12 @@ def notifications(app: SopConsole) -> list[str]:
     return [n.message for n in app._notifications]
 
 
-def test_trust_host_key_already_trusted_shows_both_keys_and_one_outcome(sshd, state):
-    """The key the server presents now beside the one trusted, OpenSSH's advice, and one toast that says what
-    happened (not "recorded" and then "already trusted")."""
+def test_trust_host_key_already_trusted_shows_both_keys_and_one_close_button(sshd, state):
+    """The key a real sshd presents is the one trusted: the dialog shows both fingerprints and says there is
+    nothing to do, with one Close button (no OK / Cancel to choose between); closing it (enter, y, esc) asks the
+    daemon nothing more and adds no toast."""
+    from textual.widgets import Button
+
     async def body():
         daemon = await start_daemon(sshd, state, unit_yaml(sshd, {"master": []}))  # the real key, pinned
         try:
@@ -207,16 +216,23 @@ def test_trust_host_key_already_trusted_shows_both_keys_and_one_outcome(sshd, st
                 await eventually(lambda: isinstance(app.screen, MainScreen)
                                  and unit_row(app, "master")[1] == "● up", timeout=5)
                 held = fingerprint(parse_public_key(sshd.host_public_key))
-                await pilot.press("6")
-                await eventually(lambda: isinstance(app.screen, TrustScreen), timeout=5)
-                text = str(app.screen.query_one(".dialog-text", Static).render())
-                assert text.count(held) == 2, text  # presented now, and the one trusted
-                assert "nothing to change" in text
-                before = len(notifications(app))
-                await pilot.press("y")
-                await eventually(lambda: len(notifications(app)) > before, timeout=5)
-                await pilot.pause(0.3)
-                assert notifications(app)[before:] == [f"master: host key {held} already trusted"]
+                recorded = state.known_hosts.read_bytes() if state.known_hosts.exists() else b""
+                for close in ("enter", "y", "escape"):
+                    before = len(notifications(app))
+                    await pilot.press("6")
+                    await eventually(lambda: isinstance(app.screen, TrustScreen), timeout=5)
+                    text = str(app.screen.query_one(".dialog-text", Static).render())
+                    assert text.count(held) == 2, text  # presented now, and the one trusted
+                    assert "already trusted, nothing to do" in text
+                    assert "Host key already trusted" in str(app.screen.query_one(".dialog-title").render())
+                    buttons = [str(b.label) for b in app.screen.query(Button)]
+                    assert buttons == ["Close"], buttons
+                    assert app.focused is app.screen.query_one(Button)
+                    await pilot.press(close)
+                    await eventually(lambda: isinstance(app.screen, MainScreen))
+                    await pilot.pause(0.3)
+                    assert notifications(app)[before:] == [], close
+                assert (state.known_hosts.read_bytes() if state.known_hosts.exists() else b"") == recorded
         finally:
             await daemon.close()
     run(body())
@@ -346,7 +362,7 @@ def test_palette_says_what_each_command_does_and_offers_only_our_themes(state):
             commands = {c.title: c.help for c in app.get_system_commands(app.screen)}
             for title in ("1 Install ssh key", "2 Start", "3 Stop", "6 Trust host key"):
                 assert "clone" in commands[title], (title, commands[title])
-            for title in ("4 View log", "5 Configure", "7 Clients"):
+            for title in ("4 View log", "5 Configure", "7 Clients", "9 Rules", "o Operations"):
                 assert "selected unit" not in commands[title] and "clone" not in commands[title], \
                     (title, commands[title])
             assert sorted(t for t in commands if t.lower().startswith("theme")) == \
@@ -361,11 +377,7 @@ def test_configure_checks_saves_keeps_a_backup_and_reloads(sshd, state, tmp_path
         async with EchoServer() as echo:
             path = tmp_path / "console.yaml"
             original = unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]})
-            path.write_text(original)
-            cfg = config_of(original)
-            authorize_units(sshd, state, cfg.units)
-            daemon = Daemon(cfg, state, path, echo_log=False)
-            await daemon.start()
+            daemon = await start_daemon(sshd, state, original, path=path)
             try:
                 app = app_for(state, config_path=path)
                 async with app.run_test(size=SIZE) as pilot:
@@ -391,6 +403,11 @@ def test_configure_checks_saves_keeps_a_backup_and_reloads(sshd, state, tmp_path
                     # The forward the form did not touch kept its local service and its bind.
                     assert port_row(app, "master", "ssh")[4] == f"127.0.0.1:{echo.port}"
                     assert "remote_bind: 127.0.0.1" in path.read_text()
+                    # The save is in the operation log: a reload from the console, with what changed.
+                    from console.core.oplog import OpQuery
+
+                    (saved,) = daemon.engine.oplog.page(OpQuery(action="reload"))["entries"]
+                    assert (saved.via, saved.outcome) == ("console", "ok") and "master" in saved.details["changes"]
             finally:
                 await daemon.close()
     run(body())
@@ -529,6 +546,32 @@ def test_a_long_reason_is_shown_whole_wrapped_not_cut(state):
                 widget = app.screen.query_one(box, Static)
                 shown = " ".join(line.text.strip() for line in widget.render_lines(widget.region.reset_offset))
                 assert "AllowTcpForwarding)" in shown, (box, shown)  # the reason's last words are on screen
+    run(body())
+
+
+def test_a_unit_whose_endpoint_is_unavailable_says_so_in_its_error_line(sshd, state):
+    """The endpoint's check goes unavailable while the console watches: the unit's detail says it, from the
+    event alone (no refetch), and says nothing once a check finds it available again."""
+    def detail(app: SopConsole) -> str:
+        return str(app.screen.query_one("#unit-detail", Static).render())
+
+    async def body():
+        quiet = "  endpoint_check_interval: 0\n"   # only the checks this test asks for
+        daemon = await start_daemon(sshd, state, unit_yaml(sshd, {"master": []}, tunnel=quiet))
+        try:
+            app = app_for(state)
+            async with app.run_test(size=SIZE):
+                await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[1] == "● up")
+                assert detail(app).endswith("\nno error")
+                sshd.stop()
+                await daemon.engine.logins.check(["default"], "test")
+                problem = f"endpoint default unavailable: connection refused by 127.0.0.1:{sshd.port}"
+                await eventually(lambda: problem in detail(app), what="the endpoint's problem on screen")
+                sshd.start()
+                await daemon.engine.logins.check(["default"], "test")
+                await eventually(lambda: "endpoint default" not in detail(app), what="the problem gone")
+        finally:
+            await daemon.close()
     run(body())
 
 
@@ -778,11 +821,7 @@ def test_a_typo_in_the_config_file_opens_the_console_with_a_banner_and_configure
         async with EchoServer() as echo:
             path = tmp_path / "console.yaml"
             good = unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]})
-            path.write_text(good)
-            cfg = config_of(good)
-            authorize_units(sshd, state, cfg.units)
-            daemon = Daemon(cfg, state, path, echo_log=False)
-            await daemon.start()
+            daemon = await start_daemon(sshd, state, good, path=path)
             try:
                 broken = good.replace("    username:", "    usernme:")
                 path.write_text(broken)  # broken on disk; the daemon keeps its last good config
@@ -821,6 +860,101 @@ def test_a_typo_in_the_config_file_opens_the_console_with_a_banner_and_configure
                     await eventually(lambda: type(app.screen).__name__ == "ConfigureScreen")
             finally:
                 await daemon.close()
+    run(body())
+
+
+def test_a_reload_the_daemon_refuses_shows_the_banner_at_once_and_a_good_one_takes_it_away(sshd, state, tmp_path):
+    """The daemon refuses a SIGHUP reload of a broken file: the open console says so within a second (FILE:LINE),
+    not only when Configure opens; the file put right and reloaded, the banner goes. Both with the console
+    started on the same file and with none of its own (the daemon's events alone)."""
+    import signal
+
+    async def body(with_file: bool):
+        async with EchoServer() as echo:
+            path = tmp_path / f"console-{with_file}.yaml"
+            good = unit_yaml(sshd, {"master": [f"ssh 0 127.0.0.1:{echo.port}"]})
+            daemon = await start_daemon(sshd, state, good, path=path)
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, daemon._on_sighup)  # as Daemon.run does
+            try:
+                app = _console_app(path, state) if with_file else app_for(state)
+                async with app.run_test(size=SIZE):
+                    await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "master")[1] == "● up",
+                                     what="the daemon's live units")
+                    banner = app.screen.query_one("#config-banner", Static)
+                    assert not banner.display
+
+                    broken = good.replace("    username:", "    usernme:")
+                    line = broken.splitlines().index(next(x for x in broken.splitlines() if "usernme" in x)) + 1
+                    path.write_text(broken)
+                    os.kill(os.getpid(), signal.SIGHUP)
+                    sent = time.monotonic()
+                    await eventually(lambda: banner.display, timeout=1, interval=0.01, what="the banner within a second")
+                    print(f"banner after {time.monotonic() - sent:.3f} s")
+                    text = str(banner.render())
+                    assert f"{path}:{line}: units.master.usernme: unknown key" in text, text
+                    assert "the daemon keeps the configuration it last loaded" in text
+                    assert (str(path) if with_file else "the config file") in text.splitlines()[0]
+                    assert unit_row(app, "master")[1] == "● up"  # the last good configuration runs on
+
+                    path.write_text(good)
+                    os.kill(os.getpid(), signal.SIGHUP)
+                    await eventually(lambda: not banner.display, timeout=1, interval=0.01,
+                                     what="the banner gone within a second")
+                    assert app.session.config_problems == []
+            finally:
+                loop.remove_signal_handler(signal.SIGHUP)
+                await daemon.close()
+
+    for with_file in (True, False):
+        run(body(with_file))
+
+
+def test_the_config_text_editor_asks_before_esc_discards_edits(state, tmp_path):
+    """Configure's text editor (a file the form cannot read): esc with no edits goes back at once; with edits not
+    saved it asks "Discard your changes?", default No (enter, n, esc keep the edits), y discards them; the file on
+    disk is never touched by going back."""
+    from textual.widgets import Button, TextArea
+
+    from console.ui.backend import StaticBackend
+
+    path = tmp_path / "console.yaml"
+    broken = "units:\n  master: {usernme: sop001, server: {host: 203.0.113.7}}\n"
+    path.write_text(broken)
+
+    async def body():
+        app = app_for(state, backend=StaticBackend({"units": []}), config_path=path)
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+
+            async def open_editor() -> TextArea:
+                await pilot.press("5")
+                await eventually(lambda: type(app.screen).__name__ == "ConfigTextScreen")
+                return app.screen.query_one("#config-text", TextArea)
+
+            await open_editor()
+            await pilot.press("escape")  # nothing typed: back at once
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+
+            editor = await open_editor()
+            await pilot.press("end", *"# a note")
+            await eventually(lambda: editor.text != broken)
+            for keep in ("enter", "n", "escape"):
+                await pilot.press("escape")
+                await eventually(lambda: isinstance(app.screen, ConfirmScreen))
+                assert str(app.screen.query_one(".dialog-title").render()) == "Discard your changes?"
+                assert isinstance(app.focused, Button) and app.focused.id == "no"  # the default: keep editing
+                await pilot.press(keep)
+                await eventually(lambda: type(app.screen).__name__ == "ConfigTextScreen")
+                assert app.screen.query_one("#config-text", TextArea).text == editor.text != broken, keep
+            await pilot.press("escape")
+            await eventually(lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+            assert path.read_text() == broken
+
+            editor = await open_editor()  # the file's own text again: what was typed is gone
+            assert editor.text == broken
     run(body())
 
 
@@ -949,7 +1083,10 @@ def test_small_terminals_keep_both_units_the_local_column_and_the_whole_detail(s
                 assert not menu_box.display and app.screen.query_one("#menu-bar").display
                 assert "next retry" in visible_columns(units) or size[0] < 70, visible_columns(units)
                 assert "unit: clone" in text or size[0] < 70
-                assert "7 Clients" in text
+                bar = str(app.screen.query_one("#menu-bar").render())  # every key on the one line, none cut off
+                assert all(f"{item.key} {item.short[:3]}" in bar for item in MENU), bar
+                assert cell_len(bar) <= size[0] - 2, bar
+                assert "7 Clients" in text or size[0] < 70
             else:
                 assert menu_box.display and not app.screen.query_one("#menu-bar").display
                 assert visible_columns(ports) == [str(c.label) for c in ports.ordered_columns]
@@ -957,6 +1094,68 @@ def test_small_terminals_keep_both_units_the_local_column_and_the_whole_detail(s
 
     for size in ((60, 20), (80, 24), (200, 50)):
         run(body(size))
+
+
+def test_clients_at_60x20_drop_columns_whole_and_keep_last_seen_and_leads_to(tmp_path):
+    """Issue 11 item 4 on Clients: at 60x20 the tables drop their least important columns whole (the quota, the
+    forwards' count, their counters) instead of cutting `last seen` and `leads to` at the edge; every client in
+    view; what is left out is in the line under the tables. At 200x50 every column is shown."""
+    from test_snapshots import _app
+
+    from console.ui.screens.clients import CLIENT_COLUMNS, FORWARD_COLUMNS, ClientsScreen
+
+    async def body(size):
+        app = _app(tmp_path / f"{size[0]}", "sop")
+        async with app.run_test(size=size) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+            await pilot.press("7")
+            await eventually(lambda: isinstance(app.screen, ClientsScreen) and rows(app, "clients"))
+            await pilot.pause(0.1)
+            clients = app.screen.query_one("#clients", DataTable)
+            forwards = app.screen.query_one("#client-forwards", DataTable)
+            for table in (clients, forwards):  # nothing cut at the edge: every column shown is whole
+                assert visible_columns(table) == [str(c.label) for c in table.ordered_columns], (size, table.id)
+                assert table.virtual_size.width <= table.scrollable_content_region.width, (size, table.id)
+            assert clients.scrollable_content_region.height - clients.header_height >= clients.row_count == 3
+            text = screen_text(app)
+            if size[0] < 70:
+                assert visible_columns(clients) == ["client", "state", "ports", "online", "last seen"]
+                assert visible_columns(forwards) == ["port", "name", "open", "leads to"]
+                assert "never" in text and "webdav+http://webdav.example.com:80/" in text, text
+                assert "quota 20, ports 2200-2219" in text, text
+            else:
+                assert visible_columns(clients) == [c.label for c in CLIENT_COLUMNS]
+                assert visible_columns(forwards) == [c.label for c in FORWARD_COLUMNS]
+
+    for size in ((60, 20), (200, 50)):
+        run(body(size))
+
+
+def test_help_stands_its_groups_side_by_side_from_120_columns(state):
+    """At 200x50 the groups of keys are in two columns, in order (the main screen's first, top left), and the whole
+    page fits without scrolling; under 120 columns, one column; a resize lays the page out again."""
+    async def body():
+        app = long_state_app(state)
+        async with app.run_test(size=(200, 50)) as pilot:
+            await eventually(lambda: isinstance(app.screen, MainScreen) and unit_row(app, "clone")[1])
+            await pilot.press("question_mark")
+            await eventually(lambda: type(app.screen).__name__ == "HelpScreen")
+            await pilot.pause()
+            columns = list(app.screen.query(".help-column"))
+            assert len(columns) == 2 and columns[0].region.y == columns[1].region.y
+            assert columns[0].region.right <= columns[1].region.x
+            titles = [str(group.render()) for column in columns for group in column.query(".help-group")]
+            assert titles[0].startswith("Main screen") and titles[-1] == "Textual's own keys", titles
+            page = app.screen.query_one("#help")
+            assert page.max_scroll_y == 0, "the page scrolls at 200x50"
+            assert "Quit the app" in screen_text(app)  # the last row of the last group, on screen
+            await pilot.resize_terminal(100, 30)
+            await eventually(lambda: len(app.screen.query(".help-column")) == 1)
+            await pilot.resize_terminal(240, 50)
+            await eventually(lambda: len(app.screen.query(".help-column")) == 3)
+            await pilot.press("escape")
+            await eventually(lambda: isinstance(app.screen, MainScreen))
+    run(body())
 
 
 def test_help_is_a_full_screen_page_of_the_apps_keys_that_esc_and_question_mark_close(state):
@@ -971,7 +1170,7 @@ def test_help_is_a_full_screen_page_of_the_apps_keys_that_esc_and_question_mark_
             await pilot.pause()
             assert app.screen.region.size == app.size
             lines = screen_text(app).splitlines()
-            for item in ("1", "2", "3", "4", "5", "6", "7"):
+            for item in ("1", "2", "3", "4", "5", "6", "7", "9"):
                 assert any(line.lstrip().startswith(f"{item} ") for line in lines[:20]), (item, lines)
             text = "\n".join(lines)
             assert "Install ssh key" in text and "View log" in text

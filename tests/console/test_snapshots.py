@@ -18,9 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from console.core.config import parse_config
 from console.core.paths import StatePaths
-from console.core.states import EndpointReason, EndpointState, ForwardState, UnitState
+from console.core.rules import UNIT_TRANSPORT_MISSING, GatewayPlan, make_rule
+from console.core.states import DestinationState, EndpointReason, EndpointState, ForwardState, RuleState, UnitState
 from console.core.status import (ClientForwardStatus, ClientStatus, EndpointCheck, EndpointStatus, ForwardStatus,
-                                 ScopeEntry, Status, UnitStatus)
+                                 GatewayPort, GatewayStatus, OpEntry, RuleDestination, RuleStatus, ScopeEntry, Status,
+                                 UnitStatus)
 from console.ui.app import SopConsole
 from console.ui.backend import StaticBackend
 
@@ -128,6 +130,82 @@ ENDPOINTS = {"endpoints": [e.to_json() for e in (
 )]}
 
 
+def _op(i: int, action: str, target: str | None, who: str = "operator", via: str = "console",
+        failed: str | None = None, ssh_from: str | None = None, **details) -> dict:
+    return OpEntry(i, f"2026-11-22T{8 + i // 60:02d}:{i % 60:02d}:{(i * 7) % 60:02d}Z", who, ssh_from, via, action,
+                   target, "failed" if failed else "ok", failed, round(1.5 + i * 0.7, 1), details).to_json()
+
+
+# The operation log's newest page: every door, a failure, an SSH address; times fixed (shown in UTC: TZ is set).
+OPS = {"entries": [_op(i, *rest[:2], **rest[2]) for i, *rest in reversed([
+    (31, "daemon start", None, {"who": "sop", "via": "daemon", "pid": 812}),
+    (32, "clients.add", "acme", {"id": "acme"}),
+    (33, "clients.change", "acme", {"via": "cli", "ssh_from": "198.51.100.23", "id": "acme", "quota": 20}),
+    (34, "trust", "master", {"fingerprint": FINGERPRINT, "outcome": "trusted"}),
+    (35, "reload", None, {"who": "SIGHUP", "via": "config-reload", "changes": "nothing changed"}),
+    (36, "stop", "clone", {"unit": "clone"}),
+    (37, "clients.remove", "globex", {"via": "cli", "failed": "no client 'globex'", "id": "globex"}),
+    (38, "start", "clone", {"unit": "clone"}),
+    (39, "key install", "master", {"via": "cli", "detail": "installed SHA256:abc"}),
+    (40, "clients.change", "initech", {"id": "initech", "quota": 0}),
+])], "next_before": 31}
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Times on screen in UTC whatever the machine's zone (the screen shows local time)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _rule(direction, text, via="local", state="listening", reason=None, source="config", origin=None, members=(),
+          counts=(0, 0, 0, 0), flows=0, **extra):
+    """A rule's record as the daemon sends it; `members`: its listener's round robin, (rule, state, reason) each
+    (the rule itself, up, when none is given)."""
+    rule = make_rule(direction, text, via, source=source, origin=origin, listen=extra.pop("listen", "127.0.0.1"))
+    listener = extra.pop("listener", rule.listener)
+    members = members or ((rule, "up", None),)
+    destinations = [RuleDestination(m.destination, m.id, DestinationState(s), why,
+                                    "2026-11-22T10:03:12Z" if why else None) for m, s, why in members]
+    return RuleStatus(rule.id, direction, rule.protocol, rule.text, listener, rule.destination, via, RuleState(state),
+                      reason, source, origin, destinations, *counts, udp_flows=flows, **extra).to_json()
+
+
+_BACKEND_A = make_rule("ingress", "tcp:443:10.10.100.152:8443", origin="proxy.ingress[0]")
+_BACKEND_B = make_rule("ingress", "tcp:443:10.10.100.153:8443", origin="proxy.ingress[1]")
+_ROUND_ROBIN = ((_BACKEND_A, "up", None), (_BACKEND_B, "down", "connection refused (2026-11-22T10:03:12Z)"))
+GATEWAY = GatewayPlan("lab", "192.168.0.0/24", 30000, (22, 80, 443), (1, 3), listen="0.0.0.0")
+# Fixed records of every kind: a round robin with a destination down, a rule via a unit waiting for the unit
+# transport, runtime rules (UDP with flows; one whose port another program holds), a gateway plan of 9 ports, and a
+# unit's forward shown as the ingress rule it is.
+RULES = {"rules": [
+    _rule("ingress", "tcp:443:10.10.100.152:8443", origin="proxy.ingress[0]", members=_ROUND_ROBIN,
+          counts=(2, 41, 1_204_551, 48_213_004)),
+    _rule("ingress", "tcp:443:10.10.100.153:8443", origin="proxy.ingress[1]", members=_ROUND_ROBIN,
+          counts=(0, 17, 88_000, 2_100_000)),
+    _rule("egress", "tcp:8080:10.0.5.7:80", "master", "waiting", UNIT_TRANSPORT_MISSING, origin="proxy.egress[0]"),
+    *(_rule("ingress", r.text, state="listening" if r.port != 30007 else "refused",
+            reason=None if r.port != 30007 else "cannot listen on 0.0.0.0:30007: address in use (tried again "
+                                                "every 5 s)", source="gateway", origin="lab", listen=GATEWAY.listen,
+            counts=(0, 3, 900, 4_100) if r.port == 30004 else (0, 0, 0, 0)) for r in GATEWAY.rules()),
+    _rule("ingress", "udp:5353:10.0.0.53:53", source="runtime", counts=(3, 12, 5_120, 20_480), flows=3,
+          created="2026-11-22T09:40:00Z", who="alice"),
+    _rule("egress", "tcp:9000:127.0.0.1:9", state="refused", source="runtime",
+          reason="cannot listen on 127.0.0.1:9000: address in use (tried again every 5 s)",
+          created="2026-11-22T09:41:00Z", who="alice"),
+    _rule("ingress", "tcp:10022:127.0.0.1:22", "master", source="forward", origin="ssh", listener="*:10022",
+          counts=(1, 14, 48_213, 1_204_551)),
+]}
+GATEWAY_SHOW = GatewayStatus(GATEWAY.name, GATEWAY.subnet, GATEWAY.base, list(GATEWAY.services), GATEWAY.hosts_text,
+                             GATEWAY.via, GATEWAY.listen, GATEWAY.formula,
+                             [GatewayPort(p, h, s, RuleState.LISTENING) for p, h, s in GATEWAY.entries()],
+                             ["30007 -> 192.168.0.2:80: cannot listen on 0.0.0.0:30007: address in use (tried again "
+                              "every 5 s) (another program holds it)"]).to_json()
+
+
 def _app(tmp_path, theme: str, status: dict = STATUS) -> SopConsole:
     state = StatePaths(tmp_path / "state").prepare()
     seed = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -138,9 +216,10 @@ def _app(tmp_path, theme: str, status: dict = STATUS) -> SopConsole:
     os.chmod(key_path, 0o600)
     state.tunnel_log.write_text(LOG)
     app = SopConsole(state, config=parse_config(CONFIG, "snapshot.yaml"),
-                     backend=StaticBackend(status, {"clients.list": CLIENTS, "endpoints.list": ENDPOINTS}),
+                     backend=StaticBackend(status, {"clients.list": CLIENTS, "ops.list": OPS, "proxy.list": RULES,
+                                                    "gateway.show": GATEWAY_SHOW, "endpoints.list": ENDPOINTS}),
                      theme_name=theme, poll_log=False, watch_terminal=False)
-    app.session.clock = lambda: NOW
+    app.session.clock = lambda: NOW  # the ages 8 Endpoints shows
     return app
 
 
@@ -173,6 +252,8 @@ def _shown(key: str | None, screen: str, ready=lambda screen: True, before=None)
         while not (type(pilot.app.screen).__name__ == screen and ready(pilot.app.screen)):
             assert time.monotonic() < deadline, f"{screen} never showed ready (now {pilot.app.screen!r})"
             await pilot.pause(0.02)
+        for box in pilot.app.screen.query("Input, TextArea"):  # the cursor shown, not blinking: on or off by when
+            box.cursor_blink = False                           # the snapshot comes (half a second each)
         await pilot.pause()
     return run_before
 
@@ -261,6 +342,31 @@ def _endpoint_highlighted(name: str):
     return run_before
 
 
+def test_operations_screen(snap_compare, tmp_path, utc):
+    assert snap_compare(_app(tmp_path, "sop"), terminal_size=(80, 24),
+                        run_before=_shown("o", "OperationsScreen", _rows("#ops"), before=_rows("#ports")))
+
+
+# ---------------------------------------------------------------------- 9 Rules
+
+def _keys(*keys: str, screen: str, ready=lambda screen: True):
+    """Before the snapshot: once the main screen shows its ports, press `keys` one after the other (each once the
+    screen before it has settled), then wait until `screen` is up and `ready(screen)`."""
+    async def run_before(pilot) -> None:
+        deadline = time.monotonic() + 20
+        await _shown(None, "MainScreen", _rows("#ports"))(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await pilot.pause(0.05)
+        while not (type(pilot.app.screen).__name__ == screen and ready(pilot.app.screen)):
+            assert time.monotonic() < deadline, f"{screen} never showed ready (now {pilot.app.screen!r})"
+            await pilot.pause(0.02)
+        for box in pilot.app.screen.query("Input"):
+            box.cursor_blink = False
+        await pilot.pause()
+    return run_before
+
+
 @pytest.mark.parametrize("size", EDGE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_endpoints_screen(snap_compare, tmp_path, size):
     """The list: each state with its glyph and word, the address, when last checked; columns dropped by rank."""
@@ -271,3 +377,25 @@ def test_endpoints_screen(snap_compare, tmp_path, size):
 def test_endpoints_screen_unavailable_details(snap_compare, tmp_path):
     """hall-b highlighted: why it is unavailable, the hint, what to press here, its scope and comment."""
     assert snap_compare(_app(tmp_path, "sop"), terminal_size=(80, 24), run_before=_endpoint_highlighted("hall-b"))
+
+
+@pytest.mark.parametrize("size", EDGE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_rules_screen(snap_compare, tmp_path, size):
+    """Every kind of rule: a round robin with a destination down, a rule via a unit waiting for the unit transport,
+    a gateway plan folded (one port refused), runtime rules (UDP with flows; one refused), a unit's forward."""
+    assert snap_compare(_app(tmp_path, "sop"), terminal_size=size,
+                        run_before=_shown("9", "RulesScreen", _rows("#rules"), before=_rows("#ports")))
+
+
+def test_rules_screen_plan_open(snap_compare, tmp_path):
+    """The gateway plan highlighted and opened: its formula, its ports' states, its clash; its ports under it."""
+    assert snap_compare(_app(tmp_path, "sop"), terminal_size=(80, 24),
+                        run_before=_keys("9", "j", "j", "j", "enter", screen="RulesScreen",
+                                         ready=lambda s: s.query_one("#rules").row_count == 16))
+
+
+def test_add_rule_refused_in_place(snap_compare, tmp_path):
+    """The add dialog with a port past 65535 typed: the parser's line under the box, in place."""
+    assert snap_compare(_app(tmp_path, "sop"), terminal_size=(80, 24),
+                        run_before=_keys("9", "a", *"udp:70000:10.0.0.53:53", screen="AddRuleScreen",
+                                         ready=lambda s: "70000" in str(s.query_one("#rule-check").render())))

@@ -147,9 +147,15 @@ def test_key_install_with_password_idempotent_and_wrong_password(password_sshd, 
     assert again.returncode == 0, again.stderr
     assert "already authorized" in again.stdout
     assert (ssh_dir / "authorized_keys").read_text().count(public) == 1
-    # The operation record kept who did it.
-    store = json.loads((state / "store.json").read_text())
-    assert any(op["action"] == "key install" for op in store["operations"].values())
+    # The operation log kept who did it (no daemon runs: the command wrote it), and never the password.
+    listed = cli("ops", "list", "--json", state=state, config=cfg)
+    assert listed.returncode == 0, listed.stderr
+    again_entry, entry = json.loads(listed.stdout)["entries"]  # newest first: the second install said so too
+    assert (entry["action"], entry["target"], entry["via"], entry["outcome"]) == ("key install", "master", "cli", "ok")
+    assert entry["who"] == me() and "installed" in entry["details"]["detail"]
+    assert "already authorized" in again_entry["details"]["detail"]
+    for file in state.glob("oplog.sqlite*"):
+        assert password.encode() not in file.read_bytes()
 
 
 def test_key_install_refuses_an_unknown_host_key_under_strict(password_sshd, local_user, tmp_path):
@@ -173,8 +179,9 @@ def test_daemon_status_json_stop_start_log_and_socket_mode(daemon):
     (unit,) = status["units"]
     # the documented shape (README, `status --json`), key for key in its order
     assert list(unit) == ["name", "state", "since", "server", "username", "last_error", "next_retry", "server_key",
-                          "forwards"]
+                          "forwards", "endpoint", "endpoint_problem"]
     assert unit["name"] == "master" and unit["state"] == "up" and unit["since"].endswith("Z")
+    assert (unit["endpoint"], unit["endpoint_problem"]) == ("default", None)
     (fwd,) = unit["forwards"]
     assert fwd == {"name": "ssh", "remote": f"127.0.0.1:{remote}", "local": fwd["local"], "state": "listening",
                    "error": None, "open": 0, "total": 0, "bytes_in": 0, "bytes_out": 0}

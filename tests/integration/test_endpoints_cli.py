@@ -23,13 +23,16 @@ from console.core.status import EndpointCheck
 from console.core.store import Store
 
 
-def endpoint_yaml(sshd, remote: int, *, username: str | None = None, comment: str = "the test sshd") -> str:
-    """No `server:` at all: master goes through the config endpoint `lab` (the test sshd)."""
+def endpoint_yaml(sshd, remote: int, *, username: str | None = None, comment: str = "the test sshd",
+                  interval: int = 0) -> str:
+    """No `server:` at all: master goes through the config endpoint `lab` (the test sshd). The daemon checks no
+    endpoint by itself unless `interval` says so (the endpoints added here name addresses outside loopback, where
+    a check would send packets)."""
     return (f"vpcs:\n  prod: [10.0.0.0/16]\n"
             f"endpoints:\n  lab:\n    host: 127.0.0.1\n    port: {sshd.port}\n    username: {username or me()}\n"
             f"    host_key: {sshd.host_public_key}\n    comment: {comment}\n    subnet: 10.1.0.0/24\n"
             "tunnel: {keepalive_interval: 1, keepalive_count_max: 2, retry_min: 0.05, retry_max: 1, "
-            "connect_timeout: 3}\n"
+            f"connect_timeout: 3, endpoint_check_interval: {interval}}}\n"
             f"units:\n  master:\n    endpoint: lab\n    forwards:\n"
             f"      - {{name: ssh, remote_port: {remote}, remote_bind: 127.0.0.1, local: '127.0.0.1:9'}}\n")
 
@@ -97,6 +100,11 @@ def test_a_unit_comes_up_through_a_config_endpoint(lab, sshd):
     text = ok("endpoints", "list", state=state)
     assert text.splitlines()[1].split() == ["lab", "·", "unchecked", f"{me()}@127.0.0.1:{sshd.port}", "config",
                                             "master"]
+    # endpoint_check_interval 0 checked nothing; a reload that turns the checks on starts a round at once
+    config.write_text(endpoint_yaml(sshd, remote, interval=3600))
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "● available" in ok("endpoints", "list", state=state), what="lab checked after the reload")
+    assert unit_state(state)["endpoint"] == "lab" and unit_state(state)["endpoint_problem"] is None
 
 
 def test_add_show_associate_route_remove_through_the_daemon(lab, sshd):

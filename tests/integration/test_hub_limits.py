@@ -463,7 +463,7 @@ def test_every_hub_option_is_documented_in_the_example_config():
     example = (Path(__file__).parents[2] / "config" / "console.example.yaml").read_text()
     hub_section = example.split("\nhub:", 1)[1].split("\n\n", 1)[0]
     names = {"listen", "ports", "default_quota", "bind", "max_startups", "max_startups_per_source",
-             "login_grace_time", "max_auth_tries", "max_sessions"}
+             "login_grace_time", "max_auth_tries", "max_sessions", "egress_allow"}
     for name in names:
         assert re.search(rf"^\s+{name}:", hub_section, re.M), name
     # and every limit reaches the hub's settings
@@ -472,7 +472,7 @@ def test_every_hub_option_is_documented_in_the_example_config():
     assert limits == names - {"listen", "ports", "default_quota", "bind"}
     assert limits <= {f.name for f in fields(HubSettings)}
     custom = HubConfig(max_startups=7, max_startups_per_source=3, login_grace_time=9.0, max_auth_tries=2,
-                       max_sessions=5)
+                       max_sessions=5, egress_allow=("10.0.5.7:80",))
     settings = HubSettings.from_config(custom)
     assert all(getattr(settings, name) == getattr(custom, name) for name in limits)
 

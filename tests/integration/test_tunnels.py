@@ -14,7 +14,9 @@ from support import (EchoServer, authorize_units, config_of, eventually, forward
                       running_engine, unit_of, unit_yaml)
 from sshd import free_port
 
+from console.control.operations import Call, perform
 from console.core.known_hosts import KnownHosts
+from console.core.oplog import OpQuery
 
 
 def _listening(port: int) -> bool:
@@ -125,7 +127,7 @@ def test_stop_and_start_and_stopped_survives_restart(sshd, state):
             forwards = {"master": [f"ssh {remote} 127.0.0.1:{echo.port}"]}
             async with running_engine(sshd, state, forwards) as engine:
                 await eventually(lambda: unit_of(engine, "master").state == "up")
-                await engine.stop_units("master", "tester")
+                await perform(Call("tester", engine, recorder=engine.recorder), "stop", {"unit": "master"})
                 assert unit_of(engine, "master").state == "stopped"
                 assert fwd_of(engine, "master", "ssh").state == "stopped"
                 await eventually(lambda: not _listening(remote), timeout=5, what="port closed on the server")
@@ -134,11 +136,11 @@ def test_stop_and_start_and_stopped_survives_restart(sshd, state):
                 await asyncio.sleep(0.3)
                 assert unit_of(engine, "master").state == "stopped"  # stays stopped
                 assert not _listening(remote)
-                await engine.start_units("master", "tester")
+                await perform(Call("tester", engine, recorder=engine.recorder), "start", {"unit": "master"})
                 await eventually(lambda: unit_of(engine, "master").state == "up")
                 assert await roundtrip(remote, b"again") == b"again"
-                ops = [(o["action"], o["who"]) for o in engine.store.operations()]
-                assert ("stop", "tester") in ops and ("start", "tester") in ops
+                ops = [(o.action, o.who, o.target) for o in engine.oplog.page(OpQuery())["entries"]]
+                assert ops == [("start", "tester", "master"), ("stop", "tester", "master")]
     run(body())
 
 

@@ -63,13 +63,31 @@ def test_example_config_is_valid_and_documents_every_option():
     assert set(cfg.units) == {"master", "clone"}
     text = example.read_text()
     for option in ("host:", "port:", "host_key_policy:", "host_key:", "keepalive_interval:", "keepalive_count_max:",
-                   "retry_min:", "retry_max:", "connect_timeout:", "theme:", "listen:", "ports:", "default_quota:",
-                   "bind:", "username:", "remote_port:", "remote_bind:",
+                   "retry_min:", "retry_max:", "connect_timeout:", "endpoint_check_interval:", "theme:", "listen:",
+                   "ports:", "default_quota:", "bind:", "username:", "remote_port:", "remote_bind:",
                    "local:", "target:", "ssh_port:", "http_port:", "app_port:", "app_target_port:", "max_bytes:",
-                   "backups:", "endpoints:", "vpcs:", "comment:", "subnet:", "scope:", "subnets:", "endpoint:"):
+                   "backups:", "endpoints:", "vpcs:", "comment:", "subnet:", "scope:", "subnets:", "endpoint:",
+                   "proxy:", "udp_idle_timeout:", "udp_max_flows:", "ingress:", "egress:", "rule:", "via:",
+                   "gateways:", "base:", "services:", "hosts:", "syslog:", "syslog_address:",
+                   "keep_days:", "max_rows:"):
         assert option in text, option
     assert len(cfg.endpoints) >= 2 and cfg.vpcs and any(e.scope.vpcs and e.scope.subnets for e in cfg.endpoints.values())
     assert any(u.endpoint not in (None, "default") for u in cfg.units.values())
+    rules = cfg.proxy.rules
+    assert {(r.direction, r.protocol, r.via != "local") for r in rules} >= {
+        ("ingress", "tcp", False), ("ingress", "udp", False), ("ingress", "tcp", True), ("egress", "tcp", False),
+        ("egress", "tcp", True)} and len(cfg.proxy.gateways[0].rules()) == 762
+
+
+def test_endpoint_check_interval_is_off_or_at_least_a_second():
+    assert parse_config("", "c.yaml").tunnel.endpoint_check_interval == 300
+    assert parse_config("tunnel: {endpoint_check_interval: 0}\n", "c.yaml").tunnel.endpoint_check_interval == 0
+    assert parse_config("tunnel: {endpoint_check_interval: 2}\n", "c.yaml").tunnel.endpoint_check_interval == 2
+    assert problems("tunnel: {endpoint_check_interval: 0.2}\n") == [
+        "console.yaml:1: tunnel.endpoint_check_interval: must be 0 (off) or at least 1 second, got 0.2"]
+    # the checks' pace is no part of a unit's link: changing it reconnects nothing
+    fast, slow = (parse_config(f"tunnel: {{endpoint_check_interval: {n}}}\n", "c.yaml").tunnel for n in (5, 600))
+    assert fast.link == slow.link and fast != slow
 
 
 def test_hub_section():

@@ -40,9 +40,9 @@ def test_store_writes_leave_no_temp_files(tmp_path):
     (tmp_path / "s").mkdir()
     store = Store(tmp_path / "s" / "store.json")
     for i in range(20):
-        store.record("start", "op", "master", str(i))
+        store.set_desired("master", "stopped" if i % 2 else "started")
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["store.json", "store.json.good"]
-    assert len(store.operations(limit=5)) == 5
+    assert store.desired("master") == "stopped"
 
 
 def test_tunnel_log_format_rotation_and_tail(tmp_path):

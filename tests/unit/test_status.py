@@ -25,6 +25,7 @@ def test_readme_status_example_round_trips_byte_for_byte():
     status = Status.from_json(json.loads(text))
     assert status.units[0].state is UnitState.UP
     assert status.units[0].forwards[0].state is ForwardState.LISTENING
+    assert (status.units[0].endpoint, status.units[0].endpoint_problem) == ("default", None)  # last, after forwards
     # the same keys in the same order, the same values: what scripts read does not change
     assert json.dumps(status.to_json()) == json.dumps(json.loads(text))
 
@@ -77,3 +78,18 @@ def test_to_json_is_what_dataclasses_asdict_gives_without_sharing_lists():
     as_json["forwards"][0]["port"] = 1
     assert client.ports == [2200, 2201] and client.forwards[0].port == 2200
     assert status.to_json()["units"][0]["state"] is UnitState.UP  # the enum member, as asdict leaves it
+
+
+def test_an_endpoint_check_folds_into_the_status_of_the_units_that_use_it():
+    from console.core.events import EndpointChanged
+
+    status = Status.from_json(json.loads(_readme_example()))
+    problem = "unavailable: connection refused by 203.0.113.7:2222"
+    assert not status.apply(EndpointChanged("hall-b", "checked", problem))   # not master's endpoint
+    assert status.units[0].endpoint_problem is None
+    assert status.apply(EndpointChanged("default", "checked", problem))
+    assert status.units[0].endpoint_problem == problem
+    assert f"  endpoint default: {problem}" in status.render().splitlines()
+    assert not status.apply(EndpointChanged("default", "scope", problem))   # nothing new to show
+    assert status.apply(EndpointChanged("default", "checked", None)) and status.units[0].endpoint_problem is None
+    assert "endpoint default" not in status.render()

@@ -11,12 +11,13 @@ from textual.widgets import Button, Label, Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question; No is the default (focused, and what esc answers)."""
+    """A yes/no question; No is the default (focused, and what esc answers). `yes=None`: nothing to ask, only a
+    `no` button to close it (y answers No too)."""
 
     BINDINGS = [Binding("y", "answer(True)", "Yes", id="confirm.yes"),
                 Binding("n,escape", "answer(False)", "No", id="confirm.no")]
 
-    def __init__(self, question: str, detail: str = "", *, yes: str = "Yes", no: str = "No",
+    def __init__(self, question: str, detail: str = "", *, yes: str | None = "Yes", no: str = "No",
                  wide: bool = False) -> None:
         super().__init__()
         self.question, self.detail = question, detail
@@ -29,7 +30,8 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Static(self.detail, classes="dialog-text")
             with Horizontal(classes="buttons"):
                 yield Button(self.no_label, id="no", variant="primary")
-                yield Button(self.yes_label, id="yes", variant="error")
+                if self.yes_label is not None:
+                    yield Button(self.yes_label, id="yes", variant="error")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -39,7 +41,7 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(event.button.id == "yes")
 
     def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
+        self.dismiss(yes and self.yes_label is not None)
 
 
 def compare_advice(offer: dict) -> str:
@@ -55,7 +57,8 @@ def compare_advice(offer: dict) -> str:
 
 class TrustScreen(ConfirmScreen):
     """Trust host key: the fingerprint the server presents now beside the one we trust, and where to compare it;
-    recorded only on confirmation (default Cancel). `offer` is the trust operation's check answer."""
+    recorded only on confirmation (default Cancel). The key presented already trusted: nothing to ask, one Close
+    button. `offer` is the trust operation's check answer."""
 
     def __init__(self, offer: dict) -> None:
         self.offer = offer
@@ -64,7 +67,7 @@ class TrustScreen(ConfirmScreen):
         held = "The config pins" if offer.get("pinned") else "Trusted now"
         lines = [f"{'The server presents':<20} {offer['fingerprint']}", f"{held:<20} {trusted}"]
         if outcome == "already trusted":
-            lines.append("The key it presents is the one trusted: nothing to change.")
+            lines.append("The key it presents is the one trusted: already trusted, nothing to do.")
         else:
             lines.append("Compare it with the server's own before you trust it. " + compare_advice(offer))
             if outcome == "changed" and offer.get("pinned"):
@@ -73,6 +76,6 @@ class TrustScreen(ConfirmScreen):
                 lines.append("A changed key can mean an attack. Replace the recorded key only if you know why.")
         title = {"changed": "HOST KEY CHANGED", "already trusted": "Host key already trusted"}.get(
             outcome, "Trust host key")
-        yes = {"changed": "Replace key", "already trusted": "OK"}.get(outcome, "Trust")
+        yes = {"changed": "Replace key", "already trusted": None}.get(outcome, "Trust")
         super().__init__(f"{title}: {offer['unit']} -> {offer['server']}", "\n".join(lines), yes=yes,
-                         no="Cancel", wide=True)
+                         no="Close" if yes is None else "Cancel", wide=True)

@@ -19,12 +19,21 @@ from console.ui.dialogs.ask import AskScreen, SecretScreen
 from console.ui.dialogs.confirm import ConfirmScreen
 from console.ui.messages import ClientChanged, StatusChanged, follow
 from console.ui.widgets.daemon_bar import DaemonBar
-from console.ui.widgets.tables import fill, short_time
+from console.ui.widgets.fitted_table import Col, FittedTable
+from console.ui.widgets.tables import short_time
 
 if TYPE_CHECKING:
     from textual.signal import Signal
 
     from console.ui.session import Session
+
+
+# The tables' columns, with the order they are dropped in when the width is short (the highest rank first); the
+# line under the tables says what a narrow terminal leaves out (the quota, the forwards' count).
+CLIENT_COLUMNS = (Col("client", 0), Col("state", 0), Col("quota", 4), Col("ports", 1), Col("online", 0),
+                  Col("fwd", 3), Col("last seen", 2))
+FORWARD_COLUMNS = (Col("port", 0), Col("name", 1), Col("open", 2), Col("total", 5), Col("in", 3), Col("out", 4),
+                   Col("leads to", 0))
 
 
 class ClientsScreen(Screen):
@@ -55,17 +64,13 @@ class ClientsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield DaemonBar(self.session, self._status)  # shown only while the daemon is gone
         yield Static("Clients (hub)", id="clients-title")
-        yield DataTable(id="clients", cursor_type="row")
-        yield DataTable(id="client-forwards", cursor_type="none")
+        yield FittedTable(CLIENT_COLUMNS, id="clients", cursor_type="row")
+        yield FittedTable(FORWARD_COLUMNS, id="client-forwards", cursor_type="none")
         yield Static("", id="client-detail")
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#clients", DataTable)
-        table.add_columns("client", "state", "quota", "ports", "online", "fwd", "last seen")
-        self.query_one("#client-forwards", DataTable).add_columns(
-            "port", "name", "open", "total", "in", "out", "leads to")  # last: a long URI is cut, not the counters
-        table.focus()
+        self.query_one("#clients").focus()
         follow(self._changes, self)
         self.reload()
 
@@ -122,7 +127,7 @@ class ClientsScreen(Screen):
             rows[client_id] = (client_id, "● enabled" if c.enabled else "■ disabled", str(c.quota),
                                c.port_ranges or "-", "● yes" if c.connected else "○ no",
                                str(len(c.forwards)), short_time(c.last_seen) or "never")
-        fill(self.query_one("#clients", DataTable), rows)
+        self.query_one("#clients", FittedTable).show(rows)
         self._detail()
 
     def _detail(self) -> None:
@@ -132,21 +137,21 @@ class ClientsScreen(Screen):
         for f in client.forwards if client else []:
             forwards[str(f.port)] = (str(f.port), f.name or "-", str(f.open), str(f.total), human_bytes(f.bytes_in),
                                      human_bytes(f.bytes_out), f.destination or "(not announced)")
-        table = self.query_one("#client-forwards", DataTable)
-        fill(table, forwards)
+        table = self.query_one("#client-forwards", FittedTable)
+        table.show(forwards)
         table.border_title = f"{client.id}: forwarded now" if client else "forwarded now"
         text = "no clients yet: a adds one" if not self._clients else ""
         if client is not None:
             sessions = sorted({f.session for f in client.forwards})
-            text = (f"{client.id}: key {client.fingerprint}\nports {client.port_ranges or 'none'}"
+            text = (f"{client.id}: key {client.fingerprint}\nquota {client.quota}, ports {client.port_ranges or 'none'}"
                     + (f"; session from {', '.join(sessions)}" if sessions else ""))
         self.query_one("#client-detail", Static).update(text)
 
     def _selected(self) -> str | None:
-        table = self.query_one("#clients", DataTable)
+        table = self.query_one("#clients", FittedTable)
         if not table.row_count:
             return None
-        return str(table.get_row_at(table.cursor_row)[0])
+        return str(table.ordered_rows[table.cursor_row].key.value)
 
     async def _ask_hub(self, client_id: str, done: str, request: Awaitable[Any]) -> Any:
         """Carry out one request about a client; say how it went, and fetch that client again at once (not only
@@ -160,8 +165,12 @@ class ClientsScreen(Screen):
         self.client_changed(client_id)
         return result
 
+    def action_add(self) -> None:
+        self.app.hold_keys()  # the client_id typed right after `a`, in the same burst, belongs in the dialog
+        self._add_client()
+
     @work(group="clients-action")
-    async def action_add(self) -> None:
+    async def _add_client(self) -> None:
         client_id = await self.app.push_screen_wait(AskScreen("Add a client: its client_id", "e.g. acme"))
         if not client_id:
             return
@@ -169,8 +178,13 @@ class ClientsScreen(Screen):
         if result and result.get("private_key"):
             await self.app.push_screen_wait(SecretScreen(f"The private key of {client_id}", result["private_key"]))
 
+    def action_change(self) -> None:
+        if self._selected() is not None:
+            self.app.hold_keys()  # the quota typed right after `c` belongs in the dialog
+            self._change_quota()
+
     @work(group="clients-action")
-    async def action_change(self) -> None:
+    async def _change_quota(self) -> None:
         client_id = self._selected()
         if client_id is None:
             return

@@ -14,13 +14,15 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TextArea
 
 from console.core.errors import ConsoleError
+from console.ui.dialogs.confirm import ConfirmScreen
 
 if TYPE_CHECKING:
     from console.ui.session import Session
 
 
 class ConfigTextScreen(Screen):
-    """The file's text in an editor with line numbers; ctrl+s checks and saves, esc goes back unsaved."""
+    """The file's text in an editor with line numbers; ctrl+s checks and saves, esc goes back (asking first when
+    there are edits not saved: "Discard your changes?", default No)."""
 
     BINDINGS = [Binding("ctrl+s", "save", "Save", id="configure.save"),
                 Binding("escape", "back", "Back", id="configure.back")]
@@ -55,7 +57,14 @@ class ConfigTextScreen(Screen):
         self.dismiss()
 
     def action_back(self) -> None:
-        self.dismiss()
+        """Back; with edits not saved, only once the operator says to discard them (default No)."""
+        if self.query_one("#config-text", TextArea).text == self.text:
+            self.dismiss()
+            return
+        self.app.push_screen(
+            ConfirmScreen("Discard your changes?", "The file stays as it is on disk; what you typed here is lost.",
+                          yes="Discard", no="Keep editing"),
+            lambda discard: self.dismiss() if discard else None)
 
 
 def _problems(heading: str, problems: list[str]) -> str:

@@ -233,8 +233,13 @@ class EndpointsScreen(Screen):
         if name is not None:
             await self.app.push_screen_wait(SshdCheckScreen(self.session, name))
 
+    def action_associate(self) -> None:
+        if self.selected() is not None:
+            self.app.hold_keys()  # what is typed right after `a`, in the same burst, belongs in the dialog's box
+            self._associate()
+
     @work(group="endpoints-action")
-    async def action_associate(self) -> None:
+    async def _associate(self) -> None:
         from console.ui.dialogs.endpoint_scope import AssociateScreen
 
         name = self.selected()

@@ -66,7 +66,8 @@ class LogScreen(Screen):
         self._mode = mode
         box.value = self.query_one(LogView).filter_text if mode == "filter" else ""
         box.remove_class("hidden")
-        self.set_focus(box)  # now, not deferred as focus() is: the keys typed right after `/` belong in the box
+        self.app.hold_keys()  # the keys typed right after `/` or `s`, in the same burst, belong in the box
+        self.set_focus(box)
 
     def action_filter(self) -> None:
         self._ask("filter")

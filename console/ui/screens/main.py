@@ -105,11 +105,14 @@ class MainScreen(Screen):
         each item a link (a click chooses it, as its key does)."""
         width = (width if width is not None else self.app.size.width) - 2  # the bar's padding
         unit = self.session.selected_unit or "none"
+        words = [i.short for i in MENU]
         for with_unit, gap in ((True, "  "), (True, " "), (False, "  "), (False, " ")):
             head = f"unit: {unit} │ " if with_unit else ""
             if cell_len(head + gap.join(f"{i.key} {i.short}" for i in MENU)) <= width:
                 break
-        items = gap.join(f"[@click=screen.menu('{i.action}')][b]{i.key}[/b] {i.short}[/]" for i in MENU)
+        else:  # not even one space apart: every key stays, the longest words cut short (…) until they fit
+            words = _cut_to_fit(words, width - sum(cell_len(i.key) + 2 for i in MENU) + 1)
+        items = gap.join(f"[@click=screen.menu('{i.action}')][b]{i.key}[/b] {word}[/]" for i, word in zip(MENU, words))
         self.query_one("#menu-bar", Static).update(f"[b]{head}[/b]{items}" if head else items)
 
     # ------------------------------------------------------------------ rendering
@@ -131,7 +134,9 @@ class MainScreen(Screen):
             detail = f"{unit.name}: {unit.username}@{unit.server}"
             if unit.server_key and unit.server_key not in (unit.last_error or ""):
                 detail += f"  server key {unit.server_key}"
-            detail += "\n" + (unit.last_error or "no error")
+            problems = [p for p in (unit.last_error, unit.endpoint_problem and
+                                    f"endpoint {unit.endpoint} {unit.endpoint_problem}") if p]
+            detail += "\n" + ("\n".join(problems) or "no error")
         self.query_one("#unit-detail", Static).update(Content(detail))  # plain text: an error is no markup
         self._render_ports()
         self._render_connection()
@@ -151,7 +156,7 @@ class MainScreen(Screen):
                     else "the daemon keeps the configuration it last loaded")
             shown = problems if len(problems) <= BANNER_PROBLEMS else problems[:BANNER_PROBLEMS - 1]
             more = len(problems) - len(shown)
-            text = (f"✖ {session.config_path} does not check: {runs}. 5 Configure to fix it.\n"
+            text = (f"✖ {session.config_path or 'the config file'} does not check: {runs}. 5 Configure to fix it.\n"
                     + "\n".join(shown) + (f"\n… and {more} more (5 Configure lists them all)" if more else ""))
             if str(banner.render()) != text:
                 banner.update(text)
@@ -222,7 +227,8 @@ class MainScreen(Screen):
     def action_filter(self) -> None:
         box = self.query_one("#port-filter", Input)
         box.remove_class("hidden")
-        self.set_focus(box)  # now, not deferred as focus() is: the keys typed right after `/` belong in the box
+        self.app.hold_keys()  # the keys typed right after `/`, in the same burst, belong in the box
+        self.set_focus(box)
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#port-filter", Input)
@@ -238,3 +244,12 @@ class MainScreen(Screen):
     @on(Input.Submitted, "#port-filter")
     def _filter_done(self) -> None:
         self.query_one("#ports", DataTable).focus()
+
+
+def _cut_to_fit(words: list[str], room: int) -> list[str]:
+    """The words, the longest cut to one length (ending in …) so that together they take at most `room` cells."""
+    for longest in range(max(map(len, words)), 1, -1):
+        cut = [w if len(w) <= longest else w[:longest - 1] + "…" for w in words]
+        if sum(map(cell_len, cut)) <= room:
+            return cut
+    return [w[:1] for w in words]

@@ -62,10 +62,10 @@ class FittedTable(DataTable):
             self.move_cursor(row=min(row, self.row_count - 1))
 
     def _fitting(self) -> tuple[int, ...]:
-        width = self.size.width - self.styles.gutter.width
+        width = self.size.width  # inside the border and padding already
         if width <= 0:  # not laid out yet: everything, until the first resize says how much room there is
             return tuple(range(len(self.all_columns)))
-        if len(self.rows_wanted) + self.header_height > self.size.height - self.styles.gutter.height:
+        if len(self.rows_wanted) + self.header_height > self.size.height:
             width -= self.styles.scrollbar_size_vertical
         pad = 2 * self.cell_padding
         need = [max([cell_len(col.label)] + [cell_len(str(cells[i])) for cells in self.rows_wanted.values()]) + pad

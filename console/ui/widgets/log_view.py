@@ -137,9 +137,8 @@ as everywhere.
 
     def _follow_end(self, tries: int = 3) -> None:
         """Scroll to the last line. force: the refresh may come before the layout that gives the view its scroll
-        bar, and without one Textual refuses to scroll. Again after the next refresh while short of the end: the
-        rows now in view can be wider than those before, and the horizontal scroll bar that appears then takes a
-        line (the last line stayed hidden until the log grew)."""
+        bar, and without one Textual refuses to scroll. Again after the next refresh while short of the end (the
+        layout may have changed the view's height since: the last line stayed hidden until the log grew)."""
         if not self.following:
             return
         self.scroll_end(animate=False, immediate=True, force=True)
@@ -242,6 +241,12 @@ as everywhere.
             self.virtual_size = Size(width, self.row_count)  # right scrolls as far as the widest row in view
         if new < old and new < self.max_scroll_y:
             self._set_following(False)  # scrolling up pauses; `end` resumes
+
+    def watch_show_vertical_scrollbar(self, shown: bool) -> None:
+        """Textual moves the scroll bar's thumb only while the bar is shown: the view opened on the tail (scrolled
+        before its first layout) kept the thumb at the top, or not, as that layout came before or after."""
+        if shown:
+            self.vertical_scrollbar.position = self.scroll_y
 
     def action_scroll_up(self) -> None:
         self._set_following(False)

@@ -1,0 +1,138 @@
+"""What every listener of the proxy shares: its rules (the round robin's members), its state with the reason,
+listening again every LISTEN_RETRY seconds after a refusal, and waiting for the unit transport."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from console.core.errors import os_reason
+from console.core.rules import LOCAL, UNIT_TRANSPORT_MISSING, Carrier, Rule, listen_reason
+from console.core.states import RuleState
+from console.proxy.balance import Member, RoundRobin
+
+if TYPE_CHECKING:
+    from console.proxy.runtime import ProxyRuntime
+
+LISTEN_RETRY = 5.0      # seconds between attempts to listen after a refusal (a port held by another program)
+CONNECT_TIMEOUT = 3.0   # seconds a destination has to accept a connection before the next one is tried
+
+
+class Listener:
+    """One listening port and the rules sharing it. Subclasses open it (`_listen`), close it (`_close`), and say
+    when a listener at a unit's far end has ended (`_ended`)."""
+
+    def __init__(self, runtime: ProxyRuntime, rule: Rule) -> None:
+        self.runtime = runtime
+        self.rule = rule                       # the first rule: direction, via, protocol, listen address, port
+        self.balance = RoundRobin(runtime.destination_changed)
+        self.state = RuleState.STOPPED
+        self.reason: str | None = None
+        self.dropped = 0                       # turned away past the bound: TCP connections, UDP new sources
+        self._task: asyncio.Task | None = None
+        self._closed = False
+
+    @property
+    def carrier(self) -> Carrier | None:
+        return self.runtime.carrier
+
+    @property
+    def carried(self) -> bool:
+        """Whether its connections travel through a unit."""
+        return self.rule.via != LOCAL
+
+    @property
+    def here(self) -> bool:
+        return self.rule.here
+
+    @property
+    def members(self) -> list[Member]:
+        return self.balance.members
+
+    def set_state(self, state: RuleState, reason: str | None) -> None:
+        if (state, reason) == (self.state, self.reason):
+            return
+        self.state, self.reason = state, reason
+        self.runtime.listener_changed(self)
+
+    async def start(self) -> None:
+        """The first attempt now (the caller hears how it went from the state), then more in the background."""
+        await self._attempt()
+        if self.state is not RuleState.LISTENING or self.carried:
+            self._task = asyncio.create_task(self._keep(), name=f"listener-{self.rule.listener}")
+
+    async def _attempt(self) -> None:
+        if self.carried:
+            why = UNIT_TRANSPORT_MISSING if self.carrier is None else self.carrier.waiting(self.rule.via)
+            if why is not None:
+                self.set_state(RuleState.WAITING, why)
+                return
+        try:
+            await self._listen()
+        except OSError as exc:
+            where = self.rule.listener if self.here else f"{self.rule.via}'s server port {self.rule.port}"
+            reason = listen_reason(exc) if self.here else os_reason(exc)
+            self.set_state(RuleState.REFUSED, f"cannot listen on {where}: {reason} (tried again every "
+                                              f"{LISTEN_RETRY:g} s)")
+            return
+        self.set_state(RuleState.LISTENING, None)
+
+    async def _keep(self) -> None:
+        while not self._closed:
+            if self.carried and self.carrier is None:
+                return                          # nothing changes until an engine with a carrier runs the rule
+            if self.state is RuleState.LISTENING:
+                if not self.carried or self.here:
+                    return                      # a listener here stays until closed
+                await self._ended()             # at the far end: until the unit's connection ends
+                if self._closed:
+                    return
+                self.set_state(RuleState.WAITING, f"unit {self.rule.via}'s connection ended; listening again")
+            await asyncio.sleep(LISTEN_RETRY)
+            await self._attempt()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._close()
+        self.state, self.reason = RuleState.STOPPED, None
+
+    # -- for the subclasses
+
+    async def _listen(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    async def _ended(self) -> None:
+        raise NotImplementedError
+
+    def failed(self, member: Member, exc: BaseException) -> None:
+        self.balance.failed(member, _failure(exc))
+
+    def log_no_destination(self, peer: object, what: str = "connection") -> None:
+        reasons = "; ".join(f"{m.rule.destination}: {m.down_reason}" for m in self.members if m.down)
+        self.runtime.say(("none", self.rule.group), f"{self.rule.protocol} {self.rule.listener}: no destination took "
+                                                    f"a {what} from {_peer(peer)} ({reasons or 'no destinations'})",
+                         f"{self.rule.protocol} {self.rule.listener}: {what}s no destination took")
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return os_reason(exc).lower() if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+
+
+def _peer(peer: object) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return "a client"
+

@@ -1,0 +1,146 @@
+"""Proxy rules as an operator uses them: a real daemon, the real command line, real TCP and UDP services.
+
+Rules added at run time listen at once and come back after a daemon restart; config rules cannot be removed; a bad
+rule is one line, exit 2; with no daemon, the same commands work on the store and the daemon picks the rule up."""
+
+from __future__ import annotations
+
+import json
+import socket
+import socketserver
+import threading
+
+import pytest
+from sshd import free_port
+from support import oplog_entries
+from test_cli_daemon import cli, wait_for
+from test_endpoints_cli import ok, refused, start_daemon, stop_daemon
+
+from console.core.paths import StatePaths
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+@pytest.fixture
+def echo():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def through(port: int, payload: bytes = b"hello") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data
+
+
+def listed(state: StatePaths) -> dict[str, dict]:
+    return {f"{r['direction']} {r['rule']} via {r['via']}": r
+            for r in json.loads(ok("proxy", "list", "--json", state=state))["rules"]}
+
+
+@pytest.fixture
+def setup(tmp_path, echo):
+    state = StatePaths(tmp_path / "state")
+    config = tmp_path / "console.yaml"
+    fixed = free_port()
+    config.write_text(f"proxy:\n  ingress:\n    - tcp:{fixed}:127.0.0.1:{echo}\n"
+                      "  gateways:\n    - {name: lab, subnet: 127.0.0.0/24, base: "
+                      f"{free_port() - 10}, services: [22, 80], hosts: 1-2}}\n")
+    return state, config, fixed
+
+
+def test_rules_added_at_run_time_listen_and_come_back_after_a_restart(setup, echo):
+    state, config, fixed = setup
+    proc = start_daemon(state, config)
+    try:
+        assert through(fixed) == b"hello"
+        port = free_port()
+        out = ok("proxy", "add", "--egress", f"tcp:{port}:127.0.0.1:{echo}", state=state)
+        assert out == f"added egress tcp:{port}:127.0.0.1:{echo} via local: ● listening on 127.0.0.1:{port}\n"
+        assert through(port, b"x" * 100_000) == b"x" * 100_000
+        key = f"egress tcp:{port}:127.0.0.1:{echo} via local"
+        wait_for(lambda: listed(state)[key]["open"] == 0, what="the connection counted closed")
+        rule = listed(state)[key]
+        assert list(rule) == ["id", "direction", "protocol", "rule", "listener", "destination", "via", "state",
+                              "reason", "source", "origin", "destinations", "open", "total", "bytes_in", "bytes_out",
+                              "udp_flows", "dropped", "created", "who"]
+        assert (rule["state"], rule["source"], rule["total"], rule["bytes_in"], rule["bytes_out"]) == \
+            ("listening", "runtime", 1, 100_000, 100_000)
+        assert rule["destinations"] == [{"destination": f"127.0.0.1:{echo}", "rule": rule["id"], "state": "up",
+                                         "reason": None, "since": None}]
+        text = ok("proxy", "list", state=state)
+        assert f"egress     tcp:{port}:127.0.0.1:{echo}" in text and "gateway lab" in text, text
+        assert "4 ● listening" in text   # the plan folded into one line
+        stop_daemon(proc)
+        proc = start_daemon(state, config)                      # back after a restart, and listening
+        again = listed(state)[f"egress tcp:{port}:127.0.0.1:{echo} via local"]
+        assert (again["id"], again["state"], again["source"], again["created"]) == \
+            (rule["id"], "listening", "runtime", rule["created"])
+        assert through(port) == b"hello"
+        assert ok("proxy", "remove", "--egress", f"tcp:{port}:127.0.0.1:{echo}", state=state) == \
+            f"removed egress tcp:{port}:127.0.0.1:{echo} via local\n"
+        with pytest.raises(OSError):
+            through(port)
+        assert f"egress tcp:{port}:127.0.0.1:{echo} via local" not in listed(state)
+        actions = [(o["action"], o["target"], o["details"].get("direction"), o["via"], o["outcome"])
+                   for o in oplog_entries(state) if o["action"].startswith("proxy.")]
+        assert actions[-2:] == [("proxy.add", f"tcp:{port}:127.0.0.1:{echo}", "egress", "cli", "ok"),
+                                ("proxy.remove", f"tcp:{port}:127.0.0.1:{echo}", "egress", "cli", "ok")]
+    finally:
+        stop_daemon(proc)
+
+
+def test_refusals_are_one_line_exit_2(setup, echo):
+    state, config, fixed = setup
+    proc = start_daemon(state, config)
+    try:
+        assert refused(2, "proxy", "add", "--ingress", "udp:70000:10.0.0.1:53", state=state) == \
+            "sop-console: udp:70000:10.0.0.1:53: port must be 1-65535, got 70000\n"
+        assert refused(2, "proxy", "remove", "--ingress", f"tcp:{fixed}:127.0.0.1:{echo}", state=state) == \
+            (f"sop-console: ingress tcp:{fixed}:127.0.0.1:{echo} via local is in {config} at proxy.ingress[0]: rules "
+             "of the config cannot be removed at run time (edit the file, then reload)\n")
+        assert "clashes with ingress" in refused(2, "proxy", "add", "--egress", f"tcp:{fixed}:10.0.0.1:1",
+                                                 state=state)
+        assert "via must be local or a configured unit (local), got master" in refused(
+            2, "proxy", "add", "--egress", "tcp:1:10.0.0.1:1", "--via", "master", state=state)
+        assert refused(2, "gateway", "show", "nope", state=state) == \
+            f"sop-console: no gateway named nope in {config} (known: lab)\n"
+        done = cli("proxy", "add", state=state.root)   # argparse's own usage lines, exit 2
+        assert done.returncode == 2 and "one of the arguments --ingress --egress is required" in done.stderr
+    finally:
+        stop_daemon(proc)
+
+
+def test_with_no_daemon_the_store_takes_the_rule_and_the_daemon_runs_it(setup, echo):
+    state, config, fixed = setup
+    port = free_port()
+    out = ok("proxy", "add", "--ingress", f"tcp:{port}:127.0.0.1:{echo}", state=state, config=config)
+    assert out.startswith(f"added ingress tcp:{port}:127.0.0.1:{echo} via local: ■ stopped: no daemon runs the rules")
+    text = ok("proxy", "list", state=state, config=config)
+    assert text.splitlines()[0] == "no daemon runs the rules (they listen while `sop-console daemon` runs)"
+    shown = ok("gateway", "show", "lab", state=state, config=config)
+    assert shown.splitlines()[0].startswith("gateway lab: port ") and "4 ports: 4 stopped" in shown
+    proc = start_daemon(state, config)
+    try:
+        assert through(port) == b"hello"
+        plan = json.loads(ok("gateway", "show", "lab", "--json", state=state))
+        assert [p["state"] for p in plan["ports"]] == ["listening"] * 4 and plan["clashes"] == []
+        script = ok("gateway", "export", "lab", "--iptables", "--source", "127.0.0.10", "--interface", "lo",
+                    state=state)
+        first = plan["ports"][0]
+        assert (f"iptables -t nat -A PREROUTING -i lo -p tcp -m tcp --dport {first['port']} -j DNAT "
+                f"--to-destination 127.0.0.1:22") in script.splitlines()
+    finally:
+        stop_daemon(proc)
