@@ -30,6 +30,7 @@ from console.core.syslog import Syslog, severity_of
 from console.core.tunnel_log import TunnelLog
 from console.core.words import counted
 from console.proxy.runtime import ProxyRuntime
+from console.tunnel.carrier import UnitCarrier
 from console.tunnel.endpoint_logins import EndpointLogins
 from console.tunnel.worker import UnitWorker, WorkerEnv
 
@@ -62,8 +63,10 @@ class Engine:
         self.hub = None        # console.hub.server.Hub when the config has a hub: section
         self.clients = None    # console.hub.admin.ClientsAdmin for it
         # the endpoints, the config's and those added at run time; every change is an EndpointChanged event
+        # (a rule via a unit uses that unit's endpoint: `endpoints show` lists it, `endpoints remove` is refused)
         self.endpoints = EndpointTable(config, self.store, on_change=self._endpoint_changed,
-                                       log_line=lambda text: self.tunnel_log.write("endpoints", text))
+                                       log_line=lambda text: self.tunnel_log.write("endpoints", text),
+                                       rules=lambda: self.rules.endpoint_uses())
         # what logs in to them: the checks (at start, every interval, on a unit's auth trouble), the set-ups
         self.logins = EndpointLogins(self.endpoints, paths, self.known_hosts,
                                      log_line=lambda text: self.tunnel_log.write("endpoints", text),
@@ -73,8 +76,8 @@ class Engine:
         self._endpoint_checks: asyncio.Task | None = None
         # the proxy rules: the config's, the gateways', those added at run time (the store), the units' forwards
         # shown as ingress rules. Rules via a unit travel through `carrier` (console/core/rules.py: Carrier), the
-        # units' connections; until the unit transport is wired here it is None and those rules wait.
-        self.carrier: Carrier | None = None
+        # units' connections (console/tunnel/carrier.py: the live dict of workers, so a reloaded unit is found).
+        self.carrier: Carrier = UnitCarrier(self.workers)
         self.proxy = ProxyRuntime(carrier=self.carrier, on_change=self._rule_changed,
                                   log_line=lambda text: self.tunnel_log.write("proxy", text))
         self.rules = RuleTable(config, self.store, runtime=self.proxy, forwards=self._forwards,
@@ -132,8 +135,10 @@ class Engine:
             await asyncio.sleep(interval)
 
     def _unit_state_changed(self, unit: str, old: str, new: str) -> None:
-        """A unit that starts failing to log in (auth-failed, host-key-*), or logs in again after that: its
-        endpoint's check is out of date."""
+        """The proxy rules via the unit hear of it (those waiting for it try at once when it is up). A unit that
+        starts failing to log in (auth-failed, host-key-*), or logs in again after that: its endpoint's check is
+        out of date."""
+        self.proxy.unit_changed(unit, new in ("up", "degraded"))
         if new in LOGIN_TROUBLE or (old in LOGIN_TROUBLE and new in ("up", "degraded")):
             worker = self.workers.get(unit)
             endpoint = worker.config.endpoint if worker is not None else None

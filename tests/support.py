@@ -79,13 +79,12 @@ def started_sshd(root: Path, **options) -> Sshd:
     return Sshd(root, **options).start()
 
 
-@contextlib.asynccontextmanager
-async def hub_and_unit(state, *, allow: tuple[str, ...] = (), quota: int = 2):
-    """An engine running a hub on loopback and the unit `master` (client `acme`, `quota` ports) logged in to it;
-    yields (engine, worker, client ports) once the unit is up."""
+def hub_config(state, *, allow: tuple[str, ...] = (), quota: int = 2) -> tuple[str, list[int]]:
+    """A config running a hub on loopback and the unit `master` logged in to it as client `acme` (registered in
+    the state dir's store with `quota` ports, the hub's key pinned); `allow`: hub.egress_allow. Returns the config
+    text and the client's ports."""
     from console.core.store import Store
     from console.demo import _free_range
-    from console.engine import Engine
     from console.hub.registry import Registry
 
     low, high = _free_range(quota + 1)
@@ -95,13 +94,22 @@ async def hub_and_unit(state, *, allow: tuple[str, ...] = (), quota: int = 2):
     store.close()
     hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
     allowed = "[" + ", ".join(f"'{a}'" for a in allow) + "]"
-    cfg = config_of(
-        f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
-        "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
-        f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: {quota}, "
-        f"egress_allow: {allowed}}}\n"
-        "units:\n  master:\n    username: acme\n")
-    engine = Engine(cfg, state)
+    text = (f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
+            "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
+            f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: {quota}, "
+            f"egress_allow: {allowed}}}\n"
+            "units:\n  master:\n    username: acme\n")
+    return text, ports
+
+
+@contextlib.asynccontextmanager
+async def hub_and_unit(state, *, allow: tuple[str, ...] = (), quota: int = 2):
+    """An engine running a hub on loopback and the unit `master` (client `acme`, `quota` ports) logged in to it;
+    yields (engine, worker, client ports) once the unit is up."""
+    from console.engine import Engine
+
+    text, ports = hub_config(state, allow=allow, quota=quota)
+    engine = Engine(config_of(text), state)
     await engine.start()
     try:
         await eventually(lambda: unit_of(engine, "master").state == "up", timeout=15, what="master up")

@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from console.core.clock import utc_iso
@@ -35,6 +35,14 @@ log = logging.getLogger("console.rules")
 Changed = Callable[[str, str], None]   # (rule id, change): "added", "removed", "state", "destination", "traffic"
 NOT_RUNNING = "no daemon runs the rules (they listen while `sop-console daemon` runs)"
 INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.@:+-]{1,15}$")   # a Linux interface name (IFNAMSIZ 16)
+
+
+@dataclass(frozen=True)
+class RuleUse:
+    """A rule (or a gateway plan) going through an endpoint."""
+
+    name: str
+    endpoint: str | None
 
 
 class RuleRuntime(Protocol):
@@ -116,6 +124,19 @@ class RuleTable:
 
     def all(self) -> list[Rule]:
         return [*self.active(), *self.forward_rules()]
+
+    def endpoint_uses(self) -> list[RuleUse]:
+        """The rules via a unit, each with the endpoint it goes through: its unit's (console.core.endpoints:
+        UsesEndpoint, for `endpoints show` and `remove`). A gateway plan's rules count once, as `gateway NAME`; the
+        units' forwards are their units' own."""
+        uses: dict[str, RuleUse] = {}
+        for rule in self.active():
+            unit = self.config.units.get(rule.via)
+            if unit is None or unit.endpoint is None:
+                continue
+            name = f"gateway {rule.origin}" if rule.source == "gateway" else rule.name
+            uses.setdefault(name, RuleUse(name, unit.endpoint))
+        return list(uses.values())
 
     def status(self, rule: Rule) -> RuleStatus:
         if self.runtime is not None:

@@ -36,7 +36,6 @@ RULE_FORM = "protocol:port:destination:destination_port, such as tcp:443:10.10.1
 MAX_RULE_TEXT = 300          # a rule's text: 3 + 5 + 253 (a host name) + 5 + colons and brackets fit well within
 MAX_RUNTIME_RULES = 10_000   # rules added at run time, kept in the store
 MAX_GATEWAY_SERVICES = 64
-UNIT_TRANSPORT_MISSING = "needs the unit transport (not merged yet)"
 
 _HOST_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 _RULE_RE = re.compile(r"^(?P<protocol>[^:]*):(?P<port>[^:]*):(?P<host>\[[^\]]*\]|[^:\[\]]*):(?P<dport>[^:]*)$")
@@ -406,8 +405,7 @@ UdpArrival = Callable[[UdpFlow, tuple[str, int]], Callable[[bytes], None]]
 
 class Carrier(Protocol):
     """How rules via a unit travel: over the unit's SSH connection. The rule runtime (console/proxy) asks it; the
-    engine implements it with the unit workers' connections (console/tunnel, console/hub: the unit transport).
-    Until an engine passes one, rules via a unit wait, with the reason UNIT_TRANSPORT_MISSING.
+    engine implements it with the unit workers' connections (console/tunnel/carrier.py: UnitCarrier).
 
     The runtime keeps the round robin, the down destinations, the counters, the UDP flows' idle timeout and
     bound: a carrier only opens and listens. Every method raises OSError (ConnectionRefusedError for a refusal)

@@ -32,6 +32,7 @@ bytes of TCP forwards), per flow and summed per listener.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import re
 import socket
@@ -429,15 +430,24 @@ class FlowSession(asyncssh.SSHTCPSession, asyncssh.SSHClientSession):
 
 class UdpSocket:
     """A non-blocking UDP socket read in batches: asyncio's datagram transport reads one datagram per wake-up of
-    the loop, this reads up to READ_BATCH, so a burst costs one wake-up and (Flow._flush) one SSH packet."""
+    the loop, this reads up to `batch` (READ_BATCH), so a burst costs one wake-up and (Flow._flush) one SSH
+    packet. Its buffers are SOCKET_BUFFER. What cannot be sent at once is dropped, as a full network drops it.
+
+    `on_error`: a read failed (an ICMP error on a connected socket: port unreachable); `on_send_error`: a send on
+    a connected socket failed for another reason than a full buffer (the same ICMP error, seen on the send)."""
 
     def __init__(self, sock: socket.socket, on_datagram: Callable[[bytes, tuple], None],
-                 on_error: Callable[[OSError], None] = lambda exc: None) -> None:
+                 on_error: Callable[[OSError], None] = lambda exc: None,
+                 on_send_error: Callable[[OSError], None] | None = None, batch: int = READ_BATCH) -> None:
         self.sock = sock
         self.on_datagram = on_datagram
         self.on_error = on_error
+        self.on_send_error = on_send_error
+        self.batch = batch
         self.closed = False
         sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
 
     @property
@@ -446,10 +456,10 @@ class UdpSocket:
 
     def _readable(self) -> None:
         recvfrom, on_datagram = self.sock.recvfrom, self.on_datagram
-        for _ in range(READ_BATCH):
+        for _ in range(self.batch):
             try:
                 data, addr = recvfrom(65536)
-            except BlockingIOError:
+            except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # ICMP port unreachable on a connected socket: that datagram is lost
                 if self.closed:
@@ -465,7 +475,11 @@ class UdpSocket:
                 self.sock.send(payload)
             else:
                 self.sock.sendto(payload, addr)
-        except OSError:
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            if addr is None and self.on_send_error is not None and not self.closed:
+                self.on_send_error(exc)
             return False
         return True
 
@@ -476,13 +490,16 @@ class UdpSocket:
             self.sock.close()
 
 
-def _buffers(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
-
-
 async def _address(host: str, port: int, *, passive: bool = False) -> tuple[int, tuple]:
-    """(family, sockaddr) of host:port for UDP, the first the resolver gives (OSError when none)."""
+    """(family, sockaddr) of host:port for UDP: an address as it is, a name the first the resolver gives (OSError
+    when none)."""
+    if host and not passive:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return (socket.AF_INET6 if address.version == 6 else socket.AF_INET), (host, port)
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM,
                                                          flags=socket.AI_PASSIVE if passive else 0)
     if not infos:
@@ -490,19 +507,27 @@ async def _address(host: str, port: int, *, passive: bool = False) -> tuple[int,
     return infos[0][0], infos[0][4]
 
 
-async def connect_udp(flow: Flow, host: str, port: int, *, answer: bytes | None = None) -> None:
-    """Give the flow a socket of its own connected to host:port (OSError when it cannot have one). `answer`: a
-    first frame for the channel, written once the socket is ready and before any datagram (the hub's ACCEPTED)."""
+async def connected_socket(host: str, port: int, on_datagram: Callable[[bytes, tuple], None], *,
+                           on_error: Callable[[OSError], None] = lambda exc: None,
+                           on_send_error: Callable[[OSError], None] | None = None,
+                           batch: int = READ_BATCH) -> UdpSocket:
+    """A UDP socket of its own connected to host:port, a name resolved first (OSError when it cannot have one);
+    the callbacks are UdpSocket's."""
     family, address = await _address(host, port)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        _buffers(sock)
         sock.setblocking(False)
         sock.connect(address)
-        udp = UdpSocket(sock, lambda data, addr: flow.from_udp(data), on_error=lambda exc: flow._drop())
+        return UdpSocket(sock, on_datagram, on_error, on_send_error, batch)
     except OSError:
         sock.close()
         raise
+
+
+async def connect_udp(flow: Flow, host: str, port: int, *, answer: bytes | None = None) -> None:
+    """Give the flow a socket of its own connected to host:port (OSError when it cannot have one). `answer`: a
+    first frame for the channel, written once the socket is ready and before any datagram (the hub's ACCEPTED)."""
+    udp = await connected_socket(host, port, lambda data, addr: flow.from_udp(data), on_error=lambda exc: flow._drop())
     if answer is not None and flow.chan is not None and not flow.closed:
         flow.chan.write(frame(answer))
     flow.udp_ready(udp.send, udp)
@@ -569,7 +594,6 @@ class FlowListener:
         family, address = await _address(host, port, passive=True)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            _buffers(sock)
             sock.bind(address)
             self.udp = UdpSocket(sock, self.datagram_received)
         except OSError:

@@ -1,5 +1,6 @@
 """What every listener of the proxy shares: its rules (the round robin's members), its state with the reason,
-listening again every LISTEN_RETRY seconds after a refusal, and waiting for the unit transport."""
+listening again every LISTEN_RETRY seconds after a refusal or while its unit is not connected (at once when the
+unit comes up: `wake`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from console.core.errors import os_reason
-from console.core.rules import LOCAL, UNIT_TRANSPORT_MISSING, Carrier, Rule, listen_reason
+from console.core.rules import LOCAL, Carrier, Rule, listen_reason
 from console.core.states import RuleState
 from console.proxy.balance import Member, RoundRobin
 
@@ -32,9 +33,10 @@ class Listener:
         self.dropped = 0                       # turned away past the bound: TCP connections, UDP new sources
         self._task: asyncio.Task | None = None
         self._closed = False
+        self._wake = asyncio.Event()           # set: try again now, not after LISTEN_RETRY
 
     @property
-    def carrier(self) -> Carrier | None:
+    def carrier(self) -> Carrier:
         return self.runtime.carrier
 
     @property
@@ -62,10 +64,14 @@ class Listener:
         if self.state is not RuleState.LISTENING or self.carried:
             self._task = asyncio.create_task(self._keep(), name=f"listener-{self.rule.listener}")
 
+    def wake(self) -> None:
+        """Try again now (its unit has come up) instead of at the next retry."""
+        self._wake.set()
+
     async def _attempt(self) -> None:
+        self._wake.clear()                      # a wake from here on means: the unit changed since this attempt
         if self.carried:
-            why = UNIT_TRANSPORT_MISSING if self.carrier is None else self.carrier.waiting(self.rule.via)
-            if why is not None:
+            if (why := self.carrier.waiting(self.rule.via)) is not None:
                 self.set_state(RuleState.WAITING, why)
                 return
         try:
@@ -80,8 +86,6 @@ class Listener:
 
     async def _keep(self) -> None:
         while not self._closed:
-            if self.carried and self.carrier is None:
-                return                          # nothing changes until an engine with a carrier runs the rule
             if self.state is RuleState.LISTENING:
                 if not self.carried or self.here:
                     return                      # a listener here stays until closed
@@ -89,7 +93,8 @@ class Listener:
                 if self._closed:
                     return
                 self.set_state(RuleState.WAITING, f"unit {self.rule.via}'s connection ended; listening again")
-            await asyncio.sleep(LISTEN_RETRY)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), LISTEN_RETRY)
             await self._attempt()
 
     async def close(self) -> None:
@@ -123,8 +128,12 @@ class Listener:
 
 
 def _failure(exc: BaseException) -> str:
+    """Why a destination failed, in the far side's own words when the exception carries them (the carrier's: the
+    hub's or sshd's refusal), else the system's reason in a few words."""
     if isinstance(exc, TimeoutError):
         return f"no answer within {CONNECT_TIMEOUT:g} s"
+    if isinstance(exc, OSError) and not exc.errno and str(exc):
+        return str(exc)
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     return os_reason(exc).lower() if isinstance(exc, OSError) else str(exc) or type(exc).__name__

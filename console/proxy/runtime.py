@@ -32,9 +32,9 @@ LISTED = 3               # listeners opened at once beyond this are summed up in
 
 
 class ProxyRuntime:
-    def __init__(self, *, carrier: Carrier | None = None, on_change: Callable[[str, str], None] | None = None,
+    def __init__(self, *, carrier: Carrier, on_change: Callable[[str, str], None] | None = None,
                  log_line: Callable[[str], None] | None = None) -> None:
-        """`carrier`: how rules via a unit travel (None: they wait, UNIT_TRANSPORT_MISSING)."""
+        """`carrier`: how rules via a unit travel (the engine's: console/tunnel/carrier.py)."""
         self.carrier = carrier
         self.settings = ProxyConfig()
         self.listeners: dict[tuple, Listener] = {}
@@ -86,7 +86,7 @@ class ProxyRuntime:
             return rule_status(rule, RuleState.STOPPED, "not running")
         flows = member.stats.open if rule.protocol == "udp" else 0
         state, reason = listener.state, listener.reason
-        if state is RuleState.LISTENING and listener.carried and self.carrier is not None:
+        if state is RuleState.LISTENING and listener.carried:
             # listening here (egress), but its unit's connection may be down now: connections would fail
             if (why := self.carrier.waiting(rule.via)) is not None:
                 state, reason = RuleState.WAITING, why
@@ -102,6 +102,17 @@ class ProxyRuntime:
         async with self._applying:
             listeners, self.listeners = list(self.listeners.values()), {}
             await asyncio.gather(*(listener.close() for listener in listeners))
+
+    def unit_changed(self, unit: str, up: bool) -> None:
+        """A unit's state changed: the rules via it say so (an egress rule listening here waits while its unit is
+        down), and once it is up those waiting for it try at once instead of at their next retry."""
+        for listener in self.listeners.values():
+            if listener.rule.via != unit:
+                continue
+            if up and listener.state is not RuleState.LISTENING:
+                listener.wake()
+            for member in listener.members:
+                self._on_change(member.rule.id, "state")
 
     # ------------------------------------------------------------------ what the listeners report
 

@@ -9,17 +9,15 @@ source's next datagram starts a flow to the next destination."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from collections.abc import Callable
 
 from console.core.rules import UdpFlow
+from console.core.udp_frames import UdpSocket, connected_socket
 from console.proxy.balance import Member
 from console.proxy.listener import CONNECT_TIMEOUT, Listener
 
 PENDING_BYTES = 256 * 1024   # what a flow holds while its destination's socket opens; more is dropped
-SOCKET_BUFFER = 4 << 20      # SO_RCVBUF and SO_SNDBUF asked for each socket (capped at net.core.rmem_max and
-                             # wmem_max): a datagram sent stays charged to its sender until its receiver reads it
 BATCH = 256                  # datagrams read from one socket each time the loop finds it readable
 
 
@@ -41,7 +39,7 @@ class UdpListener(Listener):
         except OSError:
             sock.close()
             raise
-        self._transport = UdpSocket(sock, self.received)
+        self._transport = UdpSocket(sock, self.received, batch=BATCH)
 
     def _close(self) -> None:
         if self._transport is not None:
@@ -142,7 +140,8 @@ class Flow:
         rule, listener = member.rule, self.listener
         if listener.carried and listener.here:      # egress via a unit: the far side sends it on
             return await listener.carrier.open_udp(rule.via, rule.host, rule.dest_port, self.back)
-        return await connected(rule.host, rule.dest_port, self.back, self.refused)
+        return await connected_socket(rule.host, rule.dest_port, lambda data, addr: self.back(data),
+                                      on_error=self.refused, on_send_error=self.refused, batch=BATCH)
 
     def toward(self, data: bytes) -> None:
         if self.closed:
@@ -192,68 +191,3 @@ class Flow:
             self._task.cancel()
         if self.on_close is not None:
             self.on_close()
-
-
-class UdpSocket:
-    """A non-blocking UDP socket the loop reads until it is empty each time it is readable (asyncio's datagram
-    transport reads one datagram a turn of the loop, which at 20,000 a second spends more on the loop than on the
-    datagrams). What cannot be sent at once is dropped, as a full network drops it."""
-
-    def __init__(self, sock: socket.socket, received: Callable[[bytes, tuple], None],
-                 refused: Callable[[OSError], None] | None = None) -> None:
-        sock.setblocking(False)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
-        self.sock = sock
-        self.received = received
-        self.refused = refused
-        self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(sock.fileno(), self._read)
-
-    def _read(self) -> None:
-        for _ in range(BATCH):
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:       # a connected socket's ICMP error: port unreachable is a refusal
-                if self.refused is not None:
-                    self.refused(exc)
-                return
-            self.received(data, addr)
-
-    def send(self, data: bytes, addr: tuple | None = None) -> None:
-        try:
-            if addr is None:
-                self.sock.send(data)
-            else:
-                self.sock.sendto(data, addr)
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError as exc:
-            if addr is None and self.refused is not None:
-                self.refused(exc)
-
-    def close(self) -> None:
-        if self.sock.fileno() >= 0:
-            self.loop.remove_reader(self.sock.fileno())
-            self.sock.close()
-
-
-async def connected(host: str, port: int, received: Callable[[bytes], None],
-                    refused: Callable[[OSError], None]) -> UdpSocket:
-    """A socket of a flow's own, connected to its destination (a host name resolved first)."""
-    try:
-        address = ipaddress.ip_address(host)
-        family, target = (socket.AF_INET6 if address.version == 6 else socket.AF_INET), (host, port)
-    except ValueError:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        family, target = infos[0][0], infos[0][4]
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        sock.connect(target)
-    except OSError:
-        sock.close()
-        raise
-    return UdpSocket(sock, lambda data, addr: received(data), refused)

@@ -247,3 +247,19 @@ def test_every_change_is_an_endpoint_changed_event(lab):
             assert seen == [("web", "added"), ("web", "scope"), ("web", "removed")]
 
     asyncio.run(body())
+
+
+def test_a_rule_via_a_unit_uses_the_units_endpoint(lab):
+    proc, state, config, remote = lab
+    wait_for(lambda: unit_state(state)["state"] == "up", what="master up through lab")
+    text = f"tcp:{free_port()}:127.0.0.1:9"
+    rule = f"egress {text} via master"
+    ok("proxy", "add", "--egress", text, "--via", "master", state=state)
+    (shown,) = json.loads(ok("endpoints", "list", "--json", state=state))["endpoints"]
+    assert (shown["units"], shown["rules"]) == (["master"], [rule])
+    assert f"  rules       {rule}\n" in ok("endpoints", "show", "lab", state=state)
+    line = refused(2, "endpoints", "remove", "lab", state=state)
+    assert line.rstrip().endswith(f"used by units master; rules {rule}"), line
+    ok("proxy", "remove", "--egress", text, "--via", "master", state=state)
+    (shown,) = json.loads(ok("endpoints", "list", "--json", state=state))["endpoints"]
+    assert shown["rules"] == []

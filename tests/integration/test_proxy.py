@@ -1,6 +1,6 @@
 """Proxy rules via local, in a real engine, against real TCP and UDP services on loopback: both directions, round
 robin with a destination killed mid-test, UDP flows per source expiring, the flow bound, a port held by another
-program, rules via a unit waiting for the unit transport, and the Carrier seam with a loopback carrier."""
+program, rules via a unit waiting while their unit is not connected, and the Carrier seam with a loopback carrier."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sshd import free_port
 from support import EchoServer, config_of, eventually, roundtrip, run
 
 from console.core.events import RuleChanged
-from console.core.rules import UNIT_TRANSPORT_MISSING, make_rule
+from console.core.rules import make_rule
 from console.core.states import DestinationState, RuleState
 from console.core.store import Store
 from console.engine import Engine
@@ -351,7 +351,7 @@ def _drain(sub) -> list:
     return events
 
 
-def test_rules_via_a_unit_wait_for_the_unit_transport(state):
+def test_rules_via_a_unit_wait_while_the_unit_is_not_connected(state):
     async def body():
         inbound, outbound = free_port(), free_port()
         text = ("server: {host: 127.0.0.1, port: 9}\n"
@@ -359,11 +359,12 @@ def test_rules_via_a_unit_wait_for_the_unit_transport(state):
                 f"proxy:\n  ingress: [{{rule: 'tcp:{inbound}:127.0.0.1:22', via: master}}]\n"
                 f"  egress: [{{rule: 'udp:{outbound}:10.0.5.7:53', via: master}}]\n")
         store = Store(state.database)
-        store.set_desired("master", "stopped")   # the unit itself need not run: its rules wait all the same
+        store.set_desired("master", "stopped")   # the unit does not run: its rules wait, saying why
         store.close()
         async with engine_with(state, text) as engine:
             for rule in engine.rules.list():
-                assert (rule.state, rule.reason) == (RuleState.WAITING, UNIT_TRANSPORT_MISSING), rule
+                assert (rule.state, rule.reason) == (RuleState.WAITING,
+                                                     "unit master is not connected (state stopped)"), rule
             assert rule_of(engine, f"tcp:{inbound}:127.0.0.1:22").listener == f"*:{inbound}"
             with pytest.raises(OSError):
                 await asyncio.open_connection("127.0.0.1", outbound)   # nothing listens: no fake success
@@ -395,7 +396,7 @@ def test_a_reload_opens_and_closes_config_rules(state):
 
 class LoopbackCarrier:
     """A Carrier (console/core/rules.py) whose "far end" is this machine: connections and listeners on loopback.
-    It stands in for the unit transport to show what the runtime does with one; the product has none yet."""
+    It shows what the runtime does with any carrier, apart from the product's (console/tunnel/carrier.py)."""
 
     def __init__(self) -> None:
         self.why: str | None = None

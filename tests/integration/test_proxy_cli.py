@@ -12,9 +12,9 @@ import threading
 
 import pytest
 from sshd import free_port
-from support import oplog_entries
+from support import hub_config, oplog_entries
 from test_cli_daemon import cli, wait_for
-from test_endpoints_cli import ok, refused, start_daemon, stop_daemon
+from test_endpoints_cli import lab, ok, refused, start_daemon, stop_daemon  # noqa: F401 (lab: a fixture)
 
 from console.core.paths import StatePaths
 
@@ -25,14 +25,18 @@ class _Echo(socketserver.BaseRequestHandler):
             self.request.sendall(data)
 
 
-@pytest.fixture
-def echo():
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+def _serving(server: socketserver.BaseServer):
+    """Serve in a thread; yield the port; stop."""
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def echo():
+    yield from _serving(socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo))
 
 
 def through(port: int, payload: bytes = b"hello") -> bytes:
@@ -144,3 +148,75 @@ def test_with_no_daemon_the_store_takes_the_rule_and_the_daemon_runs_it(setup, e
                 f"--to-destination 127.0.0.1:22") in script.splitlines()
     finally:
         stop_daemon(proc)
+
+
+# ---------------------------------------------------------------------------------------------- rules via a unit
+
+
+class _UdpEcho(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        data, sock = self.request
+        sock.sendto(data, self.client_address)
+
+
+@pytest.fixture
+def udp_echo():
+    yield from _serving(socketserver.ThreadingUDPServer(("127.0.0.1", 0), _UdpEcho))
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unit_up(state: StatePaths) -> bool:
+    return json.loads(ok("status", "--json", state=state))["units"][0]["state"] == "up"
+
+
+def test_rules_via_a_unit_carry_tcp_and_udp_through_our_hub(tmp_path, echo, udp_echo):
+    """Our hub is the unit's server; hub.egress_allow lets the unit's rules reach the echo services and nothing
+    else: a rule to another destination is refused in the hub's words."""
+    state = StatePaths(tmp_path / "state").prepare()
+    text, _ports = hub_config(state, allow=(f"127.0.0.1:{echo}", f"127.0.0.1:{udp_echo}"))
+    config = tmp_path / "console.yaml"
+    config.write_text(text)
+    proc = start_daemon(state, config)
+    try:
+        wait_for(lambda: unit_up(state), timeout=15, what="master up")
+        tcp, udp, closed = f"tcp:{free_port()}:127.0.0.1:{echo}", f"udp:{free_udp_port()}:127.0.0.1:{udp_echo}", \
+            f"tcp:{free_port()}:127.0.0.1:9"
+        for rule in (tcp, udp, closed):
+            out = ok("proxy", "add", "--egress", rule, "--via", "master", state=state)
+            assert out.startswith(f"added egress {rule} via master: ● listening on 127.0.0.1:"), out
+        assert through(int(tcp.split(":")[1]), b"y" * 200_000) == b"y" * 200_000
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(b"ping", ("127.0.0.1", int(udp.split(":")[1])))
+            assert sock.recvfrom(65536)[0] == b"ping"
+        key = f"egress {tcp} via master"
+        wait_for(lambda: listed(state)[key]["total"] == 1 and listed(state)[key]["open"] == 0, what="counted")
+        assert listed(state)[key]["bytes_in"] == 200_000
+        assert listed(state)[f"egress {udp} via master"]["bytes_out"] == 4
+        # not allowed by the hub: nothing carried, and the destination's reason is the hub's
+        with socket.create_connection(("127.0.0.1", int(closed.split(":")[1])), timeout=5) as sock:
+            assert sock.recv(10) == b""        # carried nowhere: closed (before or after it sees our end)
+        (down,) = listed(state)[f"egress {closed} via master"]["destinations"]
+        assert down["state"] == "down" and "egress to 127.0.0.1:9 is not allowed by the hub (hub.egress_allow: " \
+            in down["reason"], down
+        assert "down: unit master: the server 127.0.0.1:" in ok("proxy", "list", state=state)
+    finally:
+        stop_daemon(proc)
+
+
+def test_a_udp_rule_via_a_unit_on_plain_sshd_is_refused_with_the_line(lab, udp_echo):
+    proc, state, config, remote = lab
+    wait_for(lambda: unit_up(state), timeout=15, what="master up through sshd")
+    rule = f"udp:{free_udp_port()}:127.0.0.1:{udp_echo}"
+    ok("proxy", "add", "--ingress", rule, "--via", "master", state=state)
+    key = f"ingress {rule} via master"
+    wait_for(lambda: listed(state)[key]["state"] == "refused", what="the UDP rule refused")
+    text = ok("proxy", "list", state=state)
+    line = next(line for line in text.splitlines() if rule in line)
+    assert "✖ refused" in line, text
+    assert "UDP rules need a SOP Console hub at the far end" in text, text

@@ -1,7 +1,6 @@
 """The unit transport under the proxy rules (console.tunnel.carrier.UnitCarrier as the engine's Carrier): rules
 via a unit added at run time through the rule table, carried by our hub (TCP and UDP, both directions) and by a
-real sshd (TCP; UDP refused with the line saying it needs our hub). The engine is given the carrier as the lead's
-wiring will give it (`engine.proxy.carrier`)."""
+real sshd (TCP; UDP refused with the line saying it needs our hub). The engine's own carrier (`engine.carrier`)."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ from support import (EchoServer, UdpClient, UdpEcho, eventually, hub_and_unit, r
                      started_sshd, unit_of)
 
 from console.core.states import RuleState
+from console.proxy import listener
 from console.tunnel.carrier import UnitCarrier
 
 
@@ -37,7 +37,6 @@ def test_rules_via_a_unit_travel_through_our_hub_both_ways_tcp_and_udp(state):
         async with EchoServer() as echo, UdpEcho() as udp_echo:
             allow = (f"127.0.0.1:{echo.port}", f"127.0.0.1:{udp_echo.port}")
             async with hub_and_unit(state, allow=allow, quota=2) as (engine, worker, ports):
-                engine.proxy.carrier = UnitCarrier(engine.workers)
                 rules = {("egress", f"tcp:{free_port()}:127.0.0.1:{echo.port}"),
                          ("egress", f"udp:{_free_udp_port()}:127.0.0.1:{udp_echo.port}"),
                          ("ingress", f"tcp:{ports[0]}:127.0.0.1:{echo.port}"),
@@ -71,7 +70,8 @@ def test_a_destination_the_hub_refuses_is_refused_in_the_hubs_words_and_marked_d
     async def body():
         async with EchoServer() as echo, UdpEcho() as udp_echo:
             async with hub_and_unit(state) as (engine, worker, _ports):
-                carrier = engine.proxy.carrier = UnitCarrier(engine.workers)
+                carrier = engine.carrier
+                assert isinstance(carrier, UnitCarrier) and engine.proxy.carrier is carrier
                 # what the carrier raises: the hub's words
                 with pytest.raises(ConnectionRefusedError) as tcp_refused:
                     await carrier.open_tcp("master", "127.0.0.1", echo.port)
@@ -112,7 +112,6 @@ def test_rules_via_a_unit_on_sshd_tcp_carried_udp_refused_with_the_line(tmp_path
             async with EchoServer() as echo, UdpEcho() as udp_echo:
                 async with running_engine(sshd, state, {"master": []}) as engine:
                     await eventually(lambda: unit_of(engine, "master").state == "up", timeout=15)
-                    engine.proxy.carrier = UnitCarrier(engine.workers)
                     egress_tcp, ingress_tcp = f"tcp:{free_port()}:127.0.0.1:{echo.port}", \
                         f"tcp:{free_port()}:127.0.0.1:{echo.port}"
                     ingress_udp = f"udp:{_free_udp_port()}:127.0.0.1:{udp_echo.port}"
@@ -131,3 +130,22 @@ def test_rules_via_a_unit_on_sshd_tcp_carried_udp_refused_with_the_line(tmp_path
         run(body())
     finally:
         sshd.stop()
+
+
+def test_rules_waiting_for_their_unit_listen_as_soon_as_it_is_up(state, monkeypatch):
+    """Not at their next retry: with the retry an hour away, the rule listens once its unit is up."""
+    monkeypatch.setattr(listener, "LISTEN_RETRY", 3600.0)
+
+    async def body():
+        async with EchoServer() as echo:
+            async with hub_and_unit(state, allow=(f"127.0.0.1:{echo.port}",)) as (engine, worker, ports):
+                await engine.stop_units("master", "test")
+                text = f"tcp:{free_port()}:127.0.0.1:{echo.port}"
+                await engine.rules.add("egress", text, "master", who="test")
+                status = _status(engine, "egress", text)
+                assert (status.state, status.reason) == (RuleState.WAITING,
+                                                         "unit master is not connected (state stopped)")
+                await engine.start_units("master", "test")
+                await _listening(engine, "egress", text)
+                assert await roundtrip(int(text.split(":")[1]), b"at once") == b"at once"
+    run(body())

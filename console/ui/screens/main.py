@@ -102,18 +102,20 @@ class MainScreen(Screen):
 
     def _render_menu_bar(self, width: int | None = None) -> None:
         """The selected unit and the menu's keys in one line: the full words when they fit, else shorter ones;
-        each item a link (a click chooses it, as its key does)."""
+        when even the words' first three letters do not fit one line, two lines (every key, its word at least three
+        letters long: "2 St…" and "3 St…" would say nothing). Each item a link (a click chooses it, as its key
+        does)."""
         width = (width if width is not None else self.app.size.width) - 2  # the bar's padding
         unit = self.session.selected_unit or "none"
-        words = [i.short for i in MENU]
         for with_unit, gap in ((True, "  "), (True, " "), (False, "  "), (False, " ")):
             head = f"unit: {unit} │ " if with_unit else ""
             if cell_len(head + gap.join(f"{i.key} {i.short}" for i in MENU)) <= width:
+                lines = [_menu_line(MENU, [i.short for i in MENU], gap)]
                 break
         else:  # not even one space apart: every key stays, the longest words cut short (…) until they fit
-            words = _cut_to_fit(words, width - sum(cell_len(i.key) + 2 for i in MENU) + 1)
-        items = gap.join(f"[@click=screen.menu('{i.action}')][b]{i.key}[/b] {word}[/]" for i, word in zip(MENU, words))
-        self.query_one("#menu-bar", Static).update(f"[b]{head}[/b]{items}" if head else items)
+            lines = [_menu_line(items, _cut_to_fit([i.short for i in items], width - _keys_width(items)), " ")
+                     for items in _menu_rows(width)]
+        self.query_one("#menu-bar", Static).update(f"[b]{head}[/b]" * (len(lines) == 1) + "\n".join(lines))
 
     # ------------------------------------------------------------------ rendering
 
@@ -253,3 +255,23 @@ def _cut_to_fit(words: list[str], room: int) -> list[str]:
         if sum(map(cell_len, cut)) <= room:
             return cut
     return [w[:1] for w in words]
+
+
+def _keys_width(items) -> int:
+    """The cells a menu line takes besides its words: each key, the space after it, one space between items."""
+    return sum(cell_len(i.key) + 2 for i in items) - 1
+
+
+def _menu_rows(width: int) -> list[tuple]:
+    """The menu's items on one line when their first three letters fit there, else on two."""
+    def fits(items) -> bool:
+        return _keys_width(items) + sum(min(len(i.short), 4) for i in items) <= width  # "Sta…" or "Ops"
+
+    if fits(MENU):
+        return [MENU]
+    half = (len(MENU) + 1) // 2
+    return [MENU[:half], MENU[half:]]
+
+
+def _menu_line(items, words: list[str], gap: str) -> str:
+    return gap.join(f"[@click=screen.menu('{i.action}')][b]{i.key}[/b] {word}[/]" for i, word in zip(items, words))
