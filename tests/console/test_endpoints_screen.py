@@ -1,10 +1,7 @@
 """8 Endpoints, driven by keys at 80x24 against a real daemon (in-process) and, where a login is involved, real
 OpenSSH servers: the list live from the daemon's events, delete (refused while used, done for unused runtime ones,
-several marked at once), associate / unassociate (a refusal said in the dialog), check, set-up auth by password
-and by script, the sshd check and its Fix.
-
-The tests of check, set-up and the sshd check need the daemon's endpoints.check / setup_auth / setup_script /
-check_sshd operations (issue 12, the i12d wiring): until those are declared they are skipped, saying so."""
+several marked at once), associate / unassociate (a refusal said in the dialog), check, set-up auth by password,
+by key and by script, the sshd check and its Fix."""
 
 from __future__ import annotations
 
@@ -17,7 +14,6 @@ from test_console import app_for, rows
 from textual.widgets import Button, Input, SelectionList, Static
 
 from console.control.client import ControlClient
-from console.control.operations import OPERATIONS
 from console.core.keys import unit_public_key
 from console.daemon import Daemon
 from console.ui.dialogs.ask import AskScreen
@@ -26,10 +22,6 @@ from console.ui.screens.main import MainScreen
 
 SIZE = (80, 24)
 TUNNEL = "tunnel: {keepalive_interval: 1, keepalive_count_max: 2, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
-
-
-def needs(op: str):
-    return pytest.mark.skipif(op not in OPERATIONS, reason=f"needs the daemon's {op} operation (the i12d wiring)")
 
 
 def endpoint_yaml(name: str, port: int, user: str, host_key: str | None = None, extra: str = "") -> str:
@@ -239,7 +231,6 @@ def test_the_list_follows_a_restarted_daemon(state):
 
 # ---------------------------------------------------------------------------------------------- with a login
 
-@needs("endpoints.check")
 def test_check_the_marked_endpoints_one_available_one_unavailable_with_its_hint(sshd, state):
     from sshd import free_port
 
@@ -274,7 +265,6 @@ def test_check_the_marked_endpoints_one_available_one_unavailable_with_its_hint(
     run(body())
 
 
-@needs("endpoints.setup_auth")
 def test_set_up_auth_by_password_ends_available_in_the_dialog(password_sshd, local_user, state):
     from console.ui.dialogs.endpoint_auth import SetupAuthScreen
 
@@ -319,7 +309,6 @@ def test_set_up_auth_by_password_ends_available_in_the_dialog(password_sshd, loc
     run(body())
 
 
-@needs("endpoints.setup_auth")
 def test_set_up_auth_by_key_logs_in_as_root_with_the_operators_key(sshd, local_user, state, tmp_path):
     """The operator's own key, authorized for root: it logs in and installs our key for the endpoint's user; a key
     file that does not exist is said in the dialog."""
@@ -365,7 +354,6 @@ def test_set_up_auth_by_key_logs_in_as_root_with_the_operators_key(sshd, local_u
     run(body())
 
 
-@needs("endpoints.setup_script")
 def test_set_up_auth_by_script_shown_to_copy_and_save_then_checked(sshd, local_user, state, tmp_path):
     """The script on a page of its own: `c` copies it whole (OSC 52), `w` writes it 0600. Its key part run with
     sh as root (the sshd part would change this machine's own sshd: the sshd check's tests run that against a test
@@ -417,7 +405,6 @@ def test_set_up_auth_by_script_shown_to_copy_and_save_then_checked(sshd, local_u
     run(body())
 
 
-@needs("endpoints.check_sshd")
 def test_sshd_check_lines_and_fix_with_confirmation(tmp_path, state):
     """A test sshd with `GatewayPorts no` and `ClientAliveInterval 0`, a unit whose forward binds beyond loopback:
     one line each, with the line to write; Fix asks first (No by default: nothing changes), then writes, reloads,
