@@ -8,7 +8,7 @@ import asyncio
 from support import EchoServer, eventually, roundtrip, run, unit_yaml
 from test_console import SIZE, app_for, screen_text, start_daemon, visible_columns
 
-from console.core.rules import UNIT_TRANSPORT_MISSING, make_rule
+from console.core.rules import make_rule
 from console.demo import _free_range
 from console.ui.dialogs.add_rule import AddRuleScreen
 from console.ui.dialogs.confirm import ConfirmScreen
@@ -55,24 +55,25 @@ async def go_to(pilot, app, key: str) -> None:
 
 
 def test_rules_screen_adds_removes_filters_and_folds_against_a_real_daemon(sshd, state):
-    """Every kind of rule listed with its state (a rule via a unit `◌ waiting` with its reason, the gateway plan
+    """Every kind of rule listed with its state (a UDP rule via a unit whose server is a plain sshd `✖ refused` with
+    the reason, the gateway plan
     folded, the unit's forward as the ingress rule it is); add refused in place while the text does not parse, then
     a good rule added, listed live, carrying and counting; remove asks (No first), then removes; a config rule is
     refused in place; `/` filters (typed in one burst), esc clears; a plan opens and folds with enter, + and -."""
     async def body():
         async with EchoServer() as echo:
             low, _ = _free_range(8)
-            config_port, waiting_port, added_port, forward_port, other_port = low, low + 1, low + 2, low + 5, low + 6
+            config_port, udp_port, added_port, forward_port, other_port = low, low + 1, low + 2, low + 5, low + 6
             base = low + 2   # the plan: base + n*1 + 0 for hosts 1-2 -> low + 3, low + 4
             text = unit_yaml(sshd, {"master": [f"ssh {forward_port} 127.0.0.1:{echo.port}"]}) + (
                 "proxy:\n"
-                f"  ingress: [tcp:{config_port}:127.0.0.1:{echo.port}]\n"
-                f"  egress: [{{rule: 'tcp:{waiting_port}:10.0.5.7:80', via: master}}]\n"
+                f"  ingress: [tcp:{config_port}:127.0.0.1:{echo.port},\n"
+                f"            {{rule: 'udp:{udp_port}:10.0.5.7:53', via: master}}]\n"
                 f"  gateways: [{{name: lab, subnet: 127.0.0.0/24, base: {base}, services: [{echo.port}], "
                 "hosts: 1-2}]\n")
             daemon = await start_daemon(sshd, state, text)
             config_rule = make_rule("ingress", f"tcp:{config_port}:127.0.0.1:{echo.port}").id
-            waiting = make_rule("egress", f"tcp:{waiting_port}:10.0.5.7:80", "master").id
+            udp_rule = make_rule("ingress", f"udp:{udp_port}:10.0.5.7:53", "master").id
             port_1, port_2 = (make_rule("ingress", f"tcp:{base + n}:127.0.0.{n}:{echo.port}").id for n in (1, 2))
             forward = make_rule("ingress", f"tcp:{forward_port}:127.0.0.1:{echo.port}", "master").id
             try:
@@ -83,17 +84,18 @@ def test_rules_screen_adds_removes_filters_and_folds_against_a_real_daemon(sshd,
                     await eventually(lambda: isinstance(app.screen, RulesScreen) and cells(app), what="the rules")
                     await eventually(lambda: cell(app, forward, "state") == "● listening", timeout=10,
                                      what="the unit's forward listening, from the forward's event")
-                    assert list(cells(app)) == [config_rule, waiting, "gateway:lab", forward]
+                    assert list(cells(app)) == [config_rule, udp_rule, "gateway:lab", forward]
                     assert (cell(app, config_rule, "state"), cell(app, config_rule, "destination"),
                             cell(app, config_rule, "health")) == ("● listening", f"127.0.0.1:{echo.port}", "● up")
-                    assert (cell(app, waiting, "state"), cell(app, waiting, "via"), cell(app, waiting, "reason")) == \
-                        ("◌ waiting", "master", UNIT_TRANSPORT_MISSING)
+                    no_udp = "UDP rules need a SOP Console hub at the far end"
+                    await eventually(lambda: cell(app, udp_rule, "state") == "✖ refused", timeout=10,
+                                     what="the UDP rule via a plain sshd refused")
+                    assert cell(app, udp_rule, "via") == "master" and no_udp in cell(app, udp_rule, "reason")
                     assert cell(app, "gateway:lab", "listener") == f"▸ 127.0.0.1:{base + 1}-{base + 2}"
                     assert (cell(app, "gateway:lab", "state"), cell(app, "gateway:lab", "destination")) == \
                         ("● listening", "gateway lab")
-                    await go_to(pilot, app, waiting)
-                    assert f"◌ waiting on 127.0.0.1:{waiting_port}: {UNIT_TRANSPORT_MISSING}" in \
-                        " ".join(said(app, "rule-detail").split())
+                    await go_to(pilot, app, udp_rule)
+                    assert no_udp in " ".join(said(app, "rule-detail").split())
 
                     # add: the text checked as it is typed (in the burst after `a`), Enter refused while it is wrong
                     bad = f"tcp:70000:127.0.0.1:{echo.port}"
@@ -154,7 +156,7 @@ def test_rules_screen_adds_removes_filters_and_folds_against_a_real_daemon(sshd,
                     await eventually(lambda: list(cells(app)) == ["gateway:lab"], what="only the plan")
                     assert "filter 'lab'" in said(app, "rules-title")
                     await pilot.press("escape")
-                    await eventually(lambda: list(cells(app)) == [config_rule, waiting, "gateway:lab", forward])
+                    await eventually(lambda: list(cells(app)) == [config_rule, udp_rule, "gateway:lab", forward])
                     assert isinstance(app.screen, RulesScreen)  # esc cleared the filter; it did not leave
                     await pilot.press("slash", *str(base + 2))   # a port of the plan: shown under it, alone
                     await eventually(lambda: list(cells(app)) == ["gateway:lab", port_2],
@@ -167,7 +169,7 @@ def test_rules_screen_adds_removes_filters_and_folds_against_a_real_daemon(sshd,
                     await go_to(pilot, app, "gateway:lab")
                     await pilot.press("enter")
                     await eventually(lambda: list(cells(app)) ==
-                                     [config_rule, waiting, "gateway:lab", port_1, port_2, forward])
+                                     [config_rule, udp_rule, "gateway:lab", port_1, port_2, forward])
                     assert cell(app, port_1, "listener") == f"  127.0.0.1:{base + 1}"
                     assert cell(app, port_2, "destination") == f"127.0.0.2:{echo.port}"
                     assert "enter or - hides its ports" in said(app, "rule-detail")

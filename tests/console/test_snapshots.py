@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from console.core.config import parse_config
 from console.core.paths import StatePaths
-from console.core.rules import UNIT_TRANSPORT_MISSING, GatewayPlan, make_rule
+from console.core.rules import GatewayPlan, make_rule
 from console.core.states import DestinationState, EndpointReason, EndpointState, ForwardState, RuleState, UnitState
 from console.core.status import (ClientForwardStatus, ClientStatus, EndpointCheck, EndpointStatus, ForwardStatus,
                                  GatewayPort, GatewayStatus, OpEntry, RuleDestination, RuleStatus, ScopeEntry, Status,
@@ -178,15 +178,16 @@ _BACKEND_A = make_rule("ingress", "tcp:443:10.10.100.152:8443", origin="proxy.in
 _BACKEND_B = make_rule("ingress", "tcp:443:10.10.100.153:8443", origin="proxy.ingress[1]")
 _ROUND_ROBIN = ((_BACKEND_A, "up", None), (_BACKEND_B, "down", "connection refused (2026-11-22T10:03:12Z)"))
 GATEWAY = GatewayPlan("lab", "192.168.0.0/24", 30000, (22, 80, 443), (1, 3), listen="0.0.0.0")
-# Fixed records of every kind: a round robin with a destination down, a rule via a unit waiting for the unit
-# transport, runtime rules (UDP with flows; one whose port another program holds), a gateway plan of 9 ports, and a
+# Fixed records of every kind: a round robin with a destination down, a rule via a unit waiting for its unit
+# to connect, runtime rules (UDP with flows; one whose port another program holds), a gateway plan of 9 ports, and a
 # unit's forward shown as the ingress rule it is.
 RULES = {"rules": [
     _rule("ingress", "tcp:443:10.10.100.152:8443", origin="proxy.ingress[0]", members=_ROUND_ROBIN,
           counts=(2, 41, 1_204_551, 48_213_004)),
     _rule("ingress", "tcp:443:10.10.100.153:8443", origin="proxy.ingress[1]", members=_ROUND_ROBIN,
           counts=(0, 17, 88_000, 2_100_000)),
-    _rule("egress", "tcp:8080:10.0.5.7:80", "master", "waiting", UNIT_TRANSPORT_MISSING, origin="proxy.egress[0]"),
+    _rule("egress", "tcp:8080:10.0.5.7:80", "master", "waiting", "unit master is not connected (state retrying)",
+          origin="proxy.egress[0]"),
     *(_rule("ingress", r.text, state="listening" if r.port != 30007 else "refused",
             reason=None if r.port != 30007 else "cannot listen on 0.0.0.0:30007: address in use (tried again "
                                                 "every 5 s)", source="gateway", origin="lab", listen=GATEWAY.listen,
@@ -381,7 +382,7 @@ def test_endpoints_screen_unavailable_details(snap_compare, tmp_path):
 
 @pytest.mark.parametrize("size", EDGE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_rules_screen(snap_compare, tmp_path, size):
-    """Every kind of rule: a round robin with a destination down, a rule via a unit waiting for the unit transport,
+    """Every kind of rule: a round robin with a destination down, a rule via a unit waiting for its unit,
     a gateway plan folded (one port refused), runtime rules (UDP with flows; one refused), a unit's forward."""
     assert snap_compare(_app(tmp_path, "sop"), terminal_size=size,
                         run_before=_shown("9", "RulesScreen", _rows("#rules"), before=_rows("#ports")))
