@@ -72,6 +72,7 @@ bench: $(STAMP) sshd autossh sudo socat
 	$(PY) bench/console_start.py
 	$(PY) bench/hub_storm.py
 	$(PY) bench/endpoint_check.py
+	$(PY) bench/endpoints_screen.py
 	$(PY) bench/proxy.py
 	$(PY) bench/rules_screen.py
 	@if [ "$$(id -u)" = 0 ]; then $(PY) bench/sshd_check.py; else echo "bench/sshd_check.py skipped: it makes throwaway users, run it as root"; fi

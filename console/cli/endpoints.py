@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from console.cli.context import Commands, Context, daemon_or_store
-from console.core.endpoints import SCOPE_SOURCES
+from console.core.endpoints import SCOPE_ANSWERS, SCOPE_SOURCES
 from console.core.errors import EXIT_FAILED, EXIT_OK, ConsoleError, UsageError
 from console.core.states import EndpointState
 from console.core.status import EndpointCheck, EndpointRoute, EndpointStatus, ScopeEntry, SshdCheck
@@ -139,11 +139,6 @@ def remove(ctx: Context) -> int:
     for name in _request(ctx, "endpoints.remove", names=ctx.args.names):
         print(f"endpoint {name} removed")
     return EXIT_OK
-
-
-# what associate and unassociate answer, each list with the words it is said with
-SCOPE_ANSWERS = {"associate": (("added", "associated"), ("already", "already in its scope:")),
-                 "unassociate": (("removed", "unassociated"), ("not_associated", "not associated:"))}
 
 
 def scope(ctx: Context) -> int:

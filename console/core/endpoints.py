@@ -36,6 +36,9 @@ MAX_SCOPE = 256          # subnets, and VPCs, one endpoint may be associated wit
 SOURCES = ("config", "runtime")
 # where a network in an endpoint's scope comes from, in words (ScopeEntry.source)
 SCOPE_SOURCES = {"own": "its own subnet", "config": "in the config", "runtime": "associated at run time"}
+# what `associate` and `unassociate` answer: each list of the answer with the words it is said with
+SCOPE_ANSWERS = {"associate": (("added", "associated"), ("already", "already in its scope:")),
+                 "unassociate": (("removed", "unassociated"), ("not_associated", "not associated:"))}
 
 
 def name_problem(name: object) -> str | None:

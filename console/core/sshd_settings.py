@@ -524,10 +524,11 @@ def _wrap(text: str, width: int, indent: str, more: str | None = None) -> list[s
                          break_on_hyphens=False) or [indent.rstrip()]
 
 
-def render(check: SshdCheck, width: int = 80) -> str:
+def render(check: SshdCheck, width: int = 80, *, fix_word: str = "--fix") -> str:
     """The CLI's text, `width` columns: a head line, how and where the settings were read, one block per setting
     (glyph, keyword, value, state word; why; the lines to write), notes, and what a fix did with the values
-    before it. Only a line to write is never cut or wrapped (it is copied as it is)."""
+    before it. Only a line to write is never cut or wrapped (it is copied as it is). `fix_word`: what makes the
+    fix where the text is shown (the console's dialog has a button)."""
     changes = [s for s in check.settings if s.state is SshdSettingState.CHANGE]
     head = f"sshd of {check.endpoint}: " + (f"{counted(len(changes), 'setting')} {noun(len(changes), 'needs', 'need')}"
                                             " a change" if changes else "ok for its forwards")
@@ -552,6 +553,6 @@ def render(check: SshdCheck, width: int = 80) -> str:
                 out.append(f"  {setting.keyword}: {_cut(old.value, 16)} -> {_cut(setting.value, 16)} "
                            f"({setting.state.value})")
     if changes and not check.fix:
-        out.append("  --fix writes these lines" + ("" if check.privilege != "none" else
+        out.append(f"  {fix_word} writes these lines" + ("" if check.privilege != "none" else
                                                    " (needs root or password-less sudo on the server)"))
     return "\n".join(out)

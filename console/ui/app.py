@@ -1,7 +1,8 @@
 """The SOP Console app: the appliance's subsystem menu over the daemon's live state.
 
 The App owns the Session (what the console knows and asks, no Textual in it), turns the engine's events into
-StatusChanged / ClientChanged / RuleChanged on Signals the screens follow, and runs the menu's handlers on MenuChosen.
+StatusChanged / ClientChanged / EndpointChanged / RuleChanged on Signals the screens follow, and runs the
+menu's handlers on MenuChosen.
 Only the main screen is imported at start; every other screen and dialog when first shown."""
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from console.core.errors import ConfigError, ConsoleError, DaemonNotRunning, os_
 from console.core.paths import StatePaths
 from console.ui import menu
 from console.ui.backend import DaemonBackend, StaticBackend
-from console.ui.messages import ClientChanged, MenuChosen, OperationRecorded, RuleChanged, StatusChanged
+from console.ui.messages import (ClientChanged, EndpointChanged, MenuChosen, OperationRecorded, RuleChanged,
+                                 StatusChanged)
 from console.ui.screens.main import MainScreen
 from console.ui.session import Session
 from console.core.choices import THEMES
@@ -90,6 +92,7 @@ class SopConsole(App):
                                config_problems=config_problems)
         self.status_signal: Signal[StatusChanged] = Signal(self, "status")
         self.clients_signal: Signal[ClientChanged] = Signal(self, "clients")
+        self.endpoints_signal: Signal[EndpointChanged] = Signal(self, "endpoints")
         self.operations_signal: Signal[OperationRecorded] = Signal(self, "operations")
         self.rules_signal: Signal[RuleChanged] = Signal(self, "rules")
         self.poll_log = poll_log
@@ -185,6 +188,9 @@ class SopConsole(App):
                 async for event in self.session.changes():
                     if isinstance(event, events.ClientChanged):
                         self.clients_signal.publish(ClientChanged(event.client))
+                    elif isinstance(event, events.EndpointChanged):  # the main screen says a unit's endpoint problem
+                        self.endpoints_signal.publish(EndpointChanged(event.endpoint))
+                        self.status_signal.publish(StatusChanged())
                     elif isinstance(event, events.OperationRecorded):
                         self.operations_signal.publish(OperationRecorded(event.id))
                     elif isinstance(event, events.RuleChanged):
@@ -198,6 +204,7 @@ class SopConsole(App):
             await self._reconnect()
             self.status_signal.publish(StatusChanged())
             self.clients_signal.publish(ClientChanged(None))
+            self.endpoints_signal.publish(EndpointChanged(None))
             self.operations_signal.publish(OperationRecorded(None))
             self.rules_signal.publish(RuleChanged(None))
 

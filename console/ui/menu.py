@@ -89,6 +89,12 @@ async def clients(app: SopConsole, unit: str | None) -> None:
     await app.push_screen(ClientsScreen(app.session, app.clients_signal, app.status_signal))
 
 
+async def endpoints(app: SopConsole, unit: str | None) -> None:
+    from console.ui.screens.endpoints import EndpointsScreen
+
+    await app.push_screen(EndpointsScreen(app.session, app.endpoints_signal, app.status_signal))
+
+
 async def operations(app: SopConsole, unit: str | None) -> None:
     from console.ui.screens.operations import OperationsScreen
 
@@ -124,6 +130,8 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("6", "trust", "Trust host key", trust, "Trust", does="check and trust the host key of {unit}'s server"),
     MenuItem("7", "clients", "Clients", clients, "Clients", needs_unit=False,
              does="the hub's clients: their ports and what each forwards"),
+    MenuItem("8", "endpoints", "Endpoints", endpoints, "Endpts", needs_unit=False,
+             does="the SSH servers units go through: auth status, set-up, sshd check, scope"),
     MenuItem("9", "rules", "Rules", rules, "Rules", needs_unit=False,
              does="the proxy rules and gateway plans: where each listens, its destinations, counters; add, remove"),
     MenuItem("o", "operations", "Operations", operations, "Ops", needs_unit=False,

@@ -4,10 +4,12 @@ Screens to the App (they bubble; the App routes them with `@on`):
     MenuChosen      a menu action, from a key, the menu list or the command palette
 
 The App to the screens that show what changed (the App publishes them on a Signal, `SopConsole.status_signal`,
-`SopConsole.clients_signal` and `SopConsole.rules_signal`; a screen subscribes with `follow(...)` and receives each
-as a message of its own, so the App never needs to know which screens are open):
+`SopConsole.clients_signal`, `SopConsole.endpoints_signal` and `SopConsole.rules_signal`; a screen subscribes
+with `follow(...)` and receives each as a message of its own, so the App never needs to know which screens are
+open):
     StatusChanged   the status mirror changed (a unit's or forward's event, or a fresh snapshot)
     ClientChanged   a hub client changed (None: any may have)
+    EndpointChanged an endpoint changed: added, removed, its scope, a new check (None: any may have)
     OperationRecorded   an entry was written to the operation log (None: the daemon came back, any may have)
     RuleChanged     a proxy rule changed: added, removed, its state, a destination, its counters (None: any may have)
 
@@ -45,6 +47,13 @@ class ClientChanged(Message, bubble=False):
     """A hub client changed: fetch it again (None: all of them)."""
 
     client_id: str | None
+
+
+@dataclass
+class EndpointChanged(Message, bubble=False):
+    """An endpoint changed: fetch it again (None: all of them)."""
+
+    name: str | None
 
 
 @dataclass

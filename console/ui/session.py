@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from console.core.errors import EXIT_USAGE, ConsoleError, DaemonNotRunning
-from console.core.events import ClientChanged, Event, OperationRecorded, Reloaded, ReloadRefused, RuleChanged
+from console.core.errors import EXIT_USAGE, ConsoleError, DaemonNotRunning, OperationFailed
+from console.core.events import (ClientChanged, EndpointChanged, Event, OperationRecorded, Reloaded, ReloadRefused,
+                                 RuleChanged)
 from console.core.paths import StatePaths
-from console.core.status import ClientStatus, GatewayStatus, OpEntry, RuleStatus, Status, UnitStatus
+from console.core.status import (ClientStatus, EndpointCheck, EndpointStatus, GatewayStatus, OpEntry, RuleStatus,
+                                 SshdCheck, Status, UnitStatus)
 from console.ui.backend import DaemonBackend, StaticBackend
 
 if TYPE_CHECKING:  # the schema and its YAML load when a config is read, not at start
@@ -66,6 +68,7 @@ class Session:
         self.engine_here = None  # a Daemon run inside the console when no daemon was running
         self.stale_since: float | None = None  # while the daemon is gone: when the status was last live (epoch)
         self.ran: str | None = None  # what this console was attached to: DAEMON, ENGINE_HERE, or None (nothing)
+        self.clock = time.time  # what "now" is for the ages screens show (a snapshot fixes it)
 
     # ------------------------------------------------------------------ the daemon, and the status mirror
 
@@ -149,7 +152,8 @@ class Session:
     async def changes(self) -> AsyncIterator[Event]:
         """The engine's events, folded into the status mirror; yields those that change what a screen shows:
         Reloaded (after a fresh snapshot was taken), ReloadRefused (the config file's problems, now
-        `config_problems`), a unit's or forward's change, ClientChanged, OperationRecorded and RuleChanged."""
+        `config_problems`), a unit's or forward's change, ClientChanged, EndpointChanged, OperationRecorded and
+        RuleChanged."""
         async for event in self.backend.events():
             if isinstance(event, Reloaded):  # units or forwards may have changed: take a fresh snapshot
                 self._take(await self.backend.request("status"))
@@ -158,6 +162,9 @@ class Session:
                 yield event
             elif isinstance(event, ReloadRefused):  # the daemon read the file and it does not check
                 self.config_problems = list(event.problems)
+                yield event
+            elif isinstance(event, EndpointChanged):
+                self.status.apply(event)  # the units going through it may say its problem
                 yield event
             elif isinstance(event, (ClientChanged, OperationRecorded, RuleChanged)) or self.status.apply(event):
                 yield event
@@ -379,6 +386,58 @@ class Session:
 
     async def clients_remove(self, client_id: str) -> None:
         await self.request("clients.remove", id=client_id)
+
+    # ------------------------------------------------------------------ endpoints
+    # Every request about endpoints is here, in one place.
+
+    async def endpoints_list(self) -> list[EndpointStatus]:
+        result = await self.request("endpoints.list")
+        return [EndpointStatus.from_json(e) for e in result.get("endpoints", [])] if isinstance(result, dict) else []
+
+    async def endpoints_check(self, names: list[str]) -> list[EndpointCheck]:
+        """Check now whether units can log in to these endpoints; the daemon keeps each result."""
+        result = await self.request("endpoints.check", names=names)
+        return [EndpointCheck.from_json(c) for c in result.get("checks", [])] if isinstance(result, dict) else []
+
+    async def endpoints_remove(self, names: list[str]) -> list[str]:
+        """Remove runtime endpoints, all or none (ConsoleError naming each refused one and why)."""
+        return list(await self.request("endpoints.remove", names=names) or [])
+
+    async def endpoint_scope(self, verb: str, name: str, vpcs: list[str], subnets: list[str]) -> dict:
+        """`associate` or `unassociate` VPCs and subnets: the daemon's answer (what was done, what was not)."""
+        if verb not in ("associate", "unassociate"):
+            raise ValueError(verb)
+        result = await self.request(f"endpoints.{verb}", name=name, vpcs=vpcs or None, subnets=subnets or None)
+        return result if isinstance(result, dict) else {}
+
+    async def endpoint_setup_auth(self, name: str, method: str, *, password: str | None = None,
+                                  identity: str | None = None, login_user: str | None = None,
+                                  unit: str | None = None, trust_fingerprint: str | None = None
+                                  ) -> tuple[str, EndpointCheck | None]:
+        """Set up auth by key or password (the daemon does it, then checks): what it did, and the new check.
+        An identity file is named as the operator typed it: made absolute here (~ is the operator's home)."""
+        if identity:
+            identity = str(Path(identity).expanduser().absolute())
+        result = await self.request("endpoints.setup_auth", name=name, method=method, password=password,
+                                    identity=identity, login_user=login_user, unit=unit,
+                                    trust_fingerprint=trust_fingerprint)
+        check = result.get("check") if isinstance(result, dict) else None
+        return (str(result.get("outcome", "")) if isinstance(result, dict) else "",
+                EndpointCheck.from_json(check) if check else None)
+
+    async def endpoint_setup_script(self, name: str, unit: str | None = None) -> str:
+        """The script an operator runs on the endpoint as root (set-up by script)."""
+        result = await self.request("endpoints.setup_script", name=name, unit=unit)
+        return str(result.get("script", "")) if isinstance(result, dict) else ""
+
+    async def endpoint_check_sshd(self, name: str, *, fix: bool = False) -> SshdCheck:
+        """The endpoint's sshd settings judged against what its forwards need; `fix` changes them (with root or
+        password-less sudo there), then checks again."""
+        result = await self.request("endpoints.check_sshd", name=name, fix=fix or None)
+        try:
+            return SshdCheck.from_json(result)
+        except ValueError as exc:
+            raise OperationFailed(f"the daemon's sshd check of {name} could not be read: {exc}") from None
 
     # ------------------------------------------------------------------ the operation log
 

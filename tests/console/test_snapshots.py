@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from console.core.config import parse_config
 from console.core.paths import StatePaths
 from console.core.rules import GatewayPlan, make_rule
-from console.core.states import DestinationState, ForwardState, RuleState, UnitState
-from console.core.status import (ClientForwardStatus, ClientStatus, ForwardStatus, GatewayPort, GatewayStatus, OpEntry,
-                                 RuleDestination, RuleStatus, Status, UnitStatus)
+from console.core.states import DestinationState, EndpointReason, EndpointState, ForwardState, RuleState, UnitState
+from console.core.status import (ClientForwardStatus, ClientStatus, EndpointCheck, EndpointStatus, ForwardStatus,
+                                 GatewayPort, GatewayStatus, OpEntry, RuleDestination, RuleStatus, ScopeEntry, Status,
+                                 UnitStatus)
 from console.ui.app import SopConsole
 from console.ui.backend import StaticBackend
 
@@ -94,6 +95,39 @@ CLIENTS = {"clients": [
     _client("globex", 5, 2220),
     _client("initech", 0, 0, last_seen=None),
 ]}
+
+
+
+def _check(endpoint, address, username, reason=EndpointReason.OK, message="", hint="", **more) -> EndpointCheck:
+    state = EndpointState.AVAILABLE if reason is EndpointReason.OK else EndpointState.UNAVAILABLE
+    return EndpointCheck(endpoint, state, reason, message, hint, address, username, unit=more.pop("unit", None),
+                         checked_at=more.pop("checked_at", "2026-11-22T09:58:12Z"), seconds=0.06, **more)
+
+
+# Three endpoints: the config's `default` (available), `hall-b` (unavailable: our key refused, the server offers
+# passwords) with a scope of its own, in the config and associated at run time, and `lab` added at run time and
+# never checked. Ages are counted from NOW (the snapshot's fixed clock).
+NOW = 1795341600.0  # 2026-11-22T10:00:00Z
+ENDPOINTS = {"endpoints": [e.to_json() for e in (
+    EndpointStatus("ep-5f1c0e2a", "default", "config", EndpointState.AVAILABLE, "203.0.113.7", 2222, "root",
+                   "strict", None, ["master"], [], None, [], None, None,
+                   _check("default", "203.0.113.7:2222", "sop001", message="sop001 logs in to 203.0.113.7:2222 with "
+                          "the key of unit master", unit="master", checked_at="2026-11-22T09:56:40Z")),
+    EndpointStatus("ep-0b9d4c71", "hall-b", "config", EndpointState.UNAVAILABLE, "198.51.100.20", 22, "sop-b",
+                   "strict", "the rack in hall B", ["clone"], [], "10.1.0.0/24",
+                   [ScopeEntry("subnet", "10.1.0.0/24", "own", ["10.1.0.0/24"]),
+                    ScopeEntry("subnet", "10.2.0.0/24", "config", ["10.2.0.0/24"]),
+                    ScopeEntry("subnet", "10.4.0.0/24", "runtime", ["10.4.0.0/24"]),
+                    ScopeEntry("vpc", "prod", "config", ["10.0.0.0/16"])],
+                   None, "2026-11-21T16:20:05Z",
+                   _check("hall-b", "198.51.100.20:22", "sop-b", EndpointReason.PUBLICKEY,
+                          "198.51.100.20:22 did not accept the ed25519 key of unit clone for sop-b; the server "
+                          "offers publickey, password", "set up by password (the server offers password), by key "
+                          "or by script", unit="clone", methods=["publickey", "password"],
+                          fingerprint=FINGERPRINT)),
+    EndpointStatus("ep-9e41b7a0", "lab", "runtime", EndpointState.UNCHECKED, "lab-gw.example.com", 2022, "sop",
+                   "strict", "bench rig", [], [], None, [], "2026-11-20T14:03:11Z", "2026-11-20T14:03:11Z"),
+)]}
 
 
 def _op(i: int, action: str, target: str | None, who: str = "operator", via: str = "console",
@@ -182,10 +216,12 @@ def _app(tmp_path, theme: str, status: dict = STATUS) -> SopConsole:
     key_path.write_bytes(asyncssh.import_private_key(pem).export_private_key("openssh"))
     os.chmod(key_path, 0o600)
     state.tunnel_log.write_text(LOG)
-    return SopConsole(state, config=parse_config(CONFIG, "snapshot.yaml"),
-                      backend=StaticBackend(status, {"clients.list": CLIENTS, "ops.list": OPS, "proxy.list": RULES,
-                                                     "gateway.show": GATEWAY_SHOW}),
-                      theme_name=theme, poll_log=False, watch_terminal=False)
+    app = SopConsole(state, config=parse_config(CONFIG, "snapshot.yaml"),
+                     backend=StaticBackend(status, {"clients.list": CLIENTS, "ops.list": OPS, "proxy.list": RULES,
+                                                    "gateway.show": GATEWAY_SHOW, "endpoints.list": ENDPOINTS}),
+                     theme_name=theme, poll_log=False, watch_terminal=False)
+    app.session.clock = lambda: NOW  # the ages 8 Endpoints shows
+    return app
 
 
 def _rows(selector: str):
@@ -290,6 +326,23 @@ def test_clients_screen_edges(snap_compare, tmp_path, size):
                         run_before=_shown("7", "ClientsScreen", _rows("#clients")))
 
 
+# ---------------------------------------------------------------------- 8 Endpoints (fixed records, a fixed clock)
+
+def _endpoint_highlighted(name: str):
+    """8, then down until the details are `name`'s."""
+    opened = _shown("8", "EndpointsScreen", _rows("#endpoints"), before=_rows("#ports"))
+
+    async def run_before(pilot) -> None:
+        await opened(pilot)
+        deadline = time.monotonic() + 20
+        while not str(pilot.app.screen.query_one("#endpoint-detail").render()).startswith(f"{name} "):
+            assert time.monotonic() < deadline, f"{name} never highlighted"
+            await pilot.press("down")
+            await pilot.pause(0.02)
+        await pilot.pause()
+    return run_before
+
+
 def test_operations_screen(snap_compare, tmp_path, utc):
     assert snap_compare(_app(tmp_path, "sop"), terminal_size=(80, 24),
                         run_before=_shown("o", "OperationsScreen", _rows("#ops"), before=_rows("#ports")))
@@ -313,6 +366,18 @@ def _keys(*keys: str, screen: str, ready=lambda screen: True):
             box.cursor_blink = False
         await pilot.pause()
     return run_before
+
+
+@pytest.mark.parametrize("size", EDGE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_endpoints_screen(snap_compare, tmp_path, size):
+    """The list: each state with its glyph and word, the address, when last checked; columns dropped by rank."""
+    assert snap_compare(_app(tmp_path, "sop"), terminal_size=size,
+                        run_before=_shown("8", "EndpointsScreen", _rows("#endpoints"), before=_rows("#ports")))
+
+
+def test_endpoints_screen_unavailable_details(snap_compare, tmp_path):
+    """hall-b highlighted: why it is unavailable, the hint, what to press here, its scope and comment."""
+    assert snap_compare(_app(tmp_path, "sop"), terminal_size=(80, 24), run_before=_endpoint_highlighted("hall-b"))
 
 
 @pytest.mark.parametrize("size", EDGE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")

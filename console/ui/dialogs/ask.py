@@ -1,4 +1,5 @@
-"""One line asked of the operator (AskScreen), and a secret shown to the operator once (SecretScreen)."""
+"""One line asked of the operator (AskScreen); text for the operator to take away (CopyPage): a secret shown once
+(SecretScreen), a script (the endpoints' set-up)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, ScrollableContainer, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Static
 
@@ -49,43 +51,49 @@ class AskScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class SecretScreen(ModalScreen[None]):
-    """A private key, shown this once: the whole screen, the key's lines with nothing beside them (no border, no
-    screen behind), so a mouse copy picks up the key alone. `c` copies it through the terminal (OSC 52), `s` saves
-    it to a new file (0600) whose path the operator types."""
+class CopyPage(ModalScreen[None]):
+    """Text for the operator to take away (a private key, a script): the whole screen, the text's lines with
+    nothing beside them (no border, no scroll bar, no screen behind), so a mouse copy picks up the text alone; a
+    long line is not wrapped (left / right scroll to its end). `c` copies it all through the terminal (OSC 52), the
+    save key writes it to a new file (0600) whose path the operator types. A subclass names its keys and words."""
 
     BINDINGS = [
-        Binding("c", "copy", "Copy (OSC 52)", id="secret.copy"),
-        Binding("s", "save", "Save to file", id="secret.save"),
-        Binding("escape,enter", "close", "Close", id="secret.close"),
+        Binding("c", "copy", "Copy (OSC 52)", id="page.copy"),
+        Binding("s", "save", "Save to file", id="page.save"),
+        Binding("escape,enter", "close", "Close", id="page.close"),
     ]
+    INTRO = ""                # what the operator does with it, under the title
+    SAVE_AS = "a new file"    # the save dialog's question: "Save {SAVE_AS} (0600)"
+    SAVE_EXAMPLE = ""         # its placeholder
+    DONE = "Close"            # the button that closes the page
 
-    def __init__(self, title: str, secret: str) -> None:
+    def __init__(self, title: str, text: str) -> None:
         super().__init__()
-        self.title_text, self.secret = title, secret.strip() + "\n"
+        self.title_text, self.text = title, text.strip() + "\n"
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="secret-page"):
             yield Label(self.title_text, classes="dialog-title")
-            yield Static("Hand it over securely: it is shown this once and nothing keeps it. Select it with the "
-                         "mouse, or c copies it (through the terminal: OSC 52), s saves it to a new file.",
-                         classes="dialog-text")
-            yield Static(self.secret.rstrip("\n"), id="secret")
+            yield Static(self.INTRO, classes="dialog-text")
+            with ScrollableContainer(id="secret-scroll"):
+                yield Static(Content(self.text.rstrip("\n")), id="secret")
             with Horizontal(classes="buttons"):
-                yield Button("I have it", id="close", variant="primary")
+                yield Button(self.DONE, id="close", variant="primary")
         yield Footer()
 
+    def on_mount(self) -> None:
+        self.query_one("#secret-scroll").focus()  # up / down / page keys scroll a text longer than the screen
+
     def action_copy(self) -> None:
-        self.app.copy_to_clipboard(self.secret)
+        self.app.copy_to_clipboard(self.text)
         self.notify("copied through the terminal (OSC 52): a terminal that does not allow it copies nothing "
                     "(tmux: set -g set-clipboard on)", timeout=8)
 
     def action_save(self) -> None:
-        self.app.push_screen(AskScreen("Save the private key to a new file (0600)", "e.g. ~/acme_key",
-                                       refuse=self._save))
+        self.app.push_screen(AskScreen(f"Save {self.SAVE_AS} (0600)", self.SAVE_EXAMPLE, refuse=self._save))
 
     def _save(self, answer: str) -> str | None:
-        """Write the key to a file that does not exist yet, readable by its owner only; None when done, else why
+        """Write the text to a file that does not exist yet, readable by its owner only; None when done, else why
         not (the dialog stays and says so)."""
         path = Path(answer).expanduser().absolute()
         try:
@@ -97,7 +105,7 @@ class SecretScreen(ModalScreen[None]):
         try:
             with os.fdopen(fd, "w") as out:
                 os.fchmod(out.fileno(), 0o600)  # whatever the umask
-                out.write(self.secret)
+                out.write(self.text)
         except OSError as exc:
             path.unlink(missing_ok=True)
             return f"cannot write {path}: {os_reason(exc)}"
@@ -105,6 +113,28 @@ class SecretScreen(ModalScreen[None]):
         return None
 
     @on(Button.Pressed, "#close")
+    def _close_pressed(self) -> None:
+        self.action_close()
+
     def action_close(self) -> None:
-        self.secret = ""
         self.dismiss(None)
+
+
+class SecretScreen(CopyPage):
+    """A private key, shown this once (CopyPage): `c` copies it (OSC 52), `s` saves it to a new file (0600);
+    nothing keeps it once the page is closed."""
+
+    BINDINGS = [
+        Binding("c", "copy", "Copy (OSC 52)", id="secret.copy"),
+        Binding("s", "save", "Save to file", id="secret.save"),
+        Binding("escape,enter", "close", "Close", id="secret.close"),
+    ]
+    INTRO = ("Hand it over securely: it is shown this once and nothing keeps it. Select it with the mouse, or c "
+             "copies it (through the terminal: OSC 52), s saves it to a new file.")
+    SAVE_AS = "the private key to a new file"
+    SAVE_EXAMPLE = "e.g. ~/acme_key"
+    DONE = "I have it"
+
+    def action_close(self) -> None:
+        self.text = ""
+        super().action_close()

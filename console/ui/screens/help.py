@@ -18,6 +18,7 @@ from textual.widgets import Static
 from console.ui.menu import BY_ACTION, MENU
 from console.ui.screens.clients import ClientsScreen
 from console.ui.screens.configure import ConfigureScreen
+from console.ui.screens.endpoints import EndpointsScreen
 from console.ui.screens.log import LogScreen
 from console.ui.screens.main import MainScreen
 from console.ui.screens.operations import OperationsScreen
@@ -82,6 +83,7 @@ class HelpScreen(Screen):
             ClientsScreen: (_titled("clients"), self._rows(ClientsScreen.BINDINGS)),
             RulesScreen: (_titled("rules"), self._rows(RulesScreen.BINDINGS)),
             ConfigureScreen: (_titled("configure"), self._rows(ConfigureScreen.BINDINGS)),
+            EndpointsScreen: (_titled("endpoints"), self._rows(EndpointsScreen.BINDINGS)),
             OperationsScreen: (_titled("operations"), self._rows(OperationsScreen.BINDINGS)),
         }
         first = screens.pop(self.shown_over, None)

@@ -1,7 +1,9 @@
-"""DataTable helpers: fill a table in place, and the short time stamp the tables show."""
+"""DataTable helpers: fill a table in place, and the short time stamp and the age the tables show."""
 
 from __future__ import annotations
 
+import calendar
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -33,3 +35,18 @@ def short_time(stamp: str | None) -> str:
     if not stamp:
         return ""
     return f"{stamp[5:10]} {stamp[11:19]}"
+
+
+def age(stamp: str | None, now: float) -> str:
+    """'2026-11-22T10:00:00Z' -> '4 min ago' at `now` (epoch seconds); "" without a stamp or for one not read."""
+    if not stamp:
+        return ""
+    try:
+        then = calendar.timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return ""
+    seconds = max(0, int(now - then))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
