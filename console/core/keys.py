@@ -6,6 +6,7 @@ The private key never leaves this module except as an asyncssh key object handed
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,14 +66,21 @@ def load_or_create_key(path: Path, comment: str) -> asyncssh.SSHKey:
         raise OperationFailed(f"key {path} is unreadable ({exc}); move it aside to make a new one") from None
     key = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
     data = key.export_private_key("openssh")
+    # Written whole under a name of its own, then linked into place: a reader (a unit worker, the daemon's endpoint
+    # check at start) never sees a half-written key, and a full disk leaves no key file at all.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return asyncssh.read_private_key(str(path))
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process made it first: use theirs
+            return asyncssh.read_private_key(str(path))
+    finally:
+        tmp.unlink(missing_ok=True)
     path.with_name(path.name + ".pub").write_text(public_line(key, comment) + "\n")
     return key
 

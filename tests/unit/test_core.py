@@ -6,6 +6,7 @@ import os
 import threading
 import time
 
+import pytest
 from support import run
 
 from console.core.events import EventBus, UnitStateChanged, event_from_dict
@@ -141,3 +142,25 @@ def test_every_tunnel_log_file_is_0600_live_and_rotated(tmp_path):
         os.umask(old_umask)
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in path.parent.iterdir()}
     assert modes == {name: "0o600" for name in ("tunnel.log", "tunnel.log.1", "tunnel.log.2", "tunnel.log.3")}
+
+
+def test_a_new_key_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A key is written under a name of its own and linked into place: a full disk while writing it leaves no key
+    file (nor a temp file) for a reader to find half-written; the next call makes a whole one, 0600."""
+    from console.core import keys
+
+    path = tmp_path / "keys" / "master_ed25519"
+    real_fsync = os.fsync
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(keys.os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        keys.load_or_create_key(path, "sop-console-master")
+    assert not path.exists() and list(path.parent.iterdir()) == []
+    monkeypatch.setattr(keys.os, "fsync", real_fsync)
+    key = keys.load_or_create_key(path, "sop-console-master")
+    assert keys.load_or_create_key(path, "sop-console-master").public_data == key.public_data
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and sorted(p.name for p in path.parent.iterdir()) == [
+        "master_ed25519", "master_ed25519.pub"]
