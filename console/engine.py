@@ -22,8 +22,8 @@ from console.core.keys import fingerprint
 from console.core.known_hosts import KnownHosts, Verdict, check_host_key, fetch_host_key, host_key_algorithms
 from console.core.oplog import OpLog, Recorder
 from console.core.paths import StatePaths
-from console.core.rule_table import RuleTable
-from console.core.rules import Carrier
+from console.core.rule_table import RuleTable, pick_by_scope
+from console.core.rules import Carrier, Rule, ScopePick
 from console.core.status import Status
 from console.core.store import Store
 from console.core.syslog import Syslog, severity_of
@@ -78,10 +78,15 @@ class Engine:
         # shown as ingress rules. Rules via a unit travel through `carrier` (console/core/rules.py: Carrier), the
         # units' connections (console/tunnel/carrier.py: the live dict of workers, so a reloaded unit is found).
         self.carrier: Carrier = UnitCarrier(self.workers)
-        self.proxy = ProxyRuntime(carrier=self.carrier, on_change=self._rule_changed,
+        self.proxy = ProxyRuntime(carrier=self.carrier, pick=self._pick_by_scope, on_change=self._rule_changed,
                                   log_line=lambda text: self.tunnel_log.write("proxy", text))
         self.rules = RuleTable(config, self.store, runtime=self.proxy, forwards=self._forwards,
                                on_change=self._rule_changed, log_line=lambda text: self.tunnel_log.write("proxy", text))
+
+    def _pick_by_scope(self, rule: Rule) -> ScopePick:
+        """The unit a rule via scope travels through now: its destination's endpoint's first connected unit."""
+        return pick_by_scope(self.endpoints.route(rule.host),
+                             [(u.name, u.endpoint) for u in self.config.units.values()], self.carrier.waiting)
 
     def _rule_changed(self, rule: str, change: str) -> None:
         self.bus.publish(RuleChanged(rule, change))
@@ -151,6 +156,8 @@ class Engine:
             check = self.store.endpoint_check(name)
             self._endpoint_problems[name] = check.problem if check is not None else None
         self.bus.publish(EndpointChanged(name, change, self._endpoint_problems.get(name)))
+        if change != "checked":
+            self.proxy.scope_changed()   # rules via scope pick their endpoint again
         if change in ("added", "changed"):   # `endpoints add`, or a reload that adds or changes it
             self.logins.check_soon([name], f"endpoint {name} {change}")
 
@@ -248,6 +255,7 @@ class Engine:
         if old.tunnel.endpoint_check_interval != config.tunnel.endpoint_check_interval:
             self._start_endpoint_checks()   # the new pace, from a round now
         changes.extend(await self.rules.reload(config))
+        self.proxy.scope_changed()
         for name in list(self.workers):
             if name not in config.units:
                 await self.workers.pop(name).stop("Stopped: removed from the configuration")

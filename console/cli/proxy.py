@@ -27,9 +27,10 @@ RULE_HELP = "protocol:port:destination:destination_port, e.g. tcp:443:10.10.100.
 def register(commands: Commands) -> None:
     group = commands.group("proxy", "the proxy rules (L4, tcp and udp, round robin): add, remove, list")
     p = group.add("add", "add a rule at run time (kept in the store, back after a restart)", add)
-    _rule_options(p, "--via", "local (this machine, the default) or a unit: what the rule goes through")
+    _rule_options(p, "--via", "local (this machine, the default), a unit, or scope (egress only: a unit of "
+                                   "the endpoint whose scope holds the destination address): what the rule goes through")
     p = group.add("remove", "remove a rule added at run time (the config's are changed in the file)", remove)
-    _rule_options(p, "--via", "local or a unit (may be left out when only one rule matches)")
+    _rule_options(p, "--via", "local, scope or a unit (may be left out when only one rule matches)")
     p = group.add("list", "every rule: listener, destinations, via, state, counters, where it comes from", list_)
     p.add_argument("--json", action="store_true", help="machine-readable output (every rule, gateways' too)")
     p.add_argument("--all", action="store_true", help="list a gateway plan's rules one by one (default: a line a "
@@ -54,7 +55,7 @@ def _rule_options(parser, via: str, via_help: str) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--ingress", metavar="RULE", help=f"an ingress rule: {RULE_HELP}")
     which.add_argument("--egress", metavar="RULE", help=f"an egress rule: {RULE_HELP}")
-    parser.add_argument(via, metavar="UNIT|local", help=via_help)
+    parser.add_argument(via, metavar="UNIT|local|scope", help=via_help)
 
 
 def _direction(ctx: Context) -> tuple[str, str]:

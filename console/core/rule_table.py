@@ -23,10 +23,10 @@ from console.core.clock import utc_iso
 from console.core.config import Config, forward_rules
 from console.core.endpoints import closest
 from console.core.errors import UsageError
-from console.core.rules import (LOCAL, MAX_RUNTIME_RULES, GatewayPlan, Rule, RuleError, clashes, describe_place,
-                                hub_clash, make_rule, port_in_use, shown, via_problem)
+from console.core.rules import (LOCAL, MAX_RUNTIME_RULES, GatewayPlan, Rule, RuleError, ScopePick, clashes,
+                                describe_place, hub_clash, make_rule, port_in_use, shown, via_problem)
 from console.core.states import DestinationState, ForwardState, RuleState
-from console.core.status import ForwardStatus, GatewayPort, GatewayStatus, RuleDestination, RuleStatus
+from console.core.status import EndpointRoute, ForwardStatus, GatewayPort, GatewayStatus, RuleDestination, RuleStatus
 from console.core.store import Store
 from console.core.words import counted
 
@@ -60,6 +60,25 @@ def rule_status(rule: Rule, state: RuleState, reason: str | None, destinations: 
     return RuleStatus(rule.id, rule.direction, rule.protocol, rule.text, listener or rule.listener, rule.destination,
                       rule.via, state, reason, rule.source, rule.origin, list(destinations), *counts,
                       udp_flows=flows, dropped=dropped, created=rule.created, who=rule.who)
+
+
+def pick_by_scope(route: EndpointRoute, units: Iterable[tuple[str, str | None]],
+                  waiting: Callable[[str], str | None]) -> ScopePick:
+    """The unit a rule via scope travels through: of the endpoint `route` names (refused with the route's words
+    when none, or several alike), the first of `units` ((name, endpoint) each, in config order) that uses it and is
+    connected; none connected: no unit yet, naming the endpoint and its units."""
+    if route.endpoint is None:
+        return ScopePick(None, route.why, refused=True)
+    endpoint = route.endpoint
+    theirs = [name for name, uses in units if uses == endpoint]
+    if not theirs:
+        return ScopePick(None, f"endpoint {endpoint} serves {route.address}, but no unit uses it ({route.why})",
+                         refused=True)
+    for name in theirs:
+        if waiting(name) is None:
+            return ScopePick(name, f"endpoint {endpoint}, unit {name}: {route.why}")
+    return ScopePick(None, f"endpoint {endpoint} serves {route.address}; none of its units is connected "
+                           f"({', '.join(theirs)})")
 
 
 _FORWARD_STATES = {ForwardState.LISTENING: RuleState.LISTENING, ForwardState.PENDING: RuleState.WAITING,

@@ -11,6 +11,9 @@ an IPv6 address in brackets), with a direction and a `via`:
   connection and go to destination:destination_port from here (a remote forward, as `ssh -R`).
 - egress, via UNIT: this machine listens on `port`; each connection is carried through the unit's connection
   to destination:destination_port on the far side (`direct-tcpip`, as `ssh -L`).
+- egress, via scope: as via UNIT, through a unit of the endpoint whose scope holds the destination (an address:
+  scope is by address), the first of its units that is connected (`ScopePick`). A rule via scope has a listener
+  of its own (rules of one listener could pick different units).
 
 Rules sharing direction, via, protocol, listen address and port form one listener whose destinations take turns
 (round robin, per connection; per flow for UDP). Two different listeners wanting one port is a clash.
@@ -31,6 +34,7 @@ from typing import Protocol
 PROTOCOLS = ("tcp", "udp")
 DIRECTIONS = ("ingress", "egress")
 LOCAL = "local"
+SCOPE = "scope"              # an egress rule whose endpoint is picked by its destination (console/core/endpoints.py)
 SOURCES = ("config", "runtime", "gateway", "forward")   # where a rule comes from (RuleStatus.source)
 RULE_FORM = "protocol:port:destination:destination_port, such as tcp:443:10.10.100.152:8443"
 MAX_RULE_TEXT = 300          # a rule's text: 3 + 5 + 253 (a host name) + 5 + colons and brackets fit well within
@@ -121,12 +125,34 @@ def parse_rule_text(text: str) -> tuple[str, int, str, int]:
 
 
 def via_problem(via: str, units: Iterable[str]) -> str | None:
-    """Why a rule cannot go via `via`: `local`, or a configured unit's name."""
+    """Why a rule cannot go via `via`: `local`, `scope`, or a configured unit's name."""
     units = list(units)
-    if via == LOCAL or via in units:
+    if via in (LOCAL, SCOPE) or via in units:
         return None
-    known = ", ".join([LOCAL, *units])
-    return f"must be local or a configured unit ({known}), got {shown(via)}"
+    known = ", ".join([LOCAL, SCOPE, *units])
+    return f"must be local, scope or a configured unit ({known}), got {shown(via)}"
+
+
+def scope_problem(direction: str, host: str) -> str | None:
+    """Why a rule cannot go via scope: it is an ingress rule, or its destination is a host name."""
+    if direction == "ingress":
+        return ("ingress rules cannot go via scope: an ingress rule listens at a unit's far end, so name the unit "
+                "(--via UNIT)")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return (f"via scope needs an address as the destination (an endpoint's scope is by address), got the host "
+                f"name {shown(host)}")
+    return None
+
+
+@dataclass(frozen=True)
+class ScopePick:
+    """Which unit a rule via scope travels through now: `unit` (None: none yet, or refused), and why in words."""
+
+    unit: str | None
+    why: str
+    refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,13 +210,16 @@ class Rule:
         """Rules with the same group share one listener and take turns. A gateway plan's port is a listener of
         its own (it leads to one host by the formula), and so is a unit's forward (the unit's worker runs it)."""
         return (self.direction, self.via, self.protocol, self.listen if self.here else None, self.port,
-                (self.source, self.origin) if self.source in ("gateway", "forward") else None)
+                (self.source, self.origin) if self.source in ("gateway", "forward") else
+                self.key if self.via == SCOPE else None)
 
 
 def make_rule(direction: str, text: str, via: str = LOCAL, **extra) -> Rule:
     if direction not in DIRECTIONS:
         raise RuleError(f"direction must be ingress or egress, got {shown(direction)}")
     protocol, port, host, dest_port = parse_rule_text(text)
+    if via == SCOPE and (why := scope_problem(direction, host)) is not None:
+        raise RuleError(f"{shown(text.strip())}: {why}")
     return Rule(direction, protocol, port, host, dest_port, via, **extra)
 
 
@@ -416,6 +445,12 @@ class Carrier(Protocol):
         """Why rules via `unit` cannot travel now ("unit master is retrying: ...", "no unit named clone in the
         config": a runtime rule may outlive its unit), or None when they can. Asked again every LISTEN_RETRY
         seconds while it says why not."""
+        ...
+
+    def refuses(self, unit: str, protocol: str) -> str | None:
+        """Why rules of `protocol` cannot go via `unit` at all, known once it is connected (UDP through a server
+        that is not our hub: "UDP rules need a SOP Console hub at the far end: ..."); None when they can. The rule is
+        then refused up front and nothing listens for it."""
         ...
 
     async def open_tcp(self, unit: str, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

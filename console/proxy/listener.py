@@ -9,7 +9,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from console.core.errors import os_reason
-from console.core.rules import LOCAL, Carrier, Rule, listen_reason
+from console.core.rules import LOCAL, SCOPE, Carrier, Rule, listen_reason
 from console.core.states import RuleState
 from console.proxy.balance import Member, RoundRobin
 
@@ -68,11 +68,36 @@ class Listener:
         """Try again now (its unit has come up) instead of at the next retry."""
         self._wake.set()
 
+    def unit_now(self) -> tuple[str | None, RuleState | None, str | None]:
+        """Through which unit its connections travel now: (unit, None, why that one: via scope) when they can,
+        (None, WAITING or REFUSED, why not) when they cannot."""
+        unit, picked = self.rule.via, None
+        if unit == SCOPE:
+            pick = self.runtime.pick(self.rule)
+            if pick.unit is None:
+                return None, RuleState.REFUSED if pick.refused else RuleState.WAITING, pick.why
+            unit, picked = pick.unit, pick.why
+        if (why := self.carrier.waiting(unit)) is not None:
+            return None, RuleState.WAITING, why
+        if (why := self.carrier.refuses(unit, self.rule.protocol)) is not None:
+            return None, RuleState.REFUSED, why
+        return unit, None, picked
+
+    def carrying_unit(self) -> str:
+        """The unit to open a connection or flow through now; OSError saying why when there is none."""
+        if self.rule.via != SCOPE:
+            return self.rule.via
+        unit, _state, why = self.unit_now()
+        if unit is None:
+            raise OSError(why)
+        return unit
+
     async def _attempt(self) -> None:
         self._wake.clear()                      # a wake from here on means: the unit changed since this attempt
         if self.carried:
-            if (why := self.carrier.waiting(self.rule.via)) is not None:
-                self.set_state(RuleState.WAITING, why)
+            unit, state, why = self.unit_now()
+            if unit is None:
+                self.set_state(state, why)     # nothing listens: waiting for the unit, or refused up front
                 return
         try:
             await self._listen()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from console.core.config import ProxyConfig
 from console.core.log_limit import LogLimiter
 from console.core.rule_table import rule_status
-from console.core.rules import Carrier, Rule
+from console.core.rules import SCOPE, Carrier, Rule, ScopePick
 from console.core.states import RuleState
 from console.core.status import RuleStatus
 from console.core.words import counted
@@ -32,10 +32,13 @@ LISTED = 3               # listeners opened at once beyond this are summed up in
 
 
 class ProxyRuntime:
-    def __init__(self, *, carrier: Carrier, on_change: Callable[[str, str], None] | None = None,
+    def __init__(self, *, carrier: Carrier, pick: Callable[[Rule], ScopePick] | None = None,
+                 on_change: Callable[[str, str], None] | None = None,
                  log_line: Callable[[str], None] | None = None) -> None:
-        """`carrier`: how rules via a unit travel (the engine's: console/tunnel/carrier.py)."""
+        """`carrier`: how rules via a unit travel (the engine's: console/tunnel/carrier.py); `pick`: the unit a rule
+        via scope travels through now (console.core.rule_table.pick_by_scope, with the endpoints' routes)."""
         self.carrier = carrier
+        self.pick = pick or (lambda rule: ScopePick(None, "no endpoints to pick from", refused=True))
         self.settings = ProxyConfig()
         self.listeners: dict[tuple, Listener] = {}
         self.members: dict[tuple, Member] = {}
@@ -88,8 +91,12 @@ class ProxyRuntime:
         state, reason = listener.state, listener.reason
         if state is RuleState.LISTENING and listener.carried:
             # listening here (egress), but its unit's connection may be down now: connections would fail
-            if (why := self.carrier.waiting(rule.via)) is not None:
-                state, reason = RuleState.WAITING, why
+            unit, why_state, why = listener.unit_now()
+            if unit is None:
+                state, reason = why_state, why
+            elif why is not None:
+                reason = why      # via scope: which endpoint and unit it picked, and why
+
         return rule_status(rule, state, reason, [m.destination() for m in listener.members],
                            member.stats.snapshot(), flows, listener.dropped)
 
@@ -107,12 +114,21 @@ class ProxyRuntime:
         """A unit's state changed: the rules via it say so (an egress rule listening here waits while its unit is
         down), and once it is up those waiting for it try at once instead of at their next retry."""
         for listener in self.listeners.values():
-            if listener.rule.via != unit:
+            if listener.rule.via not in (unit, SCOPE):
                 continue
             if up and listener.state is not RuleState.LISTENING:
                 listener.wake()
             for member in listener.members:
                 self._on_change(member.rule.id, "state")
+
+    def scope_changed(self) -> None:
+        """The endpoints or their scope changed (or a reload): rules via scope pick again, at once."""
+        for listener in self.listeners.values():
+            if listener.rule.via == SCOPE:
+                if listener.state is not RuleState.LISTENING:
+                    listener.wake()
+                for member in listener.members:
+                    self._on_change(member.rule.id, "state")
 
     # ------------------------------------------------------------------ what the listeners report
 

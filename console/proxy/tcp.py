@@ -91,9 +91,8 @@ class TcpListener(Listener):
     # -- through a unit: streams
 
     async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        unit = self.rule.via
         await self._deliver(reader, writer, writer.get_extra_info("peername"),
-                            lambda m: self.carrier.open_tcp(unit, m.rule.host, m.rule.dest_port))
+                            lambda m: self.carrier.open_tcp(self.carrying_unit(), m.rule.host, m.rule.dest_port))
 
     async def _arrived(self, reader, writer, peer: tuple[str, int]) -> None:
         await self._deliver(reader, writer, peer, lambda m: asyncio.open_connection(m.rule.host, m.rule.dest_port))

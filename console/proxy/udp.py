@@ -139,7 +139,7 @@ class Flow:
     async def _upstream(self, member: Member):
         rule, listener = member.rule, self.listener
         if listener.carried and listener.here:      # egress via a unit: the far side sends it on
-            return await listener.carrier.open_udp(rule.via, rule.host, rule.dest_port, self.back)
+            return await listener.carrier.open_udp(listener.carrying_unit(), rule.host, rule.dest_port, self.back)
         return await connected_socket(rule.host, rule.dest_port, lambda data, addr: self.back(data),
                                       on_error=self.refused, on_send_error=self.refused, batch=BATCH)
 

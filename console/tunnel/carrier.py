@@ -61,6 +61,12 @@ class UnitCarrier:
             return str(exc)
         return None
 
+    def refuses(self, unit: str, protocol: str) -> str | None:
+        worker = self.workers.get(unit)
+        if worker is None or protocol != "udp":
+            return None
+        return udp_refusal(worker)
+
     def _connection(self, unit: str, *, udp: bool = False) -> tuple[UnitWorker, asyncssh.SSHClientConnection]:
         worker = self.workers.get(unit)
         if worker is None:

@@ -405,6 +405,9 @@ class LoopbackCarrier:
     def waiting(self, unit):
         return self.why
 
+    def refuses(self, unit, protocol):
+        return None
+
     async def open_tcp(self, unit, host, port):
         self.opened.append((unit, host, port))
         return await asyncio.open_connection(host, port)

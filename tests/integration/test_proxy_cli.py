@@ -12,7 +12,7 @@ import threading
 
 import pytest
 from sshd import free_port
-from support import hub_config, oplog_entries
+from support import authorize_units, hub_config, me, oplog_entries
 from test_cli_daemon import cli, wait_for
 from test_endpoints_cli import lab, ok, refused, start_daemon, stop_daemon  # noqa: F401 (lab: a fixture)
 
@@ -117,7 +117,7 @@ def test_refusals_are_one_line_exit_2(setup, echo):
              "of the config cannot be removed at run time (edit the file, then reload)\n")
         assert "clashes with ingress" in refused(2, "proxy", "add", "--egress", f"tcp:{fixed}:10.0.0.1:1",
                                                  state=state)
-        assert "via must be local or a configured unit (local), got master" in refused(
+        assert "via must be local, scope or a configured unit (local, scope), got master" in refused(
             2, "proxy", "add", "--egress", "tcp:1:10.0.0.1:1", "--via", "master", state=state)
         assert refused(2, "gateway", "show", "nope", state=state) == \
             f"sop-console: no gateway named nope in {config} (known: lab)\n"
@@ -220,3 +220,61 @@ def test_a_udp_rule_via_a_unit_on_plain_sshd_is_refused_with_the_line(lab, udp_e
     line = next(line for line in text.splitlines() if rule in line)
     assert "✖ refused" in line, text
     assert "UDP rules need a SOP Console hub at the far end" in text, text
+
+
+def test_egress_via_scope_picks_the_endpoint_of_the_destination_and_its_connected_unit(tmp_path, sshd, echo):
+    """Two endpoints: our hub (`default`, subnet 127.0.0.0/24, unit master) and the test sshd (`lab`, the wider
+    127.0.0.0/16, unit clone). A rule via scope to 127.0.0.1 takes the most specific subnet: master, through the hub;
+    an address no endpoint serves is refused in the route's words; a host name is refused at once."""
+    state = StatePaths(tmp_path / "state").prepare()
+    text, _ports = hub_config(state, allow=(f"127.0.0.1:{echo}",))
+    text = text.replace("server: {host: 127.0.0.1,", "server: {subnet: 127.0.0.0/24, host: 127.0.0.1,")
+    text = text.replace("units:\n", f"endpoints:\n  lab: {{host: 127.0.0.1, port: {sshd.port}, username: {me()}, "
+                                    f"host_key: '{sshd.host_public_key}', subnet: 127.0.0.0/16}}\n"
+                                    "units:\n  clone:\n    endpoint: lab\n")
+    authorize_units(sshd, state, ["clone"])
+    config = tmp_path / "console.yaml"
+    config.write_text(text)
+    proc = start_daemon(state, config)
+    try:
+        wait_for(lambda: all(u["state"] == "up" for u in json.loads(ok("status", "--json", state=state))["units"]),
+                 timeout=15, what="master and clone up")
+        rule = f"tcp:{free_port()}:127.0.0.1:{echo}"
+        out = ok("proxy", "add", "--egress", rule, "--via", "scope", state=state)
+        assert out.startswith(f"added egress {rule} via scope: ● listening on 127.0.0.1:"), out
+        assert through(int(rule.split(":")[1]), b"z" * 50_000) == b"z" * 50_000
+        shown = listed(state)[f"egress {rule} via scope"]
+        assert shown["via"] == "scope" and shown["reason"].startswith(
+            "endpoint default, unit master: 127.0.0.1 is in 127.0.0.0/24"), shown
+        # no endpoint serves it: refused, and nothing listens
+        lost = f"tcp:{free_port()}:10.9.9.9:80"
+        ok("proxy", "add", "--egress", lost, "--via", "scope", state=state)
+        wait_for(lambda: listed(state)[f"egress {lost} via scope"]["state"] == "refused", what="refused")
+        assert listed(state)[f"egress {lost} via scope"]["reason"] == \
+            "10.9.9.9 is in no endpoint's subnet and in no VPC"
+        line = next(line for line in ok("proxy", "list", state=state).splitlines() if lost in line)
+        assert "✖ refused" in line, line
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", int(lost.split(":")[1])), timeout=2).close()
+        # a host name: refused at parse time, one line, exit 2; an ingress rule too
+        assert refused(2, "proxy", "add", "--egress", "tcp:8080:db.example:80", "--via", "scope", state=state) == \
+            "sop-console: tcp:8080:db.example:80: via scope needs an address as the destination (an endpoint's " \
+            "scope is by address), got the host name db.example\n"
+        assert "ingress rules cannot go via scope" in refused(
+            2, "proxy", "add", "--ingress", "tcp:8080:127.0.0.1:80", "--via", "scope", state=state)
+    finally:
+        stop_daemon(proc)
+
+
+def test_a_udp_egress_rule_via_a_unit_on_plain_sshd_is_refused_up_front_and_does_not_listen(lab, udp_echo):
+    proc, state, config, remote = lab
+    wait_for(lambda: unit_up(state), timeout=15, what="master up through sshd")
+    port = free_udp_port()
+    rule = f"udp:{port}:127.0.0.1:{udp_echo}"
+    ok("proxy", "add", "--egress", rule, "--via", "master", state=state)
+    key = f"egress {rule} via master"
+    wait_for(lambda: listed(state)[key]["state"] == "refused", what="the UDP egress rule refused")
+    assert listed(state)[key]["reason"].startswith("UDP rules need a SOP Console hub at the far end: unit master's "
+                                                   "server 127.0.0.1:"), listed(state)[key]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", port))      # nothing holds the port

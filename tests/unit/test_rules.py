@@ -171,7 +171,7 @@ proxy:
         "console.yaml:12: proxy.ingress[1]: udp:70000:10.0.0.1:53: port must be 1-65535, got 70000",
         "console.yaml:13: proxy.ingress[2]: port 10022 clashes with unit master's forward ssh (its server's port "
         "10022) at units.master.forwards[0]",
-        "console.yaml:14: proxy.ingress[3].via: must be local or a configured unit (local, master), got clone",
+        "console.yaml:14: proxy.ingress[3].via: must be local, scope or a configured unit (local, scope, master), got clone",
         "console.yaml:15: proxy.ingress[4]: port 2250 is in the hub's client ports (2200-2300)",
         "console.yaml:16: proxy.ingress[5]: 'tcp:443:10.10.100.152:8443' is listed twice",
         "console.yaml:17: proxy.ingress[6].rule: required",
@@ -299,8 +299,8 @@ def test_rules_added_on_the_store_and_what_is_refused(tmp_path):
                                                       "ingress tcp:9443:10.0.10.34:8443 via local on 127.0.0.1:9443",
             ("egress", "tcp:30003:10.0.0.1:53", None): "egress tcp:30003:10.0.0.1:53 via local: port 30003 clashes "
                                                        "with gateway denbi's 127.0.0.1:30003 (192.168.0.1:22)",
-            ("ingress", "tcp:1:10.0.0.1:53", "clone"): "tcp:1:10.0.0.1:53: via must be local or a configured unit "
-                                                       "(local, master), got clone",
+            ("ingress", "tcp:1:10.0.0.1:53", "clone"): "tcp:1:10.0.0.1:53: via must be local, scope or a "
+                                                       "configured unit (local, scope, master), got clone",
             ("ingress", "tcp:10022:10.0.0.1:53", "master"): "ingress tcp:10022:10.0.0.1:53 via master: port 10022 "
                                                             "clashes with unit master's forward ssh",
         }
@@ -360,3 +360,28 @@ def test_gateway_show_on_the_store_probes_ports_in_use(tmp_path):
     assert shown.clashes == [f"{port} -> 127.0.0.1:80: port {port} on 127.0.0.1: address in use (another program "
                              "holds it)"]
     assert {p.state for p in shown.ports} == {RuleState.STOPPED}
+
+
+def test_via_scope_is_for_egress_rules_to_an_address_and_picks_a_connected_unit_of_the_routed_endpoint():
+    from console.core.rule_table import pick_by_scope
+    from console.core.rules import ScopePick
+    from console.core.status import EndpointRoute
+
+    rule = make_rule("egress", "tcp:8080:10.0.5.7:80", "scope")
+    assert rule.via == "scope" and rule.here and rule.listener == "127.0.0.1:8080"
+    twin = make_rule("egress", "tcp:8080:10.0.5.8:80", "scope")
+    assert rule.group != twin.group      # a listener each: they may pick different units
+    with pytest.raises(RuleError, match=r"^tcp:1:db.example:2: via scope needs an address as the destination"):
+        make_rule("egress", "tcp:1:db.example:2", "scope")
+    with pytest.raises(RuleError, match="ingress rules cannot go via scope: .* name the unit"):
+        make_rule("ingress", "tcp:1:10.0.5.7:2", "scope")
+    units = [("a", "lab"), ("b", "prod"), ("c", "prod")]
+    served = EndpointRoute("10.0.5.7", "prod", "subnet", "10.0.5.0/24", why="10.0.5.7 is in 10.0.5.0/24, ...")
+    down = {"b": "unit b is retrying"}
+    assert pick_by_scope(served, units, down.get) == ScopePick("c", "endpoint prod, unit c: " + served.why)
+    assert pick_by_scope(served, units, lambda unit: "down") == ScopePick(
+        None, "endpoint prod serves 10.0.5.7; none of its units is connected (b, c)")
+    none = EndpointRoute("10.9.9.9", None, "none", why="10.9.9.9 is in no endpoint's subnet and in no VPC")
+    assert pick_by_scope(none, units, down.get) == ScopePick(None, none.why, refused=True)
+    tie = EndpointRoute("10.0.5.7", None, "tie", tied=["lab", "prod"], why="10.0.5.7 is in subnet ... of lab and prod")
+    assert pick_by_scope(tie, units, down.get).refused
