@@ -473,10 +473,10 @@ class Session:
         await self.request("proxy.remove", direction=rule.direction, rule=rule.rule, via=rule.via)
 
     def rule_vias(self) -> list[str]:
-        """What a new rule may go via: local, or a unit."""
-        from console.core.rules import LOCAL
+        """What a new rule may go via: local, scope (egress: the destination's endpoint picks the unit), or a unit."""
+        from console.core.rules import LOCAL, SCOPE
 
-        return [LOCAL, *self.unit_names()]
+        return [LOCAL, SCOPE, *self.unit_names()]
 
     @staticmethod
     def rule_problem(text: str) -> str | None:
