@@ -115,7 +115,7 @@ class MainScreen(Screen):
         else:  # not even one space apart: every key stays, the longest words cut short (…) until they fit
             lines = [_menu_line(items, _cut_to_fit([i.short for i in items], width - _keys_width(items)), " ")
                      for items in _menu_rows(width)]
-        self.query_one("#menu-bar", Static).update(f"[b]{head}[/b]" * (len(lines) == 1) + "\n".join(lines))
+        self.query_one("#menu-bar", Static).update((f"[b]{head}[/b]" if head else "") + "\n".join(lines))
 
     # ------------------------------------------------------------------ rendering
 
