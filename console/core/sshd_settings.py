@@ -393,12 +393,6 @@ def _listen_allows(entry: str, listen: Listen) -> bool:
     return fnmatch.fnmatchcase(listen.host.lower(), host.lower() or "*")
 
 
-def _permit_entry(listen: Listen) -> str:
-    host = listen.host or "*"
-    host = f"[{host}]" if ":" in host else host
-    return f"{host}:{listen.port or '*'}"
-
-
 def _permit_listen(values: dict[str, str], needs: ForwardNeeds) -> SshdSetting:
     value = values.get("permitlisten", "any")
     if value == "any" or not needs.listens:
@@ -419,9 +413,8 @@ def _permit_listen(values: dict[str, str], needs: ForwardNeeds) -> SshdSetting:
             break
     if any(listen.port == 0 for listen in refused):
         why += "; a forward with remote_port 0 needs a '*' port"
-    kept = [entry for entry in entries]
-    line = "PermitListen " + " ".join(kept + [e for e in dict.fromkeys(_permit_entry(r) for r in refused)
-                                              if e not in kept])
+    line = "PermitListen " + " ".join(entries + [e for e in dict.fromkeys(r.shown for r in refused)
+                                                 if e not in entries])
     return _setting("permitlisten", SshdSettingState.CHANGE, value, why, [line])
 
 

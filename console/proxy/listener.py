@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+from console.core.config import join_host_port
 from console.core.errors import os_reason
 from console.core.rules import LOCAL, SCOPE, Carrier, Rule, listen_reason
 from console.core.states import RuleState
@@ -166,7 +167,6 @@ def _failure(exc: BaseException) -> str:
 
 def _peer(peer: object) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        return join_host_port(str(peer[0]), peer[1])
     return "a client"
 

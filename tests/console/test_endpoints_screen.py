@@ -29,10 +29,15 @@ def endpoint_yaml(name: str, port: int, user: str, host_key: str | None = None, 
     return f"  {name}: {{host: 127.0.0.1, port: {port}, username: {user}{pin}{extra}}}\n"
 
 
+def one_endpoint_yaml(name: str, port: int, user: str, host_key: str) -> str:
+    """A config with one endpoint `name` (pinned) and unit master on it, no forwards."""
+    return (f"server: {{host: 127.0.0.1, port: {port}, host_key: '{host_key}'}}\nendpoints:\n"
+            + endpoint_yaml(name, port, user, host_key) + TUNNEL
+            + f"units:\n  master: {{username: {user}, endpoint: {name}, forwards: []}}\n")
+
+
 async def start(state, text: str) -> Daemon:
     config = config_of(text)
-    for unit in config.units:  # the units' keys made first: the daemon's workers and its checks would race to
-        unit_public_key(state, unit)  # make them (keys.load_or_create_key: a reader can see the file half written)
     daemon = Daemon(config, state, None, echo_log=False)
     await daemon.start()
     return daemon
@@ -270,9 +275,7 @@ def test_set_up_auth_by_password_ends_available_in_the_dialog(password_sshd, loc
 
     user, password, home = local_user
     key = password_sshd.host_public_key
-    text = (f"server: {{host: 127.0.0.1, port: {password_sshd.port}, host_key: '{key}'}}\nendpoints:\n"
-            + endpoint_yaml("pw", password_sshd.port, user, key) + TUNNEL
-            + f"units:\n  master: {{username: {user}, endpoint: pw, forwards: []}}\n")
+    text = one_endpoint_yaml("pw", password_sshd.port, user, key)
 
     async def body():
         daemon = await start(state, text)
@@ -320,9 +323,7 @@ def test_set_up_auth_by_key_logs_in_as_root_with_the_operators_key(sshd, local_u
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(identity)], check=True)
     sshd.authorize("root", identity.with_suffix(".pub").read_text())
     key = sshd.host_public_key
-    text = (f"server: {{host: 127.0.0.1, port: {sshd.port}, host_key: '{key}'}}\nendpoints:\n"
-            + endpoint_yaml("edge", sshd.port, user, key) + TUNNEL
-            + f"units:\n  master: {{username: {user}, endpoint: edge, forwards: []}}\n")
+    text = one_endpoint_yaml("edge", sshd.port, user, key)
 
     async def body():
         daemon = await start(state, text)
@@ -362,9 +363,7 @@ def test_set_up_auth_by_script_shown_to_copy_and_save_then_checked(sshd, local_u
 
     user, _, home = local_user
     key = sshd.host_public_key
-    text = (f"server: {{host: 127.0.0.1, port: {sshd.port}, host_key: '{key}'}}\nendpoints:\n"
-            + endpoint_yaml("edge", sshd.port, user, key) + TUNNEL
-            + f"units:\n  master: {{username: {user}, endpoint: edge, forwards: []}}\n")
+    text = one_endpoint_yaml("edge", sshd.port, user, key)
 
     async def body():
         daemon = await start(state, text)
