@@ -346,8 +346,15 @@ def test_a_runtime_rule_the_config_also_has_is_hidden_and_kept(tmp_path):
 def test_gateway_show_on_the_store_probes_ports_in_use(tmp_path):
     import socket
 
-    holder = socket.create_server(("127.0.0.1", 0))
-    port = holder.getsockname()[1]
+    from console.core.rules import port_in_use
+
+    for _ in range(50):   # a held port whose neighbours in the plan are free (other programs on this machine)
+        holder = socket.create_server(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        plan = [port - 4 + n * 3 + k for n in (1, 2, 3) for k in range(3)]
+        if not any(port_in_use("127.0.0.1", p) for p in plan if p != port):   # probed as gateway_show does
+            break
+        holder.close()
     try:
         base = port - 4   # host 1, service 1 lands on `port`
         cfg = parse_config(f"proxy:\n  gateways:\n    - {{name: lab, subnet: 127.0.0.0/24, base: {base}, "
