@@ -69,9 +69,11 @@ def make_client_key(path: Path) -> str:
     return path.with_suffix(".pub").read_text()
 
 
-def unit_config(sshd: Sshd, forwards: list[tuple[str, int, int]], keepalive: float = 1, count: int = 2) -> str:
+def unit_config(sshd: Sshd, forwards: list[tuple[str, int, int]], keepalive: float = 1, count: int = 2,
+                transport: str = "asyncssh") -> str:
     lines = [f"server: {{host: 127.0.0.1, port: {sshd.port}, host_key: '{sshd.host_public_key}'}}",
-             f"tunnel: {{keepalive_interval: {keepalive}, keepalive_count_max: {count}, retry_min: 0.1, retry_max: 5}}",
+             f"tunnel: {{keepalive_interval: {keepalive}, keepalive_count_max: {count}, retry_min: 0.1, retry_max: 5, "
+             f"transport: {transport}}}",
              "units:", "  master:", f"    username: {USER}", "    forwards:"]
     for name, remote, local in forwards:
         lines.append(f"      - {{name: {name}, remote_port: {remote}, remote_bind: 127.0.0.1, "

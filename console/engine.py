@@ -32,6 +32,7 @@ from console.core.words import counted
 from console.proxy.runtime import ProxyRuntime
 from console.tunnel.carrier import UnitCarrier
 from console.tunnel.endpoint_logins import EndpointLogins
+from console.tunnel.transports import new_worker
 from console.tunnel.worker import UnitWorker, WorkerEnv
 
 log = logging.getLogger("console.engine")
@@ -216,7 +217,7 @@ class Engine:
         return changes + self.clients.registry.retune((new.port_low, new.port_high), new.default_quota)
 
     def _add_worker(self, unit: UnitConfig) -> UnitWorker:
-        worker = UnitWorker(unit, self.config.tunnel, self.env)
+        worker = new_worker(unit, self.config.tunnel, self.env)
         self.workers[unit.name] = worker
         if self.store.desired(unit.name) == "started":
             worker.start()
@@ -272,7 +273,7 @@ class Engine:
             if not same_link:
                 was_running = worker.running
                 await worker.stop("Stopped: server, user or tunnel settings changed")
-                new = UnitWorker(unit, config.tunnel, self.env)
+                new = new_worker(unit, config.tunnel, self.env)
                 self.workers[name] = new
                 if was_running:
                     new.start()

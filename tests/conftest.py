@@ -33,6 +33,15 @@ def _isolated_env(tmp_path, monkeypatch):
     (tmp_path / "home").mkdir()
 
 
+@pytest.fixture(params=["asyncssh", "openssh"])
+def transport(request, monkeypatch) -> str:
+    """Run the test once per tunnel.transport: the units of support.unit_yaml use it."""
+    import support
+
+    monkeypatch.setattr(support, "TRANSPORT", request.param)
+    return request.param
+
+
 def _need_sshd() -> None:
     if find_sshd() is None:
         if IN_CI:

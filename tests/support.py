@@ -24,10 +24,22 @@ def me() -> str:
     return getpass.getuser()
 
 
+# The transport the units of unit_yaml use (tunnel.transport): the `transport` fixture (tests/conftest.py) runs a
+# test once per transport.
+TRANSPORT = "asyncssh"
+
+
+def transport_option() -> str:
+    """`, transport: ...` for a `tunnel: {...}` line of a test's own config, when the test runs for the OpenSSH one."""
+    return f", transport: {TRANSPORT}" if TRANSPORT != "asyncssh" else ""
+
+
 def unit_yaml(sshd: Sshd, forwards: dict[str, list[str]], *, policy: str | None = None, pin: bool | str = True,
               tunnel: str = "", users: dict[str, str] | None = None) -> str:
     """A config for units talking to the test sshd. forwards: unit -> ["name remote_port local", ...].
     pin: True pins the sshd's real host key, False pins nothing, a string pins that."""
+    if TRANSPORT != "asyncssh":
+        tunnel = f"  transport: {TRANSPORT}\n" + tunnel
     server = f"server:\n  host: 127.0.0.1\n  port: {sshd.port}\n"
     if pin:
         server += f"  host_key: {sshd.host_public_key if pin is True else pin}\n"
@@ -95,7 +107,8 @@ def hub_config(state, *, allow: tuple[str, ...] = (), quota: int = 2) -> tuple[s
     hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
     allowed = "[" + ", ".join(f"'{a}'" for a in allow) + "]"
     text = (f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
-            "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
+            "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3"
+            f"{transport_option()}}}\n"
             f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: {quota}, "
             f"egress_allow: {allowed}}}\n"
             "units:\n  master:\n    username: acme\n")

@@ -71,6 +71,9 @@ class EndpointConfig:
 ServerConfig = EndpointConfig
 
 
+TRANSPORTS = ("asyncssh", "openssh")   # tunnel.transport: console/tunnel/transports.py
+
+
 @dataclass(frozen=True)
 class TunnelConfig:
     keepalive_interval: float = 5.0
@@ -79,12 +82,13 @@ class TunnelConfig:
     retry_max: float = 30.0
     connect_timeout: float = 10.0
     endpoint_check_interval: float = 300.0   # seconds between the daemon's own endpoint checks; 0 = off
+    transport: str = "asyncssh"              # what carries a unit's connection: asyncssh, or OpenSSH's ssh
 
     @property
-    def link(self) -> tuple[float, int, float, float, float]:
+    def link(self) -> tuple[float, int, float, float, float, str]:
         """What a unit's connection depends on: a change reconnects the units (not the endpoint checks' pace)."""
         return (self.keepalive_interval, self.keepalive_count_max, self.retry_min, self.retry_max,
-                self.connect_timeout)
+                self.connect_timeout, self.transport)
 
 
 @dataclass(frozen=True)
@@ -588,6 +592,7 @@ def parse_config(text: str, source: str = "console.yaml") -> Config:
         retry_max=check.number(t, "retry_max", "tunnel", 30.0, 0.01, 86400),
         connect_timeout=check.number(t, "connect_timeout", "tunnel", 10.0, 0.1, 600),
         endpoint_check_interval=check.number(t, "endpoint_check_interval", "tunnel", 300.0, 0, 86400),
+        transport=check.choice(t, "transport", "tunnel", "asyncssh", TRANSPORTS),
     )
     if 0 < tunnel.endpoint_check_interval < 1:
         check.problem("tunnel.endpoint_check_interval",

@@ -138,14 +138,15 @@ class _KeyCatcher(asyncssh.SSHClient):
         return False
 
 
-async def fetch_host_key(server: ServerConfig, algorithms: list[str],
-                         timeout: float) -> tuple[asyncssh.SSHKey | None, str | None]:
+async def fetch_host_key(server: ServerConfig, algorithms: list[str], timeout: float, *,
+                         tunnel: object = None) -> tuple[asyncssh.SSHKey | None, str | None]:
     """The host key a server presents now and its SSH version string ("SSH-2.0-OpenSSH_9.2p1"), on one connection
-    that stops at the key exchange (asyncssh.get_server_host_key gives the key alone)."""
+    that stops at the key exchange (asyncssh.get_server_host_key gives the key alone). `tunnel`: asyncssh's, e.g.
+    console.tunnel.diagnose.Greeting to keep what a server that is not one said."""
     catcher = _KeyCatcher()
     try:
         conn = await asyncio.wait_for(asyncssh.connect(
-            server.host, server.port, known_hosts=([], [], []), server_host_key_algs=algorithms,
+            server.host, server.port, tunnel=tunnel, known_hosts=([], [], []), server_host_key_algs=algorithms,
             client_factory=lambda: catcher, username="sop-console-trust", client_keys=None, agent_path=None,
             password=None, kbdint_auth=False, gss_auth=False, config=None, connect_timeout=timeout), timeout)
     except asyncssh.HostKeyNotVerifiable:

@@ -23,6 +23,11 @@ class NotAnSSHServer(asyncssh.ProtocolNotSupported):
     """The server on the port does not speak SSH; str() is the whole sentence."""
 
 
+class LinkFailed(OSError):
+    """A unit's connection failed or ended for a reason already put in one sentence (the OpenSSH transport reads
+    it from ssh's own words); worker.describe_error says it as it is."""
+
+
 class Greeting:
     """An asyncssh `tunnel` that makes the plain TCP connection itself and keeps the first bytes the server
     sends (up to its SSH identification line, at most GREETING_BYTES); then it steps out of the data path."""

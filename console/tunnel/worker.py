@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 import asyncssh
 
 from console.core import announce, udp_frames
@@ -57,6 +58,14 @@ def backoff(attempt: int, low: float, high: float) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
+class Listener(Protocol):
+    """A forward the server listens for: asyncssh's SSHListener, or the OpenSSH transport's (openssh_unit.py)."""
+
+    def get_port(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class WorkerEnv:
     """What a worker needs from the engine."""
@@ -78,7 +87,7 @@ class ForwardRuntime:
     error: str | None = None
     port: int | None = None
     stats: relay.ForwardStats = field(default_factory=relay.ForwardStats)
-    listener: asyncssh.SSHListener | None = None
+    listener: Listener | None = None
     retry_task: asyncio.Task | None = None
     reported: tuple[int, int, int, int] = (0, 0, 0, 0)
     server_bind: str | None = None  # where the server says it listens (our hub, in its announcement reply)
@@ -111,15 +120,12 @@ class _UnitClient(asyncssh.SSHClient):
         self._worker._lost_reason = exc
 
     def debug_msg_received(self, msg: str, lang: str, always_display: bool) -> None:
-        said = announce.parse_refusal(msg)  # our hub says why it refuses a port, just before it does
-        if said is not None and len(self._worker.hub_refusals) < 100:
-            port, reason = said
-            self._worker.hub_refusals[port] = reason
+        self._worker.server_debug(msg)
 
 
 def describe_error(exc: BaseException, server: str, timeout: float) -> str:
     """Turn an exception from connect or a dropped connection into one plain sentence."""
-    if isinstance(exc, diagnose.NotAnSSHServer):
+    if isinstance(exc, (diagnose.NotAnSSHServer, diagnose.LinkFailed)):
         return str(exc)
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return f"no answer from {server} within {timeout:g}s"
@@ -163,6 +169,10 @@ class UnitWorker:
         self._server_bind: str | None = None     # where our hub said its ports listen (its announcement reply)
         self._rule_forwards: set[str] = set()     # forwards of proxy rules, added at run time (add_rule_forward)
         self._refusal_lines = LogLimiter(self.log_event, RETRY_LOG_EVERY)  # a forward and reason: a line a minute
+
+    # Proxy rules through this unit are carried over its connection (console/tunnel/carrier.py); a transport
+    # that cannot carry them says why here, and the rules through the unit are refused with these words.
+    rules_refusal: str | None = None
 
     # ------------------------------------------------------------------ public surface
 
@@ -540,14 +550,8 @@ class UnitWorker:
             self._set_forward(fr, "refused", udp_frames.needs_hub(self.name, self.server, self.server_software))
             self.log_event(f"forward {cfg.name} refused: {fr.error}")
             return False
-        factory = fr.factory or relay.session_factory(
-            cfg.local_host, cfg.local_port, fr.stats,
-            on_change=lambda: self._publish_traffic(fr),
-            on_refused=lambda reason: self.log_event(f"forward {cfg.name}: {reason}"))
-        bind = udp_frames.UDP_LISTEN_HOST if fr.udp is not None else cfg.remote_bind
         try:
-            listener = await conn.create_server(factory, bind, cfg.remote_port,
-                                                window=relay.WINDOW, max_pktsize=relay.MAX_PACKET)
+            listener = await self._listen(conn, fr)
         except (asyncssh.ChannelListenError, asyncssh.Error, OSError) as exc:  # ChannelListenError is no asyncssh.Error
             listener, detail = None, str(exc)
         else:
@@ -564,6 +568,24 @@ class UnitWorker:
         self._set_forward(fr, "listening", None)
         self.log_event(f"forward {cfg.name} listening on the server at {fr.remote} -> {cfg.local}")
         return True
+
+    async def _listen(self, conn: asyncssh.SSHClientConnection, fr: ForwardRuntime) -> Listener:
+        """Ask the server to listen for one forward; raises with the server's words when it refuses."""
+        cfg = fr.config
+        factory = fr.factory or relay.session_factory(
+            cfg.local_host, cfg.local_port, fr.stats,
+            on_change=lambda: self._publish_traffic(fr),
+            on_refused=lambda reason: self.log_event(f"forward {cfg.name}: {reason}"))
+        bind = udp_frames.UDP_LISTEN_HOST if fr.udp is not None else cfg.remote_bind
+        return await conn.create_server(factory, bind, cfg.remote_port,
+                                        window=relay.WINDOW, max_pktsize=relay.MAX_PACKET)
+
+    def server_debug(self, msg: str) -> None:
+        """The server's SSH_MSG_DEBUG: our hub says why it refuses a port, just before it does."""
+        said = announce.parse_refusal(msg)
+        if said is not None and len(self.hub_refusals) < 100:
+            port, reason = said
+            self.hub_refusals[port] = reason
 
     def listen_refusal(self, bind: str, port: int, detail: str, *, udp: bool = False) -> str:
         """Why the server refused to listen on bind:port: our hub's own words (its debug message just before the

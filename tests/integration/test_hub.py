@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import EchoServer, HubLog, eventually, roundtrip, run
+from support import EchoServer, HubLog, eventually, roundtrip, run, transport_option
 
 from console.core.keys import load_or_create_key
 from console.core.paths import StatePaths
@@ -85,7 +85,8 @@ def unit_behind_our_hub(state: StatePaths, forwards: str, ports: int = 3, spare:
     store.close()
     hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
     return (f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
-            "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
+            "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3"
+            f"{transport_option()}}}\n"
             f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: {ports}}}\n"
             "units:\n  master:\n    username: acme\n    forwards:\n" + forwards), hub_port, f"{low}-{high}"
 
@@ -420,6 +421,7 @@ def test_exported_authorized_keys_are_enforced_by_a_real_sshd(sshd, tmp_path, st
 
 # ---------------------------------------------------------------------------- what a client announces
 
+@pytest.mark.usefixtures("transport")
 def test_our_units_announce_what_their_ports_lead_to(tmp_path, state):
     """A unit of ours is a client of the hub (both in one engine here): `clients list` shows each port's name and
     service URI; a forward dropped by a reload frees its port on the hub at once, one added is announced too."""
@@ -482,6 +484,7 @@ def test_our_units_announce_what_their_ports_lead_to(tmp_path, state):
     run(body())
 
 
+@pytest.mark.usefixtures("transport")
 def test_counters_mean_the_same_on_the_unit_and_the_hub_and_the_unit_shows_the_hubs_bind(tmp_path, state):
     """A unit of ours forwards through our hub (both in one engine): 100 kB go to the service and 2 bytes come
     back. "in" is toward the service and "out" back from it, on the unit's forward and on the hub's client port

@@ -20,6 +20,9 @@ from console.core.keys import unit_public_key
 IN_CI = bool(os.environ.get("CI"))
 
 
+
+pytestmark = pytest.mark.usefixtures("transport")   # every test here runs for both transports
+
 def _field(status, name: str):
     """A field of a unit's or forward's status, whether a dict or a typed record (UnitStatus, ForwardStatus)."""
     return status[name] if isinstance(status, dict) else getattr(status, name)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support import eventually, fwd_of, run, running_engine
+from support import eventually, fwd_of, run, running_engine, transport_option
+
 from sshd import Sshd
 
 from console.core.events import ForwardChanged
@@ -17,6 +18,9 @@ def no_forwarding_sshd(sshd, tmp_path):
     server = Sshd(tmp_path / "sshd-nofwd", extra="AllowTcpForwarding no").start()
     yield server
     server.stop()
+
+
+pytestmark = pytest.mark.usefixtures("transport")   # every test here runs for both transports
 
 
 def test_refused_forwards_log_once_a_minute_and_stay_refused(no_forwarding_sshd, state):
@@ -62,7 +66,8 @@ def test_a_unit_hears_the_exact_reason_when_the_server_is_our_hub(state):
         hub_key = public_line(load_or_create_key(state.hub_key, "hub"))
         cfg = config_of(
             f"server: {{host: 127.0.0.1, port: {hub_port}, host_key: '{hub_key}'}}\n"
-            "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3}\n"
+            "tunnel: {keepalive_interval: 1, retry_min: 0.05, retry_max: 1, connect_timeout: 3"
+            f"{transport_option()}}}\n"
             f"hub: {{listen: '127.0.0.1:{hub_port}', ports: '{low}-{high}', default_quota: 2}}\n"
             "units:\n  master:\n    username: acme\n    forwards:\n"
             f"      - {{name: ok, remote_port: {low}, local: '127.0.0.1:9'}}\n"

@@ -19,6 +19,9 @@ from console.core.known_hosts import KnownHosts
 from console.core.oplog import OpQuery
 
 
+pytestmark = pytest.mark.usefixtures("transport")   # every test here runs for both transports
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):

@@ -1,0 +1,355 @@
+"""OpenSSH's `ssh` as a unit's connection (tunnel.transport: openssh): one supervised ControlMaster, asked through
+its control socket for each forward (`ssh -S CTL -O forward -R BIND:PORT:SOCKET`, `-O cancel`) and for the hub's
+announcement (a session channel with `-s`).
+
+Why: OpenSSH's C packet path carries a forward's bytes at about 0.8x-1.0x of `ssh -R` with the byte-counting relay
+in the daemon (console/tunnel/forward_proxy.py), where asyncssh's Python one reaches about 0.6x (issue 15).
+
+What the master is told (never the operator's ~/.ssh/config, agent or known_hosts: `-F none`):
+- the unit's own key only (IdentitiesOnly, no agent, BatchMode: nothing asks for a password);
+- the host keys the engine trusts for the server, pinned in a file of their own under an alias of the unit
+  (UserKnownHostsFile, HostKeyAlias, StrictHostKeyChecking yes): ssh refuses any other key, and the engine then
+  fetches the key itself to say whether it is unknown or changed (console/tunnel/openssh_unit.py);
+- keepalives (ServerAliveInterval/CountMax, the unit's keepalive settings) and a connect timeout;
+- AES-GCM first, as the asyncssh transport offers (AES-NI), no compression;
+- LogLevel DEBUG1 on its stderr, which is read line by line and kept only for: the server's version string (our hub
+  or not), our hub's refusal reasons (its SSH_MSG_DEBUG, "Remote: ..."), and the last lines that say why it ended.
+
+The master dies with the daemon (PR_SET_PDEATHSIG on Linux); a master left by a daemon that was killed anyway is
+told to exit (`-O exit`) before a new one starts on the same control socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from console.core.config import join_host_port
+from console.tunnel.diagnose import LinkFailed, printable
+
+# Offered in this order: AES-GCM first (AES-NI), as the asyncssh transport does (worker.PREFERRED_CIPHERS).
+CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr"
+CONTROL_TIMEOUT = 10.0       # one `-O` request to the master (it answers in milliseconds)
+STDERR_LINE = 4096           # the longest line of ssh's stderr kept (longer ones are cut)
+KEPT_LINES = 30              # ssh's last lines kept to say why it ended
+SOCKET_PATH_MAX = 100        # a Unix socket path's limit is 108 bytes; ssh adds ".XXXXXXXXXXXXXXXX" while binding
+
+_PR_SET_PDEATHSIG = 1
+
+
+def ssh_binary() -> str | None:
+    return shutil.which("ssh")
+
+
+def run_dir(state_dir: Path) -> Path:
+    """Where a daemon's control sockets and forward sockets live: `run/` in the state dir when its path is short
+    enough for a Unix socket, else a private dir of ours in the temp dir named after the state dir (the same one
+    each time, so a master left behind by a killed daemon is found and told to exit). 0700 either way."""
+    here = state_dir / "run"
+    if len(str(here)) + 40 <= SOCKET_PATH_MAX and ":" not in str(here):
+        chosen = here
+    else:
+        digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+        chosen = Path(tempfile.gettempdir()) / f"sop-console-{os.getuid()}-{digest}"
+    chosen.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = chosen.lstat()
+    if info.st_uid != os.getuid() or not chosen.is_dir() or chosen.is_symlink():
+        raise OSError(f"{chosen} is not a directory of this user: refusing to put control sockets there")
+    if info.st_mode & 0o077:
+        os.chmod(chosen, 0o700)
+    return chosen
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends SIGTERM to ssh if the daemon dies (Linux; elsewhere nothing)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _env() -> dict[str, str]:
+    """ssh's environment: no agent, nothing that asks for a password."""
+    return {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "SSH_ASKPASS", "DISPLAY")}
+
+
+@dataclass(frozen=True)
+class MasterSettings:
+    ssh: str                      # the ssh binary
+    host: str
+    port: int
+    username: str
+    key_file: Path                # the unit's private key (0600)
+    known_hosts: Path             # the pinned keys, under `alias`
+    alias: str
+    control: Path                 # the control socket
+    keepalive_interval: float
+    keepalive_count_max: int
+    connect_timeout: float
+
+    def argv(self) -> list[str]:
+        options = {
+            "ControlMaster": "yes", "ControlPath": str(self.control), "ControlPersist": "no",
+            "IdentitiesOnly": "yes", "IdentityAgent": "none", "BatchMode": "yes",
+            "PreferredAuthentications": "publickey", "PasswordAuthentication": "no",
+            "KbdInteractiveAuthentication": "no", "HostbasedAuthentication": "no",
+            "UserKnownHostsFile": str(self.known_hosts), "GlobalKnownHostsFile": "/dev/null",
+            "StrictHostKeyChecking": "yes", "HostKeyAlias": self.alias, "CheckHostIP": "no",
+            "UpdateHostKeys": "no", "VerifyHostKeyDNS": "no",
+            "ServerAliveInterval": str(max(0, round(self.keepalive_interval))),
+            "ServerAliveCountMax": str(self.keepalive_count_max),
+            "ConnectTimeout": str(max(1, round(self.connect_timeout))),
+            "ExitOnForwardFailure": "no", "Ciphers": CIPHERS, "Compression": "no",
+            "ForwardAgent": "no", "ForwardX11": "no", "PermitLocalCommand": "no", "RequestTTY": "no",
+            "LogLevel": "DEBUG1",
+        }
+        argv = [self.ssh, "-F", "none", "-N", "-T", "-i", str(self.key_file), "-p", str(self.port),
+                "-l", self.username]
+        for key, value in options.items():
+            argv += ["-o", f"{key}={value}"]
+        return [*argv, "--", self.host]
+
+    def control_argv(self, *args: str, command: tuple[str, ...] = ()) -> list[str]:
+        """A request to the running master (`-O ...`, or a session multiplexed over it running `command`)."""
+        return [self.ssh, "-F", "none", "-o", "ControlMaster=no", "-o", f"ControlPath={self.control}",
+                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", *args, "--", self.alias, *command]
+
+
+class MasterFailed(Exception):
+    """The master could not start or ended. kind: "auth" (the key was refused), "host-key" (ssh refused the server's
+    key), "not-ssh" (no SSH greeting came), "net" (everything else); str() is one sentence in the operator's
+    words."""
+
+    def __init__(self, kind: str, sentence: str) -> None:
+        super().__init__(sentence)
+        self.kind = kind
+
+
+def _after(line: str, marker: str) -> str:
+    return line.split(marker, 1)[1].strip().rstrip(".")
+
+
+def failure(lines: list[str], server: str, timeout: float, status: int | None) -> MasterFailed:
+    """Why the master ended, from its last stderr lines (OpenSSH's own words)."""
+    said = [line for line in lines if not line.startswith("debug")]
+    text = "\n".join(said)
+    if "Permission denied" in text:
+        return MasterFailed("auth", f"server {server} refused the key: {_last(said, 'Permission denied')}")
+    if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text \
+            or "host key is known for" in text:
+        return MasterFailed("host-key", f"server {server}: the host key it presented is not the one trusted")
+    for line in said:
+        if re.search(r"Timeout, server .* not responding", line):
+            return MasterFailed("net", f"server {server} stopped answering keepalives (dead peer detected)")
+    for line in said:
+        if "connect to host" in line and ": " in line:
+            reason = line.rsplit(": ", 1)[1].strip()
+            if "timed out" in reason.lower():
+                return MasterFailed("net", f"no answer from {server} within {timeout:g}s")
+            return MasterFailed("net", f"cannot reach {server}: {reason}")
+        if "Could not resolve hostname" in line:
+            return MasterFailed("net", f"cannot reach {server}: {_after(line, ': ') if ': ' in line else line}")
+    for marker in ("kex_exchange_identification:", "banner exchange:"):
+        line = _last(said, marker)
+        if line:
+            detail = _after(line, marker)
+            if "invalid format" in detail or "Connection closed" not in detail:
+                return MasterFailed("not-ssh", f"not an SSH server on {server} (ssh: {printable(detail.encode())})")
+            return MasterFailed("not-ssh", f"server {server} closed the connection before the SSH greeting "
+                                           "(too many unauthenticated connections, or a refusal by address?)")
+    for marker, words in (("closed by remote host", "closed by the server"),
+                          ("Connection closed by", "closed by the server"),
+                          ("Connection reset", "reset by the server"),
+                          ("Broken pipe", "broken pipe")):
+        if marker in text:
+            return MasterFailed("net", f"connection to {server} lost: {words}")
+    last = said[-1] if said else f"ssh exited with status {status}"
+    return MasterFailed("net", f"connection to {server} lost: {printable(last.encode())}")
+
+
+def _last(lines: list[str], marker: str) -> str:
+    return next((line for line in reversed(lines) if marker in line), "")
+
+
+@dataclass
+class Completed:
+    """What a session multiplexed over the master returned (the shape of asyncssh's SSHCompletedProcess)."""
+
+    exit_status: int | None
+    stdout: str
+    stderr: str
+
+
+class ControlMaster:
+    """One `ssh -M` process: started, watched, asked. It stands where the asyncssh transport's connection does in
+    the worker (get_extra_info, close, wait_closed, run)."""
+
+    def __init__(self, settings: MasterSettings, server: str, *,
+                 on_lost: Callable[[MasterFailed | None], None],
+                 on_remote_debug: Callable[[str], None] = lambda message: None) -> None:
+        self.settings = settings
+        self.server = server
+        self._on_lost = on_lost
+        self._on_remote_debug = on_remote_debug
+        self.proc: asyncio.subprocess.Process | None = None
+        self.server_version: str | None = None
+        self.lines: deque[str] = deque(maxlen=KEPT_LINES)
+        self._reader: asyncio.Task | None = None
+        self._closing = False
+        self._closed = asyncio.Event()
+
+    # -- start
+
+    async def start(self) -> None:
+        """Start ssh and wait until it has logged in (the control socket appears); MasterFailed saying why not."""
+        control = self.settings.control
+        await self._end_stale(control)
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.settings.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, env=_env(), preexec_fn=_die_with_parent)
+        self._reader = asyncio.create_task(self._read_stderr())
+        deadline = time.monotonic() + 2 * self.settings.connect_timeout + 1
+        pause = 0.002
+        while not control.exists():
+            if self._reader.done():   # ssh ended before it logged in
+                status = await self.proc.wait()
+                self._closed.set()
+                raise failure(list(self.lines), self.server, self.settings.connect_timeout, status)
+            if time.monotonic() > deadline:
+                await self._kill()
+                raise MasterFailed("net", f"no answer from {self.server} within "
+                                          f"{self.settings.connect_timeout:g}s (ssh did not log in)")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        self._watch = asyncio.create_task(self._wait_end())
+
+    async def _end_stale(self, control: Path) -> None:
+        """A control socket left behind: a master of a daemon that was killed may still hold its forwards."""
+        if control.exists() or control.is_symlink():
+            await self._control("-O", "exit", timeout=2.0)
+            with contextlib.suppress(OSError):
+                control.unlink()
+
+    async def _read_stderr(self) -> None:
+        stream = self.proc.stderr
+        while True:
+            try:
+                raw = await stream.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                raw = exc.partial
+                if not raw:
+                    return
+            except asyncio.LimitOverrunError as exc:   # a line beyond the stream's limit: keep its start
+                raw = await stream.read(exc.consumed)
+            line = raw[:STDERR_LINE].decode("utf-8", "replace").rstrip("\r\n")
+            self._heard(line)
+
+    def _heard(self, line: str) -> None:
+        if "remote software version " in line and self.server_version is None:
+            software = line.split("remote software version ", 1)[1].strip()
+            self.server_version = f"SSH-2.0-{software}"
+        elif line.startswith("debug1: Remote: "):          # the server's SSH_MSG_DEBUG
+            self._on_remote_debug(line[len("debug1: Remote: "):])
+            return
+        elif line.startswith("debug"):
+            return
+        self.lines.append(line)
+
+    async def _wait_end(self) -> None:
+        status = await self.proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader, 1.0)
+        self._closed.set()
+        if not self._closing:
+            self._on_lost(failure(list(self.lines), self.server, self.settings.connect_timeout, status))
+
+    # -- the connection's surface
+
+    def get_extra_info(self, name: str, default=None):
+        return self.server_version if name == "server_version" else default
+
+    def close(self) -> None:
+        self._closing = True
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def _kill(self) -> None:
+        self._closing = True
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+        self._closed.set()
+
+    # -- requests through the control socket
+
+    async def _control(self, *args: str, command: tuple[str, ...] = (), input: bytes | None = None,
+                       timeout: float = CONTROL_TIMEOUT) -> tuple[int | None, bytes, bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            *self.settings.control_argv(*args, command=command), stdin=asyncio.subprocess.PIPE if input is not None else
+            asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env())
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise TimeoutError(f"ssh's control master did not answer within {timeout:g}s") from None
+        return proc.returncode, out, err
+
+    async def forward(self, bind: str, port: int, socket: Path) -> int:
+        """Ask the server to listen on bind:port for connections to `socket`; the port it listens on (the one it
+        chose for 0). OSError with the server's refusal as ssh says it."""
+        code, out, err = await self._control("-O", "forward", "-R", _spec(bind, port, socket))
+        if code != 0:
+            raise OSError(_refusal(err, code))
+        if port == 0:
+            text = out.decode("ascii", "replace").strip()
+            if not text.isdigit():
+                raise OSError(f"ssh did not say which port the server chose (it said {printable(out)!s})")
+            return int(text)
+        return port
+
+    async def cancel(self, bind: str, port: int, socket: Path) -> None:
+        with contextlib.suppress(OSError, TimeoutError):
+            await self._control("-O", "cancel", "-R", _spec(bind, port, socket), timeout=5.0)
+
+    async def run(self, *, subsystem: str, input: str, timeout: float) -> Completed:
+        """A session channel for a subsystem, multiplexed over the master (our hub's announcement)."""
+        code, out, err = await self._control("-T", "-s", command=(subsystem,), input=input.encode(), timeout=timeout)
+        if code == 255:
+            raise LinkFailed(f"ssh's session for {subsystem} failed: {_refusal(err, code)}")
+        return Completed(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+
+def _spec(bind: str, port: int, socket: Path) -> str:
+    """`-R` in ssh's words: [BIND:]PORT:SOCKET; an empty bind means every address the server allows ("*")."""
+    return f"{join_host_port(bind or '*', port)}:{socket}"
+
+
+def _refusal(err: bytes, code: int | None) -> str:
+    """The reason in ssh's last line, without its function-name prefixes."""
+    lines = [line.strip() for line in err.decode("utf-8", "replace").splitlines() if line.strip()]
+    for line in lines:
+        if "request failed:" in line:
+            return printable(line.split("request failed:", 1)[1].strip().encode())
+    if lines:
+        return printable(lines[0].split(": ", 1)[-1].encode())
+    return f"ssh exited with status {code}"

@@ -1,0 +1,186 @@
+"""A unit whose connection is OpenSSH's `ssh` (tunnel.transport: openssh; console/tunnel/openssh.py): the same
+worker, states, per-forward reasons, retries and counters as the asyncssh transport's, with three things done
+differently:
+
+- connecting: the host keys the engine trusts for the server are pinned for ssh. When it holds none yet (first
+  contact, accept-new, or a pin by fingerprint, which names no key), the engine fetches the key and judges it first,
+  as the asyncssh transport does; when ssh refuses the key, the engine fetches it again to say whether it is
+  unknown or changed (host-key-unknown, host-key-mismatch, with both fingerprints). No check on the way of a
+  connection that works: with OpenSSH 9.8+'s PerSourcePenalties every connection that does not log in costs the
+  appliance's address a penalty, so a probe before each login would slow recovery down.
+- each forward: a relay listening on a Unix socket of its own (console/tunnel/forward_proxy.py, counting), then
+  `ssh -O forward -R BIND:PORT:SOCKET` through the master; refused forwards retry on their own as before.
+- proxy rules through the unit are refused with a reason: they travel on asyncssh channels (console/tunnel/carrier).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from pathlib import Path
+
+import asyncssh
+
+from console.core import announce
+from console.core.keys import load_or_create_unit_key
+from console.core.known_hosts import fetch_host_key, held_keys, host_key_algorithms
+from console.core.paths import atomic_write
+from console.tunnel import openssh
+from console.tunnel.forward_proxy import ForwardProxy
+from console.tunnel import diagnose
+from console.tunnel.diagnose import LinkFailed
+from console.tunnel.worker import ForwardRuntime, UnitWorker
+
+HUB_WORDS_WAIT = 0.2   # seconds to wait for our hub's reason (on ssh's stderr) after it refused a forward
+
+
+class OpenSshListener:
+    """A forward the server listens for through the master, and its relay here."""
+
+    def __init__(self, master: openssh.ControlMaster, bind: str, requested: int, port: int, socket: Path,
+                 proxy: ForwardProxy) -> None:
+        self.master, self.bind, self.requested, self.port = master, bind, requested, port
+        self.socket, self.proxy = socket, proxy
+        self._cancel: asyncio.Task | None = None
+
+    def get_port(self) -> int:
+        return self.port
+
+    def close(self) -> None:
+        """The forward is dropped: the server stops listening (cancelled through the master), the relay stops."""
+        self.proxy.close()
+        if self.master.proc is not None and self.master.proc.returncode is None:
+            self._cancel = asyncio.ensure_future(self.master.cancel(self.bind, self.requested, self.socket))
+
+    def lost(self) -> None:
+        """The master is gone, and the server's listener with it: only the relay here is left to stop."""
+        self.proxy.close()
+
+
+class OpenSshUnitWorker(UnitWorker):
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._pin_fetched: asyncssh.SSHKey | None = None   # the key a pin by fingerprint matched (ssh needs a key)
+        self.rules_refusal = (f"unit {self.name} runs on tunnel.transport openssh, which carries its forwards only: "
+                              "proxy rules through it need tunnel.transport asyncssh")
+
+    # ------------------------------------------------------------------ where its files go
+
+    def _run_dir(self) -> Path:
+        return openssh.run_dir(self.env.paths.root)
+
+    def _name(self, kind: str, *parts: str) -> Path:
+        digest = hashlib.sha256("\0".join((self.name, *parts)).encode()).hexdigest()[:16]
+        return self._run_dir() / f"{kind}-{digest}"
+
+    @property
+    def alias(self) -> str:
+        return f"sop-console-unit-{self.name}"
+
+    # ------------------------------------------------------------------ connecting
+
+    async def _connect(self) -> openssh.ControlMaster:
+        ssh = openssh.ssh_binary()
+        if ssh is None:
+            raise LinkFailed("tunnel.transport is openssh but this machine has no `ssh` client "
+                             "(install openssh-client, or set tunnel.transport: asyncssh)")
+        await asyncio.to_thread(load_or_create_unit_key, self.env.paths, self.name)
+        self._host_check = None
+        self._lost_reason = None
+        keys = await self._trusted_keys()
+        pinned = self._name("known_hosts")
+        atomic_write(pinned, "".join(f"{self.alias} {key.export_public_key('openssh').decode().strip()}\n"
+                                     for key in keys).encode())
+        server, tunnel = self.config.server, self.tunnel
+        settings = openssh.MasterSettings(
+            ssh=ssh, host=server.host, port=server.port, username=self.config.username,
+            key_file=self.env.paths.unit_key(self.name), known_hosts=pinned, alias=self.alias,
+            control=self._name("ctl"), keepalive_interval=tunnel.keepalive_interval,
+            keepalive_count_max=tunnel.keepalive_count_max, connect_timeout=tunnel.connect_timeout)
+        master = openssh.ControlMaster(settings, self.server, on_lost=self._master_lost,
+                                       on_remote_debug=self.server_debug)
+        try:
+            await master.start()
+        except openssh.MasterFailed as exc:
+            if exc.kind == "auth":
+                raise asyncssh.PermissionDenied(str(exc)) from None
+            if exc.kind == "host-key":
+                await self._judge_refused_key()
+            if exc.kind == "not-ssh":
+                await self._fetch_key()   # what the server said instead (NotAnSSHServer), when it said anything
+            raise LinkFailed(str(exc)) from None
+        return master
+
+    async def _fetch_key(self) -> asyncssh.SSHKey:
+        """The key the server presents now, fetched by the engine; NotAnSSHServer with what it said instead."""
+        server = self.config.server
+        greeting = diagnose.Greeting()
+        try:
+            key, _software = await fetch_host_key(server, host_key_algorithms(server, self.env.known_hosts),
+                                                  self.tunnel.connect_timeout, tunnel=greeting)
+        except (asyncssh.Error, OSError) as exc:
+            not_ssh = diagnose.not_ssh(greeting, server.address)
+            if not_ssh is not None:
+                raise not_ssh from exc
+            raise
+        if key is None:
+            raise LinkFailed(f"server {self.server} presented no host key")
+        return key
+
+    async def _trusted_keys(self) -> list[asyncssh.SSHKey]:
+        """The keys to pin for ssh: the pinned key, else those known_hosts holds for the server; with none (first
+        contact, or a pin by fingerprint) the engine fetches and judges the key itself first."""
+        keys = held_keys(self.config.server, self.env.known_hosts)
+        if keys:
+            return keys
+        if self._pin_fetched is not None and self.config.server.host_key:
+            return [self._pin_fetched]
+        key = await self._fetch_key()
+        if not self._validate_host_key(key):
+            raise asyncssh.HostKeyNotVerifiable(f"host key of {self.server} not trusted")
+        if self.config.server.host_key:
+            self._pin_fetched = key
+        return [key]
+
+    async def _judge_refused_key(self) -> None:
+        """ssh refused the server's key: fetch it and say why (unknown, or changed: HostKeyNotVerifiable with the
+        check kept for _host_key_refused); a key trusted after all (it changed back meanwhile) is tried again."""
+        self._pin_fetched = None
+        key = await self._fetch_key()
+        if not self._validate_host_key(key):
+            raise asyncssh.HostKeyNotVerifiable(f"host key of {self.server} not trusted")
+
+    def _master_lost(self, failure: openssh.MasterFailed | None) -> None:
+        self._lost_reason = LinkFailed(str(failure)) if failure is not None else None
+
+    # ------------------------------------------------------------------ forwards
+
+    async def _listen(self, conn: openssh.ControlMaster, fr: ForwardRuntime) -> OpenSshListener:
+        cfg = fr.config
+        if fr.udp is not None or fr.factory is not None:
+            raise OSError(self.rules_refusal)
+        socket = self._name("fw", cfg.name)
+        proxy = ForwardProxy(socket, cfg.local_host, cfg.local_port, fr.stats,
+                             on_change=lambda: self._publish_traffic(fr),
+                             on_refused=lambda reason: self.log_event(f"forward {cfg.name}: {reason}"))
+        await proxy.start()
+        try:
+            port = await conn.forward(cfg.remote_bind, cfg.remote_port, socket)
+        except BaseException:
+            proxy.close()
+            if announce.is_hub(self.server_software):   # its reason comes on ssh's stderr: let it arrive
+                deadline = asyncio.get_running_loop().time() + HUB_WORDS_WAIT
+                while cfg.remote_port not in self.hub_refusals and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.01)
+            raise
+        return OpenSshListener(conn, cfg.remote_bind, cfg.remote_port, port, socket, proxy)
+
+    async def _close_connection(self) -> None:
+        for fr in self.forwards.values():
+            if isinstance(fr.listener, OpenSshListener):
+                fr.listener.lost()
+        await super()._close_connection()
+        with contextlib.suppress(OSError):
+            self._name("ctl").unlink()

@@ -1,0 +1,184 @@
+"""What only the OpenSSH transport has (tunnel.transport: openssh): its ssh master, the files it is given, and what
+it does not carry. Everything the two transports share runs for both in test_tunnels.py, test_refusals.py,
+test_peers.py and test_hub.py (the `transport` fixture)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import support
+from support import EchoServer, authorize_units, eventually, forward_port, fwd_of, roundtrip, run, running_engine, \
+    unit_of, unit_yaml
+from sshd import free_port
+
+from console.core.config import parse_config
+from console.core.keys import unit_public_key
+from console.core.states import RuleState
+
+
+@pytest.fixture(autouse=True)
+def _openssh(monkeypatch):
+    monkeypatch.setattr(support, "TRANSPORT", "openssh")
+
+
+def _masters(worker) -> list[int]:
+    """The pids of the ssh processes running as masters for this unit (its control socket on their command line)."""
+    control = str(worker._name("ctl"))
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"ControlPath={control}".encode() in argv and b"ControlMaster=yes" in argv:
+                found.append(int(entry))
+    return found
+
+
+def test_the_master_is_given_only_the_units_key_and_the_pinned_host_key(sshd, state, tmp_path):
+    """ssh reads nothing of the operator's: a ~/.ssh/config sending every host elsewhere and a known_hosts entry
+    with another key change nothing. The pinned file holds the server's key alone, under the unit's alias, 0600 in
+    a 0700 dir; the forward's socket is 0600."""
+    home = Path(os.environ["HOME"])
+    (home / ".ssh").mkdir(mode=0o700)
+    (home / ".ssh" / "config").write_text("Host *\n  Port 1\n  User nobody\n  ProxyCommand false\n")
+    (home / ".ssh" / "known_hosts").write_text(
+        f"[127.0.0.1]:{sshd.port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGwWYqbRiOTPjuSmo0kqfVhJBj3KBH8twYnIH8EkXNJB\n")
+
+    async def body():
+        async with EchoServer() as echo, running_engine(sshd, state, {"master": [f"app 0 127.0.0.1:{echo.port}"]}) \
+                as engine:
+            await eventually(lambda: unit_of(engine, "master").state == "up", what="master up")
+            worker = engine.workers["master"]
+            assert type(worker).__name__ == "OpenSshUnitWorker"
+            assert await roundtrip(forward_port(engine, "master", "app"), b"hello") == b"hello"
+            pinned = worker._name("known_hosts")
+            assert pinned.read_text() == f"{worker.alias} {sshd.host_public_key}\n"
+            assert stat.S_IMODE(pinned.stat().st_mode) == 0o600
+            assert stat.S_IMODE(pinned.parent.stat().st_mode) == 0o700
+            socket = worker._name("fw", "app")
+            assert stat.S_ISSOCK(socket.stat().st_mode) and stat.S_IMODE(socket.stat().st_mode) == 0o600
+            (master,) = _masters(worker)
+            argv = Path(f"/proc/{master}/cmdline").read_bytes().split(b"\0")
+            assert argv[argv.index(b"-F") + 1] == b"none"
+            assert str(state.unit_key("master")).encode() in argv
+            assert b"StrictHostKeyChecking=yes" in argv and b"IdentitiesOnly=yes" in argv
+            assert b"ServerAliveInterval=1" in argv and b"ServerAliveCountMax=2" in argv
+            environ = Path(f"/proc/{master}/environ").read_bytes().split(b"\0")
+            assert not any(item.startswith(b"SSH_AUTH_SOCK=") for item in environ)
+        assert not socket.exists()   # the relay's socket goes with the forward
+    run(body())
+
+
+def test_proxy_rules_through_an_openssh_unit_are_refused_with_the_reason(sshd, state):
+    async def body():
+        async with EchoServer() as echo, running_engine(sshd, state, {"master": []}) as engine:
+            await eventually(lambda: unit_of(engine, "master").state == "up", what="master up")
+            text = f"tcp:{free_port()}:127.0.0.1:{echo.port}"
+            await engine.rules.add("egress", text, "master", who="test")
+            rule = engine.rules.find("egress", text, "master")
+            await eventually(lambda: engine.rules.status(rule).state is RuleState.REFUSED, what="refused")
+            reason = engine.rules.status(rule).reason
+            assert reason == ("unit master runs on tunnel.transport openssh, which carries its forwards only: "
+                              "proxy rules through it need tunnel.transport asyncssh"), reason
+    run(body())
+
+
+def test_without_an_ssh_client_the_unit_says_so(sshd, state, tmp_path, monkeypatch):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+
+    async def body():
+        async with running_engine(sshd, state, {"master": []}) as engine:
+            await eventually(lambda: "no `ssh` client" in (unit_of(engine, "master").last_error or ""),
+                             what="the reason")
+            assert unit_of(engine, "master").state == "retrying"
+    run(body())
+
+
+def test_a_changed_key_is_refused_by_ssh_and_named_by_the_engine(sshd, state):
+    """The key pinned for ssh is the one known_hosts holds; after the server's key changes ssh refuses it, and the
+    engine fetches it to show both fingerprints (host-key-mismatch), never trusting it by itself."""
+    async def body():
+        async with running_engine(sshd, state, {"master": []}, pin=False, policy="accept-new") as engine:
+            await eventually(lambda: unit_of(engine, "master").state == "up", what="up on first contact")
+            old = engine.workers["master"]._name("known_hosts").read_text()
+            sshd.stop()
+            sshd.make_host_key()
+            sshd.start()
+            await eventually(lambda: unit_of(engine, "master").state == "host-key-mismatch", timeout=15,
+                             what="mismatch")
+            error = unit_of(engine, "master").last_error
+            assert "HOST KEY MISMATCH" in error and "trust master --replace" in error
+            assert engine.workers["master"]._name("known_hosts").read_text() == old   # nothing new pinned
+    run(body())
+
+
+def test_the_master_ends_with_a_killed_daemon_and_a_new_daemon_takes_the_ports(sshd, state, tmp_path):
+    """SIGKILL leaves the daemon no time to stop ssh: the kernel ends it (PR_SET_PDEATHSIG), the server frees the
+    port, and the next daemon listens on it again."""
+    port = free_port()
+    config = tmp_path / "console.yaml"
+    config.write_text(unit_yaml(sshd, {"master": [f"app {port} 127.0.0.1:9"]}))
+    authorize_units(sshd, state, parse_config(config.read_text(), str(config)).units)
+    command = [sys.executable, "-m", "console", "--state-dir", str(state.root), "--config", str(config), "daemon"]
+    status = [sys.executable, "-m", "console", "--state-dir", str(state.root), "--config", str(config), "status"]
+
+    def listening() -> bool:
+        done = subprocess.run(status, capture_output=True, text=True, timeout=20)
+        return done.returncode == 0 and "listening" in done.stdout
+
+    def ssh_children(pid: int) -> list[int]:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                if Path(f"/proc/{p}/comm").read_text().strip() == "ssh"]
+
+    daemon = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not listening():
+            assert time.monotonic() < deadline, "the forward never listened"
+            time.sleep(0.1)
+        (master,) = ssh_children(daemon.pid)
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(5)
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{master}").exists() and Path(f"/proc/{master}/stat").read_text().split()[2] != "Z":
+            assert time.monotonic() < deadline, "ssh outlived the daemon"
+            time.sleep(0.02)
+        daemon = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not listening():
+            assert time.monotonic() < deadline, "the next daemon's forward never listened"
+            time.sleep(0.1)
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def test_counters_are_exact_through_the_relay_and_a_refused_local_service_is_said(sshd, state):
+    async def body():
+        dead = free_port()
+        async with EchoServer() as echo, running_engine(sshd, state, {
+                "master": [f"app 0 127.0.0.1:{echo.port}", f"dead 0 127.0.0.1:{dead}"]}) as engine:
+            await eventually(lambda: unit_of(engine, "master").state == "up", what="master up")
+            payload = os.urandom(3 * 1024 * 1024 + 17)
+            assert await roundtrip(forward_port(engine, "master", "app"), payload) == payload
+            await eventually(lambda: (fwd_of(engine, "master", "app").bytes_in,
+                                      fwd_of(engine, "master", "app").bytes_out,
+                                      fwd_of(engine, "master", "app").open,
+                                      fwd_of(engine, "master", "app").total) == (len(payload), len(payload), 0, 1),
+                             what="exact counters")
+            assert await roundtrip(forward_port(engine, "master", "dead"), b"x") == b""
+            await eventually(lambda: f"local service 127.0.0.1:{dead} refused a connection"
+                             in state.tunnel_log.read_text(), what="the refusal in the log")
+            assert fwd_of(engine, "master", "dead").state == "listening"
+    run(body())
