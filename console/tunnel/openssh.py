@@ -161,6 +161,9 @@ def failure(lines: list[str], server: str, timeout: float, status: int | None) -
             return MasterFailed("net", f"cannot reach {server}: {reason}")
         if "Could not resolve hostname" in line:
             return MasterFailed("net", f"cannot reach {server}: {_after(line, ': ') if ': ' in line else line}")
+    line = _last(said, "Unable to negotiate with")
+    if line:   # "Unable to negotiate with HOST port N: no matching cipher found. Their offer: 3des-cbc"
+        return MasterFailed("net", f"no algorithm in common with {server}: {printable(_after(line, ': ').encode())}")
     for marker in ("kex_exchange_identification:", "banner exchange:"):
         line = _last(said, marker)
         if line:

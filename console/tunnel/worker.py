@@ -41,9 +41,12 @@ RETRY_LOG_EVERY = 60.0  # seconds between repeated "retrying" lines for the same
 # A connection that ends sooner than this after it came up counts as a failure, not a clean close, so a
 # server that accepts and drops at once is met with backoff instead of a tight loop.
 MIN_HEALTHY_SECONDS = 2.0
-# The order we offer ciphers in: AES-GCM first (AES-NI makes it the fastest on x86), then asyncssh's own.
+# The ciphers a unit offers, in this order: AES-GCM first (AES-NI makes it the fastest on x86), the other AEAD
+# and CTR ciphers (asyncssh's defaults, OpenSSH's too), then AES-CBC for old servers that have nothing else. Never
+# the ones asyncssh still supports but no longer offers by default: 3des-cbc, blowfish-cbc, cast128-cbc,
+# seed-cbc, arcfour* (64-bit blocks, a broken stream cipher).
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
-                     "aes128-ctr", "aes192-ctr", "aes256-ctr")
+                     "aes128-ctr", "aes192-ctr", "aes256-ctr", "aes128-cbc", "aes192-cbc", "aes256-cbc")
 
 
 # The first retries after a failure all come at retry_min: a server restart takes a fraction of a second and a
@@ -134,6 +137,8 @@ def describe_error(exc: BaseException, server: str, timeout: float) -> str:
         if "keepalive" in reason.lower():
             return f"server {server} stopped answering keepalives (dead peer detected)"
         return f"connection to {server} lost: {reason}"
+    if isinstance(exc, asyncssh.KeyExchangeFailed):   # a DisconnectError, but raised on our side
+        return f"no algorithm in common with {server}: {exc.reason or exc}"
     if isinstance(exc, asyncssh.DisconnectError):
         return f"server {server} disconnected: {exc.reason or exc}"
     if isinstance(exc, OSError):
@@ -633,8 +638,6 @@ class UnitWorker:
 
 
 def _ciphers() -> list[str]:
-    supported = asyncssh.encryption.get_encryption_algs()
-    names = [a.decode() for a in supported]
-    ordered = [c for c in PREFERRED_CIPHERS if c in names]
-    return ordered + [c for c in names if c not in ordered]
+    supported = {a.decode() for a in asyncssh.encryption.get_encryption_algs()}
+    return [c for c in PREFERRED_CIPHERS if c in supported]
 

@@ -292,3 +292,28 @@ def test_an_unusable_store_is_said_in_the_tunnel_log_and_status(sshd, state):
             assert f"notice: {notice}" in engine.status().render()
         assert notice in state.tunnel_log.read_text()
     run(body())
+
+
+@pytest.mark.parametrize("cipher, works", [("3des-cbc", False), ("aes256-ctr", True)])
+def test_a_unit_offers_no_weak_cipher(tmp_path, state, cipher, works, transport):
+    """A server that offers only a weak cipher (3DES: 64-bit blocks; sshd 9.2 has no arcfour left to try) is not
+    logged in to, and the unit says why; another one it offers is used."""
+    from support import started_sshd
+
+    sshd = started_sshd(tmp_path / "sshd", extra=f"Ciphers {cipher}\nLogLevel DEBUG\n")
+
+    async def body():
+        async with running_engine(sshd, state, {"master": []}) as engine:
+            if works:
+                await eventually(lambda: unit_of(engine, "master").state == "up", what="up")
+            else:
+                await eventually(lambda: "no algorithm in common" in (unit_of(engine, "master").last_error or ""),
+                                 what="the reason")
+                error = unit_of(engine, "master").last_error
+                assert unit_of(engine, "master").state == "retrying" and cipher in error, error
+    try:
+        run(body())
+    finally:
+        sshd.stop()
+    if works:
+        assert f"kex: client->server cipher: {cipher}" in sshd.log_path.read_text()
