@@ -84,6 +84,12 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _COLUMNS = "id, ts, who, ssh_from, via, action, target, outcome, reason, duration_ms, details"
 _EXPORTED = {"at": "strftime('%Y-%m-%dT%H:%M:%SZ', ts / 1000, 'unixepoch')"}  # the other columns are as kept
+# A CSV cell a spreadsheet would run as a formula (=, +, -, @, and a tab or a carriage return before one) is
+# written with a ' in front (OWASP's advice against CSV injection): names, targets and reasons can come from
+# outside (a client's name, a server's words). Only in CSV, and only these text columns; JSON stays exact.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_TEXT_COLUMNS = ("who", "ssh_from", "via", "action", "target", "outcome", "reason")
+_DEFUSED = "CASE WHEN substr({0}, 1, 1) IN ('=', '+', '-', '@', char(9), char(13)) THEN '''' || {0} ELSE {0} END"
 _INSERT = ("INSERT INTO ops (ts, who, ssh_from, via, action, target, outcome, reason, duration_ms, details) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _SECRET_NAME = re.compile(r"pass|secret|private|token|credential|(^|_)key($|_)|key_?material", re.IGNORECASE)
@@ -510,7 +516,7 @@ class OpLog:
             where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
             values = [_EXPORTED.get(c, c) for c in columns]
             if fmt == "csv":
-                select = ", ".join(values)
+                select = ", ".join(_DEFUSED.format(v) if v in _TEXT_COLUMNS else v for v in values)
             else:
                 select = "json_object(" + ", ".join(
                     f"'{c}', " + ("json(details)" if c == "details" else v) for c, v in zip(columns, values)) + ")"
@@ -544,10 +550,15 @@ def export_rows(entries: Iterable[OpEntry], columns: tuple[str, ...], fmt: str) 
     values (details as JSON text), for JSON an object's text."""
     for entry in entries:
         if fmt == "csv":
-            yield tuple(json.dumps(entry.details, ensure_ascii=False) if c == "details" else getattr(entry, c)
-                        for c in columns)
+            yield tuple(json.dumps(entry.details, ensure_ascii=False) if c == "details" else
+                        defused(getattr(entry, c)) if c in _TEXT_COLUMNS else getattr(entry, c) for c in columns)
         else:
             yield json.dumps({c: getattr(entry, c) for c in columns}, ensure_ascii=False, separators=(",", ":"))
+
+
+def defused(value: str | None) -> str | None:
+    """A text cell of a CSV export as a spreadsheet should show it, never run it (FORMULA_STARTS)."""
+    return "'" + value if value and value.startswith(FORMULA_STARTS) else value
 
 
 def write_export(rows: Iterable[tuple | str], columns: tuple[str, ...], fmt: str, out: IO[str]) -> int:

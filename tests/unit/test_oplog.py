@@ -189,6 +189,29 @@ def test_export_columns_and_csv_quoting_survive_commas_quotes_and_newlines(tmp_p
         export_columns("at,colour")
 
 
+def test_a_csv_export_never_hands_a_spreadsheet_a_formula(tmp_path):
+    """Names and reasons can come from outside (a client's name, a server's words): a cell starting as a formula
+    gets a ' in front in CSV, from the file and from the console's rows alike; JSON keeps the value exact."""
+    log = OpLog(tmp_path / "oplog.sqlite")
+    evil = ['=HYPERLINK("http://x","y")', "+1+1", "-2", "@SUM(A1)", "\t=1", "\r=1"]
+    for n, text in enumerate(evil):
+        log.insert(entry("clients.add", text, who=text, reason=text, details={"v": text}), T0 + n * 1000)
+    log.insert(entry("clients.add", "a-b=c", who="ops"), T0 + 9000)
+    columns = ("target", "who", "reason", "details", "duration_ms")
+    for rows in (log.rows(OpQuery(), columns, "csv"),
+                 export_rows(log.page(OpQuery())["entries"], columns, "csv")):
+        out = io.StringIO()
+        write_export(rows, columns, "csv", out)
+        cells = list(csv.reader(io.StringIO(out.getvalue(), newline="")))[1:]
+        assert cells[0][0] == "a-b=c"   # only the first character matters
+        assert sorted(row[0] for row in cells[1:]) == sorted("'" + text for text in evil)
+        assert all(row[0] == row[1] == row[2] for row in cells[1:])
+        assert all(json.loads(row[3])["v"] == row[0][1:] for row in cells[1:])   # details: JSON, exact
+    out = io.StringIO()
+    write_export(log.rows(OpQuery(), ("target",), "json"), ("target",), "json", out)
+    assert sorted(e["target"] for e in json.loads(out.getvalue())) == sorted([*evil, "a-b=c"])
+
+
 # ---------------------------------------------------------------------------------------------- retention
 
 
