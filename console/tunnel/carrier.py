@@ -55,8 +55,6 @@ class UnitCarrier:
         worker = self.workers.get(unit)
         if worker is None:
             return f"no unit named {unit} in the config"
-        if worker.rules_refusal is not None:
-            return None     # not waiting: refused (refuses says why)
         try:
             worker.connected()
         except OperationFailed as exc:
@@ -65,11 +63,7 @@ class UnitCarrier:
 
     def refuses(self, unit: str, protocol: str) -> str | None:
         worker = self.workers.get(unit)
-        if worker is None:
-            return None
-        if worker.rules_refusal is not None:
-            return worker.rules_refusal
-        if protocol != "udp":
+        if worker is None or protocol != "udp":
             return None
         return udp_refusal(worker)
 
@@ -77,8 +71,6 @@ class UnitCarrier:
         worker = self.workers.get(unit)
         if worker is None:
             raise OSError(f"no unit named {unit} in the config")
-        if worker.rules_refusal is not None:
-            raise OSError(worker.rules_refusal)
         try:
             conn = worker.connected()
         except OperationFailed as exc:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 OPENING_AT_ONCE = 2
 _opening: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # connection -> asyncio.Semaphore
 
-_OPEN_CODES = {asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED: "administratively prohibited",
+OPEN_CODES = {asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED: "administratively prohibited",
                asyncssh.OPEN_CONNECT_FAILED: "connect failed",
                asyncssh.OPEN_UNKNOWN_CHANNEL_TYPE: "unknown channel type",
                asyncssh.OPEN_RESOURCE_SHORTAGE: "resource shortage",
@@ -51,7 +51,7 @@ _OPEN_CODES = {asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED: "administratively proh
 
 def open_failure(exc: asyncssh.ChannelOpenError) -> str:
     """The server's refusal as OpenSSH's client prints it: 'administratively prohibited: open failed'."""
-    code = _OPEN_CODES.get(exc.code, f"refused (code {exc.code})")
+    code = OPEN_CODES.get(exc.code, f"refused (code {exc.code})")
     reason = udp_frames.clean(exc.reason or "")
     return f"{code}: {reason}" if reason else code
 
@@ -110,7 +110,10 @@ async def serve_tcp(worker: UnitWorker, listen_host: str, listen_port: int, host
 
 def udp_refusal(worker: UnitWorker) -> str | None:
     """The line that refuses a UDP rule through this unit: its server (the last one it reached) is not our hub.
-    None when it is, or when the unit has not reached its server yet."""
+    None when it is, or when the unit has not reached its server yet. A unit whose transport cannot carry UDP says
+    so first."""
+    if worker.udp_refusal is not None:
+        return worker.udp_refusal
     software = worker.server_software
     if software is None or announce.is_hub(software):
         return None

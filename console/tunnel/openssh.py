@@ -37,8 +37,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncssh
+
 from console.core.config import join_host_port
 from console.tunnel.diagnose import LinkFailed, printable
+from console.tunnel.egress import OPEN_CODES
 
 # Offered in this order: AES-GCM first (AES-NI), as the asyncssh transport does (worker.PREFERRED_CIPHERS).
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr"
@@ -121,10 +124,11 @@ class MasterSettings:
             argv += ["-o", f"{key}={value}"]
         return [*argv, "--", self.host]
 
-    def control_argv(self, *args: str, command: tuple[str, ...] = ()) -> list[str]:
-        """A request to the running master (`-O ...`, or a session multiplexed over it running `command`)."""
+    def control_argv(self, *args: str, command: tuple[str, ...] = (), log_level: str = "ERROR") -> list[str]:
+        """A request to the running master (`-O ...`, or a session multiplexed over it running `command`). ssh
+        takes the first value given for an option: `log_level` is the one."""
         return [self.ssh, "-F", "none", "-o", "ControlMaster=no", "-o", f"ControlPath={self.control}",
-                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", *args, "--", self.alias, *command]
+                "-o", "BatchMode=yes", "-o", f"LogLevel={log_level}", *args, "--", self.alias, *command]
 
 
 class MasterFailed(Exception):
@@ -212,6 +216,9 @@ class ControlMaster:
         self._reader: asyncio.Task | None = None
         self._closing = False
         self._closed = asyncio.Event()
+        self._open_failed = ""      # the master's last "open failed" line (a channel the server refused)
+        self._open_failures = 0     # how many it has said
+        self.listeners: set[StreamListener] = set()   # rules' ports (start_server): closed when the master ends
 
     # -- start
 
@@ -268,6 +275,8 @@ class ControlMaster:
             return
         elif line.startswith("debug"):
             return
+        elif ": open failed: " in line:   # "channel 3: open failed: connect failed: Connection refused"
+            self._open_failed, self._open_failures = line, self._open_failures + 1
         self.lines.append(line)
 
     async def _wait_end(self) -> None:
@@ -275,9 +284,11 @@ class ControlMaster:
         if self._reader is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._reader, 1.0)
-        self._closed.set()
+        for listener in list(self.listeners):
+            listener.close()
         if not self._closing:
             self._on_lost(failure(list(self.lines), self.server, self.settings.connect_timeout, status))
+        self._closed.set()
 
     # -- the connection's surface
 
@@ -330,6 +341,87 @@ class ControlMaster:
             return int(text)
         return port
 
+    # -- what proxy rules through the unit ask of its connection (console/tunnel/carrier.py), in asyncssh's shape
+
+    async def open_connection(self, host: str, port: int, **_sizes) -> tuple[asyncio.StreamReader, StdioWriter]:
+        """A TCP connection to host:port from the server's side, as streams (asyncssh's open_connection);
+        asyncssh.ChannelOpenError with the server's words when it refuses, as asyncssh raises it."""
+        try:
+            proc = await self.open_stdio(host, port, CONTROL_TIMEOUT)
+        except ConnectionRefusedError as exc:   # ssh says "CODE TEXT: MESSAGE" ("connect failed: Connection refused")
+            text, _, message = str(exc).partition(": ")
+            code = {words: code for code, words in OPEN_CODES.items()}.get(text)
+            if code is None:
+                code, message = asyncssh.OPEN_CONNECT_FAILED, str(exc)
+            raise asyncssh.ChannelOpenError(code, message) from None
+        return proc.stdout, StdioWriter(proc)
+
+    async def start_server(self, handler_factory: Callable[[str, int], Callable], bind: str, port: int,
+                           **_sizes) -> StreamListener:
+        """The server listens on bind:port; each connection arriving there is handed to
+        handler_factory(orig_host, orig_port)(reader, writer) (asyncssh's start_server; ssh does not say where a
+        connection came from: ("", 0)). OSError with ssh's words when the server refuses."""
+        digest = hashlib.sha256(f"{self.settings.control}\0{bind}\0{port}".encode()).hexdigest()[:16]
+        socket = self.settings.control.parent / f"in-{digest}"
+        with contextlib.suppress(FileNotFoundError):
+            socket.unlink()
+        server = await asyncio.start_unix_server(lambda r, w: handler_factory("", 0)(r, w), path=str(socket))
+        os.chmod(socket, 0o600)
+        try:
+            chosen = await self.forward(bind, port, socket)
+        except BaseException:
+            server.close()
+            with contextlib.suppress(OSError):
+                socket.unlink()
+            raise
+        listener = StreamListener(self, server, bind, port, chosen, socket)
+        self.listeners.add(listener)
+        return listener
+
+    async def open_stdio(self, host: str, port: int, timeout: float) -> asyncio.subprocess.Process:
+        """A `direct-tcpip` channel to host:port through the master (`ssh -W`), as a process whose stdin and stdout
+        are the connection, returned once the server has opened the channel. ConnectionRefusedError with the
+        server's words (from the master's stderr) when it refuses; OSError when ssh fails otherwise."""
+        failures_before = self._open_failures
+        proc = await asyncio.create_subprocess_exec(
+            *self.settings.control_argv("-W", join_host_port(host, port), log_level="DEBUG1"),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=_env())
+        try:
+            said: list[str] = []
+            async with asyncio.timeout(timeout):
+                while True:
+                    line = (await proc.stderr.readline())[:STDERR_LINE].decode("utf-8", "replace").strip()
+                    if "master session id" in line:   # the master answers once the server opened the channel
+                        asyncio.ensure_future(_drain(proc.stderr))
+                        return proc
+                    if not line:
+                        break
+                    said.append(line)
+            await proc.wait()
+            refused = await self._open_failure(failures_before)
+            if refused:
+                raise ConnectionRefusedError(refused)
+            raise OSError(printable(" ".join(said).encode()) or f"ssh -W exited with status {proc.returncode}")
+        except BaseException:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+            raise
+
+    async def _open_failure(self, before: int) -> str | None:
+        """The server's words for the channel it just refused ("connect failed: Connection refused"): the master's
+        "open failed" line that came after `before` of them (its stderr is read on its own: the line may come a
+        moment after the refusal reached the -W client)."""
+        deadline = time.monotonic() + 0.2
+        while self._open_failures == before:
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.01)
+        said = self._open_failed.split(": open failed: ", 1)[1]
+        return "".join(char for char in said if char.isprintable())[:200]   # cleaned again where it is shown
+
     async def cancel(self, bind: str, port: int, socket: Path) -> None:
         with contextlib.suppress(OSError, TimeoutError):
             await self._control("-O", "cancel", "-R", _spec(bind, port, socket), timeout=5.0)
@@ -340,6 +432,70 @@ class ControlMaster:
         if code == 255:
             raise LinkFailed(f"ssh's session for {subsystem} failed: {_refusal(err, code)}")
         return Completed(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+
+class StdioWriter:
+    """The writing half of a connection through `ssh -W` (its stdin), as asyncio's StreamWriter: the end of
+    writing is EOF on stdin (ssh passes it on); closing it ends the process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc, self.stdin = proc, proc.stdin
+
+    def write(self, data: bytes) -> None:
+        self.stdin.write(data)
+
+    async def drain(self) -> None:
+        await self.stdin.drain()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.stdin.close()
+
+    def is_closing(self) -> bool:
+        return self.stdin.is_closing()
+
+    def get_extra_info(self, name: str, default=None):
+        return default
+
+    def close(self) -> None:
+        self.stdin.close()
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
+    async def wait_closed(self) -> None:
+        await self.proc.wait()
+
+
+class StreamListener:
+    """A port the server listens on for a proxy rule (start_server): ssh forwards each connection to a Unix socket
+    of ours, handed to the rule as streams."""
+
+    def __init__(self, master: ControlMaster, server: asyncio.AbstractServer, bind: str, requested: int, port: int,
+                 socket: Path) -> None:
+        self.master, self.server, self.bind, self.requested, self.port = master, server, bind, requested, port
+        self.socket = socket
+        self._cancel: asyncio.Future | None = None
+
+    def get_port(self) -> int:
+        return self.port
+
+    def close(self) -> None:
+        self.master.listeners.discard(self)
+        self.server.close()
+        with contextlib.suppress(OSError):
+            self.socket.unlink()
+        if self.master.proc is not None and self.master.proc.returncode is None and self._cancel is None:
+            self._cancel = asyncio.ensure_future(self.master.cancel(self.bind, self.requested, self.socket))
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    """Read what is left of a stream (ssh's stderr), so ssh never blocks writing to it."""
+    with contextlib.suppress(Exception):
+        while await stream.read(4096):
+            pass
 
 
 def _spec(bind: str, port: int, socket: Path) -> str:

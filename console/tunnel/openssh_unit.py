@@ -10,7 +10,9 @@ differently:
   appliance's address a penalty, so a probe before each login would slow recovery down.
 - each forward: a relay listening on a Unix socket of its own (console/tunnel/forward_proxy.py, counting), then
   `ssh -O forward -R BIND:PORT:SOCKET` through the master; refused forwards retry on their own as before.
-- proxy rules through the unit are refused with a reason: they travel on asyncssh channels (console/tunnel/carrier).
+- proxy rules through the unit (console/tunnel/carrier.py) travel through the master too: a TCP connection out
+  is an `ssh -W HOST:PORT` multiplexed over it, a port the server listens on is `-O forward -R` to a Unix socket of
+  the rule's. UDP rules are refused with the reason (they need our subsystem's framing on asyncssh channels).
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ class OpenSshUnitWorker(UnitWorker):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._pin_fetched: asyncssh.SSHKey | None = None   # the key a pin by fingerprint matched (ssh needs a key)
-        self.rules_refusal = (f"unit {self.name} runs on tunnel.transport openssh, which carries its forwards only: "
-                              "proxy rules through it need tunnel.transport asyncssh")
+        self.udp_refusal = (f"unit {self.name} runs on tunnel.transport openssh, which carries TCP only: UDP rules "
+                            "through it need tunnel.transport asyncssh")
 
     # ------------------------------------------------------------------ where its files go
 
@@ -159,8 +161,10 @@ class OpenSshUnitWorker(UnitWorker):
 
     async def _listen(self, conn: openssh.ControlMaster, fr: ForwardRuntime) -> OpenSshListener:
         cfg = fr.config
-        if fr.udp is not None or fr.factory is not None:
-            raise OSError(self.rules_refusal)
+        if fr.udp is not None:
+            raise OSError(self.udp_refusal)
+        if fr.factory is not None:
+            raise OSError("a forward with its own session factory needs tunnel.transport asyncssh")
         socket = self._name("fw", cfg.name)
         proxy = ForwardProxy(socket, cfg.local_host, cfg.local_port, fr.stats,
                              on_change=lambda: self._publish_traffic(fr),

@@ -176,8 +176,8 @@ class UnitWorker:
         self._refusal_lines = LogLimiter(self.log_event, RETRY_LOG_EVERY)  # a forward and reason: a line a minute
 
     # Proxy rules through this unit are carried over its connection (console/tunnel/carrier.py); a transport
-    # that cannot carry them says why here, and the rules through the unit are refused with these words.
-    rules_refusal: str | None = None
+    # that cannot carry UDP says why here, and UDP rules through the unit are refused with these words.
+    udp_refusal: str | None = None
 
     # ------------------------------------------------------------------ public surface
 

@@ -4,6 +4,7 @@ test_peers.py and test_hub.py (the `transport` fixture)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import stat
@@ -78,17 +79,49 @@ def test_the_master_is_given_only_the_units_key_and_the_pinned_host_key(sshd, st
     run(body())
 
 
-def test_proxy_rules_through_an_openssh_unit_are_refused_with_the_reason(sshd, state):
+def _stdio_clients() -> list[int]:
+    """ssh processes carrying one connection each (`ssh -W`) that are still running."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+                zombie = Path(f"/proc/{entry}/stat").read_text().split()[2] == "Z"
+            except OSError:
+                continue
+            if argv[:1] and argv[0].endswith(b"ssh") and b"-W" in argv and not zombie:
+                found.append(int(entry))
+    return found
+
+
+def test_tcp_egress_through_an_openssh_unit_counts_ends_its_ssh_and_names_a_refusal(sshd, state):
+    """An egress rule through the unit: each connection is an `ssh -W` over the master, ended with the connection;
+    a destination the server cannot reach is marked down in the server's words."""
     async def body():
+        dead = free_port()
         async with EchoServer() as echo, running_engine(sshd, state, {"master": []}) as engine:
             await eventually(lambda: unit_of(engine, "master").state == "up", what="master up")
-            text = f"tcp:{free_port()}:127.0.0.1:{echo.port}"
-            await engine.rules.add("egress", text, "master", who="test")
-            rule = engine.rules.find("egress", text, "master")
-            await eventually(lambda: engine.rules.status(rule).state is RuleState.REFUSED, what="refused")
-            reason = engine.rules.status(rule).reason
-            assert reason == ("unit master runs on tunnel.transport openssh, which carries its forwards only: "
-                              "proxy rules through it need tunnel.transport asyncssh"), reason
+            before = set(_stdio_clients())
+            good, bad = f"tcp:{free_port()}:127.0.0.1:{echo.port}", f"tcp:{free_port()}:127.0.0.1:{dead}"
+            for text in (good, bad):
+                await engine.rules.add("egress", text, "master", who="test")
+            rule = engine.rules.find("egress", good, "master")
+            await eventually(lambda: engine.rules.status(rule).state is RuleState.LISTENING, what="listening")
+            payloads = [os.urandom(100_000 + n) for n in range(10)]
+            port = int(good.split(":")[1])
+            assert await asyncio.gather(*(roundtrip(port, p) for p in payloads)) == payloads
+            await eventually(lambda: (engine.rules.status(rule).total, engine.rules.status(rule).bytes_in,
+                                      engine.rules.status(rule).open) == (10, sum(map(len, payloads)), 0),
+                             what="counters")
+            await eventually(lambda: set(_stdio_clients()) <= before, what="every ssh -W gone")
+            refused = engine.rules.find("egress", bad, "master")
+            await eventually(lambda: engine.rules.status(refused).state is RuleState.LISTENING, what="listening")
+            assert await roundtrip(int(bad.split(":")[1]), b"x") == b""
+            await eventually(lambda: engine.rules.status(refused).destinations[0].reason is not None, what="down")
+            reason = engine.rules.status(refused).destinations[0].reason
+            # the server's words, as the asyncssh transport gives them (console/tunnel/egress.open_failure)
+            assert (f"the server 127.0.0.1:{sshd.port} refused a connection to 127.0.0.1:{dead}: connect failed: "
+                    "Connection refused (") in reason, reason
     run(body())
 
 
