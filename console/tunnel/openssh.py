@@ -213,7 +213,8 @@ class ControlMaster:
         self.proc: asyncio.subprocess.Process | None = None
         self.server_version: str | None = None
         self.lines: deque[str] = deque(maxlen=KEPT_LINES)
-        self._reader: asyncio.Task | None = None
+        self._reader: asyncio.Task | None = None    # reads ssh's stderr
+        self._watcher: asyncio.Task | None = None   # waits for ssh to end
         self._closing = False
         self._closed = asyncio.Event()
         self._open_failed = ""      # the master's last "open failed" line (a channel the server refused)
@@ -232,18 +233,25 @@ class ControlMaster:
         self._reader = asyncio.create_task(self._read_stderr())
         deadline = time.monotonic() + 2 * self.settings.connect_timeout + 1
         pause = 0.002
-        while not control.exists():
-            if self._reader.done():   # ssh ended before it logged in
-                status = await self.proc.wait()
-                self._closed.set()
-                raise failure(list(self.lines), self.server, self.settings.connect_timeout, status)
-            if time.monotonic() > deadline:
-                await self._kill()
-                raise MasterFailed("net", f"no answer from {self.server} within "
-                                          f"{self.settings.connect_timeout:g}s (ssh did not log in)")
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.02)
-        self._watch = asyncio.create_task(self._wait_end())
+        try:
+            while not control.exists():
+                if self._reader.done():   # ssh ended before it logged in
+                    status = await self.proc.wait()
+                    self._closed.set()
+                    raise failure(list(self.lines), self.server, self.settings.connect_timeout, status)
+                if time.monotonic() > deadline:
+                    raise MasterFailed("net", f"no answer from {self.server} within "
+                                              f"{self.settings.connect_timeout:g}s (ssh did not log in)")
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.02)
+        except BaseException:   # failed, timed out, or the unit was stopped meanwhile: no ssh is left behind
+            self._closing = True
+            if self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+            self._closed.set()
+            raise
+        self._watcher = asyncio.create_task(self._wait_end())
 
     async def _end_stale(self, control: Path) -> None:
         """A control socket left behind: a master of a daemon that was killed may still hold its forwards."""
@@ -303,14 +311,6 @@ class ControlMaster:
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
-
-    async def _kill(self) -> None:
-        self._closing = True
-        if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            await self.proc.wait()
-        self._closed.set()
 
     # -- requests through the control socket
 
