@@ -1,0 +1,347 @@
+"""One forward's relay for the OpenSSH transport (issue 15): `ssh -S CTL -O forward -R BIND:PORT:PATH` makes ssh
+carry the server's port to a Unix socket at PATH; this listens there and relays each connection ssh makes to the
+forward's local service (TCP host:port), counting as console/relay.py counts: `bytes_in` what ssh's side sends
+toward the service, `bytes_out` what comes back; `open`/`total` once the service has accepted.
+
+The point of the OpenSSH transport is CPU per megabyte, so on Linux the bytes never enter this process: per
+direction one pipe, `os.splice` socket -> pipe -> socket, non-blocking, driven by the event loop (add_reader on the
+source, add_writer on the destination while it is full). At most one pipe's worth (PIPE_SIZE) is held per
+direction: the source is read only when the pipe is empty, so a slow reader stops the writer through the kernel's
+own buffers. Bytes are counted as they leave the pipe toward the destination (what was delivered).
+
+Where os.splice is missing (not Linux) the connection is relayed by relay.Splice (asyncio protocols, the proxy
+rules' socket-to-socket relay, which pauses a side whose peer holds more than relay.SPLICE_BUFFER unsent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import socket
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from console import relay
+from console.core.config import join_host_port
+from console.core.errors import os_reason
+
+ZERO_COPY = hasattr(os, "splice")  # Linux, Python 3.10+
+PIPE_SIZE = 1 << 20                # asked of each direction's pipe (F_SETPIPE_SZ); the kernel may give less
+CONNECT_TIMEOUT = 10.0             # seconds to reach the local service
+REFUSED_EVERY = 60.0               # "too many connections" said at most this often
+BACKLOG = 1024
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_ROUNDS = 8                        # splice rounds per wake-up while data keeps coming (fewer trips through epoll)
+
+
+class ForwardProxy:
+    """One forward's relay for the OpenSSH transport: listens on a Unix socket (what ssh -R forwards to), relays
+    each connection to the local service, counting."""
+
+    def __init__(self, path: Path, local_host: str, local_port: int, stats: relay.ForwardStats, *,
+                 on_change: Callable[[], None] = lambda: None, on_refused: Callable[[str], None] = lambda r: None,
+                 max_connections: int = 4096, zero_copy: bool = ZERO_COPY) -> None:
+        self.path = Path(path)
+        self.local_host, self.local_port = local_host, local_port
+        self.stats = stats
+        self.on_change, self.on_refused = on_change, on_refused
+        self.max_connections = max_connections
+        self.zero_copy = zero_copy and ZERO_COPY
+        self._listener: socket.socket | None = None
+        self._inode: tuple[int, int] | None = None
+        self._dialing: set[asyncio.Task] = set()
+        self._conns: set[_Spliced | _Copied] = set()
+        self._crowded_said = float("-inf")
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None
+
+    @property
+    def service(self) -> str:
+        return join_host_port(self.local_host, self.local_port)
+
+    async def start(self) -> None:
+        """Listen at `path`: a stale socket there is removed first (anything else is left alone: FileExistsError);
+        the socket file is 0600 from the start (the socket's mode is set before bind, Linux takes it)."""
+        if self._listener is not None:
+            return
+        try:
+            if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                raise FileExistsError(errno.EEXIST, "exists and is not a socket", str(self.path))
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        try:
+            os.fchmod(sock.fileno(), 0o600)
+            sock.bind(str(self.path))
+            os.chmod(self.path, 0o600)  # where the platform ignores the socket's own mode
+            sock.listen(BACKLOG)
+            info = os.stat(self.path)
+        except BaseException:
+            sock.close()
+            raise
+        self._listener, self._inode = sock, (info.st_dev, info.st_ino)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        """Stop listening and remove the socket file (if it is still ours); connections in flight go on."""
+        sock, self._listener = self._listener, None
+        if sock is None:
+            return
+        asyncio.get_running_loop().remove_reader(sock.fileno())
+        sock.close()
+        try:
+            info = os.lstat(self.path)
+            if (info.st_dev, info.st_ino) == self._inode:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    async def aclose(self) -> None:
+        """close() and end every connection in flight, those still reaching the local service too."""
+        self.close()
+        for task in list(self._dialing):
+            task.cancel()
+        if self._dialing:
+            await asyncio.gather(*self._dialing, return_exceptions=True)
+        for conn in list(self._conns):
+            conn.end()
+        while self._conns:  # the fallback's transports report their loss on the next turns of the loop
+            await asyncio.sleep(0.01)
+
+    # --------------------------------------------------------------------------------------------- accepting
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            if self._listener is None:
+                return
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: say so, try again on the next wake-up
+                self._crowded(f"cannot accept a connection for local service {self.service}: {os_reason(exc)}")
+                return
+            if len(self._conns) + len(self._dialing) >= self.max_connections:
+                sock.close()
+                self._crowded(f"local service {self.service}: {self.max_connections} connections at once, "
+                              "a new one was closed")
+                continue
+            sock.setblocking(False)
+            task = asyncio.ensure_future(self._relay(sock))
+            self._dialing.add(task)
+            task.add_done_callback(self._dialing.discard)
+
+    def _crowded(self, reason: str) -> None:
+        now = time.monotonic()
+        if now - self._crowded_said >= REFUSED_EVERY:
+            self._crowded_said = now
+            self.on_refused(reason)
+
+    async def _relay(self, sock: socket.socket) -> None:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                local = await self._dial()
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            reason = exc.strerror if isinstance(exc, socket.gaierror) else os_reason(exc)
+            self.on_refused(f"local service {self.service} refused a connection: {reason}")
+            return
+        except BaseException:
+            sock.close()
+            raise
+        if self.zero_copy:
+            conn: _Spliced | _Copied = _Spliced(self, sock, local)
+        else:
+            conn = _Copied(self)
+        self._conns.add(conn)
+        self.stats.open += 1
+        self.stats.total += 1
+        self.on_change()
+        if isinstance(conn, _Spliced):
+            conn.start()
+        else:
+            await conn.start(sock, local)
+
+    async def _dial(self) -> socket.socket:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.local_host, self.local_port, type=socket.SOCK_STREAM)
+        failure: OSError = OSError(errno.EADDRNOTAVAIL, "no address")
+        for family, kind, proto, _, address in infos:
+            local = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
+            try:
+                await loop.sock_connect(local, address)
+            except OSError as exc:
+                local.close()
+                failure = exc
+                continue
+            except BaseException:
+                local.close()
+                raise
+            local.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return local
+        raise failure
+
+    def _gone(self, conn: _Spliced | _Copied) -> None:
+        if conn in self._conns:
+            self._conns.discard(conn)
+            self.stats.open -= 1
+            self.on_change()
+
+
+# ------------------------------------------------------------------------------------------------- zero copy
+
+_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+
+
+class _Way:
+    """One direction of a spliced connection: `src` -> a pipe -> `dst`. The source is read only when the pipe is
+    empty; a full destination stops reading (remove_reader) until it is writable again (add_writer)."""
+
+    def __init__(self, conn: _Spliced, src: socket.socket, dst: socket.socket, inward: bool) -> None:
+        self.conn, self.inward = conn, inward
+        self.src, self.dst = src.fileno(), dst.fileno()
+        self.dst_sock = dst
+        self.rd, self.wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(self.wr, _F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass
+        try:
+            self.size = fcntl.fcntl(self.wr, _F_GETPIPE_SZ)
+        except OSError:
+            self.size = 1 << 16
+        self.held = 0        # bytes in the pipe
+        self.ended = False   # the source's end has been passed on
+
+    def readable(self) -> None:
+        for _ in range(_ROUNDS):
+            try:
+                n = os.splice(self.src, self.wr, self.size, flags=_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.conn.end()
+                return
+            if n == 0:
+                self.conn.loop.remove_reader(self.src)
+                self.conn.way_ended(self)
+                return
+            self.held += n
+            if not self.flush():
+                if self.conn.done:
+                    return
+                self.conn.loop.remove_reader(self.src)
+                self.conn.loop.add_writer(self.dst, self.writable)
+                return
+
+    def writable(self) -> None:
+        if self.flush():
+            self.conn.loop.remove_writer(self.dst)
+            self.conn.loop.add_reader(self.src, self.readable)
+
+    def flush(self) -> bool:
+        """Move what the pipe holds to the destination, counting; False while some is left (destination full)."""
+        while self.held:
+            try:
+                n = os.splice(self.rd, self.dst, self.held, flags=_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                self.conn.end()
+                return False
+            self.held -= n
+            if self.inward:
+                self.conn.proxy.stats.bytes_in += n
+            else:
+                self.conn.proxy.stats.bytes_out += n
+        return True
+
+    def close(self) -> None:
+        os.close(self.rd)
+        os.close(self.wr)
+
+
+class _Spliced:
+    """A connection from ssh (`outer`, the Unix socket) relayed to the local service (`local`) with os.splice."""
+
+    def __init__(self, proxy: ForwardProxy, outer: socket.socket, local: socket.socket) -> None:
+        self.proxy = proxy
+        self.loop = asyncio.get_running_loop()
+        self.socks = (outer, local)
+        self.ways = (_Way(self, outer, local, inward=True), _Way(self, local, outer, inward=False))
+        self.done = False
+
+    def start(self) -> None:
+        for way in self.ways:
+            self.loop.add_reader(way.src, way.readable)
+
+    def way_ended(self, way: _Way) -> None:
+        """The source reached its end with the pipe empty: half-close the destination; both ways ended: close."""
+        way.ended = True
+        try:
+            way.dst_sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.end()
+            return
+        if all(each.ended for each in self.ways):
+            self.end()
+
+    def end(self) -> None:
+        """Both ways over, a reset either way, or the unit stopped: close everything, once."""
+        if self.done:
+            return
+        self.done = True
+        for sock in self.socks:
+            self.loop.remove_reader(sock.fileno())
+            self.loop.remove_writer(sock.fileno())
+        for way in self.ways:
+            way.close()
+        for sock in self.socks:
+            sock.close()
+        self.proxy._gone(self)
+
+
+# ------------------------------------------------------------------------------------------------- fallback
+
+
+class _Copied(relay.Splice):
+    """A connection relayed by relay.Splice (asyncio protocols), where os.splice is missing; counted open by the
+    proxy (not by Splice.link), gone when either side's transport is lost."""
+
+    def __init__(self, proxy: ForwardProxy) -> None:
+        super().__init__(lambda splice: None)
+        self.proxy = proxy
+        self.stats = proxy.stats
+
+    async def start(self, outer: socket.socket, local: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: self.client, outer)
+            await loop.connect_accepted_socket(lambda: self.upstream, local)
+        except BaseException:
+            outer.close()
+            local.close()
+            self.lost()
+            raise
+        if self.client.transport.is_closing():
+            self.lost()
+            return
+        self.client.transport.resume_reading()
+
+    def end(self) -> None:
+        for side in (self.client, self.upstream):
+            if side.transport is not None:
+                side.transport.abort()
+        self.lost()
+
+    def lost(self) -> None:
+        super().lost()
+        self.proxy._gone(self)
