@@ -347,8 +347,8 @@ def test_reset_either_way_ends_both(tmp_path, zero_copy):
             reader, writer = await p.connect()
             writer.write(b"r")
             assert await closed_on_us(reader)
+            await eventually(lambda: p.stats.open == 0, what="the reset connection closed, the client's way too")
             writer.close()
-            await eventually(lambda: p.stats.open == 0, what="the reset connection closed")
 
             client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             client.connect(str(p.path))
