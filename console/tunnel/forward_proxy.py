@@ -3,14 +3,13 @@ carry the server's port to a Unix socket at PATH; this listens there and relays 
 forward's local service (TCP host:port), counting as console/relay.py counts: `bytes_in` what ssh's side sends
 toward the service, `bytes_out` what comes back; `open`/`total` once the service has accepted.
 
-The point of the OpenSSH transport is CPU per megabyte, so on Linux the bytes never enter this process: per
-direction one pipe, `os.splice` socket -> pipe -> socket, non-blocking, driven by the event loop (add_reader on the
-source, add_writer on the destination while it is full). At most one pipe's worth (PIPE_SIZE) is held per
-direction: the source is read only when the pipe is empty, so a slow reader stops the writer through the kernel's
-own buffers. Bytes are counted as they leave the pipe toward the destination (what was delivered).
-
-Where os.splice is missing (not Linux) the connection is relayed by relay.Splice (asyncio protocols, the proxy
-rules' socket-to-socket relay, which pauses a side whose peer holds more than relay.SPLICE_BUFFER unsent).
+The point of the OpenSSH transport is CPU per megabyte, so no asyncio transports or bytes objects here: each
+direction is driven by the event loop on the raw sockets (add_reader on the source, add_writer on the destination
+while it is full) and moves its bytes either with os.splice through a pipe of its own (zero copy: they never
+enter this process) or with recv_into/send through one scratch buffer (see MODES for which way does which, as
+measured). The source is read only when nothing is held, so a slow reader stops the writer through the kernel's
+own buffers: this process holds at most a pipe (PIPE_SIZE) or a read (SCRATCH) per direction. Bytes are counted
+as they are passed on to the destination (what was delivered), exact once a way has ended.
 """
 
 from __future__ import annotations
@@ -29,14 +28,14 @@ from console import relay
 from console.core.config import join_host_port
 from console.core.errors import os_reason
 
-ZERO_COPY = hasattr(os, "splice")  # Linux, Python 3.10+
 PIPE_SIZE = 1 << 20                # asked of each direction's pipe (F_SETPIPE_SZ); the kernel may give less
 CONNECT_TIMEOUT = 10.0             # seconds to reach the local service
 REFUSED_EVERY = 60.0               # "too many connections" said at most this often
 BACKLOG = 1024
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
-_ROUNDS = 8                        # splice rounds per wake-up while data keeps coming (fewer trips through epoll)
+SCRATCH = 1 << 18                  # the copying ways' read size (one buffer per proxy)
+_ROUNDS = 8                        # reads per wake-up while data keeps coming (fewer trips through epoll)
 
 
 class ForwardProxy:
@@ -45,17 +44,20 @@ class ForwardProxy:
 
     def __init__(self, path: Path, local_host: str, local_port: int, stats: relay.ForwardStats, *,
                  on_change: Callable[[], None] = lambda: None, on_refused: Callable[[str], None] = lambda r: None,
-                 max_connections: int = 4096, zero_copy: bool = ZERO_COPY) -> None:
+                 max_connections: int = 4096, mode: str | None = None) -> None:
         self.path = Path(path)
         self.local_host, self.local_port = local_host, local_port
         self.stats = stats
         self.on_change, self.on_refused = on_change, on_refused
         self.max_connections = max_connections
-        self.zero_copy = zero_copy and ZERO_COPY
+        self.mode = mode or DEFAULT_MODE   # how bytes are moved: see MODES
+        if self.mode not in MODES or (self.mode != "copy" and not hasattr(os, "splice")):
+            raise ValueError(f"no relay mode {self.mode!r} here")
+        self.scratch = memoryview(bytearray(SCRATCH)) if self.mode != "splice" else memoryview(b"")
         self._listener: socket.socket | None = None
         self._inode: tuple[int, int] | None = None
         self._dialing: set[asyncio.Task] = set()
-        self._conns: set[_Spliced | _Copied] = set()
+        self._conns: set[_Connection] = set()
         self._crowded_said = float("-inf")
 
     @property
@@ -113,8 +115,6 @@ class ForwardProxy:
             await asyncio.gather(*self._dialing, return_exceptions=True)
         for conn in list(self._conns):
             conn.end()
-        while self._conns:  # the fallback's transports report their loss on the next turns of the loop
-            await asyncio.sleep(0.01)
 
     # --------------------------------------------------------------------------------------------- accepting
 
@@ -157,18 +157,18 @@ class ForwardProxy:
         except BaseException:
             sock.close()
             raise
-        if self.zero_copy:
-            conn: _Spliced | _Copied = _Spliced(self, sock, local)
-        else:
-            conn = _Copied(self)
+        try:
+            conn = _Connection(self, sock, local)
+        except OSError as exc:  # out of pipes (EMFILE)
+            sock.close()
+            local.close()
+            self._crowded(f"cannot relay a connection to local service {self.service}: {os_reason(exc)}")
+            return
         self._conns.add(conn)
         self.stats.open += 1
         self.stats.total += 1
         self.on_change()
-        if isinstance(conn, _Spliced):
-            conn.start()
-        else:
-            await conn.start(sock, local)
+        conn.start()
 
     async def _dial(self) -> socket.socket:
         loop = asyncio.get_running_loop()
@@ -189,42 +189,35 @@ class ForwardProxy:
             return local
         raise failure
 
-    def _gone(self, conn: _Spliced | _Copied) -> None:
+    def _gone(self, conn: _Connection) -> None:
         if conn in self._conns:
             self._conns.discard(conn)
             self.stats.open -= 1
             self.on_change()
 
 
-# ------------------------------------------------------------------------------------------------- zero copy
+# -------------------------------------------------------------------------------------------------- the ways
 
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
 
 class _Way:
-    """One direction of a spliced connection: `src` -> a pipe -> `dst`. The source is read only when the pipe is
-    empty; a full destination stops reading (remove_reader) until it is writable again (add_writer)."""
+    """One direction of a connection, `src` -> `dst`, driven by the event loop: the source is read (`fill`) only
+    when nothing is held; what is read is passed on (`drain`) and counted as it goes; a full destination stops
+    the reading (remove_reader) until it is writable again (add_writer). The source's end, once all held is
+    passed on, half-closes the destination; an error either way (a reset) ends the connection."""
 
-    def __init__(self, conn: _Spliced, src: socket.socket, dst: socket.socket, inward: bool) -> None:
+    def __init__(self, conn: _Connection, src: socket.socket, dst: socket.socket, inward: bool) -> None:
         self.conn, self.inward = conn, inward
+        self.src_sock, self.dst_sock = src, dst
         self.src, self.dst = src.fileno(), dst.fileno()
-        self.dst_sock = dst
-        self.rd, self.wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            fcntl.fcntl(self.wr, _F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:
-            pass
-        try:
-            self.size = fcntl.fcntl(self.wr, _F_GETPIPE_SZ)
-        except OSError:
-            self.size = 1 << 16
-        self.held = 0        # bytes in the pipe
+        self.held = 0        # bytes read from the source and not yet passed on
         self.ended = False   # the source's end has been passed on
 
     def readable(self) -> None:
         for _ in range(_ROUNDS):
             try:
-                n = os.splice(self.src, self.wr, self.size, flags=_FLAGS)
+                n = self.fill()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -238,6 +231,7 @@ class _Way:
             if not self.flush():
                 if self.conn.done:
                     return
+                self.hold()
                 self.conn.loop.remove_reader(self.src)
                 self.conn.loop.add_writer(self.dst, self.writable)
                 return
@@ -248,10 +242,10 @@ class _Way:
             self.conn.loop.add_reader(self.src, self.readable)
 
     def flush(self) -> bool:
-        """Move what the pipe holds to the destination, counting; False while some is left (destination full)."""
+        """Pass on what is held, counting; False while some is left (the destination is full)."""
         while self.held:
             try:
-                n = os.splice(self.rd, self.dst, self.held, flags=_FLAGS)
+                n = self.drain()
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError:
@@ -264,19 +258,96 @@ class _Way:
                 self.conn.proxy.stats.bytes_out += n
         return True
 
+    def fill(self) -> int:
+        """Read what the source has (nothing is held now): how much, 0 at the source's end."""
+        raise NotImplementedError
+
+    def drain(self) -> int:
+        """Pass some of what is held to the destination: how much."""
+        raise NotImplementedError
+
+    def hold(self) -> None:
+        """The destination is full with `held` bytes left: keep them until it is writable."""
+
+    def close(self) -> None:
+        pass
+
+
+class _PipeWay(_Way):
+    """Zero copy: socket -> a pipe of this connection -> socket with os.splice; the bytes stay in the kernel, at
+    most a pipe's worth (PIPE_SIZE) of them."""
+
+    def __init__(self, conn: _Connection, src: socket.socket, dst: socket.socket, inward: bool) -> None:
+        super().__init__(conn, src, dst, inward)
+        self.rd, self.wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(self.wr, _F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass
+        try:
+            self.size = fcntl.fcntl(self.wr, _F_GETPIPE_SZ)
+        except OSError:
+            self.size = 1 << 16
+
+    def fill(self) -> int:
+        return os.splice(self.src, self.wr, self.size, flags=_FLAGS)
+
+    def drain(self) -> int:
+        return os.splice(self.rd, self.dst, self.held, flags=_FLAGS)
+
     def close(self) -> None:
         os.close(self.rd)
         os.close(self.wr)
 
 
-class _Spliced:
-    """A connection from ssh (`outer`, the Unix socket) relayed to the local service (`local`) with os.splice."""
+class _CopyWay(_Way):
+    """Copied: recv_into the proxy's one scratch buffer, send from it; what the destination leaves is copied out
+    to this way until it is writable (so an idle connection holds no buffer)."""
+
+    def __init__(self, conn: _Connection, src: socket.socket, dst: socket.socket, inward: bool) -> None:
+        super().__init__(conn, src, dst, inward)
+        self.view = conn.proxy.scratch
+        self.start = 0
+
+    def fill(self) -> int:
+        self.view, self.start = self.conn.proxy.scratch, 0
+        return self.src_sock.recv_into(self.view)
+
+    def drain(self) -> int:
+        n = self.dst_sock.send(self.view[self.start:self.start + self.held])
+        self.start += n
+        return n
+
+    def hold(self) -> None:
+        self.view, self.start = memoryview(bytes(self.view[self.start:self.start + self.held])), 0
+
+
+# Each mode's ways: (ssh's side toward the service, back). "mixed", the default on Linux, is what measured
+# cheapest (bench/forward_proxy.py): from ssh's Unix socket a plain copy costs less CPU per MB than splicing
+# it (the Unix socket's data is copied into the pipe anyway), from the service's TCP socket splice costs a third
+# of a copy.
+MODES: dict[str, tuple[type[_Way], type[_Way]]] = {
+    "mixed": (_CopyWay, _PipeWay), "splice": (_PipeWay, _PipeWay), "copy": (_CopyWay, _CopyWay)}
+DEFAULT_MODE = "mixed" if hasattr(os, "splice") else "copy"
+
+
+class _Connection:
+    """A connection from ssh (`outer`, the Unix socket) relayed to the local service (`local`)."""
 
     def __init__(self, proxy: ForwardProxy, outer: socket.socket, local: socket.socket) -> None:
         self.proxy = proxy
         self.loop = asyncio.get_running_loop()
         self.socks = (outer, local)
-        self.ways = (_Way(self, outer, local, inward=True), _Way(self, local, outer, inward=False))
+        inward, outward = MODES[proxy.mode]
+        made: list[_Way] = []
+        try:
+            made.append(inward(self, outer, local, inward=True))
+            made.append(outward(self, local, outer, inward=False))
+        except OSError:
+            for way in made:
+                way.close()
+            raise
+        self.ways = tuple(made)
         self.done = False
 
     def start(self) -> None:
@@ -284,7 +355,7 @@ class _Spliced:
             self.loop.add_reader(way.src, way.readable)
 
     def way_ended(self, way: _Way) -> None:
-        """The source reached its end with the pipe empty: half-close the destination; both ways ended: close."""
+        """The source reached its end with nothing held: half-close the destination; both ways ended: close."""
         way.ended = True
         try:
             way.dst_sock.shutdown(socket.SHUT_WR)
@@ -306,42 +377,4 @@ class _Spliced:
             way.close()
         for sock in self.socks:
             sock.close()
-        self.proxy._gone(self)
-
-
-# ------------------------------------------------------------------------------------------------- fallback
-
-
-class _Copied(relay.Splice):
-    """A connection relayed by relay.Splice (asyncio protocols), where os.splice is missing; counted open by the
-    proxy (not by Splice.link), gone when either side's transport is lost."""
-
-    def __init__(self, proxy: ForwardProxy) -> None:
-        super().__init__(lambda splice: None)
-        self.proxy = proxy
-        self.stats = proxy.stats
-
-    async def start(self, outer: socket.socket, local: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.connect_accepted_socket(lambda: self.client, outer)
-            await loop.connect_accepted_socket(lambda: self.upstream, local)
-        except BaseException:
-            outer.close()
-            local.close()
-            self.lost()
-            raise
-        if self.client.transport.is_closing():
-            self.lost()
-            return
-        self.client.transport.resume_reading()
-
-    def end(self) -> None:
-        for side in (self.client, self.upstream):
-            if side.transport is not None:
-                side.transport.abort()
-        self.lost()
-
-    def lost(self) -> None:
-        super().lost()
         self.proxy._gone(self)

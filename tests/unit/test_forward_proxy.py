@@ -1,6 +1,7 @@
 """console/tunnel/forward_proxy.py: the OpenSSH transport's per-forward relay, with real sockets: ssh's side is a
 Unix socket client in tmp_path, the local service a real asyncio service on 127.0.0.1. Every test runs on both
-paths: zero-copy (os.splice through pipes) and the fallback (relay.Splice's protocols)."""
+modes: "mixed" (the default on Linux: copied from ssh's side, spliced back), "splice" (os.splice through a pipe both
+ways), "copy" (recv_into/send both ways, where os.splice is missing)."""
 
 from __future__ import annotations
 
@@ -20,21 +21,21 @@ from console.relay import ForwardStats
 from console.tunnel import forward_proxy
 from console.tunnel.forward_proxy import ForwardProxy
 
-MODES = [pytest.param(True, id="splice", marks=pytest.mark.skipif(not forward_proxy.ZERO_COPY,
-                                                                    reason="no os.splice here")),
-         pytest.param(False, id="fallback")]
+NO_SPLICE = pytest.mark.skipif(not hasattr(os, "splice"), reason="no os.splice here")
+MODES = [pytest.param("mixed", marks=NO_SPLICE), pytest.param("splice", marks=NO_SPLICE), "copy"]
 
 
 class Proxy:
     """A started ForwardProxy in tmp_path with what it reported: refusals and on_change calls."""
 
-    def __init__(self, tmp_path, port: int, zero_copy: bool, **options) -> None:
+    def __init__(self, tmp_path, port: int, mode: str, **options) -> None:
+        assert forward_proxy.MODES[mode]
         self.stats = ForwardStats()
         self.refused: list[str] = []
         self.changes = 0
         self.path = tmp_path / "fwd.sock"
         self.proxy = ForwardProxy(self.path, "127.0.0.1", port, self.stats, on_change=self._changed,
-                                  on_refused=self.refused.append, zero_copy=zero_copy, **options)
+                                  on_refused=self.refused.append, mode=mode, **options)
 
     def _changed(self) -> None:
         self.changes += 1
@@ -44,8 +45,8 @@ class Proxy:
 
 
 @contextlib.asynccontextmanager
-async def proxy_to(tmp_path, port: int, zero_copy: bool, **options):
-    p = Proxy(tmp_path, port, zero_copy, **options)
+async def proxy_to(tmp_path, port: int, mode: str, **options):
+    p = Proxy(tmp_path, port, mode, **options)
     await p.proxy.start()
     try:
         yield p
@@ -87,12 +88,12 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.parametrize("zero_copy", MODES)
-def test_round_trip_counts_every_byte(tmp_path, zero_copy):
+@pytest.mark.parametrize("mode", MODES)
+def test_round_trip_counts_every_byte(tmp_path, mode):
     payload = os.urandom(3 * 1024 * 1024 + 17)
 
     async def body():
-        async with EchoServer() as echo, proxy_to(tmp_path, echo.port, zero_copy) as p:
+        async with EchoServer() as echo, proxy_to(tmp_path, echo.port, mode) as p:
             assert await echo_round(p, payload) == payload
             await eventually(lambda: p.stats.open == 0, what="the connection closed")
             assert p.stats.snapshot() == (0, 1, len(payload), len(payload))
@@ -102,8 +103,8 @@ def test_round_trip_counts_every_byte(tmp_path, zero_copy):
     run(body())
 
 
-@pytest.mark.parametrize("zero_copy", MODES)
-def test_half_close_passed_both_ways(tmp_path, zero_copy):
+@pytest.mark.parametrize("mode", MODES)
+def test_half_close_passed_both_ways(tmp_path, mode):
     """The client sends and shuts its writing down; the service sees the end, then answers; the client reads it."""
     payload = os.urandom(700_000)
 
@@ -116,7 +117,7 @@ def test_half_close_passed_both_ways(tmp_path, zero_copy):
     async def body():
         server = await asyncio.start_server(digest_service, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        async with proxy_to(tmp_path, port, zero_copy) as p:
+        async with proxy_to(tmp_path, port, mode) as p:
             reader, writer = await p.connect()
             writer.write(payload)
             writer.write_eof()
@@ -129,12 +130,12 @@ def test_half_close_passed_both_ways(tmp_path, zero_copy):
     run(body())
 
 
-@pytest.mark.parametrize("zero_copy", MODES)
-def test_local_service_down_is_said_and_nothing_counted(tmp_path, zero_copy):
+@pytest.mark.parametrize("mode", MODES)
+def test_local_service_down_is_said_and_nothing_counted(tmp_path, mode):
     port = free_port()  # nothing listens there
 
     async def body():
-        async with proxy_to(tmp_path, port, zero_copy) as p:
+        async with proxy_to(tmp_path, port, mode) as p:
             reader, writer = await p.connect()
             writer.write(b"hello")
             assert await closed_on_us(reader)
@@ -147,10 +148,12 @@ def test_local_service_down_is_said_and_nothing_counted(tmp_path, zero_copy):
     run(body())
 
 
-async def push_until_stalled(sock: socket.socket, limit: int) -> int:
-    """Send from a non-blocking socket until nothing more goes for 1 s (or `limit` bytes went); how much went."""
+async def push_until_stalled(sock: socket.socket, limit: int) -> tuple[int, bytes]:
+    """Send from a non-blocking socket until nothing more goes for 1 s (or `limit` bytes went): how much went,
+    and its digest."""
     loop = asyncio.get_running_loop()
     chunk = memoryview(os.urandom(1 << 16))
+    digest = hashlib.sha256()
     sent, last = 0, loop.time()
     while sent < limit and loop.time() - last < 1.0:
         try:
@@ -158,29 +161,47 @@ async def push_until_stalled(sock: socket.socket, limit: int) -> int:
         except BlockingIOError:
             await asyncio.sleep(0.01)
             continue
+        digest.update(chunk[:n])
         sent += n
         last = loop.time()
-    return sent
+    return sent, digest.digest()
 
 
-async def drain(sock: socket.socket, size: int) -> int:
+async def drain(sock: socket.socket, size: int) -> tuple[int, bytes]:
+    """Read up to `size` bytes or the end: how many arrived, and their digest."""
     loop = asyncio.get_running_loop()
+    digest = hashlib.sha256()
     got = 0
     while got < size:
         data = await loop.sock_recv(sock, 1 << 20)
         if not data:
             break
+        digest.update(data)
         got += len(data)
-    return got
+    return got, digest.digest()
+
+
+async def exchange(p: Proxy, listener: socket.socket, size: int) -> None:
+    """One more connection through the proxy while another is stalled: `size` bytes each way, intact."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await p.connect()
+    service, _ = await asyncio.wait_for(loop.sock_accept(listener), 5)
+    there, back = os.urandom(size), os.urandom(size)
+    writer.write(there)
+    assert await drain(service, size) == (size, hashlib.sha256(there).digest())
+    await loop.sock_sendall(service, back)
+    assert await reader.readexactly(size) == back
+    writer.close()
+    service.close()
 
 
 BOUND = 48 << 20     # kernel buffers (sockets, the pipe) and at most relay.SPLICE_BUFFER in the fallback
 PUSHED = 128 << 20   # what a relay without flow control would take in
 
 
-@pytest.mark.parametrize("zero_copy", MODES)
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("way", ["in", "out"])
-def test_slow_reader_stalls_the_writer(tmp_path, zero_copy, way):
+def test_slow_reader_stalls_the_writer(tmp_path, mode, way):
     """Nobody reads at one end: the other end's writes stall within the buffers' bound (nothing piles up in the
     daemon), and once the reader reads, every byte arrives, counted exactly."""
 
@@ -188,28 +209,31 @@ def test_slow_reader_stalls_the_writer(tmp_path, zero_copy, way):
         loop = asyncio.get_running_loop()
         listener = socket.create_server(("127.0.0.1", 0))
         listener.setblocking(False)
-        async with proxy_to(tmp_path, listener.getsockname()[1], zero_copy) as p:
+        async with proxy_to(tmp_path, listener.getsockname()[1], mode) as p:
             client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             client.setblocking(False)
             await loop.sock_connect(client, str(p.path))
             service, _ = await asyncio.wait_for(loop.sock_accept(listener), 5)
             service.setblocking(False)
             writer, reader = (client, service) if way == "in" else (service, client)
-            sent = await push_until_stalled(writer, PUSHED)
+            sent, digest = await push_until_stalled(writer, PUSHED)
             assert sent < BOUND, f"{sent} bytes went in with nobody reading"
+            await exchange(p, listener, 300_000)    # the stalled connection's bytes held meanwhile stay intact
             writer.shutdown(socket.SHUT_WR)
-            assert await drain(reader, sent + 1) == sent
-            assert (p.stats.bytes_in, p.stats.bytes_out) == ((sent, 0) if way == "in" else (0, sent))
+            assert await drain(reader, sent + 1) == (sent, digest)
+            extra = 300_000                         # the other connection's, each way
+            assert (p.stats.bytes_in, p.stats.bytes_out) == \
+                ((sent + extra, extra) if way == "in" else (extra, sent + extra))
             for sock in (client, service):
                 sock.close()
-            await eventually(lambda: p.stats.open == 0, what="the connection closed")
+            await eventually(lambda: p.stats.open == 0, what="the connections closed")
         listener.close()
 
     run(body())
 
 
-@pytest.mark.parametrize("zero_copy", MODES)
-def test_many_connections_at_once_exact_and_no_fd_left(tmp_path, zero_copy):
+@pytest.mark.parametrize("mode", MODES)
+def test_many_connections_at_once_exact_and_no_fd_left(tmp_path, mode):
     sizes = [1 + int.from_bytes(os.urandom(3), "big") % 100_000 for _ in range(200)]
 
     async def one(p: Proxy, size: int) -> bool:
@@ -217,7 +241,7 @@ def test_many_connections_at_once_exact_and_no_fd_left(tmp_path, zero_copy):
         return await echo_round(p, payload) == payload
 
     async def body():
-        async with EchoServer() as echo, proxy_to(tmp_path, echo.port, zero_copy) as p:
+        async with EchoServer() as echo, proxy_to(tmp_path, echo.port, mode) as p:
             before = open_fds()
             assert all(await asyncio.gather(*(one(p, size) for size in sizes)))
             await eventually(lambda: p.stats.open == 0, what="every connection closed")
@@ -228,10 +252,10 @@ def test_many_connections_at_once_exact_and_no_fd_left(tmp_path, zero_copy):
     run(body())
 
 
-@pytest.mark.parametrize("zero_copy", MODES)
-def test_close_stops_new_connections_the_one_in_flight_finishes(tmp_path, zero_copy):
+@pytest.mark.parametrize("mode", MODES)
+def test_close_stops_new_connections_the_one_in_flight_finishes(tmp_path, mode):
     async def body():
-        async with EchoServer() as echo, proxy_to(tmp_path, echo.port, zero_copy) as p:
+        async with EchoServer() as echo, proxy_to(tmp_path, echo.port, mode) as p:
             reader, writer = await p.connect()
             writer.write(b"first")
             assert await reader.readexactly(5) == b"first"
@@ -250,11 +274,11 @@ def test_close_stops_new_connections_the_one_in_flight_finishes(tmp_path, zero_c
     run(body())
 
 
-@pytest.mark.parametrize("zero_copy", MODES)
-def test_aclose_ends_connections_in_flight(tmp_path, zero_copy):
+@pytest.mark.parametrize("mode", MODES)
+def test_aclose_ends_connections_in_flight(tmp_path, mode):
     async def body():
         async with EchoServer() as echo:
-            p = Proxy(tmp_path, echo.port, zero_copy)
+            p = Proxy(tmp_path, echo.port, mode)
             await p.proxy.start()
             clients = [await p.connect() for _ in range(3)]
             for reader, writer in clients:
@@ -271,19 +295,19 @@ def test_aclose_ends_connections_in_flight(tmp_path, zero_copy):
     run(body())
 
 
-@pytest.mark.parametrize("zero_copy", MODES)
-def test_socket_file_private_stale_one_replaced_gone_after_close(tmp_path, zero_copy):
+@pytest.mark.parametrize("mode", MODES)
+def test_socket_file_private_stale_one_replaced_gone_after_close(tmp_path, mode):
     async def body():
         async with EchoServer() as echo:
-            p = Proxy(tmp_path, echo.port, zero_copy)
+            p = Proxy(tmp_path, echo.port, mode)
             stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             stale.bind(str(p.path))   # what a daemon that died leaves behind
             stale.close()
             os.chmod(p.path, 0o777)
             await p.proxy.start()
             assert p.proxy.listening
-            mode = os.lstat(p.path).st_mode
-            assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+            file_mode = os.lstat(p.path).st_mode
+            assert stat.S_ISSOCK(file_mode) and stat.S_IMODE(file_mode) == 0o600
             assert await echo_round(p, b"hi") == b"hi"
             p.proxy.close()
             assert not p.path.exists()
@@ -295,10 +319,10 @@ def test_socket_file_private_stale_one_replaced_gone_after_close(tmp_path, zero_
     run(body())
 
 
-@pytest.mark.parametrize("zero_copy", MODES)
-def test_too_many_connections_closed_and_said_once(tmp_path, zero_copy):
+@pytest.mark.parametrize("mode", MODES)
+def test_too_many_connections_closed_and_said_once(tmp_path, mode):
     async def body():
-        async with EchoServer() as echo, proxy_to(tmp_path, echo.port, zero_copy, max_connections=2) as p:
+        async with EchoServer() as echo, proxy_to(tmp_path, echo.port, mode, max_connections=2) as p:
             held = [await p.connect() for _ in range(2)]
             for reader, writer in held:
                 writer.write(b"x")
@@ -316,8 +340,8 @@ def test_too_many_connections_closed_and_said_once(tmp_path, zero_copy):
     run(body())
 
 
-@pytest.mark.parametrize("zero_copy", MODES)
-def test_reset_either_way_ends_both(tmp_path, zero_copy):
+@pytest.mark.parametrize("mode", MODES)
+def test_reset_either_way_ends_both(tmp_path, mode):
     """The service resets: the client's connection ends. The client goes away with data unread (a reset on a
     Unix socket): the service's connection ends."""
     ended = asyncio.Event
@@ -343,7 +367,7 @@ def test_reset_either_way_ends_both(tmp_path, zero_copy):
             writer.close()
 
         server = await asyncio.start_server(service, "127.0.0.1", 0)
-        async with proxy_to(tmp_path, server.sockets[0].getsockname()[1], zero_copy) as p:
+        async with proxy_to(tmp_path, server.sockets[0].getsockname()[1], mode) as p:
             reader, writer = await p.connect()
             writer.write(b"r")
             assert await closed_on_us(reader)
