@@ -31,6 +31,7 @@ from console.core.errors import os_reason
 PIPE_SIZE = 1 << 20                # asked of each direction's pipe (F_SETPIPE_SZ); the kernel may give less
 CONNECT_TIMEOUT = 10.0             # seconds to reach the local service
 REFUSED_EVERY = 60.0               # "too many connections" said at most this often
+ACCEPT_PAUSE = 0.5                 # seconds without accepting after accept failed (out of file descriptors)
 BACKLOG = 1024
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
@@ -59,6 +60,8 @@ class ForwardProxy:
         self._dialing: set[asyncio.Task] = set()
         self._conns: set[_Connection] = set()
         self._crowded_said = float("-inf")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._resume: asyncio.TimerHandle | None = None
 
     @property
     def listening(self) -> bool:
@@ -90,14 +93,17 @@ class ForwardProxy:
             sock.close()
             raise
         self._listener, self._inode = sock, (info.st_dev, info.st_ino)
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._accept)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._accept)
 
     def close(self) -> None:
         """Stop listening and remove the socket file (if it is still ours); connections in flight go on."""
         sock, self._listener = self._listener, None
         if sock is None:
             return
-        asyncio.get_running_loop().remove_reader(sock.fileno())
+        if self._resume is not None:
+            self._resume.cancel()
+        self._loop.remove_reader(sock.fileno())
         sock.close()
         try:
             info = os.lstat(self.path)
@@ -126,8 +132,10 @@ class ForwardProxy:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and the like: say so, try again on the next wake-up
+            except OSError as exc:  # EMFILE and the like: say so, try again a little later (not in a busy loop)
                 self._crowded(f"cannot accept a connection for local service {self.service}: {os_reason(exc)}")
+                self._loop.remove_reader(self._listener.fileno())
+                self._resume = self._loop.call_later(ACCEPT_PAUSE, self._accept_again)
                 return
             if len(self._conns) + len(self._dialing) >= self.max_connections:
                 sock.close()
@@ -138,6 +146,11 @@ class ForwardProxy:
             task = asyncio.ensure_future(self._relay(sock))
             self._dialing.add(task)
             task.add_done_callback(self._dialing.discard)
+
+    def _accept_again(self) -> None:
+        self._resume = None
+        if self._listener is not None:
+            self._loop.add_reader(self._listener.fileno(), self._accept)
 
     def _crowded(self, reason: str) -> None:
         now = time.monotonic()

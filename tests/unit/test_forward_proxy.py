@@ -11,6 +11,7 @@ import hashlib
 import os
 import socket
 import stat
+import time
 
 import pytest
 
@@ -383,5 +384,67 @@ def test_reset_either_way_ends_both(tmp_path, mode):
             await eventually(lambda: p.stats.open == 0, what="both sides closed")
             assert p.stats.total == 2
         server.close()
+
+    run(body())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_out_of_file_descriptors_said_no_busy_loop_then_relayed(tmp_path, mode):
+    """accept() fails (no file descriptor left): said once, the listener rests instead of spinning on it, and the
+    waiting connection is relayed once descriptors are back."""
+    import resource
+
+    async def body():
+        loop = asyncio.get_running_loop()
+        async with EchoServer() as echo, proxy_to(tmp_path, echo.port, mode) as p:
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.setblocking(False)
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            lowest_free = os.dup(0)
+            os.close(lowest_free)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))   # no new descriptor from here
+            try:
+                await loop.sock_connect(client, str(p.path))                  # waits in the listen backlog
+                await loop.sock_sendall(client, b"hello")
+                cpu = time.process_time()
+                await eventually(lambda: p.refused, what="accept's failure said")
+                await asyncio.sleep(0.3)
+                spent = time.process_time() - cpu
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            assert p.refused == [f"cannot accept a connection for local service 127.0.0.1:{echo.port}: "
+                                 "Too many open files"]
+            assert spent < 0.15, f"{spent:.2f} s of CPU while accept() failed"
+            assert await asyncio.wait_for(loop.sock_recv(client, 10), 5) == b"hello"
+            client.close()
+            await eventually(lambda: p.stats.snapshot() == (0, 1, 5, 5), what="the connection relayed and closed")
+
+    run(body())
+
+
+def test_local_service_that_never_answers_times_out(tmp_path, monkeypatch):
+    """A service whose accept queue is full drops the handshake: the proxy gives up at CONNECT_TIMEOUT."""
+    monkeypatch.setattr(forward_proxy, "CONNECT_TIMEOUT", 0.5)
+
+    async def body():
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        for _ in range(4):   # fill the accept queue: later handshakes are dropped, connect() just waits
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        await asyncio.sleep(0.2)
+        async with proxy_to(tmp_path, port, "copy") as p:
+            reader, writer = await p.connect()
+            assert await closed_on_us(reader, timeout=5)
+            writer.close()
+            assert p.refused == [f"local service 127.0.0.1:{port} refused a connection: timed out"]
+            assert p.stats.snapshot() == (0, 0, 0, 0)
+        for sock in (*fillers, listener):
+            sock.close()
 
     run(body())
