@@ -5,9 +5,9 @@ both ways, "copy" both ways), and a direct connection to the same service as the
 The client stands where ssh stands (a Unix socket client of the proxy); the local service is bench/throughput.py's
 sink/source on 127.0.0.1. "in": the client sends SIZE bytes toward the service (which answers one byte when all
 have arrived); "out": the service sends SIZE bytes back. Each proxy runs in a child process of its own; its CPU
-(/proc/PID/schedstat, else utime + stime from /proc/PID/stat) is read before and after each run. Tools are measured round robin, so a slow
-stretch of this shared machine hits each alike; medians are printed, with the load average. At the end each
-proxy's counters are checked against what was sent.
+(/proc/PID/schedstat, else utime + stime from /proc/PID/stat) is read before and after each run. Tools are
+measured round robin, so a slow stretch of this shared machine hits each alike; medians are printed, with the load
+average. At the end each proxy's counters are checked against what was sent.
 
 Why it matters (issue 15): the OpenSSH transport's CPU per MB, ssh child included, must stay at most 1.5x ssh's
 alone (bench/throughput.py measures ssh near 0.9-1.6 ms per MB): this proxy's share must be small beside it.
@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -133,6 +134,7 @@ def main() -> None:
             child.send_signal(signal.SIGTERM)
             out, _ = child.communicate(timeout=30)
             counters[tool] = json.loads(out.strip().splitlines()[-1]) if out.strip() else None
+        shutil.rmtree(tmp, ignore_errors=True)
     sent = size * args.rounds
     rows = []
     for direction in ("in", "out"):
