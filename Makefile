@@ -68,6 +68,7 @@ test: $(STAMP) sshd dropbear tmux sudo
 bench: $(STAMP) sshd autossh sudo socat
 	$(PY) bench/recovery.py
 	$(PY) bench/throughput.py
+	$(PY) bench/forward_proxy.py
 	$(PY) bench/log_view.py
 	$(PY) bench/console_start.py
 	$(PY) bench/hub_storm.py
