@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import asyncssh
 
@@ -219,7 +220,7 @@ class ControlMaster:
         self._closed = asyncio.Event()
         self._open_failed = ""      # the master's last "open failed" line (a channel the server refused)
         self._open_failures = 0     # how many it has said
-        self.listeners: set[StreamListener] = set()   # rules' ports (start_server): closed when the master ends
+        self.forwards: set[MasterForward] = set()   # what the server listens on for us: ended with the master
 
     # -- start
 
@@ -292,8 +293,8 @@ class ControlMaster:
         if self._reader is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._reader, 1.0)
-        for listener in list(self.listeners):
-            listener.close()
+        for forward in list(self.forwards):
+            forward.lost()
         if not self._closing:
             self._on_lost(failure(list(self.lines), self.server, self.settings.connect_timeout, status))
         self._closed.set()
@@ -357,7 +358,7 @@ class ControlMaster:
         return proc.stdout, StdioWriter(proc)
 
     async def start_server(self, handler_factory: Callable[[str, int], Callable], bind: str, port: int,
-                           **_sizes) -> StreamListener:
+                           **_sizes) -> MasterForward:
         """The server listens on bind:port; each connection arriving there is handed to
         handler_factory(orig_host, orig_port)(reader, writer) (asyncssh's start_server; ssh does not say where a
         connection came from: ("", 0)). OSError with ssh's words when the server refuses."""
@@ -367,16 +368,19 @@ class ControlMaster:
             socket.unlink()
         server = await asyncio.start_unix_server(lambda r, w: handler_factory("", 0)(r, w), path=str(socket))
         os.chmod(socket, 0o600)
+        return await self.listen(bind, port, socket, _UnixServer(server, socket))
+
+    async def listen(self, bind: str, port: int, socket: Path, served: Served) -> MasterForward:
+        """The server listens on bind:port for `socket`, which `served` serves here (closed if the server
+        refuses: OSError with ssh's words)."""
         try:
             chosen = await self.forward(bind, port, socket)
         except BaseException:
-            server.close()
-            with contextlib.suppress(OSError):
-                socket.unlink()
+            served.close()
             raise
-        listener = StreamListener(self, server, bind, port, chosen, socket)
-        self.listeners.add(listener)
-        return listener
+        forward = MasterForward(self, bind, port, chosen, socket, served)
+        self.forwards.add(forward)
+        return forward
 
     async def open_stdio(self, host: str, port: int, timeout: float) -> asyncio.subprocess.Process:
         """A `direct-tcpip` channel to host:port through the master (`ssh -W`), as a process whose stdin and stdout
@@ -469,26 +473,46 @@ class StdioWriter:
         await self.proc.wait()
 
 
-class StreamListener:
-    """A port the server listens on for a proxy rule (start_server): ssh forwards each connection to a Unix socket
-    of ours, handed to the rule as streams."""
+class Served(Protocol):
+    """What serves a forward's socket here: a forward's relay (forward_proxy.ForwardProxy), a rule's stream server."""
 
-    def __init__(self, master: ControlMaster, server: asyncio.AbstractServer, bind: str, requested: int, port: int,
-                 socket: Path) -> None:
-        self.master, self.server, self.bind, self.requested, self.port = master, server, bind, requested, port
-        self.socket = socket
+    def close(self) -> None: ...
+
+
+class MasterForward:
+    """A port the server listens on through the master (`-O forward -R BIND:PORT:SOCKET`) and what serves SOCKET
+    here. close(): both (the forward is cancelled through the master); lost(): ours only (the master is gone, and
+    the server's listener with it)."""
+
+    def __init__(self, master: ControlMaster, bind: str, requested: int, port: int, socket: Path,
+                 served: Served) -> None:
+        self.master, self.bind, self.requested, self.port = master, bind, requested, port
+        self.socket, self.served = socket, served
         self._cancel: asyncio.Future | None = None
 
     def get_port(self) -> int:
         return self.port
 
     def close(self) -> None:
-        self.master.listeners.discard(self)
+        self.lost()
+        if self.master.proc is not None and self.master.proc.returncode is None and self._cancel is None:
+            self._cancel = asyncio.ensure_future(self.master.cancel(self.bind, self.requested, self.socket))
+
+    def lost(self) -> None:
+        self.master.forwards.discard(self)
+        self.served.close()
+
+
+class _UnixServer:
+    """A rule's stream server on its Unix socket; closed, the socket file goes too."""
+
+    def __init__(self, server: asyncio.AbstractServer, socket: Path) -> None:
+        self.server, self.socket = server, socket
+
+    def close(self) -> None:
         self.server.close()
         with contextlib.suppress(OSError):
             self.socket.unlink()
-        if self.master.proc is not None and self.master.proc.returncode is None and self._cancel is None:
-            self._cancel = asyncio.ensure_future(self.master.cancel(self.bind, self.requested, self.socket))
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:

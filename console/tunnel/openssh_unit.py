@@ -37,29 +37,6 @@ from console.tunnel.worker import ForwardRuntime, UnitWorker
 HUB_WORDS_WAIT = 0.2   # seconds to wait for our hub's reason (on ssh's stderr) after it refused a forward
 
 
-class OpenSshListener:
-    """A forward the server listens for through the master, and its relay here."""
-
-    def __init__(self, master: openssh.ControlMaster, bind: str, requested: int, port: int, socket: Path,
-                 proxy: ForwardProxy) -> None:
-        self.master, self.bind, self.requested, self.port = master, bind, requested, port
-        self.socket, self.proxy = socket, proxy
-        self._cancel: asyncio.Task | None = None
-
-    def get_port(self) -> int:
-        return self.port
-
-    def close(self) -> None:
-        """The forward is dropped: the server stops listening (cancelled through the master), the relay stops."""
-        self.proxy.close()
-        if self.master.proc is not None and self.master.proc.returncode is None:
-            self._cancel = asyncio.ensure_future(self.master.cancel(self.bind, self.requested, self.socket))
-
-    def lost(self) -> None:
-        """The master is gone, and the server's listener with it: only the relay here is left to stop."""
-        self.proxy.close()
-
-
 class OpenSshUnitWorker(UnitWorker):
 
     def __init__(self, *args, **kwargs) -> None:
@@ -159,7 +136,7 @@ class OpenSshUnitWorker(UnitWorker):
 
     # ------------------------------------------------------------------ forwards
 
-    async def _listen(self, conn: openssh.ControlMaster, fr: ForwardRuntime) -> OpenSshListener:
+    async def _listen(self, conn: openssh.ControlMaster, fr: ForwardRuntime) -> openssh.MasterForward:
         cfg = fr.config
         if fr.udp is not None:
             raise OSError(self.udp_refusal)
@@ -171,20 +148,15 @@ class OpenSshUnitWorker(UnitWorker):
                              on_refused=lambda reason: self.log_event(f"forward {cfg.name}: {reason}"))
         await proxy.start()
         try:
-            port = await conn.forward(cfg.remote_bind, cfg.remote_port, socket)
+            return await conn.listen(cfg.remote_bind, cfg.remote_port, socket, proxy)
         except BaseException:
-            proxy.close()
             if announce.is_hub(self.server_software):   # its reason comes on ssh's stderr: let it arrive
                 deadline = asyncio.get_running_loop().time() + HUB_WORDS_WAIT
                 while cfg.remote_port not in self.hub_refusals and asyncio.get_running_loop().time() < deadline:
                     await asyncio.sleep(0.01)
             raise
-        return OpenSshListener(conn, cfg.remote_bind, cfg.remote_port, port, socket, proxy)
 
     async def _close_connection(self) -> None:
-        for fr in self.forwards.values():
-            if isinstance(fr.listener, OpenSshListener):
-                fr.listener.lost()
-        await super()._close_connection()
+        await super()._close_connection()   # the master's end closes the relays of its forwards too
         with contextlib.suppress(OSError):
             self._name("ctl").unlink()

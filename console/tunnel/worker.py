@@ -147,6 +147,10 @@ def describe_error(exc: BaseException, server: str, timeout: float) -> str:
 
 
 class UnitWorker:
+    # Proxy rules through this unit are carried over its connection (console/tunnel/carrier.py); a transport
+    # that cannot carry UDP says why here, and UDP rules through the unit are refused with these words.
+    udp_refusal: str | None = None
+
     def __init__(self, config: UnitConfig, tunnel: TunnelConfig, env: WorkerEnv) -> None:
         self.config = config
         self.tunnel = tunnel
@@ -174,10 +178,6 @@ class UnitWorker:
         self._server_bind: str | None = None     # where our hub said its ports listen (its announcement reply)
         self._rule_forwards: set[str] = set()     # forwards of proxy rules, added at run time (add_rule_forward)
         self._refusal_lines = LogLimiter(self.log_event, RETRY_LOG_EVERY)  # a forward and reason: a line a minute
-
-    # Proxy rules through this unit are carried over its connection (console/tunnel/carrier.py); a transport
-    # that cannot carry UDP says why here, and UDP rules through the unit are refused with these words.
-    udp_refusal: str | None = None
 
     # ------------------------------------------------------------------ public surface
 

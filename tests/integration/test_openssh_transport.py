@@ -20,7 +20,6 @@ from support import EchoServer, authorize_units, eventually, forward_port, fwd_o
 from sshd import free_port
 
 from console.core.config import parse_config
-from console.core.keys import unit_public_key
 from console.core.states import RuleState
 
 
