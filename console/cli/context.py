@@ -70,7 +70,7 @@ def daemon_or_store(ctx: Context, op: str, args: dict[str, Any], make_call: Call
     if OPERATIONS[op].read_only:
         return _on_store(ctx, op, args, make_call)
 
-    from console.daemon import DaemonLock, StateDirBusy
+    from console.core.state_lock import DaemonLock, StateDirBusy
 
     action = getattr(ctx.args, f"{ctx.args.command}_command", None)
     lock = DaemonLock(ctx.paths.prepare().daemon_lock, role=" ".join(filter(None, (ctx.args.command, action))))

@@ -313,7 +313,7 @@ def test_a_revocation_the_daemon_cannot_hear_is_refused_not_reported_done(tmp_pa
 
     from sshd import free_port
 
-    from console.daemon import DaemonLock
+    from console.core.state_lock import DaemonLock
 
     state, config = tmp_path / "state", tmp_path / "console.yaml"
     low, high = _free_range(6)
