@@ -71,6 +71,11 @@ async def _install(ctx: Context, config: Config, names: list[str]) -> int:
                 raise
             print(f"{name}: key install failed: {exc.message}", file=sys.stderr)
             failed += 1
+            warning = await report_key_install(ctx.paths, name, f"key install to {unit.username}@"
+                                               f"{unit.server.address}", getpass.getuser(), "cli", config,
+                                               failed=exc.message)
+            if warning:
+                print(f"{name}: {warning}", file=sys.stderr)
             continue
         what = f"installed key {result.key.fingerprint}" if result.outcome == INSTALLED else "already authorized"
         print(f"{name}: {what} for {result.username} on {result.server}")

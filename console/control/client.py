@@ -109,21 +109,25 @@ class ControlClient:
 
 
 async def report_key_install(paths: StatePaths, unit: str, detail: str, who: str, via: str = "cli",
-                             config: Config | None = None) -> str | None:
-    """Tell a running daemon a unit's key was installed (it retries at once and records it); without a
-    daemon, record it in the operation log directly. Returns a warning to show, or None."""
+                             config: Config | None = None, *, failed: str | None = None) -> str | None:
+    """Tell a running daemon a unit's key was installed (it retries at once and records it), or that installing it
+    failed (`failed`: why; recorded so, nothing retried); without a daemon, record it in the operation log
+    directly. Returns a warning to show, or None."""
     try:
         async with ControlClient(paths.control_socket, via) as client:
-            await client.request("kick", unit=unit, reason="key installed", record="key install", detail=detail)
+            await client.request("kick", unit=unit, reason="key installed", record="key install", detail=detail,
+                                 failed=failed)
     except DaemonNotRunning:
         from console.core.oplog import recorder_for
 
         recorder = recorder_for(paths.prepare().oplog, config)
         try:
             recorder.record("key install", who=who, via=via, ssh_from=ssh_client_address(), target=unit,
-                            details={"unit": unit, "detail": detail})
+                            ok=failed is None, reason=failed, details={"unit": unit, "detail": detail})
         finally:
             recorder.close()
     except ConsoleError as exc:
+        if failed is not None and exc.message == failed:
+            return None   # the daemon recorded the failure, as asked
         return f"could not tell the daemon: {exc.message}"
     return None

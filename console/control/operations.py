@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from console.core.errors import ConsoleError, DaemonNotRunning, UsageError
+from console.core.errors import ConsoleError, DaemonNotRunning, OperationFailed, UsageError
 from console.core.status import EndpointRoute, EndpointStatus, GatewayStatus, RuleStatus, SshdCheck
 from console.core.words import counted
 
@@ -286,9 +286,11 @@ async def restart(call: Call, unit: str | None = None) -> list[str]:
 
 @operation("kick")
 def kick(call: Call, unit: str | None = None, reason: str | None = None, record: str | None = None,
-         detail: str | None = None) -> list[str]:
+         detail: str | None = None, failed: str | None = None) -> list[str]:
     """Retry a unit's connection now; `record` names the operation log's entry (key install uses it)."""
     call.action = record
+    if failed is not None:   # what `record` names failed elsewhere (a key install): recorded so, nothing retried
+        raise OperationFailed(failed)
     return call.engine.kick(unit, call.who, reason or f"asked by {call.who}")
 
 

@@ -248,16 +248,22 @@ class Session:
         async def ask() -> str:
             return password
 
-        result = await install_key(self.paths, config.units[unit], config.tunnel, ask)
+        try:
+            result = await install_key(self.paths, config.units[unit], config.tunnel, ask)
+        except ConsoleError as exc:   # recorded in the operation log as failed, then said as before
+            target = f"{config.units[unit].username}@{config.units[unit].server.address}"
+            await self.report_key_install(unit, f"key install to {target}", failed=exc.message)
+            raise
         warning = await self.report_key_install(unit, result.summary)
         return (f"installed {result.key.fingerprint}" if result.outcome == INSTALLED else "already authorized"), warning
 
-    async def report_key_install(self, unit: str, detail: str) -> str | None:
-        """Tell the daemon (it retries the unit at once and records it), or the store when none runs. A warning
-        when the daemon could not be told."""
+    async def report_key_install(self, unit: str, detail: str, *, failed: str | None = None) -> str | None:
+        """Tell the daemon (it retries the unit at once and records it; `failed`: it records the failure), or the
+        store when none runs. A warning when the daemon could not be told."""
         from console.control.client import report_key_install
 
-        return await report_key_install(self.paths, unit, detail, getpass.getuser(), "console", self.config)
+        return await report_key_install(self.paths, unit, detail, getpass.getuser(), "console", self.config,
+                                        failed=failed)
 
     # ------------------------------------------------------------------ the configuration
 

@@ -150,7 +150,11 @@ def test_key_install_with_password_idempotent_and_wrong_password(password_sshd, 
     # The operation log kept who did it (no daemon runs: the command wrote it), and never the password.
     listed = cli("ops", "list", "--json", state=state, config=cfg)
     assert listed.returncode == 0, listed.stderr
-    again_entry, entry = json.loads(listed.stdout)["entries"]  # newest first: the second install said so too
+    again_entry, entry, wrong_entry = json.loads(listed.stdout)["entries"]  # newest first
+    # the failure is kept too, with the server's refusal (and never what was typed)
+    assert (wrong_entry["action"], wrong_entry["target"], wrong_entry["outcome"]) == ("key install", "master",
+                                                                                     "failed")
+    assert "refused the password" in wrong_entry["reason"] and "not-it" not in json.dumps(wrong_entry)
     assert (entry["action"], entry["target"], entry["via"], entry["outcome"]) == ("key install", "master", "cli", "ok")
     assert entry["who"] == me() and "installed" in entry["details"]["detail"]
     assert "already authorized" in again_entry["details"]["detail"]
@@ -333,3 +337,18 @@ def test_daemon_log_lines_leave_time_stamps_to_the_journal(tmp_path, systemd):
             assert re.match(r"<[2-7]>(DEBUG|INFO|WARNING|ERROR|CRITICAL) ", line), line
         else:
             assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ", line), line
+
+
+def test_a_failed_key_install_is_recorded_by_the_running_daemon_and_retries_nothing(daemon, sshd):
+    proc, state, config, _ = daemon
+    for authorized in sshd.authorized.iterdir():   # our key no longer logs in, and this sshd takes no password
+        authorized.unlink()
+    failed = cli("key", "install", "master", "--password-stdin", state=state.root, config=config, input="guess\n")
+    assert failed.returncode == 1 and "key install failed" in failed.stderr, failed.stderr
+    assert "could not tell the daemon" not in failed.stderr, failed.stderr
+    listed = cli("ops", "list", "--json", "--action", "key install", state=state.root, config=config)
+    assert listed.returncode == 0, listed.stderr
+    (entry,) = json.loads(listed.stdout)["entries"]
+    assert (entry["target"], entry["via"], entry["outcome"]) == ("master", "cli", "failed")
+    assert entry["reason"] and entry["reason"] in failed.stderr and "guess" not in json.dumps(entry)
+    assert "retrying now" not in state.tunnel_log.read_text()   # a failure kicks nothing
