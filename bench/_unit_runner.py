@@ -1,6 +1,7 @@
 """Run one unit with the engine as `sop-console daemon` does, with settings changed from the command line for
 bench/throughput.py to compare: the relay's window and packet size, malloc's thresholds, asyncssh's per-packet
-MSG_IGNORE kept, the slices asyncssh reads, asyncio's read size, asyncssh's per-packet debug line, the event loop. Not an operator tool."""
+MSG_IGNORE kept, the slices asyncssh reads, asyncio's read size, asyncssh's per-packet debug line, the event loop.
+Not an operator tool."""
 
 from __future__ import annotations
 
