@@ -1,6 +1,7 @@
 """Run one unit with the engine as `sop-console daemon` does, with settings changed from the command line for
 bench/throughput.py to compare: the relay's window and packet size, malloc's thresholds, asyncssh's per-packet
-MSG_IGNORE kept, the slices asyncssh reads, the event loop. Not an operator tool."""
+MSG_IGNORE kept, the slices asyncssh reads, asyncio's read size, asyncssh's per-packet debug line, the event loop.
+Not an operator tool."""
 
 from __future__ import annotations
 
@@ -31,7 +32,17 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--in-slice", type=int, default=ssh_tuning.IN_SLICE,
                         help="the most asyncssh is given to read at a time (0: what arrives, in one piece)")
+    parser.add_argument("--read-size", type=int, default=ssh_tuning.READ_SIZE,
+                        help="the most asyncio reads from a socket at once (0: asyncio's own, 256 KiB)")
+    parser.add_argument("--packet-log", action="store_true",
+                        help="format asyncssh's per-packet debug line whatever the debug level, as asyncssh does")
     args = parser.parse_args()
+    if args.read_size:
+        ssh_tuning.READ_SIZE = args.read_size
+    else:
+        ssh_tuning.read_more_at_once = lambda transport: False
+    if args.packet_log:
+        ssh_tuning.quiet_packet_log = lambda handler: False
     if args.malloc == "shipped":
         malloc.keep_large_buffers()
     elif args.malloc != "glibc":

@@ -54,7 +54,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "shipped": ("ours, as shipped", []),
     "old": ("ours, before issue 15 (8 MiB window, 256 KiB packets, MSG_IGNORE, glibc malloc)",
             ["--window", str(8 << 20), "--packet", str(256 << 10), "--keep-ignore", "--malloc", "glibc",
-             "--in-slice", "0"]),
+             "--in-slice", "0", "--read-size", "0", "--packet-log"]),
     "defaults": ("asyncssh defaults (2 MiB window, 32 KiB packets)", ["--window", str(2 << 20), "--packet", "32768"]),
     "w4": ("4 MiB window, 32 KiB packets", ["--window", str(4 << 20), "--packet", "32768"]),
     "w8": ("8 MiB window, 32 KiB packets", ["--window", str(8 << 20), "--packet", "32768"]),
@@ -72,6 +72,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "m1m2m": ("shipped, malloc mmap 1 MiB, trim 2 MiB", ["--malloc", f"{1 << 20}:{2 << 20}"]),
     "m4m": ("shipped, malloc mmap 4 MiB, trim 32 MiB", ["--malloc", f"{4 << 20}:{32 << 20}"]),
     "ignore": ("shipped, asyncssh's MSG_IGNORE kept", ["--keep-ignore"]),
+    "r256k": ("shipped, asyncio's own 256 KiB reads", ["--read-size", "0"]),
+    "r1m": ("shipped, 1 MiB reads", ["--read-size", str(1 << 20)]),
+    "r2m": ("shipped, 2 MiB reads", ["--read-size", str(2 << 20)]),
+    "loud": ("shipped, asyncssh's per-packet debug line formatted", ["--packet-log"]),
+    "before": ("shipped, 256 KiB reads and the per-packet debug line (as before both)",
+               ["--read-size", "0", "--packet-log"]),
+    "uvloop": ("shipped, on uvloop's event loop", ["--uvloop"]),
 }
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import asyncssh
 
+from console.core import ssh_tuning
 from console.core.errors import os_reason
 
 # SSH flow control for each forwarded connection, what we let the peer send us (asyncssh's defaults: a 2 MiB
@@ -53,6 +54,7 @@ class _LocalSide(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.relay.local = transport  # type: ignore[assignment]
+        ssh_tuning.read_more_at_once(transport)  # 512 KiB a read: see console/core/ssh_tuning.py
 
     def data_received(self, data: bytes) -> None:
         if self.relay.service_on_channel:
@@ -94,6 +96,7 @@ class RelaySession(asyncssh.SSHTCPSession):
     # channel side
     def connection_made(self, chan: asyncssh.SSHTCPChannel) -> None:
         self.chan = chan
+        ssh_tuning.tune_channel(chan)  # its per-packet debug line: see console/core/ssh_tuning.py
         chan.set_write_buffer_limits(high=WINDOW // 2)
         self.stats.open += 1
         self.stats.total += 1

@@ -1,11 +1,13 @@
-"""Two per-connection changes to how asyncssh sends and reads packets, measured by bench/throughput.py (issue 15).
+"""Per-connection changes to how asyncssh sends and reads packets, measured by bench/throughput.py (issue 15).
 
-Checked against asyncssh 2.24.1 (CHECKED_AGAINST). `tune(conn)` applies both to one connection; call it from the
-connection's owner in `connection_made`: the units' client connections (console/tunnel/worker.py) and the hub's
-server connections (console/hub/session.py: the hub sends the operator's bytes down to the unit and reads the
-service's answers, the same costs in the other direction, and the same reasoning holds for a server). Each
-change checks first that asyncssh's code is what it was written against; if not, it changes nothing and the
-daemon says so once in its log (tests/unit/test_ssh_tuning.py fails loudly first).
+Checked against asyncssh 2.24.1 (CHECKED_AGAINST) and asyncio of Python 3.11. `tune(conn)` applies them to one
+connection; call it from the connection's owner in `connection_made`: the units' client connections
+(console/tunnel/worker.py) and the hub's server connections (console/hub/session.py: the hub sends the operator's
+bytes down to the unit and reads the service's answers, the same costs in the other direction, and the same
+reasoning holds for a server). `tune_channel(chan)` applies change 4 to a forwarded connection's channel and
+`read_more_at_once(transport)` change 3 to its local socket (console/relay.py). Each change checks first that
+the code it changes is what it was written against; if not, it changes nothing and the daemon says so once in
+its log (tests/unit/test_ssh_tuning.py fails loudly first).
 
 1. The empty MSG_IGNORE before every packet, left out while the cipher in use is AEAD
 --------------------------------------------------------------------------------------
@@ -52,18 +54,49 @@ beside "shipped"): through sshd, whole reads cost 2-28% more CPU per MB inbound 
 seven runs); 32 KiB slices did little (a packet and its header straddle every slice), 128 KiB about as well as
 64 in the one run they had.
 Through our hub (--server hub), plain slices cost 17% more than whole reads; with the rule above, the same.
+
+3. What asyncio reads from a socket at a time: READ_SIZE (512 KiB) instead of 256 KiB
+------------------------------------------------------------------------------------
+asyncio's socket transport reads at most `max_size` (a class attribute, 256 KiB) per call (`self._sock.recv(
+self.max_size)` in `_read_ready__data_received`). Set on the transport itself, for the connection's SSH socket
+here and the forwarded connection's local socket in console/relay.py: a transfer then takes half as many trips
+round the event loop (a poll, a read, the call into asyncssh or the relay, which itself costs per call:
+`SSHChannel.write` copies and logs what it is given, then cuts it into packets). Nothing else changes: a read
+returns what is there, up to that size, and the bytes object asyncio allocates for it is cut to what arrived.
+512 KiB stays under console/core/malloc.py's mmap threshold (1 MiB); larger reads went to mmap and faulted
+(1 MiB: 0-362 faults per MB, 2 MiB: 45-111). Only asyncio's own socket transport has `max_size`: another
+event loop (uvloop) or an SSH connection tunnelled through another keeps its reads as they are.
+
+4. asyncssh's per-packet debug line, not formatted while it would not be logged
+--------------------------------------------------------------------------------
+For every packet sent or received asyncssh builds a debug line (`SSHPacketLogger._log_packet`: the handler's
+name for the type, a plural of the size, two f-strings) and only then hands it to `SSHLogger.packet`, which
+drops it unless the debug level is 3 (`asyncssh.set_debug_level(3)`, "packet dumps"). The connection and each
+relayed channel (data packets are logged by their channel) get a `_log_packet` of their own that returns at
+once while its logger's debug level is below 3, the same test `SSHLogger.packet` makes, and is asyncssh's own
+otherwise: at level 3 every line is there as before.
+
+Measured beside "shipped" in the same rounds: bench/throughput.py (variant "before": both left out; "r256k",
+"loud": one each) and paired A/B runs (32 MiB x 35 rounds, CPU from /proc/PID/task/*/schedstat; a throwaway
+script, see issue 15).
+Outbound, both left out cost 3-17% more CPU per MB in four runs (A/B: 8%; of it 256 KiB reads 6%, the line 4%;
+two earlier A/B runs of each alone: reads 5-6%, line 3-4%). Inbound the runs scatter more than the effect
+(-11% to +9%): how much a read finds waiting depends on who is ahead, sshd or us.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import platform
 import types
+from asyncio import selector_events
 
 import asyncssh
 from asyncssh.connection import SSHConnection
 from asyncssh.constants import MSG_IGNORE
-from asyncssh.packet import String
+from asyncssh.logging import SSHLogger
+from asyncssh.packet import SSHPacketLogger, String
 
 log = logging.getLogger("console.ssh")
 
@@ -71,6 +104,7 @@ CHECKED_AGAINST = "2.24.1"
 AEAD_CIPHERS = frozenset({"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"})
 IN_SLICE = 64 * 1024
 GATHERING = IN_SLICE * 3 // 4  # more left after a slice than packets of 32 KiB leave: a larger one is on its way
+READ_SIZE = 512 * 1024
 
 # What each change relies on in asyncssh's source: (method, lines it must contain).
 # 1: the insertion goes through self.send_packet (so an instance attribute sees it) with exactly these arguments.
@@ -80,6 +114,15 @@ COUNTERMEASURE = (SSHConnection.send_packet, ("if self._send_encryption and pktt
 #    the transport at once.
 RECEIVE = (SSHConnection.data_received, ("self._inpbuf += data",))
 CLOSE = (SSHConnection._force_close, ("self._transport = None",))
+# 3: asyncio reads what its transport's max_size says; asyncssh keeps its transport before calling the owner.
+READ = (selector_events._SelectorSocketTransport._read_ready__data_received, ("self._sock.recv(self.max_size)",))
+TRANSPORT = (SSHConnection.connection_made, ("self._transport = cast(asyncio.Transport, transport)",
+                                             "self._owner.connection_made(self)"))
+# 4: both loggers go through self._log_packet, which hands its line to SSHLogger.packet, which drops it below 3.
+LOGGED = (SSHPacketLogger.log_sent_packet, ("self._log_packet(",))
+LOGGED_IN = (SSHPacketLogger.log_received_packet, ("self._log_packet(",))
+DUMPED = (SSHPacketLogger._log_packet, ("self.logger.packet(",))
+DROPPED = (SSHLogger.packet, ("if self._debug_level >= 3:",))
 
 _EMPTY = (String(b""),)
 _matches: dict[str, bool] = {}
@@ -95,9 +138,11 @@ def _has(method, lines: tuple[str, ...]) -> bool:
 
 
 def internals_match(change: str) -> bool:
-    """asyncssh's code is still what change "ignore" (1) or "slices" (2) was written against."""
+    """asyncssh's (and asyncio's) code is still what change "ignore" (1), "slices" (2), "reads" (3) or
+    "packet-log" (4) was written against."""
     if change not in _matches:
-        needs = {"ignore": [COUNTERMEASURE], "slices": [RECEIVE, CLOSE]}[change]
+        needs = {"ignore": [COUNTERMEASURE], "slices": [RECEIVE, CLOSE], "reads": [READ, TRANSPORT],
+                 "packet-log": [LOGGED, LOGGED_IN, DUMPED, DROPPED]}[change]
         _matches[change] = all(_has(method, lines) for method, lines in needs)
     return _matches[change]
 
@@ -105,8 +150,12 @@ def internals_match(change: str) -> bool:
 def _unchanged(change: str, what: str) -> bool:
     if change not in _warned:
         _warned.add(change)
-        log.warning("asyncssh %s is not the one %s was written for (%s): %s as asyncssh does", asyncssh.__version__,
-                    f"console/core/ssh_tuning.py's '{change}'", CHECKED_AGAINST, what)
+        if change == "reads":
+            log.warning("Python %s's asyncio is not the one %s was written for (3.11): %s as asyncio does",
+                        platform.python_version(), f"console/core/ssh_tuning.py's '{change}'", what)
+        else:
+            log.warning("asyncssh %s is not the one %s was written for (%s): %s as asyncssh does",
+                        asyncssh.__version__, f"console/core/ssh_tuning.py's '{change}'", CHECKED_AGAINST, what)
     return False
 
 
@@ -147,7 +196,38 @@ def read_in_slices(conn: SSHConnection) -> bool:
     return True
 
 
+def read_more_at_once(transport) -> bool:
+    """Change 3 on this transport (see the module's notes); False when it is not asyncio's socket transport or
+    asyncio has moved."""
+    if not isinstance(transport, selector_events._SelectorSocketTransport):
+        return False  # another event loop's, or an SSH tunnel's: nothing to set
+    if not internals_match("reads"):
+        return _unchanged("reads", "reading 256 KiB at a time (more trips round the event loop)")
+    transport.max_size = READ_SIZE
+    return True
+
+
+def _log_packet(self: SSHPacketLogger, *args) -> None:
+    if self.logger._debug_level >= 3:  # what SSHLogger.packet asks before it logs
+        type(self)._log_packet(self, *args)
+
+
+def quiet_packet_log(handler: SSHPacketLogger) -> bool:
+    """Change 4 on this connection or channel (see the module's notes); False when asyncssh has moved."""
+    if not internals_match("packet-log"):
+        return _unchanged("packet-log", "formatting a debug line for every packet")
+    handler._log_packet = types.MethodType(_log_packet, handler)  # type: ignore[method-assign]
+    return True
+
+
 def tune(conn: SSHConnection) -> None:
-    """Both changes, on a connection that has not read or sent anything yet (its owner's connection_made)."""
+    """The changes, on a connection that has not read or sent anything yet (its owner's connection_made)."""
     skip_empty_ignore_under_aead(conn)
     read_in_slices(conn)
+    read_more_at_once(getattr(conn, "_transport", None))
+    quiet_packet_log(conn)
+
+
+def tune_channel(chan) -> None:
+    """Change 4 on a relayed channel (console/relay.py; its data packets are logged by the channel)."""
+    quiet_packet_log(chan)

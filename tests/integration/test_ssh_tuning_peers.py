@@ -1,21 +1,27 @@
 """console/core/ssh_tuning.py against real peers. asyncssh's empty MSG_IGNORE before every packet, counted by the
 peer: an OpenSSH sshd at LogLevel DEBUG3 logs "Received SSH2_MSG_IGNORE" for each one a unit sends it, and the
 OpenSSH client (-vvv) for each one our hub sends it; left out under the AEAD ciphers, still sent under CBC and
-CTR. And what asyncssh is handed to read: slices of IN_SLICE, every byte relayed, none after an error."""
+CTR. And what asyncssh is handed to read: slices of IN_SLICE, every byte relayed, none after an error; what
+asyncio reads at a time (READ_SIZE); asyncssh's per-packet debug line, built only at debug level 3."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 import asyncssh
 import pytest
+from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_WINDOW_ADJUST, MSG_KEXINIT
+from asyncssh.logging import SSHLogger
+from asyncssh.packet import SSHPacketLogger
 from support import EchoServer, eventually, forward_port, fwd_of, me, roundtrip, run, running_engine, unit_of
 from sshd import Sshd
 from test_hub import World, unit_behind_our_hub
 
+from console import relay
 from console.core import ssh_tuning
-from console.core.ssh_tuning import AEAD_CIPHERS, IN_SLICE
+from console.core.ssh_tuning import AEAD_CIPHERS, IN_SLICE, READ_SIZE
 
 RECEIVED = "Received SSH2_MSG_IGNORE"
 PAYLOAD = 1024 * 1024 + 17   # at least 32 data packets each way (32 KiB is the largest either peer sends here)
@@ -171,3 +177,65 @@ def test_the_slices_stop_where_asyncssh_closes_the_connection(sshd, tmp_path, mo
 
     run(body())
     assert [size for size, _ in calls] == [IN_SLICE]
+
+
+def test_a_unit_reads_up_to_read_size_at_once_from_both_its_sockets(sshd, state, monkeypatch):
+    """asyncio's reads on the unit's SSH socket (what asyncssh's slicing is handed) and on the forwarded
+    connection's local socket (what the relay writes to the channel) go past asyncio's own 256 KiB, to READ_SIZE."""
+    ssh_reads: list[tuple[int, int]] = []  # (size, the transport's max_size)
+    local_reads: list[tuple[int, int]] = []
+    slicing, local_side = ssh_tuning._data_received, relay._LocalSide.data_received
+
+    def ssh_read(self, data, datatype=None):
+        ssh_reads.append((len(data), self._transport.max_size))
+        slicing(self, data, datatype)
+
+    def local_read(self, data):
+        local_reads.append((len(data), self.relay.local.max_size))
+        local_side(self, data)
+
+    monkeypatch.setattr(ssh_tuning, "_data_received", ssh_read)
+    monkeypatch.setattr(relay._LocalSide, "data_received", local_read)
+
+    async def body():
+        async with EchoServer() as echo, running_engine(sshd, state, {
+                "master": [f"app 0 127.0.0.1:{echo.port}"]}, tunnel="  endpoint_check_interval: 0\n") as engine:
+            await _echo_through_master(engine, MIB8)
+
+    run(body())
+    for reads in (ssh_reads, local_reads):
+        assert {size for _, size in reads} == {READ_SIZE}
+        assert sum(size for size, _ in reads) >= MIB8
+        assert max(size for size, _ in reads) > 256 * 1024  # more than asyncio reads by itself
+
+
+@pytest.mark.parametrize("level", [1, 3])
+def test_asyncssh_s_per_packet_line_is_made_only_when_it_is_logged(sshd, state, monkeypatch, caplog, level):
+    """Below debug level 3 asyncssh's packet line is not built for the data packets (the channel's) nor the
+    connection's; at level 3 it is built and logged as asyncssh does."""
+    monkeypatch.setattr(SSHLogger, "_debug_level", level)
+    built: list[int] = []
+    build = SSHPacketLogger._log_packet
+
+    def spy(self, msg, pkttype, *rest):
+        built.append(pkttype)
+        build(self, msg, pkttype, *rest)
+
+    monkeypatch.setattr(SSHPacketLogger, "_log_packet", spy)
+    size = 128 * 1024 + 5  # a few data packets each way (level 3 dumps each byte in Python)
+
+    async def body():
+        async with EchoServer() as echo, running_engine(sshd, state, {
+                "master": [f"app 0 127.0.0.1:{echo.port}"]}, tunnel="  endpoint_check_interval: 0\n") as engine:
+            await _echo_through_master(engine, size)
+            await eventually(lambda: fwd_of(engine, "master", "app").bytes_out == size, what="counters")
+
+    with caplog.at_level(logging.DEBUG, logger="asyncssh"):
+        run(body())
+    data = built.count(MSG_CHANNEL_DATA)
+    if level == 3:
+        assert data >= 2 * (size // 32768), built
+        assert any(record.getMessage().startswith("[") and "MSG_CHANNEL_DATA" in record.getMessage()
+                   for record in caplog.records)
+    else:
+        assert data == 0 and MSG_CHANNEL_WINDOW_ADJUST not in built and MSG_KEXINIT not in built, built
