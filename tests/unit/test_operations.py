@@ -29,7 +29,7 @@ def test_the_table_declares_each_operation_once_with_typed_parameters():
         "stop": ("unit: str | None = ...", False, False),
         "restart": ("unit: str | None = ...", False, False),
         "kick": ("unit: str | None = ..., reason: str | None = ..., record: str | None = ..., "
-                 "detail: str | None = ...", False, False),
+                 "detail: str | None = ..., failed: str | None = ...", False, False),
         "trust": ("unit: str, fingerprint: str | None = ..., replace: bool = ..., check: bool = ...", False, False),
         "reload": ("", False, False),
         "clients.add": ("id: str, pub_key: str | None = ..., quota: int | None = ..., force: bool = ...", True, False),
