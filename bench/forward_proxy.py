@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, table
-from throughput import CHUNK, TICK, Service, _stat, drain
+from throughput import TICK, Service, _stat, transfer
 
 TOOLS = {"direct": "direct connection (no proxy)",
          "mixed": "proxy, mixed (as shipped: copy in, splice out)",
@@ -75,19 +75,10 @@ def connect(address: str | int) -> socket.socket:
 
 def one_run(address: str | int, pid: int | None, size: int, direction: str) -> tuple[float, float]:
     """(MB/s, CPU ms per MB of process `pid`, nan without one) for SIZE bytes one way through `address`."""
-    payload = memoryview(bytes(CHUNK))
     with connect(address) as s:
         cpu = cpu_seconds(pid) if pid else 0.0
         start = time.perf_counter()
-        if direction == "in":
-            s.sendall(b"s" + size.to_bytes(8, "big"))
-            left = size
-            while left > 0:
-                left -= s.send(payload[:min(left, CHUNK)])
-            assert s.recv(1) == b"k"
-        else:
-            s.sendall(b"o" + size.to_bytes(8, "big"))
-            assert drain(s, size, bytearray(CHUNK)) == size
+        transfer(s, size, direction)
         took = time.perf_counter() - start
         cpu = cpu_seconds(pid) - cpu if pid else float("nan")
     megabytes = size / 1e6

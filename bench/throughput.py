@@ -182,25 +182,31 @@ class Others:
         self.cores.append(max(0.0, busy_seconds() - self._busy - ours) / took)
 
 
+def transfer(s: socket.socket, size: int, direction: str) -> None:
+    """SIZE bytes one way through a connection that leads to the Service: "in" to its sink (which answers one byte
+    when all have arrived), "out" from it."""
+    if direction == "in":
+        payload = memoryview(bytes(CHUNK))
+        s.sendall(b"s" + size.to_bytes(8, "big"))
+        left = size
+        while left > 0:
+            left -= s.send(payload[:min(left, CHUNK)])
+        assert s.recv(1) == b"k"
+    else:
+        s.sendall(b"o" + size.to_bytes(8, "big"))
+        got = drain(s, size, bytearray(CHUNK))
+        assert got == size, got
+
+
 def one_run(port: int, pid: int, size: int, direction: str,
             others: Others | None = None) -> tuple[float, float, float]:
     """(MB/s, CPU ms per MB, minor page faults per MB of process `pid`) for SIZE bytes through `port` one way."""
-    payload = memoryview(bytes(CHUNK))
     with socket.create_connection(("127.0.0.1", port)) as s:
         if others is not None:
             others.start()
         ticks, faults = _stat(pid)
         start = time.perf_counter()
-        if direction == "in":
-            s.sendall(b"s" + size.to_bytes(8, "big"))
-            left = size
-            while left > 0:
-                left -= s.send(payload[:min(left, CHUNK)])
-            assert s.recv(1) == b"k"
-        else:
-            s.sendall(b"o" + size.to_bytes(8, "big"))
-            got = drain(s, size, bytearray(CHUNK))
-            assert got == size, got
+        transfer(s, size, direction)
         took = time.perf_counter() - start
         ticks_after, faults_after = _stat(pid)
         if others is not None:
