@@ -58,6 +58,32 @@ def ssh_binary() -> str | None:
     return shutil.which("ssh")
 
 
+_VERSIONS: dict[tuple[str, int, int], str] = {}   # (path, inode, mtime) -> what `ssh -V` said
+
+
+async def not_openssh(ssh: str) -> str | None:
+    """Why the `ssh` found cannot be the transport (an appliance's `ssh` may be Dropbear's dbclient, which has no
+    control master), or None for OpenSSH's. `ssh -V` is asked once per binary."""
+    try:
+        info = os.stat(ssh)
+    except OSError as exc:
+        return f"cannot run {ssh}: {exc.strerror}"
+    key = (ssh, info.st_ino, int(info.st_mtime))
+    if key not in _VERSIONS:
+        try:
+            proc = await asyncio.create_subprocess_exec(ssh, "-V", stdin=asyncio.subprocess.DEVNULL,
+                                                        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), CONTROL_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            return f"cannot run {ssh} -V: {exc}"
+        _VERSIONS[key] = (err or out).decode("utf-8", "replace").strip().splitlines()[0] if (err or out) else ""
+    said = _VERSIONS[key]
+    if said.startswith("OpenSSH_"):
+        return None
+    return (f"tunnel.transport openssh needs OpenSSH's ssh, and {ssh} is {printable(said.encode()) or 'silent'} "
+            "(install openssh-client, or set tunnel.transport: asyncssh)")
+
+
 def run_dir(state_dir: Path) -> Path:
     """Where a daemon's control sockets and forward sockets live: `run/` in the state dir when its path is short
     enough for a Unix socket, else a private dir of ours in the temp dir named after the state dir (the same one

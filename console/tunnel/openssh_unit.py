@@ -65,6 +65,8 @@ class OpenSshUnitWorker(UnitWorker):
         if ssh is None:
             raise LinkFailed("tunnel.transport is openssh but this machine has no `ssh` client "
                              "(install openssh-client, or set tunnel.transport: asyncssh)")
+        if (wrong := await openssh.not_openssh(ssh)) is not None:
+            raise LinkFailed(wrong)
         await asyncio.to_thread(load_or_create_unit_key, self.env.paths, self.name)
         self._host_check = None
         self._lost_reason = None

@@ -137,6 +137,44 @@ def test_without_an_ssh_client_the_unit_says_so(sshd, state, tmp_path, monkeypat
     run(body())
 
 
+def test_an_ssh_that_is_dropbears_dbclient_is_named(sshd, state, tmp_path, monkeypatch, dropbear_tools):
+    """Appliances with Dropbear often have `ssh` as a link to dbclient, which has no control master."""
+    from sshd import find_dropbear
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").symlink_to(find_dropbear("dbclient"))
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    async def body():
+        async with running_engine(sshd, state, {"master": []}) as engine:
+            await eventually(lambda: "needs OpenSSH's ssh" in (unit_of(engine, "master").last_error or ""),
+                             what="the reason")
+            error = unit_of(engine, "master").last_error
+            assert f"{bin_dir}/ssh is 'Dropbear v" in error, error
+            assert unit_of(engine, "master").state == "retrying"
+    run(body())
+
+
+def test_a_state_dir_too_long_for_a_socket_path_uses_a_private_dir_of_its_own(sshd, tmp_path):
+    from console.core.paths import StatePaths
+    from console.tunnel.openssh import run_dir
+
+    state = StatePaths(tmp_path / ("long-" * 20) / "state").prepare()
+    here = run_dir(state.root)
+    assert not str(here).startswith(str(state.root)) and len(str(here)) < 60
+    assert here.stat().st_uid == os.getuid() and stat.S_IMODE(here.stat().st_mode) == 0o700
+    assert run_dir(state.root) == here   # the same one each time: a master left behind is found
+
+    async def body():
+        async with EchoServer() as echo, running_engine(sshd, state, {"master": [f"app 0 127.0.0.1:{echo.port}"]}) \
+                as engine:
+            await eventually(lambda: unit_of(engine, "master").state == "up", what="master up")
+            assert await roundtrip(forward_port(engine, "master", "app"), b"long") == b"long"
+            assert engine.workers["master"]._name("ctl").parent == here
+    run(body())
+
+
 def test_a_changed_key_is_refused_by_ssh_and_named_by_the_engine(sshd, state):
     """The key pinned for ssh is the one known_hosts holds; after the server's key changes ssh refuses it, and the
     engine fetches it to show both fingerprints (host-key-mismatch), never trusting it by itself."""
