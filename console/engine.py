@@ -64,10 +64,11 @@ class Engine:
         self.hub = None        # console.hub.server.Hub when the config has a hub: section
         self.clients = None    # console.hub.admin.ClientsAdmin for it
         # the endpoints, the config's and those added at run time; every change is an EndpointChanged event
-        # (a rule via a unit uses that unit's endpoint: `endpoints show` lists it, `endpoints remove` is refused)
+        # (a rule via a unit uses that unit's endpoint, a rule via scope the one its destination routes to now:
+        # `endpoints show` lists it, `endpoints remove` is refused)
         self.endpoints = EndpointTable(config, self.store, on_change=self._endpoint_changed,
                                        log_line=lambda text: self.tunnel_log.write("endpoints", text),
-                                       rules=lambda: self.rules.endpoint_uses())
+                                       rules=lambda: self.rules.endpoint_uses(self._route))
         # what logs in to them: the checks (at start, every interval, on a unit's auth trouble), the set-ups
         self.logins = EndpointLogins(self.endpoints, paths, self.known_hosts,
                                      log_line=lambda text: self.tunnel_log.write("endpoints", text),
@@ -83,6 +84,13 @@ class Engine:
                                   log_line=lambda text: self.tunnel_log.write("proxy", text))
         self.rules = RuleTable(config, self.store, runtime=self.proxy, forwards=self._forwards,
                                on_change=self._rule_changed, log_line=lambda text: self.tunnel_log.write("proxy", text))
+
+    def _route(self, address: str) -> str | None:
+        """The endpoint that serves an address now (none, or a tie: None)."""
+        try:
+            return self.endpoints.route(address).endpoint
+        except UsageError:   # not an address (a rule via scope has one; a config being loaded may not)
+            return None
 
     def _pick_by_scope(self, rule: Rule) -> ScopePick:
         """The unit a rule via scope travels through now: its destination's endpoint's first connected unit."""

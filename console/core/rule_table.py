@@ -23,7 +23,7 @@ from console.core.clock import utc_iso
 from console.core.config import Config, forward_rules
 from console.core.endpoints import closest
 from console.core.errors import UsageError
-from console.core.rules import (LOCAL, MAX_RUNTIME_RULES, GatewayPlan, Rule, RuleError, ScopePick, clashes,
+from console.core.rules import (LOCAL, MAX_RUNTIME_RULES, SCOPE, GatewayPlan, Rule, RuleError, ScopePick, clashes,
                                 describe_place, hub_clash, make_rule, port_in_use, shown, via_problem)
 from console.core.states import DestinationState, ForwardState, RuleState
 from console.core.status import EndpointRoute, ForwardStatus, GatewayPort, GatewayStatus, RuleDestination, RuleStatus
@@ -144,17 +144,21 @@ class RuleTable:
     def all(self) -> list[Rule]:
         return [*self.active(), *self.forward_rules()]
 
-    def endpoint_uses(self) -> list[RuleUse]:
-        """The rules via a unit, each with the endpoint it goes through: its unit's (console.core.endpoints:
-        UsesEndpoint, for `endpoints show` and `remove`). A gateway plan's rules count once, as `gateway NAME`; the
-        units' forwards are their units' own."""
+    def endpoint_uses(self, route: Callable[[str], str | None] = lambda address: None) -> list[RuleUse]:
+        """The rules via a unit, each with the endpoint it goes through: its unit's, or for a rule via scope the one
+        `route` picks for its destination now (console.core.endpoints: UsesEndpoint, for `endpoints show` and
+        `remove`). A gateway plan's rules count once, as `gateway NAME`; the units' forwards are their units' own."""
         uses: dict[str, RuleUse] = {}
         for rule in self.active():
-            unit = self.config.units.get(rule.via)
-            if unit is None or unit.endpoint is None:
+            if rule.via == SCOPE:
+                endpoint = route(rule.host)
+            else:
+                unit = self.config.units.get(rule.via)
+                endpoint = unit.endpoint if unit is not None else None
+            if endpoint is None:
                 continue
             name = f"gateway {rule.origin}" if rule.source == "gateway" else rule.name
-            uses.setdefault(name, RuleUse(name, unit.endpoint))
+            uses.setdefault(name, RuleUse(name, endpoint))
         return list(uses.values())
 
     def status(self, rule: Rule) -> RuleStatus:

@@ -263,3 +263,18 @@ def test_a_rule_via_a_unit_uses_the_units_endpoint(lab):
     ok("proxy", "remove", "--egress", text, "--via", "master", state=state)
     (shown,) = json.loads(ok("endpoints", "list", "--json", state=state))["endpoints"]
     assert shown["rules"] == []
+
+
+def test_a_rule_via_scope_uses_the_endpoint_its_destination_routes_to(lab):
+    """Removing the endpoint a rule via scope routes to now is refused, naming the rule, as for a rule via a unit."""
+    proc, state, config, remote = lab
+    ok("endpoints", "add", "web", "--host", "127.0.0.1", "--subnet", "10.8.0.0/24", state=state)
+    text = f"tcp:{free_port()}:10.8.0.5:80"
+    rule = f"egress {text} via scope"
+    ok("proxy", "add", "--egress", text, "--via", "scope", state=state)
+    shown = {e["name"]: e for e in json.loads(ok("endpoints", "list", "--json", state=state))["endpoints"]}
+    assert (shown["web"]["rules"], shown["lab"]["rules"]) == ([rule], [])
+    line = refused(1, "endpoints", "remove", "web", state=state)
+    assert line.rstrip().endswith(f"used by rules {rule}"), line
+    ok("proxy", "remove", "--egress", text, "--via", "scope", state=state)
+    ok("endpoints", "remove", "web", state=state)
