@@ -82,8 +82,11 @@ class Engine:
         self.carrier: Carrier = UnitCarrier(self.workers)
         self.proxy = ProxyRuntime(carrier=self.carrier, pick=self._pick_by_scope, on_change=self._rule_changed,
                                   log_line=lambda text: self.tunnel_log.write("proxy", text))
+        self._rule_uses: dict[str, str] = {}   # rule -> the endpoint it uses, as last told (_rule_uses_changed)
+        self._rule_uses_due = False
         self.rules = RuleTable(config, self.store, runtime=self.proxy, forwards=self._forwards,
                                on_change=self._rule_changed, log_line=lambda text: self.tunnel_log.write("proxy", text))
+        self._rule_uses = {use.name: use.endpoint for use in self.rules.endpoint_uses(self._route)}
 
     def _route(self, address: str) -> str | None:
         """The endpoint that serves an address now (none, or a tie: None)."""
@@ -99,6 +102,23 @@ class Engine:
 
     def _rule_changed(self, rule: str, change: str) -> None:
         self.bus.publish(RuleChanged(rule, change))
+        if change in ("added", "removed") and not self._rule_uses_due:
+            self._rule_uses_due = True   # once for a whole batch (a gateway plan's hundreds of rules on reload)
+            try:
+                asyncio.get_running_loop().call_soon(self._rule_uses_changed)
+            except RuntimeError:
+                self._rule_uses_changed()
+
+    def _rule_uses_changed(self) -> None:
+        """Rules were added or removed: an EndpointChanged ("rules") for each endpoint whose rules are not the same
+        now (`endpoints show` lists them; the console's Endpoints screen follows the event)."""
+        self._rule_uses_due = False
+        now = {use.name: use.endpoint for use in self.rules.endpoint_uses(self._route)}
+        touched = {endpoint for name, endpoint in now.items() if self._rule_uses.get(name) != endpoint} | \
+                  {endpoint for name, endpoint in self._rule_uses.items() if now.get(name) != endpoint}
+        self._rule_uses = now
+        for endpoint in sorted(touched):
+            self.bus.publish(EndpointChanged(endpoint, "rules", self._endpoint_problems.get(endpoint)))
 
     def _forwards(self) -> list:
         """Every unit's forwards now, (unit, ForwardStatus) each: the rule table shows them as ingress rules."""

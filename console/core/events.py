@@ -62,7 +62,8 @@ class ClientChanged(Event):
 @dataclass(frozen=True)
 class EndpointChanged(Event):
     """An endpoint changed: "added", "removed", "scope" (associated or unassociated), "checked" (a new login check
-    stored), "changed" (its settings, by a reload); `endpoints.show` has the rest. `problem` is what its units'
+    stored), "changed" (its settings, by a reload), "rules" (a rule that uses it added or removed);
+    `endpoints.show` has the rest. `problem` is what its units'
     status says of it now (UnitStatus.endpoint_problem): its last check's state and message while unavailable."""
 
     endpoint: str

@@ -249,6 +249,35 @@ def test_every_change_is_an_endpoint_changed_event(lab):
     asyncio.run(body())
 
 
+def test_adding_or_removing_a_rule_tells_its_endpoint_s_watchers(lab):
+    from console.control.client import ControlClient
+    from console.core.events import EndpointChanged
+
+    proc, state, config, remote = lab
+    wait_for(lambda: unit_state(state)["state"] == "up", what="master up through lab")
+    text = f"tcp:{free_port()}:127.0.0.1:9"
+
+    async def body():
+        async with ControlClient(state.control_socket) as watcher:
+            _, events = await watcher.subscribe()
+            async with ControlClient(state.control_socket) as operator:
+                await operator.request("proxy.add", direction="egress", rule=text, via="master")
+                await operator.request("proxy.remove", direction="egress", rule=text, via="master")
+            seen = []
+
+            async def collect():
+                async for event in events:
+                    if isinstance(event, EndpointChanged):
+                        seen.append((event.endpoint, event.change))
+                        if len(seen) == 2:
+                            return
+
+            await asyncio.wait_for(collect(), 5)
+            assert seen == [("lab", "rules"), ("lab", "rules")]
+
+    asyncio.run(body())
+
+
 def test_a_rule_via_a_unit_uses_the_units_endpoint(lab):
     proc, state, config, remote = lab
     wait_for(lambda: unit_state(state)["state"] == "up", what="master up through lab")
