@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ctypes
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -44,11 +45,15 @@ from console.core.config import join_host_port
 from console.tunnel.diagnose import LinkFailed, printable
 from console.tunnel.egress import OPEN_CODES
 
-# Offered in this order: AES-GCM first (AES-NI), as the asyncssh transport does (worker.PREFERRED_CIPHERS).
-CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr"
+# Offered in this order, as the asyncssh transport offers them (worker.PREFERRED_CIPHERS): AES-GCM first (AES-NI),
+# the other AEAD and CTR ciphers, then AES-CBC for old servers that have nothing else.
+CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,"
+           "aes256-ctr,aes128-cbc,aes192-cbc,aes256-cbc")
 CONTROL_TIMEOUT = 10.0       # one `-O` request to the master (it answers in milliseconds)
 STDERR_LINE = 4096           # the longest line of ssh's stderr kept (longer ones are cut)
 KEPT_LINES = 30              # ssh's last lines kept to say why it ended
+STDIO_AT_ONCE = 128          # connections of proxy rules through the unit at once, each an `ssh -W` process: more
+                             # wait for a slot (as long as the rule's connect timeout lets them)
 SOCKET_PATH_MAX = 100        # a Unix socket path's limit is 108 bytes; ssh adds ".XXXXXXXXXXXXXXXX" while binding
 
 _PR_SET_PDEATHSIG = 1
@@ -73,10 +78,16 @@ async def not_openssh(ssh: str) -> str | None:
         try:
             proc = await asyncio.create_subprocess_exec(ssh, "-V", stdin=asyncio.subprocess.DEVNULL,
                                                         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except OSError as exc:
+            return f"cannot run {ssh} -V: {exc.strerror or exc}"
+        try:
             out, err = await asyncio.wait_for(proc.communicate(), CONTROL_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
-            return f"cannot run {ssh} -V: {exc}"
-        _VERSIONS[key] = (err or out).decode("utf-8", "replace").strip().splitlines()[0] if (err or out) else ""
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            return f"{ssh} -V did not answer within {CONTROL_TIMEOUT:g}s"
+        _VERSIONS[key] = ((err + out).decode("utf-8", "replace").strip().splitlines() or [""])[0]
     said = _VERSIONS[key]
     if said.startswith("OpenSSH_"):
         return None
@@ -84,16 +95,27 @@ async def not_openssh(ssh: str) -> str | None:
             "(install openssh-client, or set tunnel.transport: asyncssh)")
 
 
+_SAFE_PATH = re.compile(r"[A-Za-z0-9._/+=,@-]+")
+
+
+def safe_for_ssh(path: Path) -> bool:
+    """A path ssh takes as it is: no space (an -o value is split at spaces), no % or $ (tokens and variables are
+    expanded in ControlPath, UserKnownHostsFile, IdentityFile), no ':' (a -R target), nothing else unusual."""
+    return bool(_SAFE_PATH.fullmatch(str(path)))
+
+
 def run_dir(state_dir: Path) -> Path:
     """Where a daemon's control sockets and forward sockets live: `run/` in the state dir when its path is short
-    enough for a Unix socket, else a private dir of ours in the temp dir named after the state dir (the same one
-    each time, so a master left behind by a killed daemon is found and told to exit). 0700 either way."""
+    enough for a Unix socket and safe for ssh (safe_for_ssh), else a private dir of ours in the temp dir named
+    after the state dir (the same one each time, so a master left behind by a killed daemon is found and told to
+    exit). 0700 either way."""
     here = state_dir / "run"
-    if len(str(here)) + 40 <= SOCKET_PATH_MAX and ":" not in str(here):
+    if len(str(here)) + 40 <= SOCKET_PATH_MAX and safe_for_ssh(here):
         chosen = here
     else:
         digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
-        chosen = Path(tempfile.gettempdir()) / f"sop-console-{os.getuid()}-{digest}"
+        temp = Path(tempfile.gettempdir())
+        chosen = (temp if safe_for_ssh(temp) else Path("/tmp")) / f"sop-console-{os.getuid()}-{digest}"
     chosen.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = chosen.lstat()
     if info.st_uid != os.getuid() or not chosen.is_dir() or chosen.is_symlink():
@@ -103,11 +125,23 @@ def run_dir(state_dir: Path) -> Path:
     return chosen
 
 
+def _find_prctl():
+    """libc's prctl, found here once (not in the child after fork, where loading a library is not safe)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _find_prctl()
+
+
 def _die_with_parent() -> None:
     """In the child before exec: the kernel sends SIGTERM to ssh if the daemon dies (Linux; elsewhere nothing)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _env() -> dict[str, str]:
@@ -138,9 +172,9 @@ class MasterSettings:
             "UserKnownHostsFile": str(self.known_hosts), "GlobalKnownHostsFile": "/dev/null",
             "StrictHostKeyChecking": "yes", "HostKeyAlias": self.alias, "CheckHostIP": "no",
             "UpdateHostKeys": "no", "VerifyHostKeyDNS": "no",
-            "ServerAliveInterval": str(max(0, round(self.keepalive_interval))),
+            "ServerAliveInterval": str(_whole_seconds(self.keepalive_interval)),   # 0: off, as for asyncssh
             "ServerAliveCountMax": str(self.keepalive_count_max),
-            "ConnectTimeout": str(max(1, round(self.connect_timeout))),
+            "ConnectTimeout": str(_whole_seconds(self.connect_timeout)),
             "ExitOnForwardFailure": "no", "Ciphers": CIPHERS, "Compression": "no",
             "ForwardAgent": "no", "ForwardX11": "no", "PermitLocalCommand": "no", "RequestTTY": "no",
             "LogLevel": "DEBUG1",
@@ -153,9 +187,21 @@ class MasterSettings:
 
     def control_argv(self, *args: str, command: tuple[str, ...] = (), log_level: str = "ERROR") -> list[str]:
         """A request to the running master (`-O ...`, or a session multiplexed over it running `command`). ssh
-        takes the first value given for an option: `log_level` is the one."""
+        takes the first value given for an option: `log_level` is the one.
+
+        With no master on the control socket (it just died, or a socket was left behind), ssh would connect by
+        itself to the alias as a host name, with the user's default keys and known_hosts: ProxyCommand=false and
+        the rest make that attempt end at once, touching nothing."""
+        fallback = ["-o", "ProxyCommand=false", "-o", "IdentitiesOnly=yes", "-o", "IdentityFile=none",
+                    "-o", "IdentityAgent=none", "-o", "UserKnownHostsFile=/dev/null",
+                    "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes"]
         return [self.ssh, "-F", "none", "-o", "ControlMaster=no", "-o", f"ControlPath={self.control}",
-                "-o", "BatchMode=yes", "-o", f"LogLevel={log_level}", *args, "--", self.alias, *command]
+                "-o", "BatchMode=yes", "-o", f"LogLevel={log_level}", *fallback, *args, "--", self.alias, *command]
+
+
+def _whole_seconds(value: float) -> int:
+    """ssh takes whole seconds: a fraction rounds up (0.4 must not become 0, which means off)."""
+    return 0 if value <= 0 else max(1, math.ceil(value))
 
 
 class MasterFailed(Exception):
@@ -176,13 +222,17 @@ def failure(lines: list[str], server: str, timeout: float, status: int | None) -
     """Why the master ended, from its last stderr lines (OpenSSH's own words)."""
     said = [line for line in lines if not line.startswith("debug")]
     text = "\n".join(said)
-    if "Permission denied" in text:
-        return MasterFailed("auth", f"server {server} refused the key: {_last(said, 'Permission denied')}")
-    if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text \
-            or "host key is known for" in text:
-        return MasterFailed("host-key", f"server {server}: the host key it presented is not the one trusted")
+    # ssh's own lines, matched whole: a server's login banner (printed too) cannot pass for one of them. The
+    # refusal of our key comes after the banner; a refused host key before it.
+    denied = next((line for line in reversed(said) if re.fullmatch(r"\S+: Permission denied \(.*\)\.?", line)), None)
+    if denied is not None:
+        return MasterFailed("auth", f"server {server} refused the key: {denied}")
+    if any(line == "Host key verification failed." or re.fullmatch(r"No \S+ host key is known for \S+ and you have "
+                                                                    r"requested strict checking\.", line)
+           for line in said):
+        return MasterFailed("host-key", f"server {server}: ssh refused the host key it presented")
     for line in said:
-        if re.search(r"Timeout, server .* not responding", line):
+        if re.fullmatch(r"Timeout, server \S+ not responding\.?", line):
             return MasterFailed("net", f"server {server} stopped answering keepalives (dead peer detected)")
     for line in said:
         if "connect to host" in line and ": " in line:
@@ -247,6 +297,10 @@ class ControlMaster:
         self._open_failed = ""      # the master's last "open failed" line (a channel the server refused)
         self._open_failures = 0     # how many it has said
         self.forwards: set[MasterForward] = set()   # what the server listens on for us: ended with the master
+        self._cancelling: dict[str, asyncio.Future] = {}   # `-R` spec -> its `-O cancel` still on its way
+        self._stdio = asyncio.Semaphore(STDIO_AT_ONCE)      # `ssh -W` processes alive (rules' connections)
+        self._opening = 0                                   # of which still waiting for their channel
+        self._drains: set[asyncio.Future] = set()
 
     # -- start
 
@@ -400,6 +454,9 @@ class ControlMaster:
         """The server listens on bind:port for `socket`, which `served` serves here (closed if the server
         refuses: OSError with ssh's words)."""
         try:
+            pending = self._cancelling.get(_spec(bind, port, socket))
+            if pending is not None:   # the same forward dropped a moment ago (a reload): its cancel goes first,
+                await pending         # or the master would take this one as a duplicate and then cancel it
             chosen = await self.forward(bind, port, socket)
         except BaseException:
             served.close()
@@ -412,24 +469,39 @@ class ControlMaster:
         """A `direct-tcpip` channel to host:port through the master (`ssh -W`), as a process whose stdin and stdout
         are the connection, returned once the server has opened the channel. ConnectionRefusedError with the
         server's words (from the master's stderr) when it refuses; OSError when ssh fails otherwise."""
-        failures_before = self._open_failures
-        proc = await asyncio.create_subprocess_exec(
-            *self.settings.control_argv("-W", join_host_port(host, port), log_level="DEBUG1"),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=_env())
+        async with asyncio.timeout(timeout):
+            await self._stdio.acquire()   # a slot for the process's whole life (STDIO_AT_ONCE)
+        failures_before, alone = self._open_failures, self._opening == 0
+        self._opening += 1
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.settings.control_argv("-W", join_host_port(host, port), log_level="DEBUG1"),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env=_env())
+        except BaseException:
+            self._opening -= 1
+            self._stdio.release()
+            raise
+        waiting = asyncio.ensure_future(proc.wait())
+        waiting.add_done_callback(lambda _: self._stdio.release())
         try:
             said: list[str] = []
             async with asyncio.timeout(timeout):
                 while True:
                     line = (await proc.stderr.readline())[:STDERR_LINE].decode("utf-8", "replace").strip()
                     if "master session id" in line:   # the master answers once the server opened the channel
-                        asyncio.ensure_future(_drain(proc.stderr))
+                        drain = asyncio.ensure_future(_drain(proc.stderr))
+                        self._drains.add(drain)
+                        drain.add_done_callback(self._drains.discard)
                         return proc
                     if not line:
                         break
                     said.append(line)
             await proc.wait()
             refused = await self._open_failure(failures_before)
+            if refused and not alone:   # another channel was opening too: the words may be its
+                refused = "the server refused it (several were opening at once: which refusal was this one's is " \
+                          "not known)"
             if refused:
                 raise ConnectionRefusedError(refused)
             raise OSError(printable(" ".join(said).encode()) or f"ssh -W exited with status {proc.returncode}")
@@ -439,6 +511,8 @@ class ControlMaster:
                     proc.kill()
                 await proc.wait()
             raise
+        finally:
+            self._opening -= 1
 
     async def _open_failure(self, before: int) -> str | None:
         """The server's words for the channel it just refused ("connect failed: Connection refused"): the master's
@@ -451,6 +525,19 @@ class ControlMaster:
             await asyncio.sleep(0.01)
         said = self._open_failed.split(": open failed: ", 1)[1]
         return "".join(char for char in said if char.isprintable())[:200]   # cleaned again where it is shown
+
+    def cancel_soon(self, bind: str, port: int, socket: Path) -> asyncio.Future:
+        """Cancel a forward (`-O cancel`) without waiting; listen() on the same forward waits for it."""
+        spec = _spec(bind, port, socket)
+        task = asyncio.ensure_future(self.cancel(bind, port, socket))
+        self._cancelling[spec] = task
+
+        def done(finished: asyncio.Future) -> None:
+            if self._cancelling.get(spec) is finished:
+                del self._cancelling[spec]
+
+        task.add_done_callback(done)
+        return task
 
     async def cancel(self, bind: str, port: int, socket: Path) -> None:
         with contextlib.suppress(OSError, TimeoutError):
@@ -522,7 +609,7 @@ class MasterForward:
     def close(self) -> None:
         self.lost()
         if self.master.proc is not None and self.master.proc.returncode is None and self._cancel is None:
-            self._cancel = asyncio.ensure_future(self.master.cancel(self.bind, self.requested, self.socket))
+            self._cancel = self.master.cancel_soon(self.bind, self.requested, self.socket)
 
     def lost(self) -> None:
         self.master.forwards.discard(self)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 from pathlib import Path
 
 import asyncssh
@@ -77,7 +78,7 @@ class OpenSshUnitWorker(UnitWorker):
         server, tunnel = self.config.server, self.tunnel
         settings = openssh.MasterSettings(
             ssh=ssh, host=server.host, port=server.port, username=self.config.username,
-            key_file=self.env.paths.unit_key(self.name), known_hosts=pinned, alias=self.alias,
+            key_file=self._key_for_ssh(), known_hosts=pinned, alias=self.alias,
             control=self._name("ctl"), keepalive_interval=tunnel.keepalive_interval,
             keepalive_count_max=tunnel.keepalive_count_max, connect_timeout=tunnel.connect_timeout)
         master = openssh.ControlMaster(settings, self.server, on_lost=self._master_lost,
@@ -88,11 +89,26 @@ class OpenSshUnitWorker(UnitWorker):
             if exc.kind == "auth":
                 raise asyncssh.PermissionDenied(str(exc)) from None
             if exc.kind == "host-key":
-                await self._judge_refused_key()
+                await self._judge_refused_key()   # unknown or changed: HostKeyNotVerifiable, said as such
+                raise LinkFailed(f"ssh refused the host key of {self.server}, yet the key it presents now is the "
+                                 "one trusted (changed back meanwhile?); trying again") from None
             if exc.kind == "not-ssh":
                 await self._fetch_key()   # what the server said instead (NotAnSSHServer), when it said anything
             raise LinkFailed(str(exc)) from None
         return master
+
+    def _key_for_ssh(self) -> Path:
+        """The unit's private key as ssh can be given it: its own path, or a link to it in the run dir when that
+        path is not safe for ssh (a space, %, $: openssh.safe_for_ssh). The key itself is never copied."""
+        key = self.env.paths.unit_key(self.name)
+        if openssh.safe_for_ssh(key):
+            return key
+        link = self._name("key")
+        if not link.is_symlink() or os.readlink(link) != str(key):
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            link.symlink_to(key)
+        return link
 
     async def _fetch_key(self) -> asyncssh.SSHKey:
         """The key the server presents now, fetched by the engine; NotAnSSHServer with what it said instead."""

@@ -175,6 +175,75 @@ def test_a_state_dir_too_long_for_a_socket_path_uses_a_private_dir_of_its_own(ss
     run(body())
 
 
+def test_a_state_dir_with_a_space_and_a_percent_sign_works(sshd, tmp_path):
+    """ssh splits -o values at spaces and expands % and $ in paths: such a state dir gets a private run dir, and
+    the key a link to it there (the key itself is not copied)."""
+    import shutil
+    import tempfile
+
+    from console.core.paths import StatePaths
+
+    base = Path(tempfile.mkdtemp(prefix="a b%c$d"))   # short: its run/ would fit a socket path
+    state = StatePaths(base / "state").prepare()
+
+    async def body():
+        async with EchoServer() as echo, running_engine(sshd, state, {"master": [f"app 0 127.0.0.1:{echo.port}"]}) \
+                as engine:
+            await eventually(lambda: unit_of(engine, "master").state == "up", what="master up")
+            assert await roundtrip(forward_port(engine, "master", "app"), b"odd") == b"odd"
+            link = engine.workers["master"]._name("key")
+            assert link.is_symlink() and link.resolve() == state.unit_key("master").resolve()
+            assert not str(link).startswith(str(base))
+    try:
+        run(body())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _settings(tmp_path, **changes):
+    from console.tunnel.openssh import MasterSettings
+
+    values = dict(ssh="ssh", host="127.0.0.1", port=1, username="u", key_file=tmp_path / "k",
+                  known_hosts=tmp_path / "kh", alias="sop-console-unit-x", control=tmp_path / "no-master",
+                  keepalive_interval=5.0, keepalive_count_max=3, connect_timeout=10.0)
+    values.update(changes)
+    return MasterSettings(**values)
+
+
+def _effective(argv: list[str]) -> dict[str, str]:
+    """What ssh makes of a command line (`ssh -G`: the options, nothing connected)."""
+    at = argv.index("--")
+    done = subprocess.run([*argv[:at], "-G", *argv[at:]], capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+    return dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+
+
+def test_keepalives_in_fractions_of_a_second_are_not_turned_off(tmp_path):
+    for interval, sent in ((0.4, "1"), (1.5, "2"), (5, "5"), (0, "0")):
+        assert _effective(_settings(tmp_path, keepalive_interval=interval).argv())["serveraliveinterval"] == sent
+
+
+def test_a_request_with_no_master_never_logs_in_by_itself(tmp_path):
+    """With no master on the control socket, ssh would connect to the alias itself with the user's default keys
+    and known_hosts: the requests forbid that, and fail at once."""
+    settings = _settings(tmp_path)
+    said = _effective(settings.control_argv("-W", "127.0.0.1:22"))
+    assert said["proxycommand"] == "false" and said["identitiesonly"] == "yes"
+    assert said["userknownhostsfile"] == "/dev/null" and said["globalknownhostsfile"] == "/dev/null"
+    assert said["identityagent"] == "none" and said["stricthostkeychecking"] == "true"
+    assert "identityfile" not in said or said["identityfile"] == "none", said.get("identityfile")
+
+    async def body():
+        from console.tunnel.openssh import ControlMaster
+
+        master = ControlMaster(settings, "127.0.0.1:1", on_lost=lambda failure: None)
+        started = time.monotonic()
+        with pytest.raises(OSError) as refused:
+            await master.open_connection("127.0.0.1", 22)
+        assert time.monotonic() - started < 5 and "resolve" not in str(refused.value), refused.value
+    run(body())
+
+
 def test_a_changed_key_is_refused_by_ssh_and_named_by_the_engine(sshd, state):
     """The key pinned for ssh is the one known_hosts holds; after the server's key changes ssh refuses it, and the
     engine fetches it to show both fingerprints (host-key-mismatch), never trusting it by itself."""
