@@ -221,61 +221,46 @@ def test_a_reload_restarts_a_unit_only_when_its_endpoints_link_changes(lab, sshd
     assert "endpoint lab changed (now nobody-here@127.0.0.1" in state.tunnel_log.read_text()
 
 
-def test_every_change_is_an_endpoint_changed_event(lab):
+def _endpoint_events(state: StatePaths, requests: list[tuple[str, dict]], count: int) -> list[tuple[str, str]]:
+    """The first `count` EndpointChanged events (endpoint, change) a subscriber hears while `requests` are made."""
     from console.control.client import ControlClient
     from console.core.events import EndpointChanged
 
-    proc, state, config, remote = lab
-
-    async def body():
+    async def body() -> list[tuple[str, str]]:
         async with ControlClient(state.control_socket) as watcher:
             _, events = await watcher.subscribe()
             async with ControlClient(state.control_socket) as operator:
-                await operator.request("endpoints.add", name="web", host="h")
-                await operator.request("endpoints.associate", name="web", subnets=["10.8.0.0/24"])
-                await operator.request("endpoints.remove", names=["web"])
+                for op, args in requests:
+                    await operator.request(op, **args)
             seen = []
 
             async def collect():
                 async for event in events:
                     if isinstance(event, EndpointChanged):
                         seen.append((event.endpoint, event.change))
-                        if len(seen) == 3:
+                        if len(seen) == count:
                             return
 
             await asyncio.wait_for(collect(), 5)
-            assert seen == [("web", "added"), ("web", "scope"), ("web", "removed")]
+            return seen
 
-    asyncio.run(body())
+    return asyncio.run(body())
+
+
+def test_every_change_is_an_endpoint_changed_event(lab):
+    proc, state, config, remote = lab
+    assert _endpoint_events(state, [("endpoints.add", {"name": "web", "host": "h"}),
+                                    ("endpoints.associate", {"name": "web", "subnets": ["10.8.0.0/24"]}),
+                                    ("endpoints.remove", {"names": ["web"]})], 3) == \
+        [("web", "added"), ("web", "scope"), ("web", "removed")]
 
 
 def test_adding_or_removing_a_rule_tells_its_endpoint_s_watchers(lab):
-    from console.control.client import ControlClient
-    from console.core.events import EndpointChanged
-
     proc, state, config, remote = lab
     wait_for(lambda: unit_state(state)["state"] == "up", what="master up through lab")
-    text = f"tcp:{free_port()}:127.0.0.1:9"
-
-    async def body():
-        async with ControlClient(state.control_socket) as watcher:
-            _, events = await watcher.subscribe()
-            async with ControlClient(state.control_socket) as operator:
-                await operator.request("proxy.add", direction="egress", rule=text, via="master")
-                await operator.request("proxy.remove", direction="egress", rule=text, via="master")
-            seen = []
-
-            async def collect():
-                async for event in events:
-                    if isinstance(event, EndpointChanged):
-                        seen.append((event.endpoint, event.change))
-                        if len(seen) == 2:
-                            return
-
-            await asyncio.wait_for(collect(), 5)
-            assert seen == [("lab", "rules"), ("lab", "rules")]
-
-    asyncio.run(body())
+    rule = {"direction": "egress", "rule": f"tcp:{free_port()}:127.0.0.1:9", "via": "master"}
+    assert _endpoint_events(state, [("proxy.add", rule), ("proxy.remove", rule)], 2) == \
+        [("lab", "rules"), ("lab", "rules")]
 
 
 def test_a_rule_via_a_unit_uses_the_units_endpoint(lab):
