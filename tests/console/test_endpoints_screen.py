@@ -64,6 +64,16 @@ def row(app, name: str) -> list[str]:
     return next((r for r in rows(app, "endpoints") if r[2] == name), [])
 
 
+async def open_setup_auth(app, pilot, name: str) -> None:
+    """Endpoints, the cursor on `name`, then `s`: its set-up dialog."""
+    from console.ui.dialogs.endpoint_auth import SetupAuthScreen
+
+    await open_endpoints(app, pilot)
+    await highlight(app, pilot, name)
+    await pilot.press("s")
+    await eventually(lambda: isinstance(app.screen, SetupAuthScreen))
+
+
 async def highlight(app, pilot, name: str) -> None:
     """Move the cursor to `name`'s row with the arrows, as an operator does."""
     names = [r[2] for r in rows(app, "endpoints")]
@@ -271,8 +281,6 @@ def test_check_the_marked_endpoints_one_available_one_unavailable_with_its_hint(
 
 
 def test_set_up_auth_by_password_ends_available_in_the_dialog(password_sshd, local_user, state):
-    from console.ui.dialogs.endpoint_auth import SetupAuthScreen
-
     user, password, home = local_user
     key = password_sshd.host_public_key
     text = one_endpoint_yaml("pw", password_sshd.port, user, key)
@@ -282,10 +290,7 @@ def test_set_up_auth_by_password_ends_available_in_the_dialog(password_sshd, loc
         try:
             app = app_for(state)
             async with app.run_test(size=SIZE) as pilot:
-                await open_endpoints(app, pilot)
-                await highlight(app, pilot, "pw")
-                await pilot.press("s")
-                await eventually(lambda: isinstance(app.screen, SetupAuthScreen))
+                await open_setup_auth(app, pilot, "pw")
                 await pilot.click("#method-password")
                 await eventually(lambda: app.screen.query_one("#password-row").display)
                 assert not app.screen.query_one("#identity-row").display
@@ -315,8 +320,6 @@ def test_set_up_auth_by_password_ends_available_in_the_dialog(password_sshd, loc
 def test_set_up_auth_by_key_logs_in_as_root_with_the_operators_key(sshd, local_user, state, tmp_path):
     """The operator's own key, authorized for root: it logs in and installs our key for the endpoint's user; a key
     file that does not exist is said in the dialog."""
-    from console.ui.dialogs.endpoint_auth import SetupAuthScreen
-
     user, _, home = local_user
     identity = tmp_path / "operator" / "id_ed25519"
     identity.parent.mkdir(mode=0o700)
@@ -330,10 +333,7 @@ def test_set_up_auth_by_key_logs_in_as_root_with_the_operators_key(sshd, local_u
         try:
             app = app_for(state)
             async with app.run_test(size=SIZE) as pilot:
-                await open_endpoints(app, pilot)
-                await highlight(app, pilot, "edge")
-                await pilot.press("s")
-                await eventually(lambda: isinstance(app.screen, SetupAuthScreen))
+                await open_setup_auth(app, pilot, "edge")
                 await pilot.click("#method-key")
                 await eventually(lambda: app.screen.query_one("#identity-row").display)
                 assert not app.screen.query_one("#password-row").display
@@ -370,10 +370,7 @@ def test_set_up_auth_by_script_shown_to_copy_and_save_then_checked(sshd, local_u
         try:
             app = app_for(state)
             async with app.run_test(size=SIZE) as pilot:
-                await open_endpoints(app, pilot)
-                await highlight(app, pilot, "edge")
-                await pilot.press("s")
-                await eventually(lambda: isinstance(app.screen, SetupAuthScreen))
+                await open_setup_auth(app, pilot, "edge")
                 await pilot.click("#method-script")
                 await eventually(lambda: str(app.screen.query_one("#setup", Button).label) == "Show script")
                 await pilot.click("#setup")
