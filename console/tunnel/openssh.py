@@ -44,11 +44,10 @@ import asyncssh
 from console.core.config import join_host_port
 from console.tunnel.diagnose import LinkFailed, printable
 from console.tunnel.egress import OPEN_CODES
+from console.tunnel.worker import PREFERRED_CIPHERS
 
-# Offered in this order, as the asyncssh transport offers them (worker.PREFERRED_CIPHERS): AES-GCM first (AES-NI),
-# the other AEAD and CTR ciphers, then AES-CBC for old servers that have nothing else.
-CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,"
-           "aes256-ctr,aes128-cbc,aes192-cbc,aes256-cbc")
+# The ciphers the asyncssh transport offers, in its order (worker.PREFERRED_CIPHERS: OpenSSH's names, every one)
+CIPHERS = ",".join(PREFERRED_CIPHERS)
 CONTROL_TIMEOUT = 10.0       # one `-O` request to the master (it answers in milliseconds)
 STDERR_LINE = 4096           # the longest line of ssh's stderr kept (longer ones are cut)
 KEPT_LINES = 30              # ssh's last lines kept to say why it ended
